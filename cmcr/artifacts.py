@@ -1,0 +1,119 @@
+"""Artifacts between stages: NPY matrices (memory-mappable), Parquet tables, JSON metrics, checkpoints.
+
+Every write goes to a temporary file in the destination folder and is renamed into place only when
+complete, so a killed stage never leaves a half-written file that DVC or a rerun would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class ArtifactError(ValueError):
+    """A stage input is missing or inconsistent (the message names the file and the problem)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def save_npy(path: str | Path, array: Any) -> Path:
+    """Atomically write a float32 (or given-dtype) matrix as ``.npy``."""
+    array = np.ascontiguousarray(array.detach().cpu().numpy() if hasattr(array, "detach") else array)
+    with atomic_path(path, ".npy") as tmp:
+        np.save(tmp, array)
+    log.info("wrote %s %s %s", path, array.shape, array.dtype)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def npy_writer(path: str | Path, shape: tuple[int, ...], dtype: Any = np.float32) -> Iterator[np.ndarray]:
+    """A writable ``.npy`` memory map for outputs larger than RAM; renamed into place when the block ends."""
+    with atomic_path(path, ".npy") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        yield out
+        out.flush()
+        del out
+    log.info("wrote %s %s", path, shape)
+
+
+def load_npy(path: str | Path, *, mmap: bool = True, dim: int | None = None) -> np.ndarray:
+    """Read a ``.npy`` matrix (memory-mapped by default); clear errors for missing or malformed files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"embedding file not found: {path}")
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: not a plain numeric .npy matrix ({exc})") from exc
+    if array.ndim != 2:
+        raise ArtifactError(f"{path}: expected a 2-D matrix (items × dim), got shape {array.shape}")
+    if dim is not None and array.shape[1] != dim:
+        raise ArtifactError(f"{path}: has dimension {array.shape[1]}, expected {dim}")
+    log.info("read %s %s %s", path, array.shape, array.dtype)
+    return array
+
+
+def write_parquet(path: str | Path, frame: Any) -> Path:
+    """Atomically write a pandas DataFrame as Parquet."""
+    with atomic_path(path, ".parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    log.info("wrote %s (%d rows)", path, len(frame))
+    return Path(path)
+
+
+def read_parquet(path: str | Path, *, rows: int | None = None, columns: list[str] | None = None) -> Any:
+    """Read a Parquet table, checking required ``columns`` and (if given) the row count of its matrix."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"table not found: {path}")
+    frame = pd.read_parquet(path)
+    missing = [c for c in (columns or []) if c not in frame.columns]
+    if missing:
+        raise ArtifactError(f"{path}: missing column(s) {missing}; has {list(frame.columns)}")
+    if rows is not None and len(frame) != rows:
+        raise ArtifactError(f"{path}: has {len(frame)} rows but its embedding matrix has {rows}; they must match row by row")
+    return frame
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Atomically write JSON (sorted keys, trailing newline: stable diffs across branches)."""
+    with atomic_path(path, ".json") as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    log.info("wrote %s", path)
+    return Path(path)
+
+
+def save_torch(path: str | Path, payload: Any) -> Path:
+    """Atomically ``torch.save`` a payload."""
+    import torch
+
+    with atomic_path(path, ".pt") as tmp:
+        torch.save(payload, tmp)
+    log.info("wrote %s", path)
+    return Path(path)

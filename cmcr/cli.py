@@ -1,0 +1,176 @@
+"""The ``cmcr`` command line: one subcommand per step, each a few lines over the library.
+
+Configuration comes from a params file (``params.yaml`` layout, see README) plus ``-S group.key=value``
+overrides, exactly like ``dvc exp run -S``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything can import transformers / laion_clap
+
+import typer
+import yaml
+
+from cmcr.config import ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
+
+app = typer.Typer(
+    help="C-MCR: connect two frozen multi-modal contrastive spaces through their shared modality.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file (params.yaml layout)")]
+ConnOpt = Annotated[str, typer.Option("--connection", "-c", help="clip_clap (audio–visual) or clip_ulip (3D–language)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="override, e.g. -S noise.var=0.002 (repeatable)")]
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["noise.var=0.002", "loss.intra_spaces=[clip]"]`` → nested dict; values parsed as YAML."""
+    result: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"override {item!r} must look like group.key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        node: dict[str, Any] = {}
+        cursor = node
+        parts = key.split(".")
+        for part in parts[:-1]:
+            cursor[part] = {}
+            cursor = cursor[part]
+        cursor[parts[-1]] = value
+        result = deep_merge(result, node)
+    return result
+
+
+def load_params(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise typer.BadParameter(f"params file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def resolve_config(params: Path, connection: str, overrides: list[str] | None) -> ConnectionConfig:
+    try:
+        return connection_config_from_params(load_params(params), connection, parse_overrides(overrides))
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command("config")
+def show_config(params: ParamsOpt = Path("params.yaml"), connection: ConnOpt = "clip_clap", set_: SetOpt = None) -> None:
+    """Print the fully resolved, validated config of a connection as JSON."""
+    typer.echo(json.dumps(resolve_config(params, connection, set_).to_dict(), indent=2))
+
+
+@app.command()
+def aggregate(
+    queries: Annotated[Path, typer.Option(help="N×d .npy of L2-normalised query embeddings (e.g. clip_text.npy)")],
+    memory: Annotated[Path, typer.Option(help="M×d .npy of L2-normalised memory embeddings (e.g. clip_image memory)")],
+    out: Annotated[Path, typer.Option(help="N×d .npy to write (e.g. clip_image_from_text.npy)")],
+    params: ParamsOpt = Path("params.yaml"),
+    connection: ConnOpt = "clip_clap",
+    set_: SetOpt = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:i]")] = "auto",
+) -> None:
+    """Eq. 2: aggregate a memory for every query (streamed softmax / argmax / random, per memory.mode)."""
+    from cmcr.artifacts import load_npy, npy_writer
+    from cmcr.memory import aggregate_memory
+
+    _setup_logging()
+    config = resolve_config(params, connection, set_).memory
+    q = load_npy(queries)
+    m = load_npy(memory, dim=q.shape[1])
+    with npy_writer(out, q.shape) as dest:
+        aggregate_memory(q, m, config, device=device, out=dest, progress=True)
+
+
+@app.command()
+def train(
+    embeddings: Annotated[Path, typer.Option(help="folder with {space}_{shared}.npy and {space}_{memory}_from_{shared}.npy")],
+    out: Annotated[Path, typer.Option(help="checkpoint to write (.pt)")],
+    params: ParamsOpt = Path("params.yaml"),
+    connection: ConnOpt = "clip_clap",
+    set_: SetOpt = None,
+    history: Annotated[Optional[Path], typer.Option(help="also write per-epoch losses as JSON here")] = None,
+) -> None:
+    """Train the two projectors of a connection (Eq. 3–10, AdamW + cosine) from pre-extracted embeddings."""
+    from cmcr.artifacts import save_torch, write_json
+    from cmcr.train import ConnectionData, train_connection
+
+    _setup_logging()
+    config = resolve_config(params, connection, set_)
+    data = ConnectionData.from_folder(embeddings, config)
+    result = train_connection(data, config)
+    save_torch(out, result.checkpoint())
+    if history is not None:
+        write_json(history, result.history)
+
+
+@app.command()
+def project(
+    checkpoint: Annotated[Path, typer.Option(help="projector checkpoint from `cmcr train`")],
+    space: Annotated[str, typer.Option(help="which space's projector to apply (e.g. clap)")],
+    embeddings: Annotated[Path, typer.Option(help="N×d .npy of that space's L2-normalised embeddings")],
+    out: Annotated[Path, typer.Option(help="N×out_dim .npy to write (L2-normalised, new space)")],
+) -> None:
+    """Map embeddings of one space into the connected space (projector + L2 normalisation)."""
+    import torch
+
+    from cmcr.artifacts import load_npy, save_npy
+    from cmcr.train import load_checkpoint
+
+    _setup_logging()
+    result = load_checkpoint(checkpoint)
+    if space not in result.projectors:
+        raise typer.BadParameter(f"{checkpoint} has projectors for {list(result.projectors)}, not {space!r}")
+    x = torch.from_numpy(load_npy(embeddings, mmap=False))
+    with torch.no_grad():
+        save_npy(out, result.projectors[space].embed(x.float()))
+
+
+@app.command("evaluate-retrieval")
+def evaluate_retrieval(
+    checkpoint: Annotated[Path, typer.Option(help="projector checkpoint from `cmcr train`")],
+    first_space: Annotated[str, typer.Option(help="space of the first side, e.g. clap")],
+    first: Annotated[Path, typer.Option(help=".npy of the first side (e.g. clap_audio of the benchmark)")],
+    second_space: Annotated[str, typer.Option(help="space of the second side, e.g. clip")],
+    second: Annotated[Path, typer.Option(help=".npy of the second side (e.g. clip_image); row i matches row i of first")],
+    out: Annotated[Path, typer.Option(help="metrics JSON to write")],
+    names: Annotated[str, typer.Option(help="direction letters, e.g. A,I → A2I and I2A")] = "A,I",
+) -> None:
+    """Retrieval mAP / R@1 / R@5 (percent) in both directions, item i matching item i."""
+    import torch
+
+    from cmcr.artifacts import load_npy, write_json
+    from cmcr.checks import check_same_rows
+    from cmcr.metrics.retrieval import bidirectional_retrieval
+    from cmcr.train import load_checkpoint
+
+    _setup_logging()
+    result = load_checkpoint(checkpoint)
+    a = torch.from_numpy(load_npy(first, mmap=False)).float()
+    b = torch.from_numpy(load_npy(second, mmap=False)).float()
+    check_same_rows(a, str(first), b, str(second))
+    with torch.no_grad():
+        pa, pb = result.projectors[first_space].embed(a), result.projectors[second_space].embed(b)
+    letters = tuple(x.strip() for x in names.split(","))
+    metrics = bidirectional_retrieval(pa, pb, letters)  # type: ignore[arg-type]
+    write_json(out, metrics)
+    typer.echo(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

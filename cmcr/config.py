@@ -1,0 +1,307 @@
+"""Typed, validated configuration objects.
+
+The library never reads ``params.yaml`` itself: stages and the CLI turn a params mapping into these
+objects (:func:`connection_config_from_params`) and pass them in. Every value is checked here, so a
+bad temperature or a negative variance fails before any data is read or any compute starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid (the message names the key and the problem)."""
+
+
+def _positive(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _positive_int(name: str, value: int, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+MEMORY_MODES = ("softmax", "argmax", "random")
+PRECISIONS = ("fp32", "bf16", "fp16")
+PROJECTOR_KINDS = ("paper", "official_clap_clip", "official_ulip_clip")
+INTRA_DISTANCES = ("l2", "squared_l2")
+LR_SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Which two contrastive spaces are connected, and through which modality.
+
+    ``spaces`` are the two MCR spaces (e.g. ``("clip", "clap")``); ``shared_modality`` is the
+    overlapping modality whose embeddings exist in both (``"text"`` for CLIP–CLAP, ``"image"`` for
+    CLIP–ULIP); ``memory_modality[space]`` is the non-overlapping modality whose memory is aggregated
+    by Eq. 2 in that space (``{"clip": "image", "clap": "audio"}``).
+    """
+
+    name: str
+    spaces: tuple[str, str]
+    shared_modality: str
+    memory_modality: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spaces", tuple(self.spaces))
+        object.__setattr__(self, "memory_modality", dict(self.memory_modality))
+        if len(self.spaces) != 2 or self.spaces[0] == self.spaces[1]:
+            raise ConfigError(f"connection {self.name!r}: spaces must be two different names, got {self.spaces!r}")
+        if set(self.memory_modality) != set(self.spaces):
+            raise ConfigError(
+                f"connection {self.name!r}: memory_modality must name exactly the spaces {list(self.spaces)}, "
+                f"got {sorted(self.memory_modality)}"
+            )
+
+    def embedding_name(self, space: str, modality: str) -> str:
+        """``clip_text``, ``clap_audio``…: the name of a space's embedding of a modality."""
+        return f"{space}_{modality}"
+
+
+#: The paper's two connections.
+CLIP_CLAP = Connection("clip_clap", ("clip", "clap"), "text", {"clip": "image", "clap": "audio"})
+CLIP_ULIP = Connection("clip_ulip", ("clip", "ulip"), "image", {"clip": "text", "ulip": "points"})
+CONNECTIONS = {c.name: c for c in (CLIP_CLAP, CLIP_ULIP)}
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Eq. 2 (inter-modality semantic consistency): memory aggregation.
+
+    ``mode``: ``softmax`` (the paper), ``argmax`` (Table 5 row I), ``random`` (row J, seeded by ``seed``).
+    ``temperature`` is τ1. Chunk sizes bound peak memory (``query_chunk × memory_chunk`` logits).
+    ``precision`` other than ``fp32`` runs the two matrix products in reduced precision (meant for GPUs);
+    softmax statistics and the accumulator stay in fp32.
+    """
+
+    mode: str = "softmax"
+    temperature: float = 0.01
+    query_chunk: int = 1024
+    memory_chunk: int = 4096
+    precision: str = "fp32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("memory.mode", self.mode, MEMORY_MODES)
+        _positive("memory.temperature (tau1)", self.temperature)
+        _positive_int("memory.query_chunk", self.query_chunk)
+        _positive_int("memory.memory_chunk", self.memory_chunk)
+        _choice("memory.precision", self.precision, PRECISIONS)
+        _positive_int("memory.seed", self.seed, minimum=0)
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Eq. 3 (intra-modality semantic completion): Gaussian noise of *variance* ``var`` (σ²), then re-norm.
+
+    ``enabled=False`` is Table 5 row H (together with ``renorm=False``); ``renorm=False`` alone is row G.
+    """
+
+    var: float = 0.004
+    enabled: bool = True
+    renorm: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.var, (int, float)) or isinstance(self.var, bool) or not math.isfinite(self.var) or self.var < 0:
+            raise ConfigError(f"noise.var (sigma^2, a variance) must be a finite number >= 0, got {self.var!r}")
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    """Projector architecture (appendix C, Table 6, or one of the released variants).
+
+    ``kind``: ``paper`` (Table 6: Linear→BN→ReLU→Linear→BN→ReLU), ``official_clap_clip`` (released
+    CLAP–CLIP heads: no final ReLU), ``official_ulip_clip`` (released ULIP–CLIP heads: Linear→BN→ReLU).
+    ``in_dims[space]`` is the embedding dimension of each space; data of another width is refused.
+    """
+
+    kind: str = "paper"
+    in_dims: Mapping[str, int] = field(default_factory=lambda: {"clip": 512, "clap": 512})
+    hidden_dim: int = 1024
+    out_dim: int = 512
+
+    def __post_init__(self) -> None:
+        _choice("projector.kind", self.kind, PROJECTOR_KINDS)
+        object.__setattr__(self, "in_dims", dict(self.in_dims))
+        for space, dim in self.in_dims.items():
+            _positive_int(f"projector.in_dims.{space}", dim)
+        _positive_int("projector.hidden_dim", self.hidden_dim)
+        _positive_int("projector.out_dim", self.out_dim)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Eq. 5–10: which terms are on, their temperatures and the weight λ.
+
+    ``shared_pair`` is L_ttc (Eq. 5; for CLIP–ULIP the image–image term), ``pseudo_pair`` is L_avc
+    (Eq. 6; for CLIP–ULIP the text–3D term). ``intra_spaces`` lists the spaces whose Eq. 9 term is on
+    (Table 5 rows A–C switch them off). ``intra_distance``: ``l2`` is Eq. 9 as printed (non-squared
+    norm, the default); ``squared_l2`` follows the derivation above Eq. 9 ((x−y)ᵀ(x−y) = 2(1−xᵀy)).
+    """
+
+    shared_temperature: float = 0.01
+    pseudo_temperature: float = 0.01
+    lambda_intra: float = 0.1
+    shared_pair: bool = True
+    pseudo_pair: bool = True
+    intra_spaces: tuple[str, ...] = ("clip", "clap")
+    intra_distance: str = "l2"
+
+    def __post_init__(self) -> None:
+        _positive("loss.shared_temperature (tau2)", self.shared_temperature)
+        _positive("loss.pseudo_temperature (tau3)", self.pseudo_temperature)
+        if not isinstance(self.lambda_intra, (int, float)) or not math.isfinite(self.lambda_intra) or self.lambda_intra < 0:
+            raise ConfigError(f"loss.lambda_intra (lambda) must be a finite number >= 0, got {self.lambda_intra!r}")
+        object.__setattr__(self, "intra_spaces", tuple(self.intra_spaces))
+        _choice("loss.intra_distance", self.intra_distance, INTRA_DISTANCES)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (section 4.1/4.2): AdamW, initial ``lr``, per-step cosine decay to ``min_lr``."""
+
+    epochs: int = 36
+    batch_size: int = 10240
+    lr: float = 1e-3
+    min_lr: float = 0.0
+    weight_decay: float = 0.01
+    lr_schedule: str = "cosine"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _positive_int("train.epochs", self.epochs)
+        _positive_int("train.batch_size", self.batch_size, minimum=2)
+        _positive("train.lr", self.lr)
+        if self.min_lr < 0 or self.min_lr > self.lr:
+            raise ConfigError(f"train.min_lr must be in [0, train.lr], got {self.min_lr!r}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}")
+        _choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _positive_int("train.seed", self.seed, minimum=0)
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """Everything needed to train one connection, as one object (stored verbatim in checkpoints)."""
+
+    connection: Connection = CLIP_CLAP
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    projector: ProjectorConfig = field(default_factory=ProjectorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        spaces = set(self.connection.spaces)
+        unknown = set(self.loss.intra_spaces) - spaces
+        if unknown:
+            raise ConfigError(
+                f"loss.intra_spaces names {sorted(unknown)}, which are not spaces of connection "
+                f"{self.connection.name!r} ({sorted(spaces)})"
+            )
+        missing = spaces - set(self.projector.in_dims)
+        if missing:
+            raise ConfigError(f"projector.in_dims lacks a dimension for space(s) {sorted(missing)}")
+        if not (self.loss.shared_pair or self.loss.pseudo_pair or (self.loss.intra_spaces and self.loss.lambda_intra > 0)):
+            raise ConfigError("loss: every term is switched off (shared_pair, pseudo_pair and intra); nothing to train")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (str/int/float/bool/list/dict only): safe for ``torch.load(weights_only=True)``."""
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, Mapping):
+                return {str(k): plain(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            return value
+
+        return plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ConnectionConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not pass silently)."""
+        parts: dict[str, Any] = {}
+        types = {"connection": Connection, "memory": MemoryConfig, "noise": NoiseConfig,
+                 "projector": ProjectorConfig, "loss": LossConfig, "train": TrainConfig}
+        unknown = set(data) - set(types)
+        if unknown:
+            raise ConfigError(f"unknown config group(s): {sorted(unknown)}")
+        for key, typ in types.items():
+            if key in data:
+                parts[key] = _build(typ, data[key], key)
+        return cls(**parts)
+
+
+def _build(typ: type, values: Any, where: str) -> Any:
+    if isinstance(values, typ):
+        return values
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(typ)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {where}: {sorted(unknown)} (known: {sorted(names)})")
+    kwargs = dict(values)
+    if typ is Connection and "spaces" in kwargs:
+        kwargs["spaces"] = tuple(kwargs["spaces"])
+    if typ is LossConfig and "intra_spaces" in kwargs:
+        kwargs["intra_spaces"] = tuple(kwargs["intra_spaces"] or ())
+    return typ(**kwargs)
+
+
+GROUPS = ("memory", "noise", "projector", "loss", "train")
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def connection_config_from_params(params: Mapping[str, Any], connection: str,
+                                  overrides: Mapping[str, Any] | None = None) -> ConnectionConfig:
+    """Build the config of one connection from a params mapping (the layout of ``params.yaml``).
+
+    The top-level groups ``memory``, ``noise``, ``projector``, ``loss``, ``train`` are the audio–visual
+    connection (CLIP–CLAP via text, the paper's running example) and the base of every connection;
+    ``connections.<name>`` lists only what another connection changes (e.g. ``clip_ulip``: σ² = 0.002,
+    λ = 0.4, 24 epochs...). ``overrides`` (e.g. a Table 5 row) are merged last.
+    """
+    if connection not in CONNECTIONS:
+        raise ConfigError(f"unknown connection {connection!r}; known: {sorted(CONNECTIONS)}")
+    merged = {g: dict(params.get(g) or {}) for g in GROUPS}
+    per_connection = (params.get("connections") or {}).get(connection) or {}
+    unknown = set(per_connection) - set(GROUPS)
+    if unknown:
+        raise ConfigError(f"connections.{connection}: unknown group(s) {sorted(unknown)}; known: {list(GROUPS)}")
+    merged = deep_merge(merged, per_connection)
+    if overrides:
+        bad = set(overrides) - set(GROUPS)
+        if bad:
+            raise ConfigError(f"override names unknown group(s) {sorted(bad)}; known: {list(GROUPS)}")
+        merged = deep_merge(merged, overrides)
+    conn = CONNECTIONS[connection]
+    projector = dict(merged["projector"])
+    if "in_dims" in projector:
+        projector["in_dims"] = {s: d for s, d in dict(projector["in_dims"]).items() if s in conn.spaces}
+    merged["projector"] = projector
+    return ConnectionConfig.from_dict({"connection": conn, **merged})

@@ -1,0 +1,204 @@
+"""Eq. 2 — inter-modality semantic consistency: text-guided aggregation of a unimodal memory.
+
+For a query ``t_i`` (say a CLIP text embedding) and a memory ``V = {v_1..v_M}`` (CLIP image embeddings
+of unpaired images), Eq. 2 produces
+
+    v_i = Σ_k softmax_k(sim(t_i, v_k) / τ1) · v_k,
+
+i.e. single-head attention with queries ``t``, keys and values ``V`` and scale ``1/τ1``. The paper uses
+N = 2.33M texts and M = 1.3M images (1.8M audio clips): the N×M similarity matrix (~12 TB in fp32) can
+never be formed. :func:`aggregate_memory` therefore streams over memory chunks with an online
+log-sum-exp softmax, so peak memory is ``query_chunk × memory_chunk`` logits plus a
+``query_chunk × d`` accumulator, whatever N and M are. The result is exact (equal to the materialised
+formula up to fp32 rounding).
+
+Table 5 ablations: ``mode="argmax"`` (row I) takes the single most similar memory item, and
+``mode="random"`` (row J) a uniformly random memory item (seeded).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_unit_norm
+from cmcr.config import MEMORY_MODES, ConfigError, MemoryConfig
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None → CUDA when present, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def aggregate_memory(
+    queries: torch.Tensor | np.ndarray,
+    memory: torch.Tensor | np.ndarray,
+    config: MemoryConfig = MemoryConfig(),
+    *,
+    device: str | torch.device | None = "auto",
+    out: np.ndarray | torch.Tensor | None = None,
+    check_inputs: bool = True,
+    progress: bool = False,
+    desc: str = "Eq. 2 aggregation",
+) -> torch.Tensor | np.ndarray:
+    """Eq. 2: semantically consistent embeddings ``v_i = Σ_k softmax_k(sim(t_i, v_k)/τ1) v_k``.
+
+    Args:
+        queries: N×d query embeddings (texts in the paper), L2-normalised. Tensor or (memory-mapped) array.
+        memory: M×d memory embeddings (images / audio / 3D / texts), L2-normalised. Tensor or memmap.
+        config: mode (``softmax`` | ``argmax`` | ``random``), τ1, chunk sizes, precision, seed.
+        device: where to compute (``auto``: CUDA if available).
+        out: optional preallocated N×d float32 destination (e.g. an ``np.lib.format.open_memmap``), so
+            that paper-scale outputs never need to fit in RAM.
+        check_inputs: validate shapes, finiteness and unit norms before any compute.
+        progress: show a progress bar over query chunks (rates in queries/s).
+
+    Returns:
+        N×d float32 embeddings on the CPU (``out`` itself when given). Rows are convex combinations of
+        memory items, hence *not* unit-norm; Eq. 3 re-normalises them.
+    """
+    if config.mode not in MEMORY_MODES:
+        raise ConfigError(f"memory.mode must be one of {MEMORY_MODES}, got {config.mode!r}")
+    if check_inputs:
+        check_matrix(queries, "queries")
+        check_matrix(memory, "memory", dim=queries.shape[1])
+        check_unit_norm(queries, "queries")
+        check_unit_norm(memory, "memory")
+    elif memory.shape[0] == 0:
+        raise EmbeddingError("memory: is empty (0 rows)")
+    n, d = queries.shape
+    dev = resolve_device(device)
+    compute_dtype = _DTYPES[config.precision]
+    if compute_dtype != torch.float32 and dev.type == "cpu":
+        log.warning("memory.precision=%s on CPU: reduced precision is meant for GPUs and is slow here", config.precision)
+
+    if out is None:
+        out_t = torch.empty((n, d), dtype=torch.float32)
+        result: torch.Tensor | np.ndarray = out_t
+    else:
+        if tuple(out.shape) != (n, d):
+            raise EmbeddingError(f"out: has shape {tuple(out.shape)}, expected {(n, d)}")
+        out_t = as_tensor(out)
+        result = out
+
+    queries_t = as_tensor(queries)
+    memory_t = as_tensor(memory)
+
+    if config.mode == "random":
+        generator = torch.Generator().manual_seed(config.seed)
+        index = torch.randint(memory_t.shape[0], (n,), generator=generator)
+        for start in range(0, n, config.query_chunk):
+            rows = index[start:start + config.query_chunk]
+            out_t[start:start + rows.shape[0]] = memory_t[rows].float()
+        return result
+
+    # Memory chunks are staged on the compute device once (on a GPU the whole memory usually fits;
+    # on the CPU this is a zero-copy view) and re-read for every query chunk.
+    memory_chunks = [
+        memory_t[s:s + config.memory_chunk].to(dev, dtype=compute_dtype, non_blocking=True)
+        for s in range(0, memory_t.shape[0], config.memory_chunk)
+    ] if dev.type != "cpu" else None
+
+    def chunk_iter():
+        if memory_chunks is not None:
+            yield from memory_chunks
+        else:
+            for s in range(0, memory_t.shape[0], config.memory_chunk):
+                yield memory_t[s:s + config.memory_chunk].to(dtype=compute_dtype)
+
+    bar = tqdm(total=n, desc=desc, unit="q", unit_scale=True, disable=not progress)
+    for start in range(0, n, config.query_chunk):
+        q = queries_t[start:start + config.query_chunk].to(dev, dtype=torch.float32)
+        if config.mode == "softmax":
+            block = _softmax_aggregate_chunk(q, chunk_iter(), 1.0 / config.temperature, compute_dtype)
+        else:
+            block = _argmax_aggregate_chunk(q, chunk_iter(), compute_dtype)
+        out_t[start:start + q.shape[0]] = block.to("cpu", dtype=torch.float32)
+        bar.update(q.shape[0])
+    bar.close()
+    return result
+
+
+#: A chunk whose un-normalised weights (relative to the running shift) sum above this is recomputed
+#: with a fresh shift. Far below fp32's 3.4e38, so sums over any number of chunks stay finite.
+_RESHIFT_ABOVE = 1e30
+
+
+def _softmax_aggregate_chunk(q: torch.Tensor, memory_chunks, inv_tau: float, dtype: torch.dtype) -> torch.Tensor:
+    """Online-softmax attention of one query chunk over all memory chunks (flash-attention style).
+
+    Keeps a per-row shift ``m``, a normaliser ``l = Σ exp(s - m)`` and a weighted sum
+    ``acc = Σ exp(s - m) v``. The shift is the exact row max of the first chunk and is only moved
+    ("lazy rescaling") when a later chunk's weights would leave fp32's safe range; then ``l`` and
+    ``acc`` are rescaled by ``exp(m_old - m_new)``. Any shift gives the same softmax; a lazy one saves
+    a max pass and a subtraction pass per chunk, folding the shift into the similarity product.
+    """
+    qs = (q * inv_tau).to(dtype)  # fold 1/τ1 into the queries: one pass over q×d instead of over q×M
+    rows = q.shape[0]
+    shift: torch.Tensor | None = None
+    run_sum = torch.zeros((rows, 1), device=q.device)
+    acc = torch.zeros((rows, q.shape[1]), device=q.device)
+    for mem in memory_chunks:
+        if shift is not None:
+            # exp(s/τ1 - m): the shift rides in the product's bias, no separate pass.
+            weights = torch.addmm(-shift, qs, mem.T) if dtype == torch.float32 else (qs @ mem.T).float().sub_(shift)
+            weights.exp_()
+            chunk_sum = weights.sum(dim=1, keepdim=True)
+            if bool((chunk_sum <= _RESHIFT_ABOVE).all()):  # also False for inf/NaN
+                run_sum.add_(chunk_sum)
+                _accumulate(acc, weights, mem, dtype)
+                continue
+        # First chunk, or the lazy shift is too low for this chunk: recompute with the exact max.
+        logits = (qs @ mem.T).float()
+        chunk_max = logits.amax(dim=1, keepdim=True)
+        new_shift = chunk_max if shift is None else torch.maximum(shift, chunk_max)
+        if shift is not None:
+            rescale = torch.exp(shift - new_shift)
+            run_sum.mul_(rescale)
+            acc.mul_(rescale)
+        shift = new_shift
+        logits.sub_(shift).exp_()
+        run_sum.add_(logits.sum(dim=1, keepdim=True))
+        _accumulate(acc, logits, mem, dtype)
+    return acc.div_(run_sum)
+
+
+def _accumulate(acc: torch.Tensor, weights: torch.Tensor, mem: torch.Tensor, dtype: torch.dtype) -> None:
+    """``acc += weights @ mem`` (in ``dtype`` for the product, fp32 for the sum)."""
+    if dtype == torch.float32:
+        acc.addmm_(weights, mem)
+    else:
+        acc.add_((weights.to(dtype) @ mem).float())
+
+
+def _argmax_aggregate_chunk(q: torch.Tensor, memory_chunks, dtype: torch.dtype) -> torch.Tensor:
+    """Table 5 row I: the single most similar memory item (first one on ties)."""
+    qs = q.to(dtype)
+    best = torch.full((q.shape[0],), -math.inf, device=q.device)
+    best_rows = torch.zeros_like(q)
+    for mem in memory_chunks:
+        sims = (qs @ mem.T).float()
+        value, index = sims.max(dim=1)
+        better = value > best
+        best = torch.where(better, value, best)
+        best_rows[better] = mem[index[better]].float()
+    return best_rows
+
+
+def aggregate_memory_naive(queries: torch.Tensor, memory: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Eq. 2 as printed, materialising the full N×M similarity matrix.
+
+    Reference for tests and the baseline of ``benchmarks/bench_memory.py``; never use it at scale.
+    """
+    weights = torch.softmax(queries @ memory.T / temperature, dim=1)
+    return weights @ memory

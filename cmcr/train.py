@@ -1,0 +1,193 @@
+"""Training of the two projectors (section 3.5): the encoders are frozen and never seen here.
+
+The whole training set — per space the shared-modality embeddings (t^I, t^A) and the Eq. 2 aggregates
+(v^I, a^A) — is moved to the device once as four tensors and shuffled by index each epoch; a batch is
+an index slice, so there is no per-sample DataLoader. Each step applies Eq. 3 (fresh noise), Eq. 4
+(projection), Eq. 10 (loss) and one AdamW step; the learning rate follows a per-step cosine decay.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from cmcr.artifacts import load_npy
+from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_same_rows
+from cmcr.config import ConnectionConfig
+from cmcr.enhance import semantic_completion
+from cmcr.loss import total_loss
+from cmcr.memory import resolve_device
+from cmcr.projector import build_projectors, count_parameters
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "cmcr.projectors/1"
+
+
+@dataclass
+class ConnectionData:
+    """Training embeddings of one connection, row i of every matrix coming from the same shared item.
+
+    ``shared[space]``: the shared modality (e.g. text) embedded in that space (``clip_text``, ``clap_text``);
+    ``memory[space]``: its Eq. 2 aggregate over that space's memory (``clip_image``, ``clap_audio``).
+    """
+
+    shared: Mapping[str, torch.Tensor | np.ndarray]
+    memory: Mapping[str, torch.Tensor | np.ndarray]
+
+    @staticmethod
+    def file_names(config: ConnectionConfig) -> dict[str, dict[str, str]]:
+        """Files a training folder holds, e.g. for CLIP–CLAP ``clip_text.npy``, ``clap_text.npy``,
+        ``clip_image_from_text.npy``, ``clap_audio_from_text.npy`` (the Eq. 2 aggregates)."""
+        conn = config.connection
+        shared = conn.shared_modality
+        return {
+            "shared": {s: f"{conn.embedding_name(s, shared)}.npy" for s in conn.spaces},
+            "memory": {s: f"{conn.embedding_name(s, conn.memory_modality[s])}_from_{shared}.npy" for s in conn.spaces},
+        }
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, config: ConnectionConfig) -> "ConnectionData":
+        """Memory-map the four training matrices of ``config.connection`` from ``folder``."""
+        names = cls.file_names(config)
+        dims = config.projector.in_dims
+        folder = Path(folder)
+        return cls(
+            shared={s: load_npy(folder / f, dim=dims[s]) for s, f in names["shared"].items()},
+            memory={s: load_npy(folder / f, dim=dims[s]) for s, f in names["memory"].items()},
+        )
+
+    def validate(self, config: ConnectionConfig) -> int:
+        """Check names, shapes, finiteness and widths against the projector config; return N."""
+        conn = config.connection
+        n = None
+        for role, mats in (("shared", self.shared), ("memory", self.memory)):
+            if set(mats) != set(conn.spaces):
+                raise EmbeddingError(f"{role} embeddings must be given for spaces {list(conn.spaces)}, got {sorted(mats)}")
+            for space, mat in mats.items():
+                modality = conn.shared_modality if role == "shared" else conn.memory_modality[space]
+                name = conn.embedding_name(space, modality) + ("" if role == "shared" else " (Eq. 2 aggregate)")
+                check_matrix(mat, name, dim=config.projector.in_dims[space])
+                if n is None:
+                    n, first = mat.shape[0], (mat, name)
+                else:
+                    check_same_rows(first[0], first[1], mat, name)
+        assert n is not None
+        return n
+
+
+@dataclass
+class TrainResult:
+    projectors: nn.ModuleDict
+    config: ConnectionConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Projector weights + exact config + per-epoch history; loadable with ``weights_only=True``."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "connection": self.config.connection.name,
+            "projectors": {s: {k: v.detach().cpu() for k, v in m.state_dict().items()}
+                           for s, m in self.projectors.items()},
+            "config": self.config.to_dict(),
+            "history": self.history,
+        }
+
+
+def cosine_lr(step: int, total_steps: int, lr: float, min_lr: float) -> float:
+    """Cosine decay from ``lr`` at step 0 to ``min_lr`` after the last step."""
+    if total_steps <= 1:
+        return lr
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * step / total_steps))
+
+
+def batch_slices(n: int, batch_size: int) -> list[slice]:
+    """Batch boundaries of one epoch; a trailing batch of one item is dropped (BatchNorm needs ≥ 2)."""
+    slices = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if slices and slices[-1].stop - slices[-1].start < 2:
+        slices.pop()
+    return slices
+
+
+def train_connection(data: ConnectionData, config: ConnectionConfig, *, progress: bool = True) -> TrainResult:
+    """Train the two projectors of ``config.connection`` on ``data`` (Eq. 3, 4, 10; AdamW + cosine)."""
+    n = data.validate(config)
+    tc = config.train
+    spaces = config.connection.spaces
+    device = resolve_device(tc.device)
+    slices = batch_slices(n, tc.batch_size)
+    if not slices:
+        raise EmbeddingError(f"training set has {n} item(s); at least 2 are needed (BatchNorm)")
+
+    torch.manual_seed(tc.seed)  # projector initialisation
+    projectors = build_projectors(config.projector, spaces).to(device)
+    log.info("training %s: %d items, %d steps/epoch × %d epochs, %d trainable parameters, device %s",
+             config.connection.name, n, len(slices), tc.epochs, count_parameters(projectors), device)
+
+    def to_device(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        return as_tensor(x).detach().to(device=device, dtype=torch.float32)  # frozen encoders: no graph back
+
+    shared = {s: to_device(data.shared[s]) for s in spaces}
+    memory = {s: to_device(data.memory[s]) for s in spaces}
+
+    optimizer = torch.optim.AdamW(projectors.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    total_steps = tc.epochs * len(slices)
+    generator = torch.Generator(device=device).manual_seed(tc.seed)
+    history: list[dict[str, float]] = []
+    step = 0
+    projectors.train()
+    bar = tqdm(total=total_steps, desc=f"train {config.connection.name}", unit="step", disable=not progress)
+    for epoch in range(tc.epochs):
+        started = time.perf_counter()
+        order = torch.randperm(n, generator=generator, device=device)
+        sums: dict[str, float] = {}
+        for sl in slices:
+            lr = cosine_lr(step, total_steps, tc.lr, tc.min_lr) if tc.lr_schedule == "cosine" else tc.lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = order[sl]
+            projected_shared = {s: projectors[s](semantic_completion(shared[s][idx], config.noise, generator)) for s in spaces}
+            projected_memory = {s: projectors[s](semantic_completion(memory[s][idx], config.noise, generator)) for s in spaces}
+            parts = total_loss(projected_shared, projected_memory, spaces, config.loss)
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            optimizer.step()
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            step += 1
+            bar.update(1)
+        record = {"epoch": epoch + 1, "lr": lr, "seconds": time.perf_counter() - started}
+        record.update({k: v / len(slices) for k, v in sums.items()})
+        history.append(record)
+        log.info("epoch %d/%d loss %.4f (%s) lr %.2e", epoch + 1, tc.epochs, record["loss"],
+                 ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "lr", "seconds", "loss")), lr)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+    bar.close()
+    projectors.eval()
+    return TrainResult(projectors.cpu(), config, history)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> TrainResult:
+    """Load a checkpoint written from :meth:`TrainResult.checkpoint` (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"projector checkpoint not found: {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a cmcr projector checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    config = ConnectionConfig.from_dict(payload["config"])
+    projectors = build_projectors(config.projector, config.connection.spaces)
+    for space, state in payload["projectors"].items():
+        projectors[space].load_state_dict(state)
+    projectors.eval()
+    return TrainResult(projectors, config, list(payload.get("history", [])))

@@ -1,0 +1,120 @@
+"""Eq. 2 against an independent float64 reference written out term by term."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cmcr.checks import EmbeddingError
+from cmcr.config import ConfigError, MemoryConfig
+from cmcr.memory import aggregate_memory, aggregate_memory_naive
+from conftest import unit
+
+
+def reference_softmax(q: torch.Tensor, m: torch.Tensor, tau: float) -> torch.Tensor:
+    """Eq. 2 literally, in float64, one query at a time."""
+    q, m = q.double(), m.double()
+    out = torch.empty_like(q)
+    for i in range(q.shape[0]):
+        sims = [float(q[i] @ m[k]) for k in range(m.shape[0])]
+        top = max(sims)
+        weights = [math.exp((s - top) / tau) for s in sims]
+        total = sum(weights)
+        out[i] = sum(w / total * m[k] for k, w in enumerate(weights))
+    return out
+
+
+@pytest.mark.parametrize("qc,mc", [(8, 7), (5, 53), (100, 100), (1, 1), (37, 52)])
+def test_softmax_matches_reference_with_odd_chunks(qc, mc):
+    q, m = unit(37, 16, seed=1), unit(53, 16, seed=2)
+    got = aggregate_memory(q, m, MemoryConfig(temperature=0.05, query_chunk=qc, memory_chunk=mc), device="cpu")
+    torch.testing.assert_close(got.double(), reference_softmax(q, m, 0.05), atol=1e-5, rtol=0)
+
+
+def test_paper_temperature_matches_naive_formula():
+    q, m = unit(64, 32, seed=3), unit(300, 32, seed=4)
+    got = aggregate_memory(q, m, MemoryConfig(temperature=0.01, query_chunk=10, memory_chunk=33), device="cpu")
+    torch.testing.assert_close(got, aggregate_memory_naive(q, m, 0.01), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.double(), reference_softmax(q, m, 0.01), atol=1e-5, rtol=0)
+
+
+def test_memory_of_one_item_returns_it_for_every_query():
+    q, m = unit(9, 8, seed=5), unit(1, 8, seed=6)
+    for mode in ("softmax", "argmax", "random"):
+        got = aggregate_memory(q, m, MemoryConfig(mode=mode, query_chunk=4), device="cpu")
+        torch.testing.assert_close(got, m.expand(9, 8), atol=1e-6, rtol=0)
+
+
+def test_lazy_shift_recomputes_when_a_later_chunk_dominates():
+    # First memory chunk: items nearly orthogonal to the query; last chunk: the query itself.
+    # With τ1=0.01 the later logits exceed the first chunk's max by ~100, far past fp32's exp range:
+    # the streamed softmax must re-shift instead of overflowing.
+    q = unit(4, 16, seed=7)
+    filler = unit(40, 16, seed=8)
+    filler = filler - (filler @ q[0]).unsqueeze(1) * q[0]  # orthogonal to the first query
+    filler = torch.nn.functional.normalize(filler, dim=1)
+    m = torch.cat([filler, q[:1]])
+    got = aggregate_memory(q, m, MemoryConfig(temperature=0.01, query_chunk=2, memory_chunk=8), device="cpu")
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), reference_softmax(q, m, 0.01), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[0], q[0], atol=1e-5, rtol=0)  # softmax ≈ one-hot on the exact match
+
+
+def test_argmax_picks_most_similar_item_first_on_ties():
+    q, m = unit(20, 8, seed=9), unit(30, 8, seed=10)
+    m[17] = m[3]  # a duplicate: the first index must win
+    got = aggregate_memory(q, m, MemoryConfig(mode="argmax", query_chunk=6, memory_chunk=7), device="cpu")
+    expected = m[[int(np.argmax([float(qi @ mk) for mk in m])) for qi in q]]
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+
+
+def test_random_is_seeded_and_draws_memory_rows_uniformly():
+    q, m = unit(4000, 4, seed=11), unit(10, 4, seed=12)
+    a = aggregate_memory(q, m, MemoryConfig(mode="random", seed=3), device="cpu")
+    b = aggregate_memory(q, m, MemoryConfig(mode="random", seed=3), device="cpu")
+    c = aggregate_memory(q, m, MemoryConfig(mode="random", seed=4), device="cpu")
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    index = (a.unsqueeze(1) == m.unsqueeze(0)).all(-1).float().argmax(1)
+    assert torch.equal(m[index], a)  # every output is a memory row
+    counts = torch.bincount(index, minlength=10).float()
+    assert counts.min() > 300 and counts.max() < 500  # uniform: 400 ± 5 sd (sd ≈ 19)
+
+
+def test_memmap_inputs_and_preallocated_output(tmp_path):
+    q, m = unit(50, 16, seed=13), unit(70, 16, seed=14)
+    np.save(tmp_path / "q.npy", q.numpy())
+    np.save(tmp_path / "m.npy", m.numpy())
+    out = np.lib.format.open_memmap(tmp_path / "o.npy", mode="w+", dtype=np.float32, shape=(50, 16))
+    res = aggregate_memory(np.load(tmp_path / "q.npy", mmap_mode="r"), np.load(tmp_path / "m.npy", mmap_mode="r"),
+                           MemoryConfig(temperature=0.02, query_chunk=16, memory_chunk=32), device="cpu", out=out)
+    assert res is out
+    torch.testing.assert_close(torch.from_numpy(np.asarray(out)), aggregate_memory_naive(q, m, 0.02), atol=1e-5, rtol=0)
+
+
+def test_reduced_precision_is_close():
+    q, m = unit(30, 32, seed=15), unit(90, 32, seed=16)
+    got = aggregate_memory(q, m, MemoryConfig(temperature=0.1, precision="bf16", memory_chunk=40), device="cpu")
+    torch.testing.assert_close(got, aggregate_memory_naive(q, m, 0.1), atol=5e-2, rtol=0)
+
+
+@pytest.mark.parametrize("tau", [0, -0.01, float("nan")])
+def test_bad_temperature_is_refused(tau):
+    with pytest.raises(ConfigError, match="temperature"):
+        MemoryConfig(temperature=tau)
+
+
+def test_bad_inputs_fail_before_compute():
+    q, m = unit(5, 8), unit(6, 8, seed=1)
+    with pytest.raises(EmbeddingError, match="memory: is empty"):
+        aggregate_memory(q, m[:0], device="cpu")
+    bad = q.clone()
+    bad[2, 3] = float("nan")
+    with pytest.raises(EmbeddingError, match=r"queries: contains NaN.*row 2"):
+        aggregate_memory(bad, m, device="cpu")
+    with pytest.raises(EmbeddingError, match="memory: has dimension 4, expected 8"):
+        aggregate_memory(q, unit(6, 4), device="cpu")
+    with pytest.raises(EmbeddingError, match="L2 norm"):
+        aggregate_memory(q, m * 2, device="cpu")
+    with pytest.raises(ConfigError, match="memory.mode"):
+        MemoryConfig(mode="mean")

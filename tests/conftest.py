@@ -22,3 +22,38 @@ def official_dir() -> Path:
     if not OFFICIAL.is_dir():
         pytest.skip(f"official fixtures not found at {OFFICIAL}")
     return OFFICIAL
+
+
+def toy_world(n_train: int = 2000, n_memory: int = 1500, n_eval: int = 200, dim: int = 32, latent: int = 8,
+              seed: int = 0):
+    """Two synthetic contrastive spaces ("clip": text+image, "clap": text+audio) over one latent semantics.
+
+    Each space embeds a latent u with its own random linear map and its own modality-gap offset per
+    modality. Training sees only texts (in both spaces) and unpaired image / audio memories; evaluation
+    pairs an audio and an image of the same latent item.
+    """
+    from cmcr.config import MemoryConfig
+    from cmcr.memory import aggregate_memory
+    from cmcr.train import ConnectionData
+
+    g = torch.Generator().manual_seed(seed)
+    norm = torch.nn.functional.normalize
+    maps = {s: torch.randn(latent, dim, generator=g) for s in ("clip", "clap")}
+    gaps = {m: torch.randn(dim, generator=g) * 0.8 for m in ("clip_text", "clip_image", "clap_text", "clap_audio")}
+
+    def embed(u, space, modality):
+        return norm(u @ maps[space] + gaps[f"{space}_{modality}"] + 0.3 * torch.randn(u.shape[0], dim, generator=g), dim=1)
+
+    u_text = torch.randn(n_train, latent, generator=g)
+    clip_text, clap_text = embed(u_text, "clip", "text"), embed(u_text, "clap", "text")
+    image_memory = embed(torch.randn(n_memory, latent, generator=g), "clip", "image")
+    audio_memory = embed(torch.randn(n_memory, latent, generator=g), "clap", "audio")
+    cfg = MemoryConfig(temperature=0.05)
+    data = ConnectionData(
+        shared={"clip": clip_text, "clap": clap_text},
+        memory={"clip": aggregate_memory(clip_text, image_memory, cfg, device="cpu"),
+                "clap": aggregate_memory(clap_text, audio_memory, cfg, device="cpu")},
+    )
+    u_eval = torch.randn(n_eval, latent, generator=g)
+    evaluation = {"clap_audio": embed(u_eval, "clap", "audio"), "clip_image": embed(u_eval, "clip", "image")}
+    return data, evaluation

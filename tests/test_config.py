@@ -1,0 +1,61 @@
+"""Config objects: the paper's values from params.yaml, per-connection overrides, early errors."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cmcr.config import ConfigError, ConnectionConfig, LossConfig, TrainConfig, connection_config_from_params
+
+PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+
+def test_params_carry_the_papers_values():
+    av = connection_config_from_params(PARAMS, "clip_clap")
+    assert (av.memory.temperature, av.loss.shared_temperature, av.loss.pseudo_temperature) == (0.01, 0.01, 0.01)
+    assert (av.noise.var, av.loss.lambda_intra) == (0.004, 0.1)
+    assert (av.train.epochs, av.train.batch_size, av.train.lr, av.train.lr_schedule) == (36, 10240, 1e-3, "cosine")
+    assert av.loss.intra_spaces == ("clip", "clap")
+    td = connection_config_from_params(PARAMS, "clip_ulip")
+    assert (td.noise.var, td.loss.lambda_intra) == (0.002, 0.4)
+    assert (td.train.epochs, td.train.batch_size, td.train.lr) == (24, 8192, 5e-3)
+    assert td.connection.spaces == ("clip", "ulip") and td.loss.intra_spaces == ("clip", "ulip")
+    assert td.projector.in_dims == {"clip": 512, "ulip": 512}
+
+
+def test_overriding_the_base_noise_leaves_the_3d_connection_alone():
+    params = {**PARAMS, "noise": {**PARAMS["noise"], "var": 0.002}}
+    assert connection_config_from_params(params, "clip_clap").noise.var == 0.002
+    assert connection_config_from_params(params, "clip_ulip").noise.var == 0.002  # its own value
+    row_a = connection_config_from_params(PARAMS, "clip_clap", {"loss": {"intra_spaces": ["clip"]}})
+    assert row_a.loss.intra_spaces == ("clip",)
+
+
+def test_round_trip_through_plain_dict():
+    config = connection_config_from_params(PARAMS, "clip_ulip")
+    assert ConnectionConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"loss": {"shared_temperature": 0}}, "tau2"),
+    ({"loss": {"pseudo_temperature": -1}}, "tau3"),
+    ({"memory": {"temperature": 0}}, "tau1"),
+    ({"noise": {"var": -0.1}}, "variance"),
+    ({"train": {"batch_size": 1}}, "batch_size"),
+    ({"loss": {"intra_spaces": ["ulip"]}}, "not spaces of connection"),
+    ({"loss": {"typo": 1}}, "unknown key"),
+    ({"loss": {"shared_pair": False, "pseudo_pair": False, "intra_spaces": []}}, "nothing to train"),
+    ({"lossy": {}}, "unknown group"),
+])
+def test_bad_values_fail_early_with_the_key_named(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        connection_config_from_params(PARAMS, "clip_clap", bad)
+
+
+def test_unknown_connection():
+    with pytest.raises(ConfigError, match="unknown connection"):
+        connection_config_from_params(PARAMS, "clap_ulip")
+    with pytest.raises(ConfigError, match="intra_distance"):
+        LossConfig(intra_distance="l1")
+    with pytest.raises(ConfigError, match="lr"):
+        TrainConfig(lr=0)

@@ -1,0 +1,122 @@
+"""The trainer: it learns, it is deterministic, only projectors get gradients, checkpoints round-trip."""
+
+import math
+
+import pytest
+import torch
+
+from cmcr.checks import EmbeddingError
+from cmcr.config import ConnectionConfig, LossConfig, NoiseConfig, ProjectorConfig, TrainConfig
+from cmcr.metrics.retrieval import bidirectional_retrieval, random_expectation
+from cmcr.train import ConnectionData, batch_slices, cosine_lr, load_checkpoint, train_connection
+from conftest import toy_world
+
+
+def small_config(**loss) -> ConnectionConfig:
+    return ConnectionConfig(
+        projector=ProjectorConfig(in_dims={"clip": 32, "clap": 32}, hidden_dim=64, out_dim=32),
+        noise=NoiseConfig(var=0.004),
+        loss=LossConfig(shared_temperature=0.05, pseudo_temperature=0.05, lambda_intra=0.1, **loss),
+        train=TrainConfig(epochs=15, batch_size=256, lr=3e-3, seed=0, device="cpu"),
+    )
+
+
+@pytest.fixture(scope="module")
+def world():
+    return toy_world()
+
+
+def test_cosine_schedule_values():
+    assert cosine_lr(0, 100, 1e-3, 0.0) == pytest.approx(1e-3)
+    assert cosine_lr(50, 100, 1e-3, 0.0) == pytest.approx(0.5e-3)
+    assert cosine_lr(25, 100, 1e-3, 1e-4) == pytest.approx(1e-4 + 0.45e-3 * (1 + math.cos(math.pi / 4)))
+
+
+def test_batch_slices_cover_all_items_and_drop_a_single_tail():
+    assert [(s.start, s.stop) for s in batch_slices(10, 4)] == [(0, 4), (4, 8), (8, 10)]
+    assert [(s.start, s.stop) for s in batch_slices(9, 4)] == [(0, 4), (4, 8)]
+
+
+def test_training_connects_the_spaces_and_row_f_does_not(world):
+    data, ev = world
+    trained = train_connection(data, small_config(), progress=False)
+    first, last = trained.history[0]["loss"], trained.history[-1]["loss"]
+    assert last < 0.8 * first
+    with torch.no_grad():
+        a = trained.projectors["clap"].embed(ev["clap_audio"])
+        i = trained.projectors["clip"].embed(ev["clip_image"])
+    metrics = bidirectional_retrieval(a, i)
+    chance = random_expectation(200)["mAP"]  # 2.94 %
+    assert metrics["A2I"]["mAP"] > 4 * chance and metrics["I2A"]["mAP"] > 4 * chance
+
+    row_f = train_connection(data, small_config(shared_pair=False, pseudo_pair=False), progress=False)
+    with torch.no_grad():
+        a = row_f.projectors["clap"].embed(ev["clap_audio"])
+        i = row_f.projectors["clip"].embed(ev["clip_image"])
+    assert bidirectional_retrieval(a, i)["A2I"]["mAP"] < 2.5 * chance
+
+
+def test_same_seed_gives_bitwise_identical_weights(world):
+    data, _ = world
+    config = small_config()
+    config = ConnectionConfig(**{**config.__dict__, "train": TrainConfig(epochs=2, batch_size=256, device="cpu", seed=7)})
+    a = train_connection(data, config, progress=False).checkpoint()["projectors"]
+    b = train_connection(data, config, progress=False).checkpoint()["projectors"]
+    for space in a:
+        for key in a[space]:
+            assert torch.equal(a[space][key], b[space][key]), (space, key)
+    other = ConnectionConfig(**{**config.__dict__, "train": TrainConfig(epochs=2, batch_size=256, device="cpu", seed=8)})
+    c = train_connection(data, other, progress=False).checkpoint()["projectors"]
+    assert not torch.equal(a["clip"]["net.0.weight"], c["clip"]["net.0.weight"])
+
+
+def test_gradients_reach_only_the_projectors(world):
+    data, _ = world
+    # A "frozen encoder" whose outputs still carry a graph: the trainer must not backpropagate into it.
+    encoder = torch.nn.Linear(32, 32)
+    with torch.no_grad():
+        encoder.weight.copy_(torch.eye(32))
+        encoder.bias.zero_()
+    shared_clip = torch.nn.functional.normalize(encoder(torch.as_tensor(data.shared["clip"])), dim=1)
+    assert shared_clip.requires_grad
+    attached = ConnectionData(shared={**data.shared, "clip": shared_clip}, memory=data.memory)
+    config = ConnectionConfig(**{**small_config().__dict__, "train": TrainConfig(epochs=1, batch_size=512, device="cpu")})
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    result = train_connection(attached, config, progress=False)
+    assert encoder.weight.grad is None and encoder.bias.grad is None
+    assert all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+    init = train_connection.__globals__["build_projectors"]
+    torch.manual_seed(0)
+    fresh = init(config.projector, ("clip", "clap"))
+    for space in ("clip", "clap"):  # both projectors moved away from their initialisation
+        assert not torch.equal(fresh[space].net[0].weight, result.projectors[space].net[0].weight)
+
+
+def test_checkpoint_round_trip_with_weights_only(world, tmp_path):
+    from cmcr.artifacts import save_torch
+
+    data, ev = world
+    config = ConnectionConfig(**{**small_config().__dict__, "train": TrainConfig(epochs=1, batch_size=512, device="cpu")})
+    result = train_connection(data, config, progress=False)
+    save_torch(tmp_path / "p.pt", result.checkpoint())
+    loaded = load_checkpoint(tmp_path / "p.pt")
+    assert loaded.config == config
+    assert len(loaded.history) == 1 and set(loaded.history[0]) >= {"loss", "shared_pair", "pseudo_pair", "intra", "lr"}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.projectors["clap"].embed(ev["clap_audio"]),
+                                   result.projectors["clap"].embed(ev["clap_audio"]))
+
+
+def test_bad_training_inputs(world):
+    data, _ = world
+    config = small_config()
+    wide = ConnectionData(shared={**data.shared, "clap": torch.zeros(2000, 16)}, memory=data.memory)
+    with pytest.raises(EmbeddingError, match="clap_text: has dimension 16, expected 32"):
+        train_connection(wide, config, progress=False)
+    nan = data.shared["clip"].clone()
+    nan[5, 0] = float("nan")
+    with pytest.raises(EmbeddingError, match="clip_text: contains NaN"):
+        train_connection(ConnectionData(shared={**data.shared, "clip": nan}, memory=data.memory), config, progress=False)
+    short = ConnectionData(shared=data.shared, memory={**data.memory, "clap": data.memory["clap"][:10]})
+    with pytest.raises(EmbeddingError, match="clap_audio .Eq. 2 aggregate. has 10; they must be paired"):
+        train_connection(short, config, progress=False)

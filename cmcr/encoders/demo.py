@@ -1,0 +1,244 @@
+"""Demo stand-ins for CLIP (image–text), CLAP (audio–text) and ULIP (3D–image).
+
+Small dual encoders trained inside the demo pipeline on paired data of the demo world
+(:mod:`cmcr.world`) with the symmetric InfoNCE loss and a learnable temperature, as their real
+counterparts were. They plug into the same :class:`~cmcr.spaces.EncoderSpace` interface as the real
+models: files in, L2-normalised ``dim``-wide embeddings out.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from cmcr.loss import symmetric_info_nce
+from cmcr.spaces import EncoderSpace, register
+from cmcr.world import AUDIO_SECONDS, IMAGE_SIZE, POINTS, SAMPLE_RATE, normalize_points, read_wav
+
+log = logging.getLogger(__name__)
+
+FORMAT = "cmcr.demo_space/1"
+#: which modalities each stand-in space pairs
+DEMO_SPACES = {"clip": ("image", "text"), "clap": ("audio", "text"), "ulip": ("points", "image")}
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def tokenize(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+class TextTower(nn.Module):
+    """Bag of words: mean word embedding → MLP."""
+
+    def __init__(self, vocab: list[str], dim: int, width: int = 128) -> None:
+        super().__init__()
+        self.vocab = list(vocab)
+        self.index = {w: i + 1 for i, w in enumerate(self.vocab)}  # 0: unknown word
+        self.embed = nn.EmbeddingBag(len(self.vocab) + 1, width, mode="mean")
+        self.mlp = nn.Sequential(nn.Linear(width, 256), nn.ReLU(), nn.Linear(256, dim))
+
+    def ids(self, text: str) -> torch.Tensor:
+        tokens = tokenize(text)
+        if not tokens:
+            raise ValueError(f"empty text {text!r}")
+        return torch.tensor([self.index.get(t, 0) for t in tokens], dtype=torch.long)
+
+    def forward(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        offsets = torch.tensor([0] + [len(b) for b in batch[:-1]]).cumsum(0)
+        return self.mlp(self.embed(torch.cat(batch), offsets))
+
+
+class ImageTower(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, dim))
+
+    def forward(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        return self.net(torch.stack(batch))
+
+
+class AudioTower(nn.Module):
+    """Log-magnitude spectrum statistics and the envelope's modulation spectrum → MLP."""
+
+    n_fft, hop = 256, 128
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        frames = int(SAMPLE_RATE * AUDIO_SECONDS) // self.hop + 1
+        features = 2 * (self.n_fft // 2 + 1) + frames // 2 + 1
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(features, 256), nn.ReLU(), nn.Linear(256, dim))
+
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, return_complex=True).abs()
+        logspec = torch.log1p(spec)
+        envelope = spec.pow(2).sum(1).sqrt()
+        modulation = torch.fft.rfft(envelope - envelope.mean(-1, keepdim=True)).abs()
+        modulation = torch.log1p(modulation / (envelope.mean(-1, keepdim=True) + 1e-6))
+        return torch.cat([logspec.mean(-1), logspec.std(-1), modulation], dim=-1)
+
+    def forward(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        return self.mlp(self.features(torch.stack(batch)))
+
+
+class PointTower(nn.Module):
+    """PointNet: shared per-point MLP, max pooling, MLP."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.point_mlp = nn.Sequential(nn.Conv1d(3, 64, 1), nn.ReLU(), nn.Conv1d(64, 128, 1), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, dim))
+
+    def forward(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        x = torch.stack(batch).transpose(1, 2)  # B×3×N
+        return self.head(self.point_mlp(x).amax(dim=2))
+
+
+class DemoSpaceModel(nn.Module):
+    def __init__(self, name: str, dim: int, vocab: list[str]) -> None:
+        super().__init__()
+        if name not in DEMO_SPACES:
+            raise ValueError(f"unknown demo space {name!r}; known: {sorted(DEMO_SPACES)}")
+        self.name, self.dim = name, dim
+        towers = {"text": lambda: TextTower(vocab, dim), "image": lambda: ImageTower(dim),
+                  "audio": lambda: AudioTower(dim), "points": lambda: PointTower(dim)}
+        self.towers = nn.ModuleDict({m: towers[m]() for m in DEMO_SPACES[name]})
+        self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+
+
+class DemoSpace(EncoderSpace):
+    """A trained (or freshly initialised) demo stand-in behind the common encoder interface."""
+
+    def __init__(self, model: DemoSpaceModel) -> None:
+        self.model = model.eval()
+        self.name = f"demo_{model.name}"
+        self.dim = model.dim
+        self.modalities = DEMO_SPACES[model.name]
+
+    # -- loading raw items -------------------------------------------------------------------
+    def load(self, modality: str, item: Any) -> torch.Tensor:
+        if modality == "text":
+            return self.model.towers["text"].ids(str(item))
+        path = Path(item)
+        if modality == "image":
+            return load_image(path)
+        if modality == "audio":
+            return load_audio(path)
+        if modality == "points":
+            return load_points(path)
+        raise ValueError(f"unknown modality {modality!r}")
+
+    def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
+        return self.model.towers[modality](batch)
+
+    # -- persistence -------------------------------------------------------------------------
+    def checkpoint(self, history: list[dict] | None = None) -> dict:
+        vocab = self.model.towers["text"].vocab if "text" in self.model.towers else []
+        return {"format": FORMAT, "space": self.model.name, "dim": self.dim, "vocab": vocab,
+                "state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, "history": history or []}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "DemoSpace":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"demo space checkpoint not found: {path} (produced by the `spaces` stage)")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a demo space checkpoint")
+        model = DemoSpaceModel(payload["space"], payload["dim"], payload["vocab"])
+        model.load_state_dict(payload["state"])
+        return cls(model)
+
+
+def load_image(path: Path) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")  # grey / RGBA / palette images all become RGB
+        if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+            img = img.resize((IMAGE_SIZE, IMAGE_SIZE))
+        array = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).sub(0.5).div(0.25)
+
+
+def load_audio(path: Path) -> torch.Tensor:
+    wave, rate = read_wav(path)
+    if rate != SAMPLE_RATE:  # linear-interpolation resampling is enough for the demo's 8 kHz
+        t = np.arange(int(len(wave) * SAMPLE_RATE / rate)) / SAMPLE_RATE
+        wave = np.interp(t, np.arange(len(wave)) / rate, wave).astype(np.float32)
+    n = int(SAMPLE_RATE * AUDIO_SECONDS)
+    if len(wave) >= n:  # deterministic centre crop
+        start = (len(wave) - n) // 2
+        wave = wave[start:start + n]
+    else:
+        wave = np.pad(wave, (0, n - len(wave)))
+    if not np.isfinite(wave).all():
+        raise ValueError(f"{path}: non-finite audio samples")
+    return torch.from_numpy(np.ascontiguousarray(wave))
+
+
+def load_points(path: Path) -> torch.Tensor:
+    points = np.load(path, allow_pickle=False)
+    if points.ndim != 2 or points.shape[1] < 3 or points.shape[0] < 1:
+        raise ValueError(f"{path}: expected an N×3 point cloud, got shape {points.shape}")
+    points = points[:, :3].astype(np.float32)
+    if not np.isfinite(points).all():
+        raise ValueError(f"{path}: point cloud has NaN or infinite coordinates")
+    index = np.linspace(0, len(points) - 1, POINTS).round().astype(int)  # deterministic resampling
+    return torch.from_numpy(normalize_points(points[index]))
+
+
+def train_demo_space(name: str, pairs: dict[str, list[Any]], *, vocab: list[str], dim: int = 512, epochs: int = 15,
+                     batch_size: int = 256, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> tuple[DemoSpace, list[dict]]:
+    """Train a stand-in space contrastively on paired raw items (``pairs[modality][i]`` are pair i)."""
+    torch.manual_seed(seed)
+    model = DemoSpaceModel(name, dim, vocab)
+    space = DemoSpace(model)
+    first, second = DEMO_SPACES[name]
+    loaded = {m: [space.load(m, x) for x in pairs[m]] for m in (first, second)}
+    n = len(loaded[first])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(seed)
+    history = []
+    model.train()
+    bar = tqdm(range(epochs), desc=f"train demo {name}", unit="epoch", disable=not progress)
+    for epoch in bar:
+        order = torch.randperm(n, generator=generator).tolist()
+        total, steps = 0.0, 0
+        for start in range(0, n - 1, batch_size):
+            idx = order[start:start + batch_size]
+            if len(idx) < 2:
+                continue
+            a = model.towers[first]([loaded[first][i] for i in idx])
+            b = model.towers[second]([loaded[second][i] for i in idx])
+            loss = symmetric_info_nce(a, b, 1.0 / model.logit_scale.clamp(max=np.log(100)).exp())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + float(loss), steps + 1
+        history.append({"epoch": epoch + 1, "loss": total / max(steps, 1),
+                        "temperature": float(1 / model.logit_scale.exp())})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+    model.eval()
+    return space, history
+
+
+def modality_gap(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """Distance between the centroids of two modalities' normalised embeddings (Liang et al. 2022)."""
+    a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+    return float((F.normalize(a, dim=1).mean(0) - F.normalize(b, dim=1).mean(0)).norm())
+
+
+for _space in DEMO_SPACES:
+    register(f"demo_{_space}")(lambda checkpoint, _s=_space: DemoSpace.from_checkpoint(checkpoint))

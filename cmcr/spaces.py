@@ -1,0 +1,109 @@
+"""The encoder interface every contrastive space implements, a registry by name, and batched extraction.
+
+A space (CLIP, CLAP, ULIP-2, or a demo stand-in) states its ``name``, its ``dim`` and its
+``modalities``; for each modality it can ``load`` one raw item (a file path, or the text itself) into
+a tensor — raising on a bad item — and ``encode`` a batch of loaded items into L2-normalised float32
+embeddings. :func:`extract` drives any space over a list of items with batching, a progress bar and
+per-item failure records.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class EncoderSpace(abc.ABC):
+    """A frozen multi-modal contrastive space seen through its encoders."""
+
+    name: str
+    dim: int
+    modalities: tuple[str, ...]
+
+    @abc.abstractmethod
+    def load(self, modality: str, item: Any) -> torch.Tensor:
+        """Decode and preprocess one item (a path, or a string for text); raise ``ValueError`` if unusable."""
+
+    @abc.abstractmethod
+    def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
+        """Embed a batch of loaded items; returns B×dim (normalised by :meth:`encode`)."""
+
+    def encode(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
+        if modality not in self.modalities:
+            raise ValueError(f"space {self.name!r} has no {modality!r} encoder (it has {list(self.modalities)})")
+        with torch.no_grad():
+            out = self.encode_batch(modality, batch).float()
+        if out.shape != (len(batch), self.dim):
+            raise RuntimeError(f"{self.name} {modality} encoder returned {tuple(out.shape)}, expected {(len(batch), self.dim)}")
+        return F.normalize(out, dim=-1)
+
+
+_REGISTRY: dict[str, Callable[..., EncoderSpace]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., EncoderSpace]], Callable[..., EncoderSpace]]:
+    def deco(factory: Callable[..., EncoderSpace]) -> Callable[..., EncoderSpace]:
+        _REGISTRY[name] = factory
+        return factory
+    return deco
+
+
+def build_space(name: str, **kwargs: Any) -> EncoderSpace:
+    """Build a registered space by name (``demo_clip``, ``demo_clap``, ``demo_ulip``…)."""
+    import cmcr.encoders  # noqa: F401  (registers the built-in spaces)
+
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown encoder space {name!r}; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[name](**kwargs)
+
+
+@dataclass
+class Extraction:
+    """Embeddings of the items that loaded, their positions in the input, and the failures."""
+
+    embeddings: np.ndarray
+    kept: list[int]
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def failure_rate(self) -> float:
+        total = len(self.kept) + len(self.failures)
+        return len(self.failures) / total if total else 0.0
+
+
+def extract(space: EncoderSpace, modality: str, items: Sequence[Any], *, ids: Sequence[str] | None = None,
+            batch_size: int = 256, progress: bool = True, desc: str | None = None) -> Extraction:
+    """Embed ``items`` with ``space``'s ``modality`` encoder; a bad item is recorded, never silently dropped."""
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(items))]
+    out = np.empty((len(items), space.dim), dtype=np.float32)
+    kept: list[int] = []
+    failures: list[dict[str, str]] = []
+    bar = tqdm(total=len(items), desc=desc or f"{space.name} {modality}", unit="item", disable=not progress)
+    for start in range(0, len(items), batch_size):
+        batch, positions = [], []
+        for i in range(start, min(start + batch_size, len(items))):
+            try:
+                batch.append(space.load(modality, items[i]))
+                positions.append(i)
+            except (ValueError, OSError) as exc:
+                failures.append({"id": ids[i], "item": str(items[i]), "reason": f"{type(exc).__name__}: {exc}"})
+        if batch:
+            emb = space.encode(modality, batch).cpu().numpy()
+            out[len(kept):len(kept) + len(batch)] = emb
+            kept.extend(positions)
+        bar.update(min(batch_size, len(items) - start))
+    bar.close()
+    if failures:
+        log.warning("%s %s: %d of %d items failed (first: %s)", space.name, modality, len(failures), len(items),
+                    failures[0]["reason"])
+    return Extraction(out[:len(kept)], kept, failures)

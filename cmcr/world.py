@@ -1,0 +1,332 @@
+"""The embedded demo world: hidden concepts shared by images, sounds, point clouds and captions.
+
+Real CLIP / CLAP / ULIP weights and the paper's datasets cannot be used here, so the default pipeline
+generates a small world whose ground truth is known and runs the same stages on it. Every concept has
+a visual form (shape + colour), a sound (pitch, timbre, rhythm), a 3D shape and words (noun, colour,
+action, sound verb). Every generated item varies within its concept (position, size, jitter, noise).
+
+Files are written as a real dataset would be: ``images/*.png`` (32×32 RGB), ``audio/*.wav``
+(8 kHz mono 16-bit), ``points/*.npy`` (N×3 float32), plus ``manifest.parquet`` (one row per file:
+``item_id, modality, split, concept, path``; an image–sound–points triple used for a pair shares a
+``pair_id``) and ``captions.parquet`` (``text_id, text, concept, source, split``).
+
+Splits and what uses them (no audio–image and no 3D–text pair is ever used for training):
+- captions ``clip_pairs`` + images ``clip_pairs``  → trains the CLIP stand-in (image–text pairs);
+- captions ``clap_pairs`` + audio ``clap_pairs``   → trains the CLAP stand-in (audio–text pairs);
+- images ``ulip_pairs`` + points ``ulip_pairs``    → trains the ULIP stand-in (3D–image pairs);
+- captions ``corpus`` (three sources, like §4.1)   → the C-MCR text set;
+- images / audio / points ``memory``               → ImageNet / AudioSet / Objaverse stand-ins;
+- audio + images ``eval`` (same ``pair_id``)       → AVE-like audio–image retrieval pairs;
+- points ``eval``                                  → ModelNet-like 3D classification set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 32
+SAMPLE_RATE = 8000
+AUDIO_SECONDS = 0.5
+POINTS = 256
+
+#: name, colour word, RGB, 2-D shape, action, sound verb, sound adjective, f0 (Hz), harmonic decay,
+#: amplitude-modulation rate (Hz), 3-D shape
+CONCEPTS: list[tuple] = [
+    ("bell", "golden", (230, 180, 40), "circle", "swinging", "ringing", "bright", 880.0, 0.3, 0.0, "sphere"),
+    ("drum", "red", (200, 40, 40), "square", "being hit", "booming", "deep", 110.0, 0.8, 4.0, "cylinder"),
+    ("bird", "blue", (50, 90, 220), "triangle", "flying", "chirping", "high", 2200.0, 0.2, 12.0, "cone"),
+    ("car", "silver", (190, 190, 200), "bar", "driving", "humming", "steady", 160.0, 0.9, 0.0, "box"),
+    ("dog", "brown", (130, 80, 40), "blob", "running", "barking", "loud", 440.0, 0.7, 3.0, "capsule"),
+    ("rain", "grey", (110, 110, 120), "stripes", "falling", "pattering", "soft", 0.0, 0.0, 0.0, "plane"),
+    ("train", "black", (30, 30, 30), "rails", "moving", "rumbling", "heavy", 70.0, 0.95, 2.0, "long box"),
+    ("guitar", "orange", (240, 130, 30), "ring", "being played", "strumming", "warm", 330.0, 0.6, 0.0, "torus"),
+    ("fire", "yellow", (250, 220, 60), "flame", "burning", "crackling", "hot", 0.0, 0.0, 25.0, "pyramid"),
+    ("clock", "white", (240, 240, 240), "cross", "ticking", "ticking", "sharp", 1500.0, 0.1, 2.0, "disc"),
+    ("phone", "green", (40, 180, 70), "diamond", "vibrating", "buzzing", "shrill", 1100.0, 0.5, 8.0, "thin box"),
+    ("engine", "purple", (130, 50, 160), "hexagon", "running", "roaring", "rough", 55.0, 0.97, 30.0, "cube"),
+]
+
+SOURCES = ("image-text", "video-text", "audio-text")
+_TEMPLATES = {
+    "image-text": ["a photo of a {colour} {noun}", "a {colour} {noun} on a plain background",
+                   "a picture showing a {noun}", "a small {colour} {noun}", "a close-up of a {colour} {noun}"],
+    "video-text": ["a {noun} is {action}", "a video of a {noun} {action}", "someone watches a {noun} {action}",
+                   "a {colour} {noun} {action} slowly"],
+    "audio-text": ["the sound of a {noun} {sound}", "a {adj} {sound} from a {noun}", "{sound} of a {noun} nearby",
+                   "a {noun} {sound} in the distance", "{adj} {sound} noise"],
+}
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Sizes of the demo world (params ``demo.world``)."""
+
+    seed: int = 0
+    pair_captions: int = 3000      # caption–image pairs (CLIP stand-in) and caption–audio pairs (CLAP)
+    ulip_pairs: int = 2000         # image–points pairs (ULIP stand-in)
+    corpus: int = 4000             # C-MCR training texts
+    memory_images: int = 3000
+    memory_audio: int = 3000
+    memory_points: int = 2000
+    eval_pairs: int = 600          # audio–image retrieval pairs
+    eval_points: int = 600         # 3D classification items
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not isinstance(value, int) or value < (0 if name == "seed" else 1):
+                raise ValueError(f"demo.world.{name} must be a positive integer, got {value!r}")
+
+
+def concept_names() -> list[str]:
+    return [c[0] for c in CONCEPTS]
+
+
+# ---------------------------------------------------------------- captions
+
+def make_caption(concept: int, source: str, rng: np.random.Generator) -> str:
+    name, colour, _, _, action, sound, adj, *_ = CONCEPTS[concept]
+    template = _TEMPLATES[source][rng.integers(len(_TEMPLATES[source]))]
+    return template.format(noun=name, colour=colour, action=action, sound=sound, adj=adj)
+
+
+def class_prompts(name: str) -> list[str]:
+    """Prompts for zero-shot 3D classification (ULIP's first template and a few of its kind)."""
+    return [f"a point cloud model of {name}.", f"a 3D model of a {name}.", f"there is a {name} in the scene.",
+            f"a photo of a {name}.", f"a {name}."]
+
+
+# ---------------------------------------------------------------- images
+
+def render_image(concept: int, rng: np.random.Generator) -> np.ndarray:
+    """32×32 RGB uint8: the concept's shape in its colour, jittered in place, size, hue and noise."""
+    _, _, rgb, shape, *_ = CONCEPTS[concept]
+    size = IMAGE_SIZE
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    cx, cy = size / 2 + rng.normal(0, 3, 2)
+    r = size * rng.uniform(0.22, 0.34)
+    dx, dy = (xx - cx) / r, (yy - cy) / r
+    if shape == "circle":
+        mask = dx ** 2 + dy ** 2 < 1
+    elif shape == "square":
+        mask = (np.abs(dx) < 0.8) & (np.abs(dy) < 0.8)
+    elif shape == "triangle":
+        mask = (dy < 0.8) & (dy > -0.9 + 1.7 * np.abs(dx))
+    elif shape == "bar":
+        mask = (np.abs(dx) < 1.2) & (np.abs(dy) < 0.4)
+    elif shape == "blob":
+        mask = (dx / 1.1) ** 2 + (dy / 0.7) ** 2 + 0.3 * np.sin(3 * dx) < 1
+    elif shape == "stripes":
+        mask = np.sin((xx + 0.5 * yy) * 0.9 + rng.uniform(0, 6)) > 0.3
+    elif shape == "rails":
+        mask = (np.abs(dy) < 0.9) & ((np.abs(dy - 0.5) < 0.12) | (np.abs(dy + 0.5) < 0.12) | (np.mod(dx * 3, 1) < 0.2))
+    elif shape == "ring":
+        rr = dx ** 2 + dy ** 2
+        mask = (rr < 1) & (rr > 0.4)
+    elif shape == "flame":
+        mask = (dx ** 2 + (dy + 0.2) ** 2 < 0.6) | ((np.abs(dx) < 0.6 * (1 + dy)) & (dy < 0.3) & (dy > -1))
+    elif shape == "cross":
+        mask = ((np.abs(dx) < 0.25) | (np.abs(dy) < 0.25)) & (np.abs(dx) < 1) & (np.abs(dy) < 1)
+    elif shape == "diamond":
+        mask = np.abs(dx) + np.abs(dy) < 1
+    elif shape == "hexagon":
+        mask = (np.abs(dy) < 0.85) & (np.abs(dx) * 0.87 + np.abs(dy) * 0.5 < 0.87)
+    else:  # pragma: no cover - CONCEPTS is fixed
+        raise ValueError(shape)
+    background = rng.uniform(0, 255, 3) * 0.5 + 60
+    colour = np.clip(np.asarray(rgb, dtype=np.float32) + rng.normal(0, 18, 3), 0, 255)
+    image = np.empty((size, size, 3), dtype=np.float32)
+    image[:] = background
+    image[mask] = colour
+    image += rng.normal(0, 10, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- sounds
+
+def synthesize_sound(concept: int, rng: np.random.Generator) -> np.ndarray:
+    """0.5 s mono float32 in [-1, 1]: harmonic tone (or noise) with the concept's pitch, timbre and rhythm."""
+    *_, f0, decay, am_rate, _ = CONCEPTS[concept]
+    n = int(SAMPLE_RATE * AUDIO_SECONDS)
+    t = np.arange(n, dtype=np.float32) / SAMPLE_RATE
+    if f0 > 0:
+        f = f0 * rng.uniform(0.94, 1.06)
+        signal = np.zeros(n, dtype=np.float32)
+        for h in range(1, 9):
+            if f * h >= SAMPLE_RATE / 2:
+                break
+            signal += (decay ** (h - 1)) * np.sin(2 * np.pi * f * h * t + rng.uniform(0, 2 * np.pi))
+    else:  # noise-like concepts (rain, fire): band-shaped noise
+        signal = rng.normal(0, 1, n).astype(np.float32)
+        if CONCEPTS[concept][0] == "rain":
+            signal = np.convolve(signal, np.ones(3) / 3, mode="same").astype(np.float32)
+        else:
+            signal = np.diff(signal, prepend=0).astype(np.float32)
+    if am_rate > 0:
+        signal *= 0.55 + 0.45 * np.sin(2 * np.pi * am_rate * rng.uniform(0.9, 1.1) * t + rng.uniform(0, 6))
+    signal /= np.abs(signal).max() + 1e-6
+    signal = signal * rng.uniform(0.4, 0.9) + rng.normal(0, 0.03, n)
+    return np.clip(signal, -1, 1).astype(np.float32)
+
+
+def write_wav(path: Path, signal: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    pcm = (np.clip(signal, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(sample_rate)
+        handle.writeframes(pcm.tobytes())
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """Mono float32 in [-1, 1] and its sample rate (16-bit PCM WAV)."""
+    with wave.open(str(path), "rb") as handle:
+        if handle.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16-bit PCM, got {8 * handle.getsampwidth()}-bit")
+        frames = handle.readframes(handle.getnframes())
+        channels, rate = handle.getnchannels(), handle.getframerate()
+    data = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+    if channels > 1:
+        data = data.reshape(-1, channels).mean(axis=1)
+    if data.size == 0:
+        raise ValueError(f"{path}: no audio samples")
+    return data, rate
+
+
+# ---------------------------------------------------------------- point clouds
+
+def sample_points(concept: int, rng: np.random.Generator, n: int = POINTS) -> np.ndarray:
+    """n×3 float32 points on the concept's 3-D surface, randomly rotated about z, scaled and jittered."""
+    shape = CONCEPTS[concept][-1]
+    u, v = rng.uniform(0, 1, n), rng.uniform(0, 1, n)
+    theta, phi = 2 * np.pi * u, np.arccos(2 * v - 1)
+    if shape == "sphere":
+        p = np.stack([np.sin(phi) * np.cos(theta), np.sin(phi) * np.sin(theta), np.cos(phi)], 1)
+    elif shape in ("box", "cube", "long box", "thin box"):
+        dims = {"box": (1.0, 0.6, 0.4), "cube": (0.8, 0.8, 0.8), "long box": (1.6, 0.35, 0.35), "thin box": (0.5, 0.9, 0.08)}[shape]
+        p = rng.uniform(-1, 1, (n, 3))
+        axis = rng.integers(0, 3, n)
+        p[np.arange(n), axis] = np.sign(p[np.arange(n), axis])
+        p = p * np.asarray(dims)
+    elif shape == "cylinder":
+        p = np.stack([np.cos(theta), np.sin(theta), 2 * v - 1], 1) * np.array([0.7, 0.7, 0.6])
+    elif shape == "cone":
+        h = np.sqrt(v)
+        p = np.stack([h * np.cos(theta) * 0.7, h * np.sin(theta) * 0.7, 1 - 2 * h], 1)
+    elif shape == "capsule":
+        p = np.stack([np.sin(phi) * np.cos(theta) * 0.5, np.sin(phi) * np.sin(theta) * 0.5, np.cos(phi) * 0.5], 1)
+        p[:, 0] += np.where(rng.uniform(size=n) < 0.5, -0.5, 0.5) * (np.abs(p[:, 0]) < 2)
+    elif shape == "plane":
+        p = np.stack([2 * u - 1, 2 * v - 1, 0.05 * rng.normal(size=n)], 1)
+    elif shape == "torus":
+        p = np.stack([(0.7 + 0.25 * np.cos(2 * np.pi * v)) * np.cos(theta),
+                      (0.7 + 0.25 * np.cos(2 * np.pi * v)) * np.sin(theta), 0.25 * np.sin(2 * np.pi * v)], 1)
+    elif shape == "pyramid":
+        h = np.sqrt(v)
+        s = 2 * rng.uniform(size=n) - 1
+        side = rng.integers(0, 4, n)
+        x = np.where(side % 2 == 0, h * s, h * np.where(side == 1, 1, -1))
+        y = np.where(side % 2 == 1, h * s, h * np.where(side == 0, 1, -1))
+        p = np.stack([x * 0.8, y * 0.8, 1 - 2 * h], 1)
+    elif shape == "disc":
+        rr = np.sqrt(v)
+        p = np.stack([rr * np.cos(theta), rr * np.sin(theta), 0.08 * (2 * rng.uniform(size=n) - 1)], 1)
+        p = p[:, [0, 2, 1]]
+    else:  # pragma: no cover - CONCEPTS is fixed
+        raise ValueError(shape)
+    angle = rng.uniform(0, 2 * np.pi)
+    rot = np.array([[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]])
+    p = p @ rot.T * rng.uniform(0.8, 1.2) + rng.normal(0, 0.02, (n, 3))
+    return p.astype(np.float32)
+
+
+def normalize_points(points: np.ndarray) -> np.ndarray:
+    """Centre and scale into the unit sphere (as ULIP does for its inputs)."""
+    centred = points - points.mean(axis=0, keepdims=True)
+    scale = np.linalg.norm(centred, axis=1).max()
+    return (centred / (scale if scale > 0 else 1.0)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- generation
+
+def generate_world(root: str | Path, config: WorldConfig = WorldConfig(), *, progress: bool = True) -> dict[str, int]:
+    """Write the demo world's files under ``root``; returns item counts per (modality, split)."""
+    import pandas as pd
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from cmcr.artifacts import write_parquet
+
+    root = Path(root)
+    for sub in ("images", "audio", "points"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    k = len(CONCEPTS)
+    rows: list[dict] = []
+    captions: list[dict] = []
+
+    def add_caption(concept: int, source: str, split: str) -> int:
+        text_id = len(captions)
+        captions.append({"text_id": text_id, "text": make_caption(concept, source, rng), "concept": concept,
+                         "source": source, "split": split})
+        return text_id
+
+    def add(modality: str, split: str, concept: int, pair_id: int = -1, text_id: int = -1) -> None:
+        item_id = f"{modality}_{len(rows):06d}"
+        if modality == "image":
+            path = f"images/{item_id}.png"
+            Image.fromarray(render_image(concept, rng)).save(root / path)
+        elif modality == "audio":
+            path = f"audio/{item_id}.wav"
+            write_wav(root / path, synthesize_sound(concept, rng))
+        else:
+            path = f"points/{item_id}.npy"
+            np.save(root / path, sample_points(concept, rng))
+        rows.append({"item_id": item_id, "modality": modality, "split": split, "concept": concept,
+                     "pair_id": pair_id, "text_id": text_id, "path": path})
+
+    plan = [("clip_pairs", config.pair_captions), ("clap_pairs", config.pair_captions), ("ulip_pairs", config.ulip_pairs),
+            ("memory_images", config.memory_images), ("memory_audio", config.memory_audio),
+            ("memory_points", config.memory_points), ("eval_pairs", config.eval_pairs), ("eval_points", config.eval_points)]
+    bar = tqdm(total=sum(n for _, n in plan), desc="demo world", unit="item", disable=not progress)
+    pair = 0
+    for split, n in plan:
+        for _ in range(n):
+            concept = int(rng.integers(k))
+            if split == "clip_pairs":  # CLIP stand-in learns image–text from pairs
+                add("image", split, concept, pair, add_caption(concept, SOURCES[rng.integers(3)], split))
+            elif split == "clap_pairs":  # CLAP stand-in learns audio–text from pairs
+                add("audio", split, concept, pair, add_caption(concept, SOURCES[rng.integers(3)], split))
+            elif split == "ulip_pairs":  # ULIP stand-in learns 3D–image from pairs
+                add("image", split, concept, pair)
+                add("points", split, concept, pair)
+            elif split == "memory_images":
+                add("image", "memory", concept)
+            elif split == "memory_audio":
+                add("audio", "memory", concept)
+            elif split == "memory_points":
+                add("points", "memory", concept)
+            elif split == "eval_pairs":  # AVE-like: an audio and an image of the same event
+                add("audio", "eval", concept, pair)
+                add("image", "eval", concept, pair)
+            else:
+                add("points", "eval", concept, pair)
+            pair += 1
+            bar.update(1)
+    bar.close()
+    # The C-MCR text corpus: the three sources of §4.1 in the paper's proportions (1.66M : 0.58M : 77K).
+    weights = np.array([1.66, 0.58, 0.077]) / (1.66 + 0.58 + 0.077)
+    for _ in range(config.corpus):
+        add_caption(int(rng.integers(k)), SOURCES[rng.choice(3, p=weights)], "corpus")
+    write_parquet(root / "manifest.parquet", pd.DataFrame(rows))
+    write_parquet(root / "captions.parquet", pd.DataFrame(captions))
+    write_parquet(root / "concepts.parquet", pd.DataFrame({"concept": range(k), "name": concept_names()}))
+    counts = pd.DataFrame(rows).groupby(["modality", "split"]).size().to_dict()
+    return {f"{m}/{s}": int(n) for (m, s), n in counts.items()} | {"captions": len(captions)}

@@ -117,3 +117,20 @@ def save_torch(path: str | Path, payload: Any) -> Path:
         torch.save(payload, tmp)
     log.info("wrote %s", path)
     return Path(path)
+
+
+def save_embedding_set(folder: str | Path, name: str, embeddings: Any, table: Any) -> None:
+    """Write ``<name>.npy`` (N×d float32) and ``<name>.parquet`` (N rows describing them) atomically."""
+    rows = embeddings.shape[0]
+    if len(table) != rows:
+        raise ArtifactError(f"{name}: table has {len(table)} rows but the matrix has {rows}")
+    save_npy(Path(folder) / f"{name}.npy", np.asarray(embeddings, dtype=np.float32))
+    write_parquet(Path(folder) / f"{name}.parquet", table)
+
+
+def load_embedding_set(folder: str | Path, name: str, *, columns: list[str] | None = None,
+                       dim: int | None = None) -> tuple[np.ndarray, Any]:
+    """Read ``<name>.npy`` (memory-mapped) and ``<name>.parquet``, checking they have the same rows."""
+    matrix = load_npy(Path(folder) / f"{name}.npy", dim=dim)
+    table = read_parquet(Path(folder) / f"{name}.parquet", rows=matrix.shape[0], columns=columns)
+    return matrix, table

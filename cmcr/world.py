@@ -54,6 +54,13 @@ CONCEPTS: list[tuple] = [
     ("engine", "purple", (130, 50, 160), "hexagon", "running", "roaring", "rough", 55.0, 0.97, 30.0, "cube"),
 ]
 
+#: Every item also has a size (0 small, 1 medium, 2 large), visible in images (object radius), audible
+#: in sounds (smaller → higher pitch / faster rhythm) and named in most captions: a within-concept
+#: attribute shared across modalities, so that retrieval has more to find than the concept alone.
+SIZE_WORDS = (("small", "tiny", "little"), ("medium-sized", "regular", "ordinary"), ("large", "big", "huge"))
+SIZE_RADIUS = (0.17, 0.26, 0.36)
+SIZE_PITCH = (1.5, 1.0, 0.66)
+
 SOURCES = ("image-text", "video-text", "audio-text")
 _TEMPLATES = {
     "image-text": ["a photo of a {colour} {noun}", "a {colour} {noun} on a plain background",
@@ -91,9 +98,12 @@ def concept_names() -> list[str]:
 
 # ---------------------------------------------------------------- captions
 
-def make_caption(concept: int, source: str, rng: np.random.Generator) -> str:
+def make_caption(concept: int, size: int, source: str, rng: np.random.Generator) -> str:
+    """A caption of the given source style; 80 % of captions also name the size."""
     name, colour, _, _, action, sound, adj, *_ = CONCEPTS[concept]
     template = _TEMPLATES[source][rng.integers(len(_TEMPLATES[source]))]
+    if rng.uniform() < 0.8:
+        name = f"{SIZE_WORDS[size][rng.integers(3)]} {name}"
     return template.format(noun=name, colour=colour, action=action, sound=sound, adj=adj)
 
 
@@ -105,13 +115,13 @@ def class_prompts(name: str) -> list[str]:
 
 # ---------------------------------------------------------------- images
 
-def render_image(concept: int, rng: np.random.Generator) -> np.ndarray:
-    """32×32 RGB uint8: the concept's shape in its colour, jittered in place, size, hue and noise."""
+def render_image(concept: int, size_level: int, rng: np.random.Generator) -> np.ndarray:
+    """32×32 RGB uint8: the concept's shape in its colour at the item's size, jittered in place, hue and noise."""
     _, _, rgb, shape, *_ = CONCEPTS[concept]
     size = IMAGE_SIZE
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     cx, cy = size / 2 + rng.normal(0, 3, 2)
-    r = size * rng.uniform(0.22, 0.34)
+    r = size * SIZE_RADIUS[size_level] * rng.uniform(0.92, 1.08)
     dx, dy = (xx - cx) / r, (yy - cy) / r
     if shape == "circle":
         mask = dx ** 2 + dy ** 2 < 1
@@ -151,9 +161,11 @@ def render_image(concept: int, rng: np.random.Generator) -> np.ndarray:
 
 # ---------------------------------------------------------------- sounds
 
-def synthesize_sound(concept: int, rng: np.random.Generator) -> np.ndarray:
-    """0.5 s mono float32 in [-1, 1]: harmonic tone (or noise) with the concept's pitch, timbre and rhythm."""
+def synthesize_sound(concept: int, size_level: int, rng: np.random.Generator) -> np.ndarray:
+    """0.5 s mono float32 in [-1, 1]: harmonic tone (or noise) with the concept's pitch, timbre and rhythm,
+    pitch and rhythm scaled by the item's size."""
     *_, f0, decay, am_rate, _ = CONCEPTS[concept]
+    f0, am_rate = f0 * SIZE_PITCH[size_level], am_rate * SIZE_PITCH[size_level]
     n = int(SAMPLE_RATE * AUDIO_SECONDS)
     t = np.arange(n, dtype=np.float32) / SAMPLE_RATE
     if f0 > 0:
@@ -166,7 +178,7 @@ def synthesize_sound(concept: int, rng: np.random.Generator) -> np.ndarray:
     else:  # noise-like concepts (rain, fire): band-shaped noise
         signal = rng.normal(0, 1, n).astype(np.float32)
         if CONCEPTS[concept][0] == "rain":
-            signal = np.convolve(signal, np.ones(3) / 3, mode="same").astype(np.float32)
+            signal = np.convolve(signal, np.ones(2 + 2 * size_level) / (2 + 2 * size_level), mode="same").astype(np.float32)
         else:
             signal = np.diff(signal, prepend=0).astype(np.float32)
     if am_rate > 0:
@@ -272,24 +284,24 @@ def generate_world(root: str | Path, config: WorldConfig = WorldConfig(), *, pro
     rows: list[dict] = []
     captions: list[dict] = []
 
-    def add_caption(concept: int, source: str, split: str) -> int:
+    def add_caption(concept: int, size: int, source: str, split: str) -> int:
         text_id = len(captions)
-        captions.append({"text_id": text_id, "text": make_caption(concept, source, rng), "concept": concept,
-                         "source": source, "split": split})
+        captions.append({"text_id": text_id, "text": make_caption(concept, size, source, rng), "concept": concept,
+                         "size": size, "source": source, "split": split})
         return text_id
 
-    def add(modality: str, split: str, concept: int, pair_id: int = -1, text_id: int = -1) -> None:
+    def add(modality: str, split: str, concept: int, size: int, pair_id: int = -1, text_id: int = -1) -> None:
         item_id = f"{modality}_{len(rows):06d}"
         if modality == "image":
             path = f"images/{item_id}.png"
-            Image.fromarray(render_image(concept, rng)).save(root / path)
+            Image.fromarray(render_image(concept, size, rng)).save(root / path)
         elif modality == "audio":
             path = f"audio/{item_id}.wav"
-            write_wav(root / path, synthesize_sound(concept, rng))
+            write_wav(root / path, synthesize_sound(concept, size, rng))
         else:
             path = f"points/{item_id}.npy"
             np.save(root / path, sample_points(concept, rng))
-        rows.append({"item_id": item_id, "modality": modality, "split": split, "concept": concept,
+        rows.append({"item_id": item_id, "modality": modality, "split": split, "concept": concept, "size": size,
                      "pair_id": pair_id, "text_id": text_id, "path": path})
 
     plan = [("clip_pairs", config.pair_captions), ("clap_pairs", config.pair_captions), ("ulip_pairs", config.ulip_pairs),
@@ -299,32 +311,32 @@ def generate_world(root: str | Path, config: WorldConfig = WorldConfig(), *, pro
     pair = 0
     for split, n in plan:
         for _ in range(n):
-            concept = int(rng.integers(k))
+            concept, size = int(rng.integers(k)), int(rng.integers(3))
             if split == "clip_pairs":  # CLIP stand-in learns image–text from pairs
-                add("image", split, concept, pair, add_caption(concept, SOURCES[rng.integers(3)], split))
+                add("image", split, concept, size, pair, add_caption(concept, size, SOURCES[rng.integers(3)], split))
             elif split == "clap_pairs":  # CLAP stand-in learns audio–text from pairs
-                add("audio", split, concept, pair, add_caption(concept, SOURCES[rng.integers(3)], split))
+                add("audio", split, concept, size, pair, add_caption(concept, size, SOURCES[rng.integers(3)], split))
             elif split == "ulip_pairs":  # ULIP stand-in learns 3D–image from pairs
-                add("image", split, concept, pair)
-                add("points", split, concept, pair)
+                add("image", split, concept, size, pair)
+                add("points", split, concept, size, pair)
             elif split == "memory_images":
-                add("image", "memory", concept)
+                add("image", "memory", concept, size)
             elif split == "memory_audio":
-                add("audio", "memory", concept)
+                add("audio", "memory", concept, size)
             elif split == "memory_points":
-                add("points", "memory", concept)
+                add("points", "memory", concept, size)
             elif split == "eval_pairs":  # AVE-like: an audio and an image of the same event
-                add("audio", "eval", concept, pair)
-                add("image", "eval", concept, pair)
+                add("audio", "eval", concept, size, pair)
+                add("image", "eval", concept, size, pair)
             else:
-                add("points", "eval", concept, pair)
+                add("points", "eval", concept, size, pair)
             pair += 1
             bar.update(1)
     bar.close()
     # The C-MCR text corpus: the three sources of §4.1 in the paper's proportions (1.66M : 0.58M : 77K).
     weights = np.array([1.66, 0.58, 0.077]) / (1.66 + 0.58 + 0.077)
     for _ in range(config.corpus):
-        add_caption(int(rng.integers(k)), SOURCES[rng.choice(3, p=weights)], "corpus")
+        add_caption(int(rng.integers(k)), int(rng.integers(3)), SOURCES[rng.choice(3, p=weights)], "corpus")
     write_parquet(root / "manifest.parquet", pd.DataFrame(rows))
     write_parquet(root / "captions.parquet", pd.DataFrame(captions))
     write_parquet(root / "concepts.parquet", pd.DataFrame({"concept": range(k), "name": concept_names()}))

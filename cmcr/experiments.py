@@ -1,0 +1,63 @@
+"""Experiment variants: the paper's connections, Table 5 rows, the Figure 3 σ² sweep, the appendix-A
+text-source ablation — each a named set of overrides in ``params.yaml`` (``variants``) resolved here
+into a :class:`~cmcr.config.ConnectionConfig`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cmcr.config import ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
+from cmcr.world import SOURCES
+
+SETUPS = ("demo", "byo")
+GROUPS = ("table5", "figure3", "text_sources", "table4")
+_VARIANT_KEYS = {"group", "connection", "overrides", "exclude_sources", "label"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    group: str
+    label: str
+    config: ConnectionConfig
+    exclude_sources: tuple[str, ...] = ()
+
+
+def setup_of(params: Mapping[str, Any]) -> str:
+    setup = params.get("setup", "demo")
+    if setup not in SETUPS:
+        raise ConfigError(
+            f"setup must be one of {SETUPS}, got {setup!r} (real-encoder extraction, setup 'paper', is not "
+            "available yet; run the paper setup from your own embeddings with setup: byo)")
+    return setup
+
+
+def variant_names(params: Mapping[str, Any]) -> list[str]:
+    return list((params.get("variants") or {}).keys())
+
+
+def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
+    """The config of variant ``name``: base groups → connection overrides → (demo scale) → variant overrides."""
+    variants = params.get("variants") or {}
+    if name not in variants:
+        raise ConfigError(f"unknown variant {name!r}; params.yaml variants are: {', '.join(variants) or 'none'}")
+    entry = variants[name] or {}
+    unknown = set(entry) - _VARIANT_KEYS
+    if unknown:
+        raise ConfigError(f"variants.{name}: unknown key(s) {sorted(unknown)}; known: {sorted(_VARIANT_KEYS)}")
+    group = entry.get("group", "table5")
+    if group not in GROUPS:
+        raise ConfigError(f"variants.{name}.group must be one of {GROUPS}, got {group!r}")
+    overrides: dict[str, Any] = {}
+    if setup_of(params) == "demo":
+        overrides = deep_merge(overrides, (params.get("demo") or {}).get("overrides") or {})
+    overrides = deep_merge(overrides, entry.get("overrides") or {})
+    config = connection_config_from_params(params, entry.get("connection", "clip_clap"), overrides)
+    excluded = tuple(entry.get("exclude_sources") or ())
+    bad = set(excluded) - set(SOURCES)
+    if bad:
+        raise ConfigError(f"variants.{name}.exclude_sources: unknown source(s) {sorted(bad)}; known: {SOURCES}")
+    return Variant(name, group, str(entry.get("label", name)), config, excluded)

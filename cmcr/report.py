@@ -1,0 +1,164 @@
+"""Result tables laid out like the paper's (Markdown) and plots (PNG for offline viewing).
+
+For the paper setup (real embeddings) every table shows the paper's numbers beside ours; for the
+demo world it shows the random baseline instead (the paper's numbers are not comparable to it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Paper numbers (C-MCR rows). Table 1: mAP / R@1 / R@5 per dataset and direction.
+PAPER_TABLE1 = {
+    "AVE": {"A2I": (4.11, 1.25, 4.54), "I2A": (4.13, 1.25, 4.44)},
+    "Flickr-SoundNet": {"A2I": (4.57, 1.38, 5.40), "I2A": (4.92, 1.58, 5.98)},
+}
+PAPER_TABLE4 = {"top1": 64.9, "top3": 87.0, "top5": 92.8}
+#: Table 5: AVE A2I, AVE I2A, Flickr A2I, Flickr I2A (mAP)
+PAPER_TABLE5 = {
+    "A": (4.09, 4.11, 4.52, 4.71), "B": (3.97, 4.08, 4.44, 4.79), "C": (3.14, 3.22, 3.63, 3.51),
+    "D": (3.28, 3.30, 3.69, 3.50), "E": (4.09, 4.10, 4.42, 4.54), "F": (0.22, 0.23, 0.18, 0.19),
+    "G": (3.70, 3.88, 4.57, 4.62), "H": (2.77, 2.37, 2.72, 2.57), "I": (4.01, 3.99, 4.49, 4.52),
+    "J": (2.62, 2.84, 2.52, 2.76), "K": (4.11, 4.13, 4.57, 4.92),
+}
+#: Appendix A (Figure 4 table): AVE A2I, AVE I2A, Flickr A2I, Flickr I2A (mAP)
+PAPER_TEXT_SOURCES = {
+    "full": (4.11, 4.13, 4.57, 4.92), "no_image_text": (3.83, 3.76, 3.97, 3.91),
+    "no_video_text": (4.04, 4.05, 4.41, 4.78), "no_audio_text": (4.07, 3.88, 4.31, 4.59),
+}
+#: Table 5's switch columns, derived from each row's resolved config
+TICK, CROSS = "✓", "×"
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    return "\n".join([_row(header), _row(["---"] * len(header))] + [_row(r) for r in rows]) + "\n"
+
+
+def table1(retrieval: Mapping[str, Any], dataset: str, paper: bool, variant: str = "K") -> str:
+    """Table 1: zero-shot audio–image retrieval (mAP, R@1, R@5, both directions)."""
+    header = ["Method", "A2I mAP", "A2I R@1", "A2I R@5", "I2A mAP", "I2A R@1", "I2A R@5"]
+    rows = []
+
+    def cells(m):
+        return [_fmt(m[d][k]) for d in ("A2I", "I2A") for k in ("mAP", "R@1", "R@5")]
+
+    rows.append(["Random (expected)"] + cells(retrieval["random"]))
+    if variant in retrieval:
+        rows.append(["C-MCR (ours)"] + cells(retrieval[variant]))
+    if paper:
+        ref = PAPER_TABLE1.get("AVE")
+        rows.append(["C-MCR (paper, AVE)"] + [_fmt(v) for d in ("A2I", "I2A") for v in ref[d]])
+        ref = PAPER_TABLE1["Flickr-SoundNet"]
+        rows.append(["C-MCR (paper, Flickr-SoundNet)"] + [_fmt(v) for d in ("A2I", "I2A") for v in ref[d]])
+    return f"# Table 1 — zero-shot audio–image retrieval ({dataset})\n\n" + _table(header, rows)
+
+
+def table4(zeroshot: Mapping[str, Any], dataset: str, paper: bool, variant: str = "clip_ulip") -> str:
+    header = ["Method", "Top1", "Top3", "Top5"]
+    rows = [["Random (expected)"] + [_fmt(zeroshot["random"][k]) for k in ("top1", "top3", "top5")]]
+    if variant in zeroshot:
+        rows.append(["C-MCR (ours)"] + [_fmt(zeroshot[variant][k]) for k in ("top1", "top3", "top5")])
+    if paper:
+        rows.append(["C-MCR (paper, ModelNet40)"] + [_fmt(PAPER_TABLE4[k]) for k in ("top1", "top3", "top5")])
+    return f"# Table 4 — zero-shot 3D classification ({dataset})\n\n" + _table(header, rows)
+
+
+def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool) -> str:
+    """Table 5: ablation rows with their switches (read from each row's resolved config) and mAP."""
+    header = ["Row", "Consistency", "Re-norm", "Noise", "L_ttc", "L_avc", "CLAP", "CLIP", "A2I mAP", "I2A mAP"]
+    if paper:
+        header += ["paper AVE A2I", "paper AVE I2A", "paper Flickr A2I", "paper Flickr I2A"]
+    rows = []
+    for row in "ABCDEFGHIJK":
+        if row not in configs:
+            continue
+        c = configs[row]
+        mode = {"softmax": "softmax", "argmax": "argmax", "random": CROSS}[c.memory.mode]
+        tick = lambda b: TICK if b else CROSS  # noqa: E731
+        cells = [row, mode, tick(c.noise.renorm), tick(c.noise.enabled), tick(c.loss.shared_pair), tick(c.loss.pseudo_pair),
+                 tick("clap" in c.loss.intra_spaces), tick("clip" in c.loss.intra_spaces)]
+        m = retrieval.get(row)
+        cells += [_fmt(m["A2I"]["mAP"]) if m else "—", _fmt(m["I2A"]["mAP"]) if m else "—"]
+        if paper:
+            cells += [_fmt(v) for v in PAPER_TABLE5[row]]
+        rows.append(cells)
+    note = f"\nRandom (expected): mAP {_fmt(retrieval['random']['A2I']['mAP'])}.\n" if "random" in retrieval else ""
+    return "# Table 5 — ablations (retrieval mAP)\n\n" + _table(header, rows) + note
+
+
+def figure3_points(retrieval: Mapping[str, Any], configs: Mapping[str, Any], names: list[str]) -> list[dict[str, float]]:
+    """σ² sweep points (the figure3 variants and row K), sorted by σ²; mean of A2I and I2A mAP."""
+    points = {}
+    for name in names:
+        if name in retrieval and name in configs:
+            var = configs[name].noise.var
+            m = retrieval[name]
+            points[var] = {"var": var, "A2I": m["A2I"]["mAP"], "I2A": m["I2A"]["mAP"],
+                           "mean_mAP": (m["A2I"]["mAP"] + m["I2A"]["mAP"]) / 2, "variant": name}
+    return [points[k] for k in sorted(points)]
+
+
+def figure3_table(points: list[dict[str, Any]]) -> str:
+    rows = [[f"{p['var']:g}", _fmt(p["A2I"]), _fmt(p["I2A"]), _fmt(p["mean_mAP"]), p["variant"]] for p in points]
+    return "# Figure 3 — effect of the noise variance σ² (retrieval mAP)\n\n" + _table(
+        ["σ²", "A2I mAP", "I2A mAP", "mean mAP", "variant"], rows) + "\nPlot: `results/figure3.png`.\n"
+
+
+def text_sources_table(retrieval: Mapping[str, Any], labels: Mapping[str, str], paper: bool) -> str:
+    header = ["Texts", "A2I mAP", "I2A mAP"] + (["paper AVE A2I", "paper AVE I2A"] if paper else [])
+    rows = []
+    for name, label in labels.items():
+        if name not in retrieval:
+            continue
+        m = retrieval[name]
+        cells = [label, _fmt(m["A2I"]["mAP"]), _fmt(m["I2A"]["mAP"])]
+        if paper:
+            cells += [_fmt(v) for v in PAPER_TEXT_SOURCES[name if name != "K" else "full"][:2]]
+        rows.append(cells)
+    return "# Appendix A — training texts by source (retrieval mAP)\n\n" + _table(header, rows)
+
+
+def plot_figure3(points: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
+    xs = [p["var"] for p in points]
+    for key, style in (("A2I", "o-"), ("I2A", "s-"), ("mean_mAP", "k^--")):
+        ax.plot(xs, [p[key] for p in points], style, label=key.replace("_", " "))
+    ax.set_xlabel("noise variance σ²")
+    ax.set_ylabel("mAP (%)")
+    ax.set_title("Figure 3: σ² sweep")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_losses(histories: Mapping[str, list[dict[str, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=120)
+    for name, history in histories.items():
+        ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], label=name, lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (Eq. 10)")
+    ax.legend(fontsize=6, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,74 @@
+"""Stage `evaluate@<benchmark>`: every trained variant on one benchmark.
+
+retrieval  — audio↔image (AVE / Flickr-SoundNet protocol) for the CLIP–CLAP variants;
+zeroshot3d — ModelNet40-style zero-shot 3D classification for the CLIP–ULIP variants.
+Writes metrics JSON (git-tracked, for `dvc metrics diff`) and per-item results as Parquet.
+"""
+
+import pandas as pd
+import torch
+import typer
+
+from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, setup_logging
+from cmcr.artifacts import ArtifactError, load_embedding_set, write_json, write_parquet
+from cmcr.experiments import resolve_variant, variant_names
+from cmcr.metrics.retrieval import match_ranks, random_expectation, retrieval_metrics
+from cmcr.metrics.zeroshot import class_embeddings, topk_accuracy
+from cmcr.train import load_checkpoint
+
+CONNECTION = {"retrieval": "clip_clap", "zeroshot3d": "clip_ulip"}
+
+
+def main(benchmark: str) -> None:
+    log = setup_logging(f"evaluate@{benchmark}")
+    p = params()
+    if benchmark not in CONNECTION:
+        raise typer.BadParameter(f"unknown benchmark {benchmark!r}; known: {sorted(CONNECTION)}")
+    variants = [v for v in variant_names(p) if resolve_variant(p, v).config.connection.name == CONNECTION[benchmark]]
+    metrics: dict = {}
+    items = []
+    try:
+        if benchmark == "retrieval":
+            audio, audio_rows = load_embedding_set(EMBEDDINGS / "clap", "eval_audio")
+            image, image_rows = load_embedding_set(EMBEDDINGS / "clip", "eval_image")
+            audio, image = torch.from_numpy(audio[:]), torch.from_numpy(image[:])
+        else:
+            points, point_rows = load_embedding_set(EMBEDDINGS / "ulip", "eval_points", columns=["concept"])
+            prompts, prompt_rows = load_embedding_set(EMBEDDINGS / "clip", "prompts", columns=["label"])
+            points, prompts = torch.from_numpy(points[:]), torch.from_numpy(prompts[:])
+            labels = torch.as_tensor(prompt_rows["label"].to_numpy())
+            num_classes = int(labels.max()) + 1
+    except ArtifactError as exc:  # e.g. bring-your-own embeddings without this benchmark's set
+        log.warning("benchmark %s skipped: %s", benchmark, exc)
+        write_json(METRICS / f"{benchmark}.json", {"skipped": str(exc)})
+        write_parquet(ROOT / "data" / "eval" / f"{benchmark}_items.parquet", pd.DataFrame())
+        return
+    for name in variants:
+        model = load_checkpoint(CONNECTIONS / f"{name}.pt")
+        with torch.no_grad():
+            if benchmark == "retrieval":
+                a = model.projectors["clap"].embed(audio)
+                i = model.projectors["clip"].embed(image)
+                metrics[name] = {"A2I": retrieval_metrics(a, i), "I2A": retrieval_metrics(i, a)}
+                for direction, (q, g) in {"A2I": (a, i), "I2A": (i, a)}.items():
+                    items.append(pd.DataFrame({"variant": name, "direction": direction,
+                                               "query": range(len(q)), "rank": match_ranks(q, g).numpy()}))
+            else:
+                classes = class_embeddings(model.projectors["clip"].embed(prompts), labels, num_classes)
+                x = model.projectors["ulip"].embed(points)
+                truth = torch.as_tensor(point_rows["concept"].to_numpy())
+                metrics[name] = topk_accuracy(x, classes, truth)
+                predicted = (x @ classes.T).argmax(1)
+                items.append(pd.DataFrame({"variant": name, "item": range(len(x)), "label": truth.numpy(),
+                                           "predicted": predicted.numpy()}))
+        log.info("%s: %s", name, metrics[name])
+    if benchmark == "retrieval":
+        metrics["random"] = {"A2I": random_expectation(len(audio)), "I2A": random_expectation(len(audio))}
+    else:
+        metrics["random"] = {f"top{k}": 100 * k / num_classes for k in (1, 3, 5)}
+    write_json(METRICS / f"{benchmark}.json", metrics)
+    write_parquet(ROOT / "data" / "eval" / f"{benchmark}_items.parquet", pd.concat(items, ignore_index=True))
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,83 @@
+"""Stage `extract@<space>`: embed the sets a space contributes (texts, memories, evaluation items).
+
+setup demo: encode the world's files with the trained stand-in; setup byo: validate and copy the
+user's NPY + Parquet sets from `byo.embeddings_dir/<space>/`.
+"""
+
+import shutil
+
+import pandas as pd
+import typer
+
+from common import EMBEDDINGS, SPACES, TEXTS, WORLD, params, setup_logging
+from cmcr.artifacts import ArtifactError, load_embedding_set, save_embedding_set, write_parquet
+from cmcr.checks import check_matrix, check_unit_norm
+from cmcr.experiments import setup_of
+from cmcr.spaces import build_space, extract
+from cmcr.world import class_prompts, concept_names
+
+#: set name → (modality, where its items come from)
+SETS = {
+    "clip": {"text": ("text", "texts"), "image": ("image", "memory"), "eval_image": ("image", "eval"),
+             "prompts": ("text", "prompts")},
+    "clap": {"text": ("text", "texts"), "audio": ("audio", "memory"), "eval_audio": ("audio", "eval")},
+    "ulip": {"image": ("image", "memory"), "points": ("points", "memory"), "eval_points": ("points", "eval")},
+}
+REQUIRED_BYO = {"clip": ["text", "image"], "clap": ["text", "audio"], "ulip": ["image", "points"]}
+
+
+def demo_items(modality: str, source: str) -> pd.DataFrame:
+    """The rows to embed, with an ``item`` column (path or text) and descriptive columns."""
+    if source == "texts":
+        texts = pd.read_parquet(TEXTS)
+        return texts.assign(item=texts["text"])
+    if source == "prompts":
+        names = concept_names()
+        rows = [{"label": c, "name": n, "prompt": t} for c, n in enumerate(names) for t in class_prompts(n)]
+        frame = pd.DataFrame(rows)
+        return frame.assign(item=frame["prompt"])
+    manifest = pd.read_parquet(WORLD / "manifest.parquet")
+    rows = manifest[(manifest["modality"] == modality) & (manifest["split"] == source)].sort_values("pair_id" if source == "eval" else "item_id")
+    return rows.assign(item=[str(WORLD / p) for p in rows["path"]]).reset_index(drop=True)
+
+
+def main(space: str) -> None:
+    log = setup_logging(f"extract@{space}")
+    p = params()
+    out = EMBEDDINGS / space
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if setup_of(p) == "byo":
+        src = EMBEDDINGS.parent.parent / p["byo"]["embeddings_dir"] / space
+        for name in SETS[space]:
+            if not (src / f"{name}.npy").exists():
+                if name in REQUIRED_BYO[space]:
+                    raise ArtifactError(f"bring-your-own embeddings: {src / (name + '.npy')} is missing (required)")
+                log.warning("%s: no %s set (its benchmark will be skipped)", src, name)
+                continue
+            matrix, table = load_embedding_set(src, name)
+            check_matrix(matrix, str(src / f"{name}.npy"))
+            check_unit_norm(matrix, str(src / f"{name}.npy"))
+            save_embedding_set(tmp, name, matrix, table)
+    else:
+        encoder = build_space(f"demo_{space}", checkpoint=SPACES / f"{space}.pt")
+        failures = []
+        for name, (modality, source) in SETS[space].items():
+            rows = demo_items(modality, source)
+            result = extract(encoder, modality, list(rows["item"]), ids=[str(i) for i in rows.index],
+                             desc=f"{space} {name}")
+            failures += [{**f, "set": name} for f in result.failures]
+            table = rows.iloc[result.kept].drop(columns=["item"]).reset_index(drop=True)
+            save_embedding_set(tmp, name, result.embeddings, table)
+            log.info("%s/%s: %d embedded, %d failed", space, name, len(result.kept), len(result.failures))
+            limit = p.get("extraction", {}).get("max_failure_rate", 0.01)
+            if result.failure_rate > limit:
+                raise RuntimeError(f"{space}/{name}: {result.failure_rate:.1%} of items failed (limit {limit:.1%}); "
+                                   f"first: {result.failures[0]}")
+        write_parquet(tmp / "failures.parquet", pd.DataFrame(failures, columns=["id", "item", "reason", "set"]))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,46 @@
+"""Stage `report`: result tables like the paper's (results/*.md) and plots (results/*.png)."""
+
+import json
+
+import typer
+
+from common import HISTORY, METRICS, RESULTS, params, setup_logging
+from cmcr import report
+from cmcr.artifacts import atomic_path, write_json
+from cmcr.experiments import resolve_variant, setup_of, variant_names
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path, ".md") as tmp:
+        tmp.write_text(text)
+
+
+def main() -> None:
+    log = setup_logging("report")
+    p = params()
+    paper = setup_of(p) != "demo"
+    dataset = "your benchmark embeddings" if paper else "demo world"
+    variants = {n: resolve_variant(p, n) for n in variant_names(p)}
+    configs = {n: v.config for n, v in variants.items()}
+    retrieval = json.loads((METRICS / "retrieval.json").read_text())
+    zeroshot = json.loads((METRICS / "zeroshot3d.json").read_text())
+    RESULTS.mkdir(exist_ok=True)
+    if "skipped" not in retrieval:
+        write_text(RESULTS / "table1_retrieval.md", report.table1(retrieval, dataset, paper))
+        write_text(RESULTS / "table5_ablations.md", report.table5(retrieval, configs, paper))
+        sweep = [n for n, v in variants.items() if v.group == "figure3"] + ["K"]
+        points = report.figure3_points(retrieval, configs, sweep)
+        write_json(RESULTS / "figure3.json", points)
+        write_text(RESULTS / "figure3_noise.md", report.figure3_table(points))
+        report.plot_figure3(points, RESULTS / "figure3.png")
+        labels = {"K": "Full"} | {n: v.label for n, v in variants.items() if v.group == "text_sources"}
+        write_text(RESULTS / "appendix_text_sources.md", report.text_sources_table(retrieval, labels, paper))
+    if "skipped" not in zeroshot:
+        write_text(RESULTS / "table4_zeroshot3d.md", report.table4(zeroshot, dataset, paper))
+    histories = {n: json.loads((HISTORY / f"{n}.json").read_text()) for n in variants}
+    report.plot_losses(histories, RESULTS / "training_losses.png")
+    log.info("wrote tables and plots to %s", RESULTS)
+
+
+if __name__ == "__main__":
+    typer.run(main)

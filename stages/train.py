@@ -1,0 +1,37 @@
+"""Stage `train@<variant>`: train one connection's projectors (Table 5 row, σ² point, text-source subset, 3D)."""
+
+import numpy as np
+import typer
+
+from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, TEXTS, params, setup_logging
+from cmcr.artifacts import load_npy, read_parquet, save_torch, write_json
+from cmcr.experiments import resolve_variant
+from cmcr.train import ConnectionData, train_connection
+
+#: connection → per space: (shared-modality set, Eq. 2 aggregate)
+INPUTS = {
+    "clip_clap": {"clip": ("clip/text", "clip_image_from_text"), "clap": ("clap/text", "clap_audio_from_text")},
+    "clip_ulip": {"clip": ("clip/image", "clip_text_from_image"), "ulip": ("ulip/image", "ulip_points_from_image")},
+}
+
+
+def main(variant: str) -> None:
+    log = setup_logging(f"train@{variant}")
+    v = resolve_variant(params(), variant)
+    config = v.config
+    inputs = INPUTS[config.connection.name]
+    shared = {s: load_npy(EMBEDDINGS / f"{src}.npy") for s, (src, _) in inputs.items()}
+    memory = {s: load_npy(AGGREGATED / config.memory.mode / f"{agg}.npy") for s, (_, agg) in inputs.items()}
+    if v.exclude_sources:  # appendix A: drop texts of some sources (Eq. 2 is per text, so rows just go)
+        texts = read_parquet(TEXTS, rows=next(iter(shared.values())).shape[0], columns=["source"])
+        keep = np.flatnonzero(~texts["source"].isin(v.exclude_sources).to_numpy())
+        log.info("excluding %s: %d of %d texts kept", list(v.exclude_sources), len(keep), len(texts))
+        shared = {s: np.asarray(x[keep]) for s, x in shared.items()}
+        memory = {s: np.asarray(x[keep]) for s, x in memory.items()}
+    result = train_connection(ConnectionData(shared=shared, memory=memory), config)
+    save_torch(CONNECTIONS / f"{variant}.pt", result.checkpoint())
+    write_json(HISTORY / f"{variant}.json", result.history)
+
+
+if __name__ == "__main__":
+    typer.run(main)

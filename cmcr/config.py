@@ -277,6 +277,29 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+def group_from_params(params: Mapping[str, Any], connection: str, group: str,
+                      overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One group's values for a connection: the base group, then ``connections.<name>.<group>``, then
+    ``overrides``. Reads nothing else from ``params`` (stages declare exactly what they read)."""
+    if connection not in CONNECTIONS:
+        raise ConfigError(f"unknown connection {connection!r}; known: {sorted(CONNECTIONS)}")
+    if group not in GROUPS:
+        raise ConfigError(f"unknown config group {group!r}; known: {list(GROUPS)}")
+    values = dict(params.get(group) or {})
+    per_connection = (params.get("connections") or {}).get(connection) or {}
+    unknown = set(per_connection) - set(GROUPS)
+    if unknown:
+        raise ConfigError(f"connections.{connection}: unknown group(s) {sorted(unknown)}; known: {list(GROUPS)}")
+    values = deep_merge(values, per_connection.get(group) or {})
+    return deep_merge(values, overrides or {})
+
+
+def memory_config_from_params(params: Mapping[str, Any], connection: str, mode: str | None = None) -> MemoryConfig:
+    """Eq. 2 settings of a connection (optionally with another ``mode``), reading only the memory groups."""
+    values = group_from_params(params, connection, "memory", {"mode": mode} if mode else None)
+    return _build(MemoryConfig, values, f"memory ({connection})")
+
+
 def connection_config_from_params(params: Mapping[str, Any], connection: str,
                                   overrides: Mapping[str, Any] | None = None) -> ConnectionConfig:
     """Build the config of one connection from a params mapping (the layout of ``params.yaml``).
@@ -286,22 +309,12 @@ def connection_config_from_params(params: Mapping[str, Any], connection: str,
     ``connections.<name>`` lists only what another connection changes (e.g. ``clip_ulip``: σ² = 0.002,
     λ = 0.4, 24 epochs...). ``overrides`` (e.g. a Table 5 row) are merged last.
     """
-    if connection not in CONNECTIONS:
-        raise ConfigError(f"unknown connection {connection!r}; known: {sorted(CONNECTIONS)}")
-    merged = {g: dict(params.get(g) or {}) for g in GROUPS}
-    per_connection = (params.get("connections") or {}).get(connection) or {}
-    unknown = set(per_connection) - set(GROUPS)
-    if unknown:
-        raise ConfigError(f"connections.{connection}: unknown group(s) {sorted(unknown)}; known: {list(GROUPS)}")
-    merged = deep_merge(merged, per_connection)
-    if overrides:
-        bad = set(overrides) - set(GROUPS)
-        if bad:
-            raise ConfigError(f"override names unknown group(s) {sorted(bad)}; known: {list(GROUPS)}")
-        merged = deep_merge(merged, overrides)
+    overrides = overrides or {}
+    bad = set(overrides) - set(GROUPS)
+    if bad:
+        raise ConfigError(f"override names unknown group(s) {sorted(bad)}; known: {list(GROUPS)}")
+    merged = {g: group_from_params(params, connection, g, overrides.get(g)) for g in GROUPS}
     conn = CONNECTIONS[connection]
-    projector = dict(merged["projector"])
-    if "in_dims" in projector:
-        projector["in_dims"] = {s: d for s, d in dict(projector["in_dims"]).items() if s in conn.spaces}
-    merged["projector"] = projector
+    if "in_dims" in merged["projector"]:
+        merged["projector"]["in_dims"] = {s: d for s, d in dict(merged["projector"]["in_dims"]).items() if s in conn.spaces}
     return ConnectionConfig.from_dict({"connection": conn, **merged})

@@ -39,6 +39,14 @@ def variant_names(params: Mapping[str, Any]) -> list[str]:
     return list((params.get("variants") or {}).keys())
 
 
+def variant_connection(params: Mapping[str, Any], name: str) -> str:
+    """Which connection a variant trains, reading only ``variants.<name>.connection``."""
+    variants = params.get("variants") or {}
+    if name not in variants:
+        raise ConfigError(f"unknown variant {name!r}; params.yaml variants are: {', '.join(variants) or 'none'}")
+    return (variants[name] or {}).get("connection", "clip_clap")
+
+
 def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
     """The config of variant ``name``: base groups → connection overrides → (demo scale) → variant overrides."""
     variants = params.get("variants") or {}

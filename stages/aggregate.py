@@ -6,7 +6,7 @@ import typer
 
 from common import AGGREGATED, EMBEDDINGS, params, setup_logging
 from cmcr.artifacts import load_npy, npy_writer
-from cmcr.config import connection_config_from_params
+from cmcr.config import memory_config_from_params
 from cmcr.memory import aggregate_memory
 
 #: connection → [(output name, query set, memory set)], sets as "<space>/<name>"
@@ -23,7 +23,7 @@ def main(mode: str) -> None:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for connection, jobs in JOBS.items():
-        config = connection_config_from_params(p, connection, {"memory": {"mode": mode}}).memory
+        config = memory_config_from_params(p, connection, mode)
         for name, queries, memory in jobs:
             q = load_npy(EMBEDDINGS / f"{queries}.npy")
             m = load_npy(EMBEDDINGS / f"{memory}.npy", dim=q.shape[1])

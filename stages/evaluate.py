@@ -11,7 +11,7 @@ import typer
 
 from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, setup_logging
 from cmcr.artifacts import ArtifactError, load_embedding_set, write_json, write_parquet
-from cmcr.experiments import resolve_variant, variant_names
+from cmcr.experiments import variant_connection, variant_names
 from cmcr.metrics.retrieval import match_ranks, random_expectation, retrieval_metrics
 from cmcr.metrics.zeroshot import class_embeddings, topk_accuracy
 from cmcr.train import load_checkpoint
@@ -24,7 +24,7 @@ def main(benchmark: str) -> None:
     p = params()
     if benchmark not in CONNECTION:
         raise typer.BadParameter(f"unknown benchmark {benchmark!r}; known: {sorted(CONNECTION)}")
-    variants = [v for v in variant_names(p) if resolve_variant(p, v).config.connection.name == CONNECTION[benchmark]]
+    variants = [v for v in variant_names(p) if variant_connection(p, v) == CONNECTION[benchmark]]
     metrics: dict = {}
     items = []
     try:

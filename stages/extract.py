@@ -1,7 +1,7 @@
 """Stage `extract@<space>`: embed the sets a space contributes (texts, memories, evaluation items).
 
 setup demo: encode the world's files with the trained stand-in; setup byo: validate and copy the
-user's NPY + Parquet sets from `byo.embeddings_dir/<space>/`.
+user's NPY + Parquet sets from `byo/embeddings/<space>/`.
 """
 
 import shutil
@@ -9,7 +9,7 @@ import shutil
 import pandas as pd
 import typer
 
-from common import EMBEDDINGS, SPACES, TEXTS, WORLD, params, setup_logging
+from common import BYO, EMBEDDINGS, SPACES, TEXTS, WORLD, params, setup_logging
 from cmcr.artifacts import ArtifactError, load_embedding_set, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
 from cmcr.experiments import setup_of
@@ -48,7 +48,7 @@ def main(space: str) -> None:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if setup_of(p) == "byo":
-        src = EMBEDDINGS.parent.parent / p["byo"]["embeddings_dir"] / space
+        src = BYO / space
         for name in SETS[space]:
             if not (src / f"{name}.npy").exists():
                 if name in REQUIRED_BYO[space]:
@@ -70,7 +70,7 @@ def main(space: str) -> None:
             table = rows.iloc[result.kept].drop(columns=["item"]).reset_index(drop=True)
             save_embedding_set(tmp, name, result.embeddings, table)
             log.info("%s/%s: %d embedded, %d failed", space, name, len(result.kept), len(result.failures))
-            limit = p.get("extraction", {}).get("max_failure_rate", 0.01)
+            limit = p["extraction"]["max_failure_rate"]
             if result.failure_rate > limit:
                 raise RuntimeError(f"{space}/{name}: {result.failure_rate:.1%} of items failed (limit {limit:.1%}); "
                                    f"first: {result.failures[0]}")

@@ -3,7 +3,7 @@
 import pandas as pd
 import typer
 
-from common import TEXTS, WORLD, params, setup_logging
+from common import BYO, TEXTS, WORLD, params, setup_logging
 from cmcr.artifacts import read_parquet, write_parquet
 from cmcr.experiments import setup_of
 
@@ -15,7 +15,7 @@ def main() -> None:
         captions = pd.read_parquet(WORLD / "captions.parquet")
         texts = captions[captions["split"] == "corpus"][["text_id", "text", "source"]].reset_index(drop=True)
     else:  # byo: the texts table that describes the user's text embeddings
-        texts = read_parquet(f"{p['byo']['embeddings_dir']}/clip/text.parquet", columns=["text_id", "source"])
+        texts = read_parquet(BYO / "clip" / "text.parquet", columns=["text_id", "source"])
     # Demo captions repeat (few templates): repeats are kept, as frequency is part of the corpus.
     write_parquet(TEXTS, texts)
     log.info("%d texts by source: %s", len(texts), texts["source"].value_counts().to_dict())

@@ -1,0 +1,73 @@
+"""Artifacts: atomic writes, and clear errors for bad pipeline inputs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from pathlib import Path
+
+from cmcr.artifacts import ArtifactError, atomic_path, load_embedding_set, load_npy, save_embedding_set
+from cmcr.config import ConfigError
+from cmcr.experiments import resolve_variant, variant_connection
+
+PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "x.npy"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_embedding_set_round_trip_and_row_check(tmp_path):
+    emb = np.eye(3, dtype=np.float32)
+    save_embedding_set(tmp_path, "s", emb, pd.DataFrame({"item_id": ["a", "b", "c"]}))
+    matrix, table = load_embedding_set(tmp_path, "s", columns=["item_id"])
+    assert np.array_equal(matrix, emb) and list(table["item_id"]) == ["a", "b", "c"]
+    pd.DataFrame({"item_id": ["a", "b"]}).to_parquet(tmp_path / "s.parquet")
+    with pytest.raises(ArtifactError, match=r"s.parquet: has 2 rows but its embedding matrix has 3"):
+        load_embedding_set(tmp_path, "s")
+    with pytest.raises(ArtifactError, match="missing column"):
+        save_embedding_set(tmp_path, "t", emb, pd.DataFrame({"x": [1, 2, 3]}))
+        load_embedding_set(tmp_path, "t", columns=["item_id"])
+
+
+def test_missing_and_malformed_embedding_files(tmp_path):
+    with pytest.raises(ArtifactError, match=r"embedding file not found: .*clip/text.npy"):
+        load_npy(tmp_path / "clip" / "text.npy")
+    np.save(tmp_path / "v.npy", np.zeros(4, dtype=np.float32))
+    with pytest.raises(ArtifactError, match=r"v.npy: expected a 2-D matrix"):
+        load_npy(tmp_path / "v.npy")
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ArtifactError, match="not a plain numeric"):
+        load_npy(tmp_path / "o.npy")
+
+
+def test_unknown_ablation_row():
+    with pytest.raises(ConfigError, match="unknown variant 'Z'"):
+        resolve_variant(PARAMS, "Z")
+    with pytest.raises(ConfigError, match="unknown variant"):
+        variant_connection(PARAMS, "Z")
+    bad = {**PARAMS, "variants": {"X": {"group": "table9"}}}
+    with pytest.raises(ConfigError, match="group must be one of"):
+        resolve_variant(bad, "X")
+    bad = {**PARAMS, "variants": {"X": {"exclude_sources": ["book-text"]}}}
+    with pytest.raises(ConfigError, match="unknown source"):
+        resolve_variant(bad, "X")
+
+
+def test_table5_rows_resolve_to_the_papers_switches():
+    rows = {r: resolve_variant(PARAMS, r).config for r in "ABCDEFGHIJK"}
+    assert rows["A"].loss.intra_spaces == ("clip",) and rows["B"].loss.intra_spaces == ("clap",)
+    assert rows["C"].loss.intra_spaces == ()
+    assert not rows["D"].loss.shared_pair and rows["D"].loss.pseudo_pair
+    assert rows["E"].loss.shared_pair and not rows["E"].loss.pseudo_pair
+    assert not rows["F"].loss.shared_pair and not rows["F"].loss.pseudo_pair
+    assert not rows["G"].noise.renorm and rows["G"].noise.enabled
+    assert not rows["H"].noise.renorm and not rows["H"].noise.enabled
+    assert rows["I"].memory.mode == "argmax" and rows["J"].memory.mode == "random"
+    k = rows["K"]
+    assert (k.noise.var, k.loss.lambda_intra, k.memory.temperature) == (0.004, 0.1, 0.01)

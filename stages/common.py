@@ -74,6 +74,9 @@ class TracedParams(dict):
         self._all()
         return super().__len__()
 
+    def __bool__(self) -> bool:  # `params.get(g) or {}` is not a read of everything in g
+        return super().__len__() > 0
+
 
 def params() -> TracedParams:
     path = ROOT / "params.yaml"

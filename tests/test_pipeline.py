@@ -31,9 +31,9 @@ def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.
 
 
 def reduced_params(params: dict) -> dict:
-    params["demo"]["world"].update(pair_captions=1200, ulip_pairs=800, corpus=1500, memory_images=1000,
-                                   memory_audio=1000, memory_points=800, eval_pairs=300, eval_points=240)
-    params["demo"]["spaces"].update(epochs=10)
+    params["demo"]["world"].update(pair_captions=1200, ulip_pairs=1200, corpus=1500, memory_images=1000,
+                                   memory_audio=1000, memory_points=1000, eval_pairs=300, eval_points=240)
+    params["demo"]["spaces"].update(epochs=15)
     params["demo"]["overrides"]["train"].update(epochs=8)
     params["variants"] = {k: params["variants"][k] for k in ("K", "F", "clip_ulip")}
     return params
@@ -132,3 +132,31 @@ def test_unknown_variant_is_a_clear_error(repo):
     res = run([sys.executable, "stages/train.py", "Z"], repo["path"], repo["env"], check=False)
     assert res.returncode != 0
     assert "unknown variant 'Z'" in res.stderr and "K, F, clip_ulip" in res.stderr
+
+
+def test_bring_your_own_embeddings(repo):
+    """setup=byo starts from user NPY + Parquet sets (here: the demo's own, copied), skipping extraction."""
+    path, env = repo["path"], repo["env"]
+    byo = path / "byo" / "embeddings"
+    for space in ("clip", "clap", "ulip"):
+        shutil.copytree(path / "data" / "embeddings" / space, byo / space, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("failures.parquet"))
+    shutil.rmtree(byo / "ulip")  # …but without the 3D sets: the 3D connection cannot be trained
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params["setup"] = "byo"
+    params["variants"] = {k: params["variants"][k] for k in ("K", "F")}
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    res = run(["dvc", "repro"], path, env, check=False)
+    assert res.returncode != 0
+    assert "ulip/image.npy is missing (required)" in res.stdout + res.stderr
+
+    shutil.copytree(path / "data" / "embeddings" / "ulip", byo / "ulip")
+    (byo / "clip" / "prompts.npy").unlink()  # an optional set: its benchmark is skipped, not failed
+    res = run(["dvc", "repro"], path, env)
+    assert "Running stage 'train@K'" in res.stdout
+    assert (path / "data" / "world" / "SKIPPED").exists()
+    metrics = json.loads((path / "metrics/retrieval.json").read_text())
+    assert metrics["K"]["A2I"]["mAP"] > 3 * metrics["random"]["A2I"]["mAP"]
+    assert "skipped" in json.loads((path / "metrics/zeroshot3d.json").read_text())
+    table1 = (path / "results/table1_retrieval.md").read_text()
+    assert "C-MCR (paper, AVE) | 4.11 | 1.25 | 4.54 | 4.13 | 1.25 | 4.44" in table1

@@ -2,9 +2,8 @@
 
 import shutil
 
-import typer
 
-from common import AGGREGATED, EMBEDDINGS, params, setup_logging
+from common import AGGREGATED, EMBEDDINGS, params, setup_logging, run
 from cmcr.artifacts import load_npy, npy_writer
 from cmcr.config import memory_config_from_params
 from cmcr.memory import aggregate_memory
@@ -35,4 +34,4 @@ def main(mode: str) -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run(main)

@@ -106,3 +106,12 @@ def skipped_marker(folder: Path, reason: str) -> None:
     """For a stage that has nothing to do in this setup: an output that says so (DVC needs the output)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "SKIPPED").write_text(reason + "\n")
+
+
+def run(main) -> None:
+    """Run a stage's ``main`` as a typer command; errors print as plain (unwrapped) tracebacks."""
+    import typer
+
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(main)
+    app()

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 import typer
 
-from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, setup_logging
+from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, setup_logging, run
 from cmcr.artifacts import ArtifactError, load_embedding_set, write_json, write_parquet
 from cmcr.experiments import variant_connection, variant_names
 from cmcr.metrics.retrieval import match_ranks, random_expectation, retrieval_metrics
@@ -71,4 +71,4 @@ def main(benchmark: str) -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run(main)

@@ -7,9 +7,8 @@ user's NPY + Parquet sets from `byo/embeddings/<space>/`.
 import shutil
 
 import pandas as pd
-import typer
 
-from common import BYO, EMBEDDINGS, SPACES, TEXTS, WORLD, params, setup_logging
+from common import BYO, EMBEDDINGS, SPACES, TEXTS, WORLD, params, setup_logging, run
 from cmcr.artifacts import ArtifactError, load_embedding_set, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
 from cmcr.experiments import setup_of
@@ -80,4 +79,4 @@ def main(space: str) -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run(main)

@@ -2,9 +2,8 @@
 
 import json
 
-import typer
 
-from common import HISTORY, METRICS, RESULTS, params, setup_logging
+from common import HISTORY, METRICS, RESULTS, params, setup_logging, run
 from cmcr import report
 from cmcr.artifacts import atomic_path, write_json
 from cmcr.experiments import resolve_variant, setup_of, variant_names
@@ -43,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run(main)

@@ -1,11 +1,9 @@
 """Stage `spaces@<space>`: train a demo stand-in contrastive space on its paired world data."""
 
-import json
 
 import pandas as pd
-import typer
 
-from common import METRICS, SPACES, TEXTS, WORLD, params, setup_logging
+from common import METRICS, SPACES, TEXTS, WORLD, params, setup_logging, run
 from cmcr.artifacts import save_torch, write_json
 from cmcr.encoders.demo import DEMO_SPACES, modality_gap, tokenize, train_demo_space
 from cmcr.experiments import setup_of
@@ -50,4 +48,4 @@ def main(space: str) -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run(main)

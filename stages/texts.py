@@ -1,9 +1,8 @@
 """Stage `texts`: collect the C-MCR text set (text_id, text, source)."""
 
 import pandas as pd
-import typer
 
-from common import BYO, TEXTS, WORLD, params, setup_logging
+from common import BYO, TEXTS, WORLD, params, setup_logging, run
 from cmcr.artifacts import read_parquet, write_parquet
 from cmcr.experiments import setup_of
 
@@ -22,4 +21,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run(main)

@@ -1,9 +1,8 @@
 """Stage `train@<variant>`: train one connection's projectors (Table 5 row, σ² point, text-source subset, 3D)."""
 
 import numpy as np
-import typer
 
-from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, TEXTS, params, setup_logging
+from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, TEXTS, params, setup_logging, run
 from cmcr.artifacts import load_npy, read_parquet, save_torch, write_json
 from cmcr.experiments import resolve_variant
 from cmcr.train import ConnectionData, train_connection
@@ -34,4 +33,4 @@ def main(variant: str) -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run(main)

@@ -2,9 +2,8 @@
 
 import shutil
 
-import typer
 
-from common import WORLD, params, setup_logging, skipped_marker
+from common import WORLD, params, setup_logging, skipped_marker, run
 from cmcr.experiments import setup_of
 from cmcr.world import WorldConfig, generate_world
 
@@ -24,4 +23,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    run(main)

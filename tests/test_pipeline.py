@@ -137,11 +137,10 @@ def test_unknown_variant_is_a_clear_error(repo):
 def test_bring_your_own_embeddings(repo):
     """setup=byo starts from user NPY + Parquet sets (here: the demo's own, copied), skipping extraction."""
     path, env = repo["path"], repo["env"]
-    byo = path / "byo" / "embeddings"
-    for space in ("clip", "clap", "ulip"):
-        shutil.copytree(path / "data" / "embeddings" / space, byo / space, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("failures.parquet"))
-    shutil.rmtree(byo / "ulip")  # …but without the 3D sets: the 3D connection cannot be trained
+    byo, saved = path / "byo" / "embeddings", path.parent / "saved_embeddings"
+    shutil.copytree(path / "data" / "embeddings", saved, ignore=shutil.ignore_patterns("failures.parquet"))
+    for space in ("clip", "clap"):  # first without the 3D sets: the 3D connection cannot be trained
+        shutil.copytree(saved / space, byo / space)
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["setup"] = "byo"
     params["variants"] = {k: params["variants"][k] for k in ("K", "F")}
@@ -150,7 +149,7 @@ def test_bring_your_own_embeddings(repo):
     assert res.returncode != 0
     assert "ulip/image.npy is missing (required)" in res.stdout + res.stderr
 
-    shutil.copytree(path / "data" / "embeddings" / "ulip", byo / "ulip")
+    shutil.copytree(saved / "ulip", byo / "ulip")
     (byo / "clip" / "prompts.npy").unlink()  # an optional set: its benchmark is skipped, not failed
     res = run(["dvc", "repro"], path, env)
     assert "Running stage 'train@K'" in res.stdout

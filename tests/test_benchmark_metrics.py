@@ -1,0 +1,69 @@
+"""Localization (Table 2) and counterfactual (Table 3) metrics on hand-computed cases."""
+
+import numpy as np
+import pytest
+import torch
+
+from cmcr.checks import EmbeddingError
+from cmcr.metrics.counterfactual import counterfactual_metrics, counts
+from cmcr.metrics.localization import best_proposals, box_mask, consensus_iou, localization_metrics
+
+
+def test_two_image_localization_by_hand():
+    gt1, gt2 = box_mask([(0, 0, 4, 4)], 10, 10), box_mask([(0, 0, 5, 5)], 10, 10)
+    proposals = [[(0, 0, 4, 4), (5, 5, 10, 10)], [(5, 5, 10, 10), (0, 0, 6, 10)]]
+    # proposal embeddings: image 1's first and image 2's second proposal match their audio
+    e = torch.eye(3)
+    index, score = best_proposals([torch.stack([e[0], e[1]]), torch.stack([e[2], e[1] + 0.1 * e[2]])],
+                                  torch.stack([e[0], e[1]]))
+    assert index == [0, 1] and score[0] == pytest.approx(1.0)
+    ious = [consensus_iou(box_mask([proposals[i][k]], 10, 10), gt) for i, (k, gt) in enumerate(zip(index, (gt1, gt2)))]
+    assert ious == pytest.approx([1.0, 25 / 60])  # image 2: 25 px overlap, 35 px of prediction outside the 25 px GT
+    m = localization_metrics(ious)
+    assert m["cIoU"] == pytest.approx(50.0)
+    # success rate 1 for thresholds 0..0.40, 0.5 from 0.45 to 1: 8·0.05 + 0.05·0.75 + 11·0.05·0.5
+    assert m["AUC"] == pytest.approx(100 * (0.4 + 0.0375 + 0.275))
+
+
+def test_union_of_boxes_is_the_ground_truth_map():
+    gt = box_mask([(0, 0, 2, 2), (1, 1, 3, 3)], 4, 4)
+    assert gt.sum() == 7
+    assert consensus_iou(box_mask([(0, 0, 3, 3)], 4, 4), gt) == pytest.approx(7 / 9)
+
+
+def test_localization_errors():
+    with pytest.raises(EmbeddingError, match="image 1 has no proposals"):
+        best_proposals([torch.ones(2, 3), torch.ones(0, 3)], torch.ones(2, 3))
+    with pytest.raises(EmbeddingError, match="3 images with proposals but 2 audio"):
+        best_proposals([torch.ones(1, 3)] * 3, torch.ones(2, 3))
+    with pytest.raises(ValueError, match="degenerate box"):
+        box_mask([(3, 3, 1, 5)], 5, 5)
+
+
+CASE = dict(confidence=[0.9, 0.8, 0.7, 0.6, 0.5], iou=[0.8, 0.0, 0.3, 0.9, 0.0],
+            positive=[True, False, True, True, False])
+
+
+def test_counterfactual_by_hand():
+    c, u, g = (np.asarray(CASE[k]) for k in ("confidence", "iou", "positive"))
+    assert counts(c, u, g, 0.65) == (1, 2, 1)  # TP {1}; FP {2 (negative), 3 (IoU 0.3)}; FN {4}
+    m = counterfactual_metrics(**CASE)
+    # thresholds below 0.9, 0.8, 0.7, 0.6, 0.5: (P, R) = (1, 1/3), (1/2, 1/3), (1/3, 1/2), (1/2, 1), (2/5, 1)
+    assert m["Max-F1"] == pytest.approx(100 * 2 / 3)
+    assert m["AP"] == pytest.approx(100 * (1 / 3 + (1 / 2 - 1 / 3) / 3 + (1 - 1 / 2) / 2))
+
+
+def test_counterfactual_invariances():
+    base = counterfactual_metrics(**CASE)
+    scaled = counterfactual_metrics([3 * c for c in CASE["confidence"]], CASE["iou"], CASE["positive"])
+    assert scaled == pytest.approx(base)
+    order = [3, 0, 4, 2, 1]
+    shuffled = counterfactual_metrics(*[[CASE[k][i] for i in order] for k in ("confidence", "iou", "positive")])
+    assert shuffled == pytest.approx(base)
+
+
+def test_counterfactual_errors():
+    with pytest.raises(ValueError, match="at least one positive"):
+        counterfactual_metrics([0.1], [0.0], [False])
+    with pytest.raises(ValueError, match="one length"):
+        counterfactual_metrics([0.1, 0.2], [0.0], [True])

@@ -1,0 +1,54 @@
+"""The official release's checkpoints load into our named projectors (real file for ulip_clip.pt)."""
+
+import pytest
+import torch
+
+from cmcr.artifacts import save_torch
+from cmcr.official import load_official
+from cmcr.train import load_checkpoint
+
+
+def test_real_ulip_clip_checkpoint(official_dir, tmp_path):
+    raw = torch.load(official_dir / "ulip_clip.pt", map_location="cpu", weights_only=True)
+    result = load_official(official_dir / "ulip_clip.pt", "ulip_clip")
+    assert set(result.projectors) == {"clip", "ulip"}
+    assert torch.equal(result.projectors["clip"].net[0].weight, raw["Head_A.net.0.weight"])  # Head_A = CLIP here
+    assert torch.equal(result.projectors["ulip"].net[1].running_mean, raw["Head_B.net.1.running_mean"])
+    x = torch.nn.functional.normalize(torch.randn(4, 512, generator=torch.Generator().manual_seed(0)), dim=1)
+    with torch.no_grad():
+        manual = torch.relu(torch.nn.functional.batch_norm(
+            x @ raw["Head_B.net.0.weight"].T + raw["Head_B.net.0.bias"], raw["Head_B.net.1.running_mean"],
+            raw["Head_B.net.1.running_var"], raw["Head_B.net.1.weight"], raw["Head_B.net.1.bias"], eps=1e-5))
+        torch.testing.assert_close(result.projectors["ulip"].embed(x), torch.nn.functional.normalize(manual, dim=1))
+    save_torch(tmp_path / "official.pt", result.checkpoint())  # our format, evaluated like our models
+    again = load_checkpoint(tmp_path / "official.pt")
+    assert again.config.projector.kind == "official_ulip_clip" and again.config.connection.name == "clip_ulip"
+
+
+def test_clap_clip_layout_maps_head_b_to_clip(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for head in ("Head_A", "Head_B"):
+        for i, shape in ((0, (1024, 512)), (3, (512, 1024))):
+            state[f"{head}.net.{i}.weight"] = torch.randn(*shape, generator=g)
+            state[f"{head}.net.{i}.bias"] = torch.randn(shape[0], generator=g)
+        for i, n in ((1, 1024), (4, 512)):
+            state[f"{head}.net.{i}.weight"] = torch.rand(n, generator=g)
+            state[f"{head}.net.{i}.bias"] = torch.randn(n, generator=g)
+            state[f"{head}.net.{i}.running_mean"] = torch.randn(n, generator=g)
+            state[f"{head}.net.{i}.running_var"] = torch.rand(n, generator=g) + 0.5
+            state[f"{head}.net.{i}.num_batches_tracked"] = torch.tensor(7)
+    torch.save(state, tmp_path / "clap_clip.pt")
+    result = load_official(tmp_path / "clap_clip.pt", "clap_clip")
+    assert torch.equal(result.projectors["clip"].net[3].weight, state["Head_B.net.3.weight"])
+    assert torch.equal(result.projectors["clap"].net[0].weight, state["Head_A.net.0.weight"])
+    assert len(result.projectors["clip"].net) == 5  # no final ReLU in the release
+
+
+def test_wrong_file_or_release_is_refused(official_dir, tmp_path):
+    with pytest.raises(ValueError, match="does not match the released official_clap_clip layout"):
+        load_official(official_dir / "ulip_clip.pt", "clap_clip")
+    with pytest.raises(FileNotFoundError, match="official checkpoint not found"):
+        load_official(tmp_path / "nope.pt", "ulip_clip")
+    with pytest.raises(ValueError, match="unknown release"):
+        load_official(official_dir / "ulip_clip.pt", "clip_ulip")

@@ -172,5 +172,21 @@ def evaluate_retrieval(
     typer.echo(json.dumps(metrics, indent=2))
 
 
+@app.command("import-official")
+def import_official(
+    checkpoint: Annotated[Path, typer.Option(help="ulip_clip.pt or clap_clip.pt from the official C-MCR release")],
+    release: Annotated[str, typer.Option(help="ulip_clip | clap_clip (decides which head serves which space)")],
+    out: Annotated[Path, typer.Option(help="our checkpoint format, usable by `project` / `evaluate-retrieval`")],
+) -> None:
+    """Convert an official release checkpoint (Head_A/Head_B) into projectors named by space."""
+    from cmcr.artifacts import save_torch
+    from cmcr.official import load_official
+
+    _setup_logging()
+    result = load_official(checkpoint, release)
+    save_torch(out, result.checkpoint())
+    typer.echo(f"{release}: projectors for {', '.join(result.projectors)} ({result.config.projector.kind}) → {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -13,8 +13,8 @@ from cmcr.config import ConfigError, ConnectionConfig, connection_config_from_pa
 from cmcr.world import SOURCES
 
 SETUPS = ("demo", "byo")
-GROUPS = ("table5", "figure3", "text_sources", "table4")
-_VARIANT_KEYS = {"group", "connection", "overrides", "exclude_sources", "label"}
+GROUPS = ("table5", "figure3", "text_sources", "table4", "table1")
+_VARIANT_KEYS = {"group", "connection", "overrides", "exclude_sources", "label", "official"}
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Variant:
     label: str
     config: ConnectionConfig
     exclude_sources: tuple[str, ...] = ()
+    official: Mapping[str, str] | None = None  # {release, checkpoint}: import instead of training
 
 
 def setup_of(params: Mapping[str, Any]) -> str:
@@ -44,7 +45,12 @@ def variant_connection(params: Mapping[str, Any], name: str) -> str:
     variants = params.get("variants") or {}
     if name not in variants:
         raise ConfigError(f"unknown variant {name!r}; params.yaml variants are: {', '.join(variants) or 'none'}")
-    return (variants[name] or {}).get("connection", "clip_clap")
+    entry = variants[name] or {}
+    if entry.get("official"):
+        from cmcr.official import RELEASES
+
+        return RELEASES[entry["official"]["release"]]["connection"].name
+    return entry.get("connection", "clip_clap")
 
 
 def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
@@ -59,13 +65,21 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
     group = entry.get("group", "table5")
     if group not in GROUPS:
         raise ConfigError(f"variants.{name}.group must be one of {GROUPS}, got {group!r}")
+    official = entry.get("official")
+    if official:
+        from cmcr.official import RELEASES
+
+        if set(official) != {"release", "checkpoint"} or official["release"] not in RELEASES:
+            raise ConfigError(f"variants.{name}.official must be {{release: {'|'.join(RELEASES)}, checkpoint: <path>}}, "
+                              f"got {dict(official)}")
+        official = {"release": str(official["release"]), "checkpoint": str(official["checkpoint"])}
     overrides: dict[str, Any] = {}
     if setup_of(params) == "demo":
         overrides = deep_merge(overrides, (params.get("demo") or {}).get("overrides") or {})
     overrides = deep_merge(overrides, entry.get("overrides") or {})
-    config = connection_config_from_params(params, entry.get("connection", "clip_clap"), overrides)
+    config = connection_config_from_params(params, variant_connection(params, name), overrides)
     excluded = tuple(entry.get("exclude_sources") or ())
     bad = set(excluded) - set(SOURCES)
     if bad:
         raise ConfigError(f"variants.{name}.exclude_sources: unknown source(s) {sorted(bad)}; known: {SOURCES}")
-    return Variant(name, group, str(entry.get("label", name)), config, excluded)
+    return Variant(name, group, str(entry.get("label", name)), config, excluded, official)

@@ -15,6 +15,8 @@ PAPER_TABLE1 = {
     "AVE": {"A2I": (4.11, 1.25, 4.54), "I2A": (4.13, 1.25, 4.44)},
     "Flickr-SoundNet": {"A2I": (4.57, 1.38, 5.40), "I2A": (4.92, 1.58, 5.98)},
 }
+PAPER_TABLE2 = {"MUSIC-Solo": {"cIoU": 53.78, "AUC": 56.09}, "VGGSS": {"cIoU": 48.08, "AUC": 48.69}}
+PAPER_TABLE3 = {"Ex-VGGSS": {"AP": 50.91, "Max-F1": 58.98}, "Ex-FlickrNet": {"AP": 73.67, "Max-F1": 74.02}}
 PAPER_TABLE4 = {"top1": 64.9, "top3": 87.0, "top5": 92.8}
 #: Table 5: AVE A2I, AVE I2A, Flickr A2I, Flickr I2A (mAP)
 PAPER_TABLE5 = {
@@ -44,7 +46,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join([_row(header), _row(["---"] * len(header))] + [_row(r) for r in rows]) + "\n"
 
 
-def table1(retrieval: Mapping[str, Any], dataset: str, paper: bool, variant: str = "K") -> str:
+def table1(retrieval: Mapping[str, Any], dataset: str, paper: bool, variant: str = "K",
+           extra: Mapping[str, str] | None = None) -> str:
     """Table 1: zero-shot audio–image retrieval (mAP, R@1, R@5, both directions)."""
     header = ["Method", "A2I mAP", "A2I R@1", "A2I R@5", "I2A mAP", "I2A R@1", "I2A R@5"]
     rows = []
@@ -55,6 +58,9 @@ def table1(retrieval: Mapping[str, Any], dataset: str, paper: bool, variant: str
     rows.append(["Random (expected)"] + cells(retrieval["random"]))
     if variant in retrieval:
         rows.append(["C-MCR (ours)"] + cells(retrieval[variant]))
+    for name, label in (extra or {}).items():
+        if name in retrieval:
+            rows.append([label] + cells(retrieval[name]))
     if paper:
         ref = PAPER_TABLE1.get("AVE")
         rows.append(["C-MCR (paper, AVE)"] + [_fmt(v) for d in ("A2I", "I2A") for v in ref[d]])
@@ -63,11 +69,38 @@ def table1(retrieval: Mapping[str, Any], dataset: str, paper: bool, variant: str
     return f"# Table 1 — zero-shot audio–image retrieval ({dataset})\n\n" + _table(header, rows)
 
 
-def table4(zeroshot: Mapping[str, Any], dataset: str, paper: bool, variant: str = "clip_ulip") -> str:
+def scene_table(title: str, metrics: Mapping[str, Any], keys: tuple[str, str], paper_rows: Mapping[str, Any],
+                dataset: str, paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None) -> str:
+    """Tables 2 and 3: one row per method with two metrics (cIoU/AUC or AP/Max-F1)."""
+    rows = [["Random proposal and confidence"] + [_fmt(metrics["random"][k]) for k in keys]]
+    for name, label in {variant: "C-MCR (ours)", **(extra or {})}.items():
+        if name in metrics:
+            rows.append([label] + [_fmt(metrics[name][k]) for k in keys])
+    if paper:
+        for ref, values in paper_rows.items():
+            rows.append([f"C-MCR (paper, {ref})"] + [_fmt(values[k]) for k in keys])
+    return f"# {title} ({dataset})\n\n" + _table(["Method", *keys], rows)
+
+
+def table2(localization: Mapping[str, Any], dataset: str, paper: bool, extra: Mapping[str, str] | None = None) -> str:
+    return scene_table("Table 2 — zero-shot audio-visual source localization", localization, ("cIoU", "AUC"),
+                       PAPER_TABLE2, dataset, paper, extra=extra)
+
+
+def table3(counterfactual: Mapping[str, Any], dataset: str, paper: bool, extra: Mapping[str, str] | None = None) -> str:
+    return scene_table("Table 3 — zero-shot counterfactual audio-image recognition", counterfactual, ("AP", "Max-F1"),
+                       PAPER_TABLE3, dataset, paper, extra=extra)
+
+
+def table4(zeroshot: Mapping[str, Any], dataset: str, paper: bool, variant: str = "clip_ulip",
+           extra: Mapping[str, str] | None = None) -> str:
     header = ["Method", "Top1", "Top3", "Top5"]
     rows = [["Random (expected)"] + [_fmt(zeroshot["random"][k]) for k in ("top1", "top3", "top5")]]
     if variant in zeroshot:
         rows.append(["C-MCR (ours)"] + [_fmt(zeroshot[variant][k]) for k in ("top1", "top3", "top5")])
+    for name, label in (extra or {}).items():
+        if name in zeroshot:
+            rows.append([label] + [_fmt(zeroshot[name][k]) for k in ("top1", "top3", "top5")])
     if paper:
         rows.append(["C-MCR (paper, ModelNet40)"] + [_fmt(PAPER_TABLE4[k]) for k in ("top1", "top3", "top5")])
     return f"# Table 4 — zero-shot 3D classification ({dataset})\n\n" + _table(header, rows)

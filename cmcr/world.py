@@ -72,6 +72,9 @@ _TEMPLATES = {
 }
 
 
+SCENE_SIZE = 64
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Sizes of the demo world (params ``demo.world``)."""
@@ -85,6 +88,8 @@ class WorldConfig:
     memory_points: int = 2000
     eval_pairs: int = 600          # audio–image retrieval pairs
     eval_points: int = 600         # 3D classification items
+    scenes: int = 300              # localization scenes: two objects, the sound of one of them
+    scene_negatives: int = 150     # counterfactual negatives: the sound of an object not in the scene
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -115,9 +120,9 @@ def class_prompts(name: str) -> list[str]:
 
 # ---------------------------------------------------------------- images
 
-def render_image(concept: int, size_level: int, rng: np.random.Generator) -> np.ndarray:
-    """32×32 RGB uint8: the concept's shape in its colour at the item's size, jittered in place, hue and noise."""
-    _, _, rgb, shape, *_ = CONCEPTS[concept]
+def object_mask(concept: int, size_level: int, rng: np.random.Generator) -> np.ndarray:
+    """32×32 boolean mask of the concept's shape at the item's size, jittered in place."""
+    shape = CONCEPTS[concept][3]
     size = IMAGE_SIZE
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     cx, cy = size / 2 + rng.normal(0, 3, 2)
@@ -150,8 +155,19 @@ def render_image(concept: int, size_level: int, rng: np.random.Generator) -> np.
         mask = (np.abs(dy) < 0.85) & (np.abs(dx) * 0.87 + np.abs(dy) * 0.5 < 0.87)
     else:  # pragma: no cover - CONCEPTS is fixed
         raise ValueError(shape)
+    return mask
+
+
+def object_colour(concept: int, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(np.asarray(CONCEPTS[concept][2], dtype=np.float32) + rng.normal(0, 18, 3), 0, 255)
+
+
+def render_image(concept: int, size_level: int, rng: np.random.Generator) -> np.ndarray:
+    """32×32 RGB uint8: the concept's shape in its colour at the item's size, jittered in place, hue and noise."""
+    size = IMAGE_SIZE
+    mask = object_mask(concept, size_level, rng)
     background = rng.uniform(0, 255, 3) * 0.5 + 60
-    colour = np.clip(np.asarray(rgb, dtype=np.float32) + rng.normal(0, 18, 3), 0, 255)
+    colour = object_colour(concept, rng)
     image = np.empty((size, size, 3), dtype=np.float32)
     image[:] = background
     image[mask] = colour
@@ -337,8 +353,69 @@ def generate_world(root: str | Path, config: WorldConfig = WorldConfig(), *, pro
     weights = np.array([1.66, 0.58, 0.077]) / (1.66 + 0.58 + 0.077)
     for _ in range(config.corpus):
         add_caption(int(rng.integers(k)), int(rng.integers(3)), SOURCES[rng.choice(3, p=weights)], "corpus")
+    generate_scenes(root, config)
     write_parquet(root / "manifest.parquet", pd.DataFrame(rows))
     write_parquet(root / "captions.parquet", pd.DataFrame(captions))
     write_parquet(root / "concepts.parquet", pd.DataFrame({"concept": range(k), "name": concept_names()}))
     counts = pd.DataFrame(rows).groupby(["modality", "split"]).size().to_dict()
     return {f"{m}/{s}": int(n) for (m, s), n in counts.items()} | {"captions": len(captions)}
+
+
+def render_scene(objects: list[tuple[int, int]], rng: np.random.Generator) -> tuple[np.ndarray, list[list[int]]]:
+    """A 64×64 scene with one object per (concept, size) side by side; returns the image and each object's box."""
+    image = np.empty((SCENE_SIZE, SCENE_SIZE, 3), dtype=np.float32)
+    image[:] = rng.uniform(0, 255, 3) * 0.5 + 60
+    boxes = []
+    for slot, (concept, size_level) in enumerate(objects):
+        mask = object_mask(concept, size_level, rng)
+        ox = int(rng.integers(0, 5)) + slot * 28
+        oy = int(rng.integers(0, SCENE_SIZE - IMAGE_SIZE + 1))
+        image[oy:oy + IMAGE_SIZE, ox:ox + IMAGE_SIZE][mask] = object_colour(concept, rng)
+        ys, xs = np.nonzero(mask)
+        boxes.append([int(xs.min()) + ox, int(ys.min()) + oy, int(xs.max()) + 1 + ox, int(ys.max()) + 1 + oy])
+    image += rng.normal(0, 10, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), boxes
+
+
+def generate_scenes(root: Path, config: WorldConfig) -> None:
+    """Localization / counterfactual scenes (VGGSS / Ex-VGGSS stand-ins) with a documented proposal file.
+
+    ``scenes/scenes.parquet``: scene_id, image, audio (paths), positive, width, height, concept (of the
+    sound), gt_boxes (the sounding object's box; empty for negatives). ``scenes/proposals.parquet``:
+    scene_id, x1, y1, x2, y2 — from a stand-in "detector": every object's box jittered by up to 2 px,
+    plus two random boxes.
+    """
+    import pandas as pd
+    from PIL import Image
+
+    from cmcr.artifacts import write_parquet
+
+    rng = np.random.default_rng(config.seed + 1)  # independent of the rest of the world
+    folder = root / "scenes"
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes, proposals = [], []
+    k = len(CONCEPTS)
+    for i in range(config.scenes + config.scene_negatives):
+        positive = i < config.scenes
+        concepts = rng.choice(k, size=3, replace=False)  # two in the picture, a third for negatives
+        objects = [(int(c), int(rng.integers(3))) for c in concepts[:2]]
+        image, boxes = render_scene(objects, rng)
+        sounding = int(rng.integers(2))
+        concept, size_level = objects[sounding] if positive else (int(concepts[2]), int(rng.integers(3)))
+        scene_id = f"scene_{i:05d}"
+        Image.fromarray(image).save(folder / f"{scene_id}.png")
+        write_wav(folder / f"{scene_id}.wav", synthesize_sound(concept, size_level, rng))
+        scenes.append({"scene_id": scene_id, "image": f"scenes/{scene_id}.png", "audio": f"scenes/{scene_id}.wav",
+                       "positive": positive, "width": SCENE_SIZE, "height": SCENE_SIZE, "concept": concept,
+                       "gt_boxes": [boxes[sounding]] if positive else []})
+        for box in boxes:
+            jitter = rng.integers(-2, 3, 4)
+            x1, y1 = max(0, box[0] + jitter[0]), max(0, box[1] + jitter[1])
+            x2, y2 = min(SCENE_SIZE, max(x1 + 2, box[2] + jitter[2])), min(SCENE_SIZE, max(y1 + 2, box[3] + jitter[3]))
+            proposals.append({"scene_id": scene_id, "x1": int(x1), "y1": int(y1), "x2": int(x2), "y2": int(y2)})
+        for _ in range(2):
+            w, h = rng.integers(12, 31, 2)
+            x1, y1 = int(rng.integers(0, SCENE_SIZE - w)), int(rng.integers(0, SCENE_SIZE - h))
+            proposals.append({"scene_id": scene_id, "x1": x1, "y1": y1, "x2": int(x1 + w), "y2": int(y1 + h)})
+    write_parquet(folder / "scenes.parquet", pd.DataFrame(scenes))
+    write_parquet(folder / "proposals.parquet", pd.DataFrame(proposals))

@@ -18,8 +18,9 @@ from cmcr.world import class_prompts, concept_names
 #: set name → (modality, where its items come from)
 SETS = {
     "clip": {"text": ("text", "texts"), "image": ("image", "memory"), "eval_image": ("image", "eval"),
-             "prompts": ("text", "prompts")},
-    "clap": {"text": ("text", "texts"), "audio": ("audio", "memory"), "eval_audio": ("audio", "eval")},
+             "prompts": ("text", "prompts"), "scene_proposals": ("image", "proposals")},
+    "clap": {"text": ("text", "texts"), "audio": ("audio", "memory"), "eval_audio": ("audio", "eval"),
+             "scene_audio": ("audio", "scenes")},
     "ulip": {"image": ("image", "memory"), "points": ("points", "memory"), "eval_points": ("points", "eval")},
 }
 REQUIRED_BYO = {"clip": ["text", "image"], "clap": ["text", "audio"], "ulip": ["image", "points"]}
@@ -35,6 +36,14 @@ def demo_items(modality: str, source: str) -> pd.DataFrame:
         rows = [{"label": c, "name": n, "prompt": t} for c, n in enumerate(names) for t in class_prompts(n)]
         frame = pd.DataFrame(rows)
         return frame.assign(item=frame["prompt"])
+    if source == "proposals":  # crops of each scene at the proposal boxes
+        boxes = pd.read_parquet(WORLD / "scenes" / "proposals.parquet")
+        items = [(str(WORLD / "scenes" / f"{sid}.png"), (x1, y1, x2, y2))
+                 for sid, x1, y1, x2, y2 in boxes[["scene_id", "x1", "y1", "x2", "y2"]].itertuples(index=False)]
+        return boxes.assign(item=items)
+    if source == "scenes":
+        scenes = pd.read_parquet(WORLD / "scenes" / "scenes.parquet")
+        return scenes.drop(columns=["image", "audio"]).assign(item=[str(WORLD / a) for a in scenes["audio"]])
     manifest = pd.read_parquet(WORLD / "manifest.parquet")
     rows = manifest[(manifest["modality"] == modality) & (manifest["split"] == source)].sort_values("pair_id" if source == "eval" else "item_id")
     return rows.assign(item=[str(WORLD / p) for p in rows["path"]]).reset_index(drop=True)

@@ -2,9 +2,10 @@
 
 import numpy as np
 
-from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, TEXTS, params, setup_logging, run
+from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, ROOT, TEXTS, params, run, setup_logging
 from cmcr.artifacts import load_npy, read_parquet, save_torch, write_json
 from cmcr.experiments import resolve_variant
+from cmcr.official import load_official
 from cmcr.train import ConnectionData, train_connection
 
 #: connection → per space: (shared-modality set, Eq. 2 aggregate)
@@ -17,6 +18,12 @@ INPUTS = {
 def main(variant: str) -> None:
     log = setup_logging(f"train@{variant}")
     v = resolve_variant(params(), variant)
+    if v.official:  # the released projectors, evaluated by the same code as ours
+        result = load_official(ROOT / v.official["checkpoint"], v.official["release"])
+        log.info("imported the official %s release from %s", v.official["release"], v.official["checkpoint"])
+        save_torch(CONNECTIONS / f"{variant}.pt", result.checkpoint())
+        write_json(HISTORY / f"{variant}.json", [])
+        return
     config = v.config
     inputs = INPUTS[config.connection.name]
     shared = {s: load_npy(EMBEDDINGS / f"{src}.npy") for s, (src, _) in inputs.items()}

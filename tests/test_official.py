@@ -52,3 +52,14 @@ def test_wrong_file_or_release_is_refused(official_dir, tmp_path):
         load_official(tmp_path / "nope.pt", "ulip_clip")
     with pytest.raises(ValueError, match="unknown release"):
         load_official(official_dir / "ulip_clip.pt", "clip_ulip")
+
+
+def test_cli_import_official(official_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from cmcr.cli import app
+
+    res = CliRunner().invoke(app, ["import-official", "--checkpoint", str(official_dir / "ulip_clip.pt"),
+                                   "--release", "ulip_clip", "--out", str(tmp_path / "o.pt")])
+    assert res.exit_code == 0, res.output
+    assert set(load_checkpoint(tmp_path / "o.pt").projectors) == {"clip", "ulip"}

@@ -130,6 +130,8 @@ class DemoSpace(EncoderSpace):
     def load(self, modality: str, item: Any) -> torch.Tensor:
         if modality == "text":
             return self.model.towers["text"].ids(str(item))
+        if modality == "image" and isinstance(item, tuple):  # (path, (x1, y1, x2, y2)): an object proposal
+            return load_image(Path(item[0]), item[1])
         path = Path(item)
         if modality == "image":
             return load_image(path)
@@ -161,11 +163,17 @@ class DemoSpace(EncoderSpace):
         return cls(model)
 
 
-def load_image(path: Path) -> torch.Tensor:
+def load_image(path: Path, box: tuple | None = None) -> torch.Tensor:
+    """RGB image (or the crop ``box`` = x1, y1, x2, y2 of it) resized to the encoder's input."""
     from PIL import Image
 
     with Image.open(path) as img:
         img = img.convert("RGB")  # grey / RGBA / palette images all become RGB
+        if box is not None:
+            x1, y1, x2, y2 = (int(v) for v in box)
+            if not (0 <= x1 < x2 <= img.width and 0 <= y1 < y2 <= img.height):
+                raise ValueError(f"{path}: box {box} is outside the {img.width}×{img.height} image")
+            img = img.crop((x1, y1, x2, y2))
         if img.size != (IMAGE_SIZE, IMAGE_SIZE):
             img = img.resize((IMAGE_SIZE, IMAGE_SIZE))
         array = np.asarray(img, dtype=np.float32) / 255.0

@@ -68,3 +68,31 @@ def localization_metrics(ious: Sequence[float], threshold: float = 0.5, steps: i
     success = np.array([(ious >= x).mean() for x in xs])
     auc = float(np.sum((success[1:] + success[:-1]) / 2 * np.diff(xs)))
     return {"cIoU": float((ious >= threshold).mean() * 100), "AUC": auc * 100}
+
+
+def score_scenes(proposals: torch.Tensor, proposal_table, audio: torch.Tensor, scene_table):
+    """Best proposal, its confidence and its IoU with the ground-truth map, per scene.
+
+    ``proposal_table`` has one row per proposal (``scene_id, x1, y1, x2, y2``) aligned with
+    ``proposals`` (embeddings in the connected space); ``scene_table`` one row per scene
+    (``scene_id, positive, width, height, gt_boxes``) aligned with ``audio``. Returns a DataFrame with
+    ``scene_id, positive, proposal (row in proposal_table), confidence, iou``.
+    """
+    import pandas as pd
+
+    if len(proposal_table) != proposals.shape[0] or len(scene_table) != audio.shape[0]:
+        raise EmbeddingError("proposal / scene tables must have one row per embedding")
+    groups = proposal_table.groupby("scene_id", sort=False).indices
+    missing = [s for s in scene_table["scene_id"] if s not in groups]
+    if missing:
+        raise EmbeddingError(f"{len(missing)} scene(s) have no proposals, e.g. {missing[:3]}")
+    rows = [np.asarray(groups[s]) for s in scene_table["scene_id"]]
+    index, score = best_proposals([proposals[r] for r in rows], audio)
+    ious = []
+    for r, k, (_, scene) in zip(rows, index, scene_table.iterrows()):
+        box = proposal_table.iloc[r[k]][["x1", "y1", "x2", "y2"]].to_numpy(dtype=float)
+        h, w = int(scene["height"]), int(scene["width"])
+        gt = box_mask([tuple(b) for b in scene["gt_boxes"]], h, w) if len(scene["gt_boxes"]) else np.zeros((h, w), bool)
+        ious.append(consensus_iou(box_mask([tuple(box)], h, w), gt))
+    return pd.DataFrame({"scene_id": scene_table["scene_id"].to_numpy(), "positive": scene_table["positive"].to_numpy(),
+                         "proposal": [int(r[k]) for r, k in zip(rows, index)], "confidence": score, "iou": ious})

@@ -25,7 +25,8 @@ def main() -> None:
     zeroshot = json.loads((METRICS / "zeroshot3d.json").read_text())
     RESULTS.mkdir(exist_ok=True)
     # variants of group table1 / table4 other than ours (e.g. the official release) become extra rows
-    extra = {n: v.label for n, v in variants.items() if v.group in ("table1", "table4") and n not in ("K", "clip_ulip")}
+    extra = {"no_connection": "No connection (original spaces, no training)"} | {
+        n: v.label for n, v in variants.items() if v.group in ("table1", "table4") and n not in ("K", "clip_ulip")}
     dataset_scenes = dataset if paper else "demo scenes"
     if "skipped" not in retrieval:
         write_text(RESULTS / "table1_retrieval.md", report.table1(retrieval, dataset, paper, extra=extra))

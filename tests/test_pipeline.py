@@ -32,7 +32,8 @@ def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.
 
 def reduced_params(params: dict) -> dict:
     params["demo"]["world"].update(pair_captions=1200, ulip_pairs=1200, corpus=1500, memory_images=1000,
-                                   memory_audio=1000, memory_points=1000, eval_pairs=300, eval_points=240)
+                                   memory_audio=1000, memory_points=1000, eval_pairs=300, eval_points=240,
+                                   scenes=120, scene_negatives=60)
     params["demo"]["spaces"].update(epochs=15)
     params["demo"]["overrides"]["train"].update(epochs=8)
     params["variants"] = {k: params["variants"][k] for k in ("K", "F", "clip_ulip")}
@@ -80,8 +81,13 @@ def test_reduced_demo_connects_audio_and_images(repo):
     assert zeroshot["clip_ulip"]["top1"] > 3 * zeroshot["random"]["top1"]
     if "official" in zeroshot:  # evaluated, though the demo spaces are not the ones it was trained for
         assert "C-MCR (official release)" in (repo["path"] / "results/table4_zeroshot3d.md").read_text()
+    localization = json.loads((repo["path"] / "metrics/localization.json").read_text())
+    assert localization["K"]["cIoU"] > localization["random"]["cIoU"] + 20
+    counterfactual = json.loads((repo["path"] / "metrics/counterfactual.json").read_text())
+    assert counterfactual["K"]["AP"] > counterfactual["random"]["AP"]
     tables = {p.name for p in (repo["path"] / "results").iterdir()}
-    assert {"table1_retrieval.md", "table4_zeroshot3d.md", "table5_ablations.md", "figure3.png"} <= tables
+    assert {"table1_retrieval.md", "table2_localization.md", "table3_counterfactual.md", "table4_zeroshot3d.md",
+            "table5_ablations.md", "figure3.png"} <= tables
     table5 = (repo["path"] / "results/table5_ablations.md").read_text()
     assert "| K | softmax |" in table5 and "| F | softmax | ✓ | ✓ | × | × |" in table5
 

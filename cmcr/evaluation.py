@@ -1,0 +1,87 @@
+"""Run the paper's benchmarks for a set of models (trained variants, the official release, baselines).
+
+A "model" here is a mapping from space name to an embedding function into the connected space
+(``projector.embed``); the *no connection* baseline maps every space by plain L2 normalisation, i.e.
+compares the two original spaces directly (meaningful only as a floor: they were never aligned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from cmcr.metrics.counterfactual import counterfactual_metrics
+from cmcr.metrics.localization import localization_metrics, score_scenes
+from cmcr.metrics.retrieval import match_ranks, random_expectation, retrieval_metrics
+from cmcr.metrics.zeroshot import class_embeddings, topk_accuracy
+
+Embed = Callable[[torch.Tensor], torch.Tensor]
+BENCHMARKS = {"retrieval": "clip_clap", "localization": "clip_clap", "counterfactual": "clip_clap",
+              "zeroshot3d": "clip_ulip"}
+
+
+def no_connection(spaces: tuple[str, ...]) -> dict[str, Embed]:
+    """The baseline that needs no training: each space's embeddings as they are (normalised)."""
+    return {s: (lambda x: F.normalize(x.float(), dim=-1)) for s in spaces}
+
+
+@dataclass
+class BenchmarkData:
+    """The evaluation sets of one benchmark, already loaded; ``tables[k]`` describes ``sets[k]`` row by row.
+
+    retrieval: ``audio``, ``image`` (pairs row i ↔ row i); localization / counterfactual: ``proposals``
+    (table: scene_id, box) and ``audio`` (table: one scene per row, with positive, size, gt_boxes);
+    zeroshot3d: ``points`` (table: concept) and ``prompts`` (table: label).
+    """
+
+    benchmark: str
+    sets: Mapping[str, torch.Tensor]
+    tables: Mapping[str, pd.DataFrame]
+
+
+def evaluate_model(data: BenchmarkData, embed: Mapping[str, Embed], name: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics and per-item results of one model on one benchmark."""
+    s, t = data.sets, data.tables
+    with torch.no_grad():
+        if data.benchmark == "retrieval":
+            a, i = embed["clap"](s["audio"]), embed["clip"](s["image"])
+            metrics = {"A2I": retrieval_metrics(a, i), "I2A": retrieval_metrics(i, a)}
+            items = pd.concat([pd.DataFrame({"variant": name, "direction": d, "query": range(len(q)),
+                                             "rank": match_ranks(q, g).numpy()})
+                               for d, (q, g) in {"A2I": (a, i), "I2A": (i, a)}.items()], ignore_index=True)
+        elif data.benchmark in ("localization", "counterfactual"):
+            scored = score_scenes(embed["clip"](s["proposals"]), t["proposals"], embed["clap"](s["audio"]), t["audio"])
+            metrics = (localization_metrics(scored["iou"]) if data.benchmark == "localization"
+                       else counterfactual_metrics(scored["confidence"], scored["iou"], scored["positive"]))
+            items = scored.assign(variant=name)
+        elif data.benchmark == "zeroshot3d":
+            labels = torch.tensor(t["prompts"]["label"].to_numpy())
+            classes = class_embeddings(embed["clip"](s["prompts"]), labels, int(labels.max()) + 1)
+            x = embed["ulip"](s["points"])
+            truth = torch.tensor(t["points"]["concept"].to_numpy())
+            metrics = topk_accuracy(x, classes, truth)
+            items = pd.DataFrame({"variant": name, "item": range(len(x)), "label": truth.numpy(),
+                                  "predicted": (x @ classes.T).argmax(1).numpy()})
+        else:
+            raise ValueError(f"unknown benchmark {data.benchmark!r}; known: {sorted(BENCHMARKS)}")
+    return metrics, items
+
+
+def random_baseline(data: BenchmarkData, seed: int = 0) -> dict[str, Any]:
+    """Chance level: analytic for retrieval and classification, random embeddings for the scene tasks."""
+    if data.benchmark == "retrieval":
+        n = data.sets["audio"].shape[0]
+        return {"A2I": random_expectation(n), "I2A": random_expectation(n)}
+    if data.benchmark == "zeroshot3d":
+        k = int(data.tables["prompts"]["label"].max()) + 1
+        return {f"top{j}": 100 * min(j, k) / k for j in (1, 3, 5)}
+    g = torch.Generator().manual_seed(seed)
+    rand = {"proposals": torch.randn(data.sets["proposals"].shape[0], 8, generator=g),
+            "audio": torch.randn(data.sets["audio"].shape[0], 8, generator=g)}
+    metrics, _ = evaluate_model(BenchmarkData(data.benchmark, rand, data.tables), no_connection(("clip", "clap")), "random")
+    return metrics

@@ -1,3 +1,6 @@
-"""Encoder spaces. Importing this package registers the built-in ones (see :mod:`cmcr.spaces`)."""
+"""Encoder spaces. Importing this package registers the built-in ones (see :mod:`cmcr.spaces`).
 
-from cmcr.encoders import demo  # noqa: F401
+Heavy libraries (open_clip, laion_clap) are imported only when a space is built.
+"""
+
+from cmcr.encoders import clap, clip, demo  # noqa: F401

@@ -1,0 +1,201 @@
+"""CLAP (audio–text) through laion_clap, behind the :class:`~cmcr.spaces.EncoderSpace` interface.
+
+The paper and the official release use ``630k-fusion-best.pt`` with ``enable_fusion=True``
+(HTSAT-tiny audio branch, RoBERTa text branch), mono 48 kHz input and 10 s windows.
+
+Offline behaviour, measured (see the environment notes):
+
+- ``import laion_clap`` must happen with ``HF_HUB_OFFLINE=1`` (set here before importing it), or it
+  retries the hub for minutes.
+- ``CLAP_Module`` builds its text branch with ``RobertaModel.from_pretrained('roberta-base')``, which
+  needs the hub or its cache. The CLAP checkpoint carries the text branch's weights anyway, so we build
+  the same RoBERTa architecture from its configuration instead: no hub request, ever.
+- laion_clap's fusion path computes log-mel features with torchaudio, which has no build for the torch
+  pinned here; :mod:`cmcr.encoders.melspec` provides the same two transforms in torch (checked against
+  librosa) and is plugged in when torchaudio is missing.
+- Offline, laion_clap's tokenizer loads *empty* (a handful of tokens) and every text becomes the same
+  ids — silent garbage. We check the vocabulary and refuse to embed text unless the real roberta-base
+  tokenizer is available (``tokenizer``: a local folder, or the Hugging Face cache). Audio needs none.
+
+Audio: any rate / channel count is read, mixed to mono and resampled to 48 kHz (soxr, deterministic).
+Clips longer than 10 s are cropped to their **centre 10 s** before laion_clap sees them, so its own
+random cropping never applies and embeddings are reproducible; shorter clips are padded by laion_clap
+(repeat-pad) as in CLAP's training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cmcr.config import ConfigError
+from cmcr.memory import resolve_device
+from cmcr.spaces import EncoderSpace, register
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48_000
+WINDOW = 10 * SAMPLE_RATE
+WEIGHTS_HELP = "LAION-CLAP 630k-fusion-best.pt (huggingface.co/lukewys/laion_clap), used with enable_fusion=True"
+#: roberta-base's configuration (what CLAP's text branch is), so it can be built without the hub
+ROBERTA_BASE = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                    bos_token_id=0, eos_token_id=2, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                    intermediate_size=3072, layer_norm_eps=1e-5)
+
+
+def import_laion_clap():
+    """Import laion_clap offline (HF_HUB_OFFLINE=1 first: otherwise the import retries the hub for minutes)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import laion_clap
+
+    from cmcr.encoders import melspec
+
+    if melspec.install():
+        log.info("torchaudio is not installed: laion_clap uses cmcr.encoders.melspec for its log-mel features")
+    return laion_clap
+
+
+@contextlib.contextmanager
+def roberta_without_hub():
+    """Within the block, ``RobertaModel.from_pretrained`` in laion_clap builds roberta-base from its config."""
+    import_laion_clap()
+    import clap_module.model as clap_model  # laion_clap puts its folder on sys.path; this is its module
+    from transformers import RobertaConfig, RobertaModel
+
+    class _Offline(RobertaModel):
+        @classmethod
+        def from_pretrained(cls, *args, **kwargs):
+            return RobertaModel(RobertaConfig(**ROBERTA_BASE))
+
+    original = clap_model.RobertaModel
+    clap_model.RobertaModel = _Offline
+    try:
+        yield
+    finally:
+        clap_model.RobertaModel = original
+
+
+def read_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 at ``target_rate``; ValueError for unreadable, empty or non-finite audio."""
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError types
+        raise ValueError(f"{path}: unreadable audio ({exc})") from exc
+    if data.shape[0] == 0:
+        raise ValueError(f"{path}: no audio samples")
+    mono = data.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise ValueError(f"{path}: non-finite audio samples")
+    if rate != target_rate:
+        import librosa
+
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=target_rate, res_type="soxr_hq")
+    return mono.astype(np.float32)
+
+
+def centre_window(wave: np.ndarray, length: int = WINDOW) -> np.ndarray:
+    """The centre ``length`` samples of a longer clip (deterministic); shorter clips are returned as they are."""
+    if len(wave) <= length:
+        return wave
+    start = (len(wave) - length) // 2
+    return wave[start:start + length]
+
+
+@register("clap")
+class ClapSpace(EncoderSpace):
+    """LAION-CLAP audio and text encoders."""
+
+    modalities = ("audio", "text")
+
+    def __init__(self, weights: str | None = None, enable_fusion: bool = True, amodel: str = "HTSAT-tiny",
+                 tokenizer: str | None = None, device: str = "auto", allow_random: bool = False,
+                 trust_checkpoint: bool = False, param: str = "encoders.clap.weights") -> None:
+        laion_clap = import_laion_clap()
+        if weights is None and not allow_random:
+            raise ConfigError(f"no CLAP weights given: set {param} to {WEIGHTS_HELP}")
+        if weights is not None and not Path(weights).expanduser().is_file():
+            raise FileNotFoundError(f"CLAP weights not found: {weights}. Expected {WEIGHTS_HELP}; set {param}")
+        self.device = resolve_device(device)
+        with roberta_without_hub():
+            module = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=amodel, tmodel="roberta",
+                                            device=self.device)
+        if weights is not None:
+            load_clap_weights(module.model, Path(weights).expanduser(), trust_checkpoint)
+        if tokenizer is not None:
+            from transformers import RobertaTokenizer
+
+            if not Path(tokenizer).is_dir():
+                raise FileNotFoundError(f"roberta-base tokenizer folder not found: {tokenizer}")
+            module.tokenize = RobertaTokenizer.from_pretrained(tokenizer)
+        self.module = module
+        self.module.model.eval()
+        self.vocab_size = len(module.tokenize)
+        self.name, self.dim = "clap", 512
+        log.info("CLAP %s fusion=%s (%s) on %s; tokenizer vocabulary %d", amodel, enable_fusion,
+                 weights or "random init", self.device, self.vocab_size)
+
+    def check_tokenizer(self) -> None:
+        """laion_clap's offline import yields an empty tokenizer: refuse it instead of embedding garbage."""
+        if self.vocab_size < 50_000:
+            raise ConfigError(
+                f"the roberta-base tokenizer is not available (vocabulary of {self.vocab_size} tokens — laion_clap "
+                "loaded an empty one offline): every text would get the same ids. Pass tokenizer=<folder with "
+                "roberta-base's vocab.json and merges.txt> or pre-fill the Hugging Face cache with roberta-base")
+
+    def load(self, modality: str, item: Any) -> torch.Tensor:
+        if modality == "text":
+            text = str(item)
+            if not text.strip():
+                raise ValueError("empty text")
+            return text  # tokenised in batches by laion_clap
+        return torch.from_numpy(centre_window(read_audio(item)))
+
+    def encode_batch(self, modality: str, batch: list[Any]) -> torch.Tensor:
+        with torch.no_grad():
+            if modality == "text":
+                self.check_tokenizer()
+                return self.module.get_text_embedding(list(batch), use_tensor=True).float().cpu()
+            longest = max(len(x) for x in batch)
+            if any(len(x) != longest for x in batch):  # laion_clap takes one (N, T) array: pad per clip by repeating
+                batch = [_repeat_pad(x, longest) for x in batch]
+            audio = torch.stack(batch).float().to(self.device)
+            return self.module.get_audio_embedding_from_data(audio, use_tensor=True).float().cpu()
+
+
+def _repeat_pad(x: torch.Tensor, length: int) -> torch.Tensor:
+    repeats = -(-length // len(x))
+    return x.repeat(repeats)[:length]
+
+
+def load_clap_weights(model: torch.nn.Module, path: Path, trust: bool = False) -> None:
+    """Load a LAION-CLAP checkpoint into ``model`` with a strict key check.
+
+    ``weights_only=True`` first; a checkpoint that pickles other objects needs ``trust=True`` (which
+    runs code from the file: only for files from a source you trust).
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=not trust)
+    except Exception as exc:
+        if trust:
+            raise
+        raise ValueError(f"{path}: cannot be loaded with weights_only=True ({exc}); if the file comes from the "
+                         "official LAION-CLAP release, set trust_checkpoint to load it with pickle") from exc
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    own = model.state_dict()
+    # transformers versions differ on this buffer; it is derived, not learned
+    state = {k: v for k, v in state.items() if not (k.endswith("position_ids") and k not in own)}
+    missing = sorted(k for k in own if k not in state and not k.endswith("position_ids"))
+    unexpected = sorted(k for k in state if k not in own)
+    if missing or unexpected:
+        raise ValueError(f"{path}: does not match the CLAP architecture (missing {missing[:5]}…, "
+                         f"unexpected {unexpected[:5]}…); check enable_fusion / amodel")
+    model.load_state_dict(state, strict=False)

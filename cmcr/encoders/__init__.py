@@ -3,4 +3,4 @@
 Heavy libraries (open_clip, laion_clap) are imported only when a space is built.
 """
 
-from cmcr.encoders import clap, clip, demo  # noqa: F401
+from cmcr.encoders import clap, clip, demo, pointbert  # noqa: F401

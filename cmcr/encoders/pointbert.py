@@ -1,0 +1,245 @@
+"""ULIP-2 Point-BERT (3D) behind the :class:`~cmcr.spaces.EncoderSpace` interface, implemented here.
+
+C-MCR connects CLIP with ULIP-2's Point-BERT encoder (``pointbert_ULIP-2.pt``, 512-d ``encode_pc``).
+That model is ULIP's ``ULIP_PointBERT``: a Point-BERT transformer over xyz point patches followed by a
+768→512 projection. The architecture is written here (no vendored ULIP tree, no CUDA-only ops) with
+parameter names that match the checkpoint, so its ``point_encoder.*`` and ``pc_projection`` tensors
+load with a strict check:
+
+- grouping: ``num_group`` = 512 centres by farthest point sampling (starting from point 0, like
+  pointnet2's op), each with its ``group_size`` = 32 nearest neighbours, expressed relative to the centre;
+- ``point_encoder.encoder``: a mini-PointNet per patch (Conv1d 3→128, BN, ReLU, Conv1d 128→256; max;
+  concat; Conv1d 512→512, BN, ReLU, Conv1d 512→256; max) → 256-d token;
+- ``point_encoder.reduce_dim`` 256→384, ``cls_token`` / ``cls_pos``, ``pos_embed`` (3→128→384 MLP of
+  the centres), 12 pre-norm blocks (6 heads, no qkv bias, MLP ×4, GELU) adding the position to the
+  input of every block, final ``norm``;
+- feature = [cls, max over patches] (768-d); embedding = feature @ ``pc_projection`` (768×512).
+
+Input points as ULIP prepares them: xyz, centred and scaled into the unit sphere, ``npoints`` = 8192
+(farthest point sampling when a cloud has more, deterministic; fewer points are an error).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cmcr.config import ConfigError
+from cmcr.memory import resolve_device
+from cmcr.spaces import EncoderSpace, register
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_HELP = "ULIP-2 Point-BERT pointbert_ULIP-2.pt (huggingface.co/datasets/SFXX/ulip)"
+
+
+@dataclass(frozen=True)
+class PointBertConfig:
+    """ULIP's PointTransformer_8192point.yaml (the 512-d ULIP-2 Point-BERT)."""
+
+    trans_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    group_size: int = 32
+    num_group: int = 512
+    encoder_dims: int = 256
+    embed_dim: int = 512
+    npoints: int = 8192
+
+
+def farthest_point_sample(xyz: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices (B×n) of farthest point sampling, starting from point 0 of every cloud."""
+    b, m, _ = xyz.shape
+    index = torch.zeros(b, n, dtype=torch.long, device=xyz.device)
+    distance = torch.full((b, m), float("inf"), device=xyz.device)
+    farthest = torch.zeros(b, dtype=torch.long, device=xyz.device)
+    rows = torch.arange(b, device=xyz.device)
+    for i in range(n):
+        index[:, i] = farthest
+        centre = xyz[rows, farthest].unsqueeze(1)
+        distance = torch.minimum(distance, ((xyz - centre) ** 2).sum(-1))
+        farthest = distance.argmax(-1)
+    return index
+
+
+def group_points(xyz: torch.Tensor, num_group: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patches (B×G×S×3, relative to their centre) and centres (B×G×3)."""
+    centres = torch.gather(xyz, 1, farthest_point_sample(xyz, num_group).unsqueeze(-1).expand(-1, -1, 3))
+    dist = torch.cdist(centres, xyz)  # B×G×N
+    knn = dist.topk(group_size, dim=-1, largest=False).indices  # B×G×S
+    patches = torch.gather(xyz.unsqueeze(1).expand(-1, num_group, -1, -1), 2, knn.unsqueeze(-1).expand(-1, -1, -1, 3))
+    return patches - centres.unsqueeze(2), centres
+
+
+class PatchEncoder(nn.Module):
+    def __init__(self, out_dim: int) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.first_conv = nn.Sequential(nn.Conv1d(3, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
+                                        nn.Conv1d(128, 256, 1))
+        self.second_conv = nn.Sequential(nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
+                                         nn.Conv1d(512, out_dim, 1))
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        b, g, s, c = patches.shape
+        x = self.first_conv(patches.reshape(b * g, s, c).transpose(1, 2))  # BG×256×S
+        x = torch.cat([x.amax(dim=2, keepdim=True).expand(-1, -1, s), x], dim=1)
+        x = self.second_conv(x).amax(dim=2)
+        return x.reshape(b, g, self.out_dim)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(head dim)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, dim * 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Blocks(nn.Module):
+    def __init__(self, dim: int, depth: int, heads: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x + pos)
+        return x
+
+
+class PointTransformer(nn.Module):
+    def __init__(self, cfg: PointBertConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = PatchEncoder(cfg.encoder_dims)
+        self.reduce_dim = nn.Linear(cfg.encoder_dims, cfg.trans_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.trans_dim))
+        self.cls_pos = nn.Parameter(torch.randn(1, 1, cfg.trans_dim))
+        self.pos_embed = nn.Sequential(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, cfg.trans_dim))
+        self.blocks = Blocks(cfg.trans_dim, cfg.depth, cfg.num_heads)
+        self.norm = nn.LayerNorm(cfg.trans_dim)
+
+    def forward(self, xyz: torch.Tensor) -> torch.Tensor:
+        patches, centres = group_points(xyz, self.cfg.num_group, self.cfg.group_size)
+        tokens = self.reduce_dim(self.encoder(patches))
+        b = tokens.shape[0]
+        x = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
+        pos = torch.cat([self.cls_pos.expand(b, -1, -1), self.pos_embed(centres)], dim=1)
+        x = self.norm(self.blocks(x, pos))
+        return torch.cat([x[:, 0], x[:, 1:].amax(dim=1)], dim=-1)  # 2 × trans_dim
+
+
+class UlipPointBert(nn.Module):
+    """``point_encoder`` + ``pc_projection``: the parts of a ULIP checkpoint that ``encode_pc`` uses."""
+
+    def __init__(self, cfg: PointBertConfig = PointBertConfig()) -> None:
+        super().__init__()
+        self.point_encoder = PointTransformer(cfg)
+        self.pc_projection = nn.Parameter(torch.randn(2 * cfg.trans_dim, cfg.embed_dim) * cfg.embed_dim ** -0.5)
+
+    def encode_pc(self, xyz: torch.Tensor) -> torch.Tensor:
+        return self.point_encoder(xyz) @ self.pc_projection
+
+
+def load_ulip_weights(model: UlipPointBert, path: Path, trust: bool = False) -> None:
+    """Load ``point_encoder.*`` and ``pc_projection`` from a ULIP checkpoint (``state_dict``, ``module.`` prefixes)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=not trust)
+    except Exception as exc:
+        if trust:
+            raise
+        raise ValueError(f"{path}: cannot be loaded with weights_only=True ({exc}); if it is the official ULIP "
+                         "release, set trust_checkpoint to load it with pickle") from exc
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if k.startswith("point_encoder.") or k == "pc_projection"}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        raise ValueError(f"{path}: not a 512-d ULIP-2 Point-BERT checkpoint (missing {missing[:4]}, unexpected "
+                         f"{unexpected[:4]}, wrong shapes {shapes[:4]})")
+    model.load_state_dict(state)
+
+
+def prepare_points(points: np.ndarray, npoints: int) -> np.ndarray:
+    """ULIP's input: xyz, farthest-point-sampled to ``npoints`` when larger, centred, unit-sphere scaled."""
+    if points.ndim != 2 or points.shape[1] < 3:
+        raise ValueError(f"expected an N×3 (or N×6 xyzrgb) point cloud, got shape {points.shape}")
+    xyz = np.asarray(points[:, :3], dtype=np.float32)
+    if not np.isfinite(xyz).all():
+        raise ValueError("point cloud has NaN or infinite coordinates")
+    if len(xyz) < npoints:
+        raise ValueError(f"point cloud has {len(xyz)} points, fewer than the {npoints} the encoder takes")
+    if len(xyz) > npoints:
+        t = torch.from_numpy(xyz).unsqueeze(0)
+        xyz = xyz[farthest_point_sample(t, npoints)[0].numpy()]
+    xyz = xyz - xyz.mean(axis=0, keepdims=True)
+    radius = float(np.sqrt((xyz ** 2).sum(axis=1)).max())
+    if radius == 0:
+        raise ValueError("point cloud is a single point")
+    return (xyz / radius).astype(np.float32)
+
+
+@register("ulip")
+class UlipSpace(EncoderSpace):
+    """ULIP-2 Point-BERT point encoder (the ``points`` modality; ULIP's image/text towers are not needed)."""
+
+    modalities = ("points",)
+
+    def __init__(self, weights: str | None = None, device: str = "auto", allow_random: bool = False,
+                 trust_checkpoint: bool = False, trust_pickled_points: bool = False,
+                 config: PointBertConfig = PointBertConfig(), param: str = "encoders.ulip.weights") -> None:
+        if weights is None and not allow_random:
+            raise ConfigError(f"no ULIP weights given: set {param} to {WEIGHTS_HELP}")
+        if weights is not None and not Path(weights).expanduser().is_file():
+            raise FileNotFoundError(f"ULIP weights not found: {weights}. Expected {WEIGHTS_HELP}; set {param}")
+        self.device = resolve_device(device)
+        self.model = UlipPointBert(config)
+        if weights is not None:
+            load_ulip_weights(self.model, Path(weights).expanduser(), trust_checkpoint)
+        self.model = self.model.to(self.device).eval()
+        self.cfg, self.trust_pickled_points = config, trust_pickled_points
+        self.name, self.dim = "ulip", config.embed_dim
+
+    def load(self, modality: str, item: Any) -> torch.Tensor:
+        from cmcr.sources.points import read_point_cloud
+
+        points = read_point_cloud(item, trust_pickle=self.trust_pickled_points)
+        return torch.from_numpy(prepare_points(points, self.cfg.npoints))
+
+    def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
+        return self.model.encode_pc(torch.stack(batch).to(self.device)).float().cpu()

@@ -1,0 +1,1 @@
+"""Readers for raw data sources (point clouds, …) with clear per-item errors."""

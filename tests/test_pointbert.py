@@ -1,0 +1,83 @@
+"""ULIP-2 Point-BERT: checkpoint key names and shapes, ULIP's checkpoint format, the pickled
+Objaverse .npy behind a trust switch, real point clouds from the official release."""
+
+import numpy as np
+import pytest
+import torch
+
+from cmcr.encoders.pointbert import (PointBertConfig, UlipPointBert, farthest_point_sample, load_ulip_weights,
+                                     prepare_points)
+from cmcr.sources.points import read_point_cloud
+from cmcr.spaces import build_space, extract
+
+
+def test_checkpoint_key_names_and_shapes():
+    state = UlipPointBert().state_dict()
+    expected = {
+        "pc_projection": (768, 512),
+        "point_encoder.cls_token": (1, 1, 384), "point_encoder.cls_pos": (1, 1, 384),
+        "point_encoder.encoder.first_conv.0.weight": (128, 3, 1),
+        "point_encoder.encoder.first_conv.1.running_mean": (128,),
+        "point_encoder.encoder.first_conv.3.weight": (256, 128, 1),
+        "point_encoder.encoder.second_conv.0.weight": (512, 512, 1),
+        "point_encoder.encoder.second_conv.3.weight": (256, 512, 1),
+        "point_encoder.reduce_dim.weight": (384, 256),
+        "point_encoder.pos_embed.0.weight": (128, 3), "point_encoder.pos_embed.2.weight": (384, 128),
+        "point_encoder.blocks.blocks.0.attn.qkv.weight": (1152, 384),
+        "point_encoder.blocks.blocks.11.attn.proj.bias": (384,),
+        "point_encoder.blocks.blocks.11.mlp.fc1.weight": (1536, 384),
+        "point_encoder.blocks.blocks.11.norm2.weight": (384,),
+        "point_encoder.norm.weight": (384,),
+    }
+    for key, shape in expected.items():
+        assert tuple(state[key].shape) == shape, key
+    assert "point_encoder.blocks.blocks.0.attn.qkv.bias" not in state  # ULIP: qkv_bias=False
+    assert "point_encoder.blocks.blocks.12.norm1.weight" not in state  # depth 12
+    assert sum(p.numel() for p in UlipPointBert().parameters()) == pytest.approx(22.3e6, rel=0.02)
+
+
+def test_loads_ulip_format_and_refuses_mismatches(tmp_path):
+    torch.manual_seed(0)
+    source = UlipPointBert()
+    payload = {"state_dict": {"module." + k: v for k, v in source.state_dict().items()}}
+    payload["state_dict"]["module.visual.cls_token"] = torch.zeros(1)  # SLIP towers in the same file: ignored
+    torch.save(payload, tmp_path / "pointbert_ULIP-2.pt")
+    target = UlipPointBert()
+    load_ulip_weights(target, tmp_path / "pointbert_ULIP-2.pt")
+    assert torch.equal(target.pc_projection, source.pc_projection)
+    bad = {"state_dict": {k: v for k, v in payload["state_dict"].items() if "norm.weight" not in k}}
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a 512-d ULIP-2 Point-BERT checkpoint"):
+        load_ulip_weights(UlipPointBert(), tmp_path / "bad.pt")
+
+
+def test_fps_is_deterministic_and_spread():
+    xyz = torch.tensor([[[0.0, 0, 0], [0.1, 0, 0], [1, 0, 0], [0.5, 0, 0], [0.9, 0, 0]]])
+    assert farthest_point_sample(xyz, 3)[0].tolist() == [0, 2, 3]
+
+
+def test_pickled_objaverse_npy_needs_the_trust_switch(official_dir):
+    with pytest.raises(ValueError, match="pickled .npy .*trust_pickled_points"):
+        read_point_cloud(official_dir / "BBQ.npy")
+    points = read_point_cloud(official_dir / "BBQ.npy", trust_pickle=True)
+    assert points.shape == (10000, 6) and points.dtype == np.float32
+    prepared = prepare_points(points, 8192)
+    assert prepared.shape == (8192, 3)
+    assert np.abs(prepared.mean(0)).max() < 1e-5 and np.sqrt((prepared ** 2).sum(1)).max() == pytest.approx(1, abs=1e-5)
+
+
+def test_ulip_space_embeds_real_clouds_and_records_bad_ones(official_dir, tmp_path):
+    np.save(tmp_path / "nan.npy", np.full((9000, 3), np.nan, np.float32))
+    np.save(tmp_path / "flat.npy", np.zeros((9000, 2), np.float32))
+    np.save(tmp_path / "few.npy", np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32))
+    torch.manual_seed(0)
+    space = build_space("ulip", allow_random=True, device="cpu", trust_pickled_points=True,
+                        config=PointBertConfig(npoints=2048, num_group=64))
+    items = [str(official_dir / f"{n}.npy") for n in ("BBQ", "toilet")] + [str(tmp_path / f) for f in ("nan.npy", "flat.npy", "few.npy")]
+    out = extract(space, "points", items, ids=["BBQ", "toilet", "nan", "flat", "few"], progress=False)
+    assert out.embeddings.shape == (2, 512) and out.kept == [0, 1]
+    assert [f["id"] for f in out.failures] == ["nan", "flat", "few"]
+    np.testing.assert_allclose(np.linalg.norm(out.embeddings, axis=1), 1, atol=1e-5)
+    untrusting = build_space("ulip", allow_random=True, device="cpu", config=PointBertConfig(npoints=2048, num_group=64))
+    refused = extract(untrusting, "points", items[:1], progress=False)
+    assert "pickled" in refused.failures[0]["reason"]

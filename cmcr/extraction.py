@@ -1,0 +1,157 @@
+"""Sharded, resumable, multi-process embedding extraction at paper scale (millions of items).
+
+Items are cut into fixed shards of ``shard_size`` consecutive items. Shard k belongs to rank
+``k % world_size`` (ranks from ``torchrun``'s ``RANK`` / ``WORLD_SIZE``, or given), so any number of
+GPUs or nodes share the work without talking to each other. A finished shard is two files written
+atomically — ``shard-00007.npy`` (embeddings of the items that loaded) and ``shard-00007.parquet``
+(one row per item: id, position, ok, reason) — and is skipped on rerun, so a killed run resumes where
+it stopped. Shards are deterministic (fixed items, fixed batches), hence a resumed run produces
+byte-identical outputs to an uninterrupted one. :func:`merge_shards` assembles the final
+``<name>.npy`` / ``<name>.parquet`` / ``<name>.failures.parquet`` once every shard exists.
+
+Decoding runs in DataLoader workers (``num_workers``); encoding in the main process on the space's
+device. A bad item (unreadable image, empty audio, NaN cloud…) is recorded with its reason, counted
+in the summary, and the run fails only if the failure rate exceeds ``max_failure_rate``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from cmcr.artifacts import ArtifactError, npy_writer, save_npy, write_parquet
+from cmcr.spaces import EncoderSpace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractionSummary:
+    name: str
+    items: int
+    embedded: int
+    failed: int
+    shards_done: int
+    shards_skipped: int
+    merged: bool
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failed / self.items if self.items else 0.0
+
+
+class _Items(Dataset):
+    """Decodes items with ``space.load``; a failure becomes a (position, None, reason) record."""
+
+    def __init__(self, space: EncoderSpace, modality: str, items: Sequence[Any], start: int) -> None:
+        self.space, self.modality, self.items, self.start = space, modality, items, start
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.start + i, self.space.load(self.modality, self.items[i]), ""
+        except (ValueError, OSError) as exc:
+            return self.start + i, None, f"{type(exc).__name__}: {exc}"
+
+
+def _collate(batch):
+    return batch
+
+
+def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """This process's rank and the world size (``torchrun`` sets RANK / WORLD_SIZE)."""
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    return rank, world_size
+
+
+def shard_paths(out_dir: Path, k: int) -> tuple[Path, Path]:
+    return out_dir / f"shard-{k:05d}.npy", out_dir / f"shard-{k:05d}.parquet"
+
+
+def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], ids: Sequence[str], out_dir: str | Path,
+                    name: str, *, shard_size: int = 50_000, batch_size: int = 256, num_workers: int = 0,
+                    rank: int | None = None, world_size: int | None = None, max_failure_rate: float = 0.01,
+                    progress: bool = True, merge: bool = True) -> ExtractionSummary:
+    """Embed ``items`` shard by shard into ``out_dir/<name>.shards/``, then merge if all shards exist."""
+    if len(items) != len(ids):
+        raise ArtifactError(f"{name}: {len(items)} items but {len(ids)} ids")
+    if len(set(ids)) != len(ids):
+        raise ArtifactError(f"{name}: item ids are not unique")
+    rank, world_size = rank_and_world(rank, world_size)
+    out_dir = Path(out_dir)
+    shard_dir = out_dir / f"{name}.shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    n_shards = max(1, -(-len(items) // shard_size))
+    mine = [k for k in range(n_shards) if k % world_size == rank]
+    done = skipped = 0
+    bar = tqdm(total=sum(min(shard_size, len(items) - k * shard_size) for k in mine), desc=f"{name} (rank {rank})",
+               unit="item", unit_scale=True, disable=not progress)
+    for k in mine:
+        npy_path, table_path = shard_paths(shard_dir, k)
+        start, stop = k * shard_size, min((k + 1) * shard_size, len(items))
+        if npy_path.exists() and table_path.exists():  # the table is written last: both present = complete
+            skipped += 1
+            bar.update(stop - start)
+            continue
+        embeddings, rows = [], []
+        loader = DataLoader(_Items(space, modality, items[start:stop], start), batch_size=batch_size,
+                            num_workers=num_workers, collate_fn=_collate,
+                            multiprocessing_context="fork" if num_workers > 0 else None)
+        for batch in loader:
+            good = [(i, x) for i, x, _ in batch if x is not None]
+            if good:
+                embeddings.append(space.encode(modality, [x for _, x in good]).cpu().numpy())
+            for i, x, reason in batch:
+                rows.append({"id": str(ids[i]), "position": i, "ok": x is not None, "reason": reason})
+            bar.update(len(batch))
+        matrix = np.concatenate(embeddings) if embeddings else np.zeros((0, space.dim), np.float32)
+        save_npy(npy_path, matrix.astype(np.float32))
+        write_parquet(table_path, pd.DataFrame(rows, columns=["id", "position", "ok", "reason"]))
+        done += 1
+    bar.close()
+    merged = merge and all(all(p.exists() for p in shard_paths(shard_dir, k)) for k in range(n_shards))
+    failed = embedded = 0
+    if merged:
+        embedded, failed = merge_shards(shard_dir, n_shards, out_dir, name, space.dim)
+        if len(items) and failed / len(items) > max_failure_rate:
+            raise RuntimeError(f"{name}: {failed} of {len(items)} items failed ({failed / len(items):.1%} > "
+                               f"{max_failure_rate:.1%}); see {out_dir / (name + '.failures.parquet')}")
+    summary = ExtractionSummary(name, len(items), embedded, failed, done, skipped, merged)
+    log.info("%s: %d items, %d embedded, %d failed; shards: %d computed, %d already done%s", name, len(items),
+             embedded, failed, done, skipped, "" if merged else " (waiting for other ranks before merging)")
+    return summary
+
+
+def merge_shards(shard_dir: Path, n_shards: int, out_dir: Path, name: str, dim: int) -> tuple[int, int]:
+    """Concatenate shards into ``<name>.npy`` + ``<name>.parquet`` (kept items) + ``<name>.failures.parquet``."""
+    tables = [pd.read_parquet(shard_paths(shard_dir, k)[1]) for k in range(n_shards)]
+    table = pd.concat(tables, ignore_index=True)
+    kept = table[table["ok"]].reset_index(drop=True)
+    failures = table[~table["ok"]].reset_index(drop=True)
+    with npy_writer(out_dir / f"{name}.npy", (len(kept), dim)) as dest:
+        row = 0
+        for k in range(n_shards):
+            part = np.load(shard_paths(shard_dir, k)[0], mmap_mode="r")
+            dest[row:row + len(part)] = part
+            row += len(part)
+        if row != len(kept):
+            raise ArtifactError(f"{shard_dir}: shards hold {row} embeddings but their tables list {len(kept)}")
+    write_parquet(out_dir / f"{name}.parquet", kept[["id", "position"]])
+    write_parquet(out_dir / f"{name}.failures.parquet", failures[["id", "position", "reason"]])
+    return len(kept), len(failures)
+

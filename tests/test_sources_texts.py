@@ -1,0 +1,45 @@
+"""Text corpora readers: each documented layout, the seeded CC3M subset, de-duplication, sources."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from cmcr.artifacts import ArtifactError
+from cmcr.sources.texts import collect_texts, read_dataset
+
+
+@pytest.fixture
+def corpora(tmp_path):
+    (tmp_path / "coco.json").write_text(json.dumps({"annotations": [{"caption": "A dog  runs."}, {"caption": "a cat"}]}))
+    (tmp_path / "cc3m.tsv").write_text("".join(f"caption number {i}\thttp://x/{i}\n" for i in range(10)))
+    (tmp_path / "msrvtt.json").write_text(json.dumps({"sentences": [{"caption": "a man cooks"}, {"caption": "A cat"}]}))
+    (tmp_path / "mad.json").write_text(json.dumps({"1": {"sentence": "she opens the door"}}))
+    pd.DataFrame({"audiocap_id": [1, 2], "caption": ["a dog barks", "rain falls"]}).to_csv(tmp_path / "ac.csv", index=False)
+    pd.DataFrame({"file_name": ["a.wav"], **{f"caption_{i}": [f"birds sing {i}"] for i in range(1, 6)}}).to_csv(
+        tmp_path / "clotho.csv", index=False)
+    return {"coco": tmp_path / "coco.json", "cc3m": tmp_path / "cc3m.tsv", "msrvtt": tmp_path / "msrvtt.json",
+            "mad": tmp_path / "mad.json", "audiocaps": tmp_path / "ac.csv", "clotho": tmp_path / "clotho.csv"}
+
+
+def test_collect_all_sources_dedup_and_subset(corpora):
+    table = collect_texts(corpora, cc3m_subset=4, seed=0)
+    assert table["source"].value_counts().to_dict() == {"image-text": 6, "audio-text": 7, "video-text": 2}
+    assert "A dog runs." in table["text"].tolist()  # whitespace normalised
+    assert (table["text"].str.lower() == "a cat").sum() == 1  # the MSR-VTT "A cat" duplicate of COCO is dropped
+    assert table.loc[table["text"] == "a cat", "dataset"].item() == "coco"  # first occurrence wins
+    assert table["text_id"].tolist() == list(range(len(table)))
+    again = collect_texts(corpora, cc3m_subset=4, seed=0)
+    assert again.equals(table)  # the CC3M subset is seeded
+    other = collect_texts(corpora, cc3m_subset=4, seed=1)
+    assert set(other[other.dataset == "cc3m"].text) != set(table[table.dataset == "cc3m"].text)
+
+
+def test_bad_corpus_files(corpora, tmp_path):
+    with pytest.raises(ArtifactError, match="coco captions not found"):
+        read_dataset("coco", tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(ArtifactError, match="does not look like coco captions"):
+        read_dataset("coco", tmp_path / "bad.json")
+    with pytest.raises(ArtifactError, match="unknown text dataset"):
+        collect_texts({"wikipedia": corpora["coco"]})

@@ -172,6 +172,69 @@ def evaluate_retrieval(
     typer.echo(json.dumps(metrics, indent=2))
 
 
+@app.command("collect-texts")
+def collect_texts_cmd(
+    out: Annotated[Path, typer.Option(help="Parquet to write: text_id, text, source, dataset")],
+    coco: Annotated[Optional[Path], typer.Option(help="COCO captions_train2017.json")] = None,
+    cc3m: Annotated[Optional[Path], typer.Option(help="CC3M Train_GCC-training.tsv")] = None,
+    msrvtt: Annotated[Optional[Path], typer.Option(help="MSR-VTT train_val_videodatainfo.json")] = None,
+    mad: Annotated[Optional[Path], typer.Option(help="MAD MAD_train.json")] = None,
+    audiocaps: Annotated[Optional[Path], typer.Option(help="AudioCaps train.csv")] = None,
+    clotho: Annotated[Optional[Path], typer.Option(help="Clotho clotho_captions_development.csv")] = None,
+    cc3m_subset: Annotated[int, typer.Option(help="random CC3M subset size (the paper: 1,000,000)")] = 1_000_000,
+    seed: int = 0,
+) -> None:
+    """Collect the §4.1 text corpora into one de-duplicated table with a source column."""
+    from cmcr.artifacts import write_parquet
+    from cmcr.sources.texts import collect_texts
+
+    _setup_logging()
+    files = {k: v for k, v in dict(coco=coco, cc3m=cc3m, msrvtt=msrvtt, mad=mad, audiocaps=audiocaps,
+                                   clotho=clotho).items() if v is not None}
+    write_parquet(out, collect_texts(files, cc3m_subset=cc3m_subset, seed=seed))
+
+
+@app.command()
+def extract(
+    space: Annotated[str, typer.Option(help="clip | clap | ulip (real encoders) or demo_clip / demo_clap / demo_ulip")],
+    modality: Annotated[str, typer.Option(help="image | text | audio | points")],
+    items: Annotated[Path, typer.Option(help="Parquet listing the items, one per row")],
+    column: Annotated[str, typer.Option(help="column holding the file path (or the text itself)")],
+    out_dir: Annotated[Path, typer.Option(help="folder for <name>.npy / .parquet / .failures.parquet")],
+    name: Annotated[str, typer.Option(help="output name, e.g. clip_image")],
+    id_column: Annotated[Optional[str], typer.Option(help="unique id column (default: the row number)")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="encoder weights (CLIP: file or 'openai'; CLAP: 630k-fusion-best.pt; ULIP: pointbert_ULIP-2.pt)")] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option(help="CLAP only: local roberta-base tokenizer folder")] = None,
+    trust_pickled_points: Annotated[bool, typer.Option(help="ULIP only: allow pickled ULIP-Objaverse .npy files")] = False,
+    device: str = "auto",
+    batch_size: int = 256,
+    num_workers: Annotated[int, typer.Option(help="DataLoader workers for decoding")] = 0,
+    shard_size: int = 50_000,
+    max_failure_rate: float = 0.01,
+) -> None:
+    """Embed items with an encoder space: sharded, resumable, split across torchrun ranks."""
+    from cmcr.artifacts import read_parquet
+    from cmcr.extraction import extract_sharded
+    from cmcr.spaces import build_space
+
+    _setup_logging()
+    table = read_parquet(items, columns=[column] + ([id_column] if id_column else []))
+    kwargs: dict[str, Any] = {}
+    if space.startswith("demo_"):
+        kwargs["checkpoint"] = weights
+    else:
+        kwargs.update(weights=weights, device=device)
+        if space == "clap" and tokenizer is not None:
+            kwargs["tokenizer"] = str(tokenizer)
+        if space == "ulip":
+            kwargs["trust_pickled_points"] = trust_pickled_points
+    encoder = build_space(space, **kwargs)
+    ids = table[id_column].astype(str).tolist() if id_column else [str(i) for i in range(len(table))]
+    summary = extract_sharded(encoder, modality, table[column].tolist(), ids, out_dir, name, shard_size=shard_size,
+                              batch_size=batch_size, num_workers=num_workers, max_failure_rate=max_failure_rate)
+    typer.echo(f"{summary.name}: {summary.embedded} embedded, {summary.failed} failed of {summary.items}")
+
+
 @app.command("import-official")
 def import_official(
     checkpoint: Annotated[Path, typer.Option(help="ulip_clip.pt or clap_clip.pt from the official C-MCR release")],

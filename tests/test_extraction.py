@@ -96,3 +96,22 @@ def test_workers_give_the_same_result(space, images, tmp_path):
     run(space, images, tmp_path / "w0")
     run(space, images, tmp_path / "w2", num_workers=2)
     assert filecmp.cmp(tmp_path / "w0" / "clip_image.npy", tmp_path / "w2" / "clip_image.npy", shallow=False)
+
+
+def test_cli_extract_with_the_demo_space(space, images, tmp_path):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from cmcr.artifacts import save_torch
+    from cmcr.cli import app
+
+    save_torch(tmp_path / "space.pt", space.checkpoint())
+    pd.DataFrame({"path": images, "key": [f"k{i}" for i in range(len(images))]}).to_parquet(tmp_path / "items.parquet")
+    res = CliRunner().invoke(app, ["extract", "--space", "demo_clip", "--modality", "image", "--items",
+                                   str(tmp_path / "items.parquet"), "--column", "path", "--id-column", "key",
+                                   "--out-dir", str(tmp_path / "out"), "--name", "clip_image", "--weights",
+                                   str(tmp_path / "space.pt"), "--shard-size", "10", "--max-failure-rate", "0.1"])
+    assert res.exit_code == 0, res.output
+    assert "23 embedded, 1 failed of 24" in res.output
+    kept = pd.read_parquet(tmp_path / "out" / "clip_image.parquet")
+    assert kept["id"].tolist()[:8] == ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k8"]

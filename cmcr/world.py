@@ -213,21 +213,6 @@ def write_wav(path: Path, signal: np.ndarray, sample_rate: int = SAMPLE_RATE) ->
         handle.writeframes(pcm.tobytes())
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Mono float32 in [-1, 1] and its sample rate (16-bit PCM WAV)."""
-    with wave.open(str(path), "rb") as handle:
-        if handle.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected 16-bit PCM, got {8 * handle.getsampwidth()}-bit")
-        frames = handle.readframes(handle.getnframes())
-        channels, rate = handle.getnchannels(), handle.getframerate()
-    data = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
-    if channels > 1:
-        data = data.reshape(-1, channels).mean(axis=1)
-    if data.size == 0:
-        raise ValueError(f"{path}: no audio samples")
-    return data, rate
-
-
 # ---------------------------------------------------------------- point clouds
 
 def sample_points(concept: int, rng: np.random.Generator, n: int = POINTS) -> np.ndarray:

@@ -73,12 +73,13 @@ def clap():
 
 
 def test_clap_resamples_32k_sounds_to_48k(clap, official_dir):
-    from cmcr.encoders.clap import SAMPLE_RATE, read_audio
+    from cmcr.encoders.clap import SAMPLE_RATE
+    from cmcr.sources.audio import read_audio
 
     with wave.open(str(official_dir / "BBQ.wav")) as w:
         assert w.getframerate() == 32000
         seconds = w.getnframes() / 32000
-    wave48 = read_audio(official_dir / "BBQ.wav")
+    wave48 = read_audio(official_dir / "BBQ.wav", SAMPLE_RATE)
     assert len(wave48) == pytest.approx(seconds * SAMPLE_RATE, abs=2)
     out = extract(clap, "audio", [str(official_dir / f) for f in ("BBQ.wav", "toilet.wav", "train.wav")],
                   batch_size=2, progress=False)

@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmcr.checkpoints import load_state_dict_file
 from cmcr.config import ConfigError
 from cmcr.memory import resolve_device
+from cmcr.sources.audio import read_audio
 from cmcr.spaces import EncoderSpace, register
 
 log = logging.getLogger(__name__)
@@ -79,26 +81,6 @@ def roberta_without_hub():
         yield
     finally:
         clap_model.RobertaModel = original
-
-
-def read_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 at ``target_rate``; ValueError for unreadable, empty or non-finite audio."""
-    import soundfile
-
-    try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError types
-        raise ValueError(f"{path}: unreadable audio ({exc})") from exc
-    if data.shape[0] == 0:
-        raise ValueError(f"{path}: no audio samples")
-    mono = data.mean(axis=1)
-    if not np.isfinite(mono).all():
-        raise ValueError(f"{path}: non-finite audio samples")
-    if rate != target_rate:
-        import librosa
-
-        mono = librosa.resample(mono, orig_sr=rate, target_sr=target_rate, res_type="soxr_hq")
-    return mono.astype(np.float32)
 
 
 def centre_window(wave: np.ndarray, length: int = WINDOW) -> np.ndarray:
@@ -156,7 +138,7 @@ class ClapSpace(EncoderSpace):
             if not text.strip():
                 raise ValueError("empty text")
             return text  # tokenised in batches by laion_clap
-        return torch.from_numpy(centre_window(read_audio(item)))
+        return torch.from_numpy(centre_window(read_audio(item, SAMPLE_RATE)))
 
     def encode_batch(self, modality: str, batch: list[Any]) -> torch.Tensor:
         with torch.no_grad():
@@ -181,15 +163,7 @@ def load_clap_weights(model: torch.nn.Module, path: Path, trust: bool = False) -
     ``weights_only=True`` first; a checkpoint that pickles other objects needs ``trust=True`` (which
     runs code from the file: only for files from a source you trust).
     """
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception as exc:
-        if trust:
-            raise
-        raise ValueError(f"{path}: cannot be loaded with weights_only=True ({exc}); if the file comes from the "
-                         "official LAION-CLAP release, set trust_checkpoint to load it with pickle") from exc
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = load_state_dict_file(path, trust=trust)
     own = model.state_dict()
     # transformers versions differ on this buffer; it is derived, not learned
     state = {k: v for k, v in state.items() if not (k.endswith("position_ids") and k not in own)}

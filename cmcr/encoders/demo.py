@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from cmcr.loss import symmetric_info_nce
 from cmcr.spaces import EncoderSpace, register
-from cmcr.world import AUDIO_SECONDS, IMAGE_SIZE, POINTS, SAMPLE_RATE, normalize_points, read_wav
+from cmcr.sources.audio import read_audio
+from cmcr.world import AUDIO_SECONDS, IMAGE_SIZE, POINTS, SAMPLE_RATE, normalize_points
 
 log = logging.getLogger(__name__)
 
@@ -181,18 +182,13 @@ def load_image(path: Path, box: tuple | None = None) -> torch.Tensor:
 
 
 def load_audio(path: Path) -> torch.Tensor:
-    wave, rate = read_wav(path)
-    if rate != SAMPLE_RATE:  # linear-interpolation resampling is enough for the demo's 8 kHz
-        t = np.arange(int(len(wave) * SAMPLE_RATE / rate)) / SAMPLE_RATE
-        wave = np.interp(t, np.arange(len(wave)) / rate, wave).astype(np.float32)
+    wave = read_audio(path, SAMPLE_RATE)
     n = int(SAMPLE_RATE * AUDIO_SECONDS)
     if len(wave) >= n:  # deterministic centre crop
         start = (len(wave) - n) // 2
         wave = wave[start:start + n]
     else:
         wave = np.pad(wave, (0, n - len(wave)))
-    if not np.isfinite(wave).all():
-        raise ValueError(f"{path}: non-finite audio samples")
     return torch.from_numpy(np.ascontiguousarray(wave))
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmcr.checkpoints import load_state_dict_file
 from cmcr.config import ConfigError
 from cmcr.memory import resolve_device
 from cmcr.spaces import EncoderSpace, register
@@ -175,15 +176,7 @@ class UlipPointBert(nn.Module):
 
 def load_ulip_weights(model: UlipPointBert, path: Path, trust: bool = False) -> None:
     """Load ``point_encoder.*`` and ``pc_projection`` from a ULIP checkpoint (``state_dict``, ``module.`` prefixes)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception as exc:
-        if trust:
-            raise
-        raise ValueError(f"{path}: cannot be loaded with weights_only=True ({exc}); if it is the official ULIP "
-                         "release, set trust_checkpoint to load it with pickle") from exc
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = load_state_dict_file(path, trust=trust)
     state = {k: v for k, v in state.items() if k.startswith("point_encoder.") or k == "pc_projection"}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))

@@ -1,0 +1,27 @@
+"""Audio files: any rate and channel count → mono float32 at the rate an encoder needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def read_audio(path: str | Path, target_rate: int) -> np.ndarray:
+    """Mono float32 at ``target_rate``; ValueError for unreadable, empty or non-finite audio."""
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError types
+        raise ValueError(f"{path}: unreadable audio ({exc})") from exc
+    if data.shape[0] == 0:
+        raise ValueError(f"{path}: no audio samples")
+    mono = data.mean(axis=1)
+    if not np.isfinite(mono).all():
+        raise ValueError(f"{path}: non-finite audio samples")
+    if rate != target_rate:
+        import librosa
+
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=target_rate, res_type="soxr_hq")
+    return mono.astype(np.float32)

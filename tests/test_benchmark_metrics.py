@@ -67,3 +67,23 @@ def test_counterfactual_errors():
         counterfactual_metrics([0.1], [0.0], [False])
     with pytest.raises(ValueError, match="one length"):
         counterfactual_metrics([0.1, 0.2], [0.0], [True])
+
+
+def test_score_scenes_by_hand_and_its_errors():
+    import pandas as pd
+
+    from cmcr.metrics.localization import score_scenes
+
+    proposals = pd.DataFrame({"scene_id": ["s1", "s1", "s2"], "x1": [0, 5, 0], "y1": [0, 5, 0], "x2": [4, 10, 6],
+                              "y2": [4, 10, 10]})
+    scenes = pd.DataFrame({"scene_id": ["s1", "s2"], "positive": [True, False], "width": [10, 10], "height": [10, 10],
+                           "gt_boxes": [[[0, 0, 4, 4]], []]})
+    e = torch.eye(2)
+    scored = score_scenes(torch.stack([e[0], e[1], e[1]]), proposals, torch.stack([e[0], e[1]]), scenes)
+    assert scored["proposal"].tolist() == [0, 2] and scored["iou"].tolist() == [1.0, 0.0]
+    assert scored["confidence"].tolist() == pytest.approx([1.0, 1.0])
+    with pytest.raises(EmbeddingError, match=r"1 scene\(s\) have no proposals, e.g. \['s3'\]"):
+        score_scenes(torch.stack([e[0], e[1], e[1]]), proposals, torch.stack([e[0], e[1]]),
+                     scenes.assign(scene_id=["s1", "s3"]))
+    with pytest.raises(EmbeddingError, match="one row per embedding"):
+        score_scenes(torch.stack([e[0], e[1]]), proposals, torch.stack([e[0], e[1]]), scenes)

@@ -110,11 +110,19 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 
 def save_torch(path: str | Path, payload: Any) -> Path:
-    """Atomically ``torch.save`` a payload."""
+    """Atomically ``torch.save`` a payload, byte-reproducibly.
+
+    Saved through a buffer: torch names the archive inside after the file, and the temporary file's
+    random name would otherwise make identical checkpoints differ byte for byte.
+    """
+    import io
+
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_path(path, ".pt") as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
     log.info("wrote %s", path)
     return Path(path)
 

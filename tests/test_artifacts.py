@@ -71,3 +71,14 @@ def test_table5_rows_resolve_to_the_papers_switches():
     assert rows["I"].memory.mode == "argmax" and rows["J"].memory.mode == "random"
     k = rows["K"]
     assert (k.noise.var, k.loss.lambda_intra, k.memory.temperature) == (0.004, 0.1, 0.01)
+
+
+def test_save_torch_is_byte_reproducible(tmp_path):
+    import torch
+
+    from cmcr.artifacts import save_torch
+
+    save_torch(tmp_path / "a.pt", {"w": torch.arange(5.0)})
+    save_torch(tmp_path / "b.pt", {"w": torch.arange(5.0)})
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], torch.arange(5.0))

@@ -12,7 +12,7 @@ from typing import Any
 from cmcr.config import ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
 from cmcr.world import SOURCES
 
-SETUPS = ("demo", "byo")
+SETUPS = ("demo", "byo", "paper")
 GROUPS = ("table5", "figure3", "text_sources", "table4", "table1")
 _VARIANT_KEYS = {"group", "connection", "overrides", "exclude_sources", "label", "official"}
 
@@ -30,9 +30,7 @@ class Variant:
 def setup_of(params: Mapping[str, Any]) -> str:
     setup = params.get("setup", "demo")
     if setup not in SETUPS:
-        raise ConfigError(
-            f"setup must be one of {SETUPS}, got {setup!r} (real-encoder extraction, setup 'paper', is not "
-            "available yet; run the paper setup from your own embeddings with setup: byo)")
+        raise ConfigError(f"setup must be one of {SETUPS}, got {setup!r}")
     return setup
 
 

@@ -1,17 +1,20 @@
 """Stage `extract@<space>`: embed the sets a space contributes (texts, memories, evaluation items).
 
 setup demo: encode the world's files with the trained stand-in; setup byo: validate and copy the
-user's NPY + Parquet sets from `byo/embeddings/<space>/`.
+user's NPY + Parquet sets from `byo/embeddings/<space>/`; setup paper: encode the user's files (listed in
+Parquet manifests, `paper.sets`) with the real encoder (`paper.encoders`), sharded and resumable —
+shards live in `data/shards/` (outside DVC's outputs) so a killed stage resumes where it stopped.
 """
 
 import shutil
 
 import pandas as pd
 
-from common import BYO, EMBEDDINGS, SPACES, TEXTS, WORLD, params, setup_logging, run
-from cmcr.artifacts import ArtifactError, load_embedding_set, save_embedding_set, write_parquet
+from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging
+from cmcr.artifacts import ArtifactError, load_embedding_set, load_npy, read_parquet, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
 from cmcr.experiments import setup_of
+from cmcr.extraction import extract_sharded
 from cmcr.spaces import build_space, extract
 from cmcr.world import class_prompts, concept_names
 
@@ -49,6 +52,24 @@ def demo_items(modality: str, source: str) -> pd.DataFrame:
     return rows.assign(item=[str(WORLD / p) for p in rows["path"]]).reset_index(drop=True)
 
 
+def paper_items(space: str, name: str, source: str, sets) -> pd.DataFrame | None:
+    """Rows to embed in the paper setup: the texts, or a user manifest (``paper.sets.<space>.<name>``)."""
+    if source == "texts":
+        texts = pd.read_parquet(TEXTS)
+        return texts.assign(item=texts["text"])
+    spec = (sets.get(space) or {}).get(name)
+    if not spec:
+        return None
+    column = spec.get("column", "path")
+    manifest = read_parquet(spec["manifest"], columns=[column])
+    if source == "proposals":  # one row per box: crop the image at it
+        boxes = read_parquet(spec["manifest"], columns=[column, "scene_id", "x1", "y1", "x2", "y2"])
+        items = [(str(path), (x1, y1, x2, y2)) for path, x1, y1, x2, y2
+                 in boxes[[column, "x1", "y1", "x2", "y2"]].itertuples(index=False)]
+        return boxes.assign(item=items)
+    return manifest.assign(item=[str(x) for x in manifest[column]])
+
+
 def main(space: str) -> None:
     log = setup_logging(f"extract@{space}")
     p = params()
@@ -67,6 +88,31 @@ def main(space: str) -> None:
             check_matrix(matrix, str(src / f"{name}.npy"))
             check_unit_norm(matrix, str(src / f"{name}.npy"))
             save_embedding_set(tmp, name, matrix, table)
+    elif setup_of(p) == "paper":
+        cfg = p["paper"]
+        encoder = build_space(space, **dict(cfg["encoders"][space]))
+        ext = cfg["extraction"]
+        failures = []
+        for name, (modality, source) in SETS[space].items():
+            rows = paper_items(space, name, source, cfg["sets"])
+            if rows is None:
+                if name in REQUIRED_BYO[space]:
+                    raise ArtifactError(f"setup paper: paper.sets.{space}.{name} (a manifest of the {modality} files) "
+                                        "is required")
+                log.warning("paper.sets.%s.%s not given: its benchmark will be skipped", space, name)
+                continue
+            shards = ROOT / "data" / "shards" / space
+            summary = extract_sharded(encoder, modality, list(rows["item"]), [str(i) for i in range(len(rows))],
+                                      shards, name, shard_size=ext["shard_size"], batch_size=ext["batch_size"],
+                                      num_workers=ext["num_workers"], max_failure_rate=p["extraction"]["max_failure_rate"])
+            kept = read_parquet(shards / f"{name}.parquet")["position"].to_numpy()
+            table = rows.iloc[kept].drop(columns=["item"]).reset_index(drop=True)
+            save_embedding_set(tmp, name, load_npy(shards / f"{name}.npy"), table)
+            lost = read_parquet(shards / f"{name}.failures.parquet")
+            failures += [{"id": str(r.id), "item": str(rows["item"].iloc[int(r.position)]), "reason": r.reason, "set": name}
+                         for r in lost.itertuples()]
+            log.info("%s/%s: %d embedded, %d failed", space, name, summary.embedded, summary.failed)
+        write_parquet(tmp / "failures.parquet", pd.DataFrame(failures, columns=["id", "item", "reason", "set"]))
     else:
         encoder = build_space(f"demo_{space}", checkpoint=SPACES / f"{space}.pt")
         failures = []

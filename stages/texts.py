@@ -5,6 +5,7 @@ import pandas as pd
 from common import BYO, TEXTS, WORLD, params, setup_logging, run
 from cmcr.artifacts import read_parquet, write_parquet
 from cmcr.experiments import setup_of
+from cmcr.sources.texts import collect_texts
 
 
 def main() -> None:
@@ -13,6 +14,10 @@ def main() -> None:
     if setup_of(p) == "demo":
         captions = pd.read_parquet(WORLD / "captions.parquet")
         texts = captions[captions["split"] == "corpus"][["text_id", "text", "source"]].reset_index(drop=True)
+    elif setup_of(p) == "paper":  # the §4.1 corpora from the user's disk
+        cfg = p["paper"]["texts"]
+        files = {k: v for k, v in cfg["files"].items() if v}
+        texts = collect_texts(files, cc3m_subset=cfg["cc3m_subset"], seed=cfg["seed"])
     else:  # byo: the texts table that describes the user's text embeddings
         texts = read_parquet(BYO / "clip" / "text.parquet", columns=["text_id", "source"])
     # Demo captions repeat (few templates): repeats are kept, as frequency is part of the corpus.

@@ -28,23 +28,27 @@ def test_checkpoint_key_names_and_shapes():
         "point_encoder.blocks.blocks.11.mlp.fc1.weight": (1536, 384),
         "point_encoder.blocks.blocks.11.norm2.weight": (384,),
         "point_encoder.norm.weight": (384,),
+        "image_projection": (768, 512), "visual.patch_embed.proj.weight": (768, 3, 16, 16),
+        "visual.blocks.11.attn.qkv.weight": (2304, 768), "visual.norm.weight": (768,),
     }
     for key, shape in expected.items():
         assert tuple(state[key].shape) == shape, key
     assert "point_encoder.blocks.blocks.0.attn.qkv.bias" not in state  # ULIP: qkv_bias=False
     assert "point_encoder.blocks.blocks.12.norm1.weight" not in state  # depth 12
-    assert sum(p.numel() for p in UlipPointBert().parameters()) == pytest.approx(22.3e6, rel=0.02)
+    points_only = UlipPointBert(with_image=False)
+    assert sum(p.numel() for p in points_only.parameters()) == pytest.approx(22.3e6, rel=0.02)
 
 
 def test_loads_ulip_format_and_refuses_mismatches(tmp_path):
     torch.manual_seed(0)
     source = UlipPointBert()
     payload = {"state_dict": {"module." + k: v for k, v in source.state_dict().items()}}
-    payload["state_dict"]["module.visual.cls_token"] = torch.zeros(1)  # SLIP towers in the same file: ignored
+    payload["state_dict"]["module.token_embedding.weight"] = torch.zeros(1)  # SLIP's text tower: not needed, ignored
     torch.save(payload, tmp_path / "pointbert_ULIP-2.pt")
     target = UlipPointBert()
     load_ulip_weights(target, tmp_path / "pointbert_ULIP-2.pt")
     assert torch.equal(target.pc_projection, source.pc_projection)
+    assert torch.equal(target.visual.blocks[3].mlp.fc1.weight, source.visual.blocks[3].mlp.fc1.weight)
     bad = {"state_dict": {k: v for k, v in payload["state_dict"].items() if "norm.weight" not in k}}
     torch.save(bad, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a 512-d ULIP-2 Point-BERT checkpoint"):
@@ -81,3 +85,10 @@ def test_ulip_space_embeds_real_clouds_and_records_bad_ones(official_dir, tmp_pa
     untrusting = build_space("ulip", allow_random=True, device="cpu", config=PointBertConfig(npoints=2048, num_group=64))
     refused = extract(untrusting, "points", items[:1], progress=False)
     assert "pickled" in refused.failures[0]["reason"]
+
+
+def test_ulip_image_tower_embeds_real_photos(official_dir):
+    torch.manual_seed(0)
+    space = build_space("ulip", allow_random=True, device="cpu")
+    out = extract(space, "image", [str(official_dir / "BBQ.jpeg"), str(official_dir / "train.jpeg")], progress=False)
+    assert out.embeddings.shape == (2, 512) and not out.failures

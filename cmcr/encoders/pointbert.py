@@ -163,21 +163,32 @@ class PointTransformer(nn.Module):
 
 
 class UlipPointBert(nn.Module):
-    """``point_encoder`` + ``pc_projection``: the parts of a ULIP checkpoint that ``encode_pc`` uses."""
+    """The parts of a ULIP checkpoint C-MCR uses: ``point_encoder`` + ``pc_projection`` (``encode_pc``)
+    and the image tower ``visual`` (timm ViT-B/16, no head) + ``image_projection`` (``encode_image``),
+    whose embeddings of the shared images connect ULIP with CLIP."""
 
-    def __init__(self, cfg: PointBertConfig = PointBertConfig()) -> None:
+    def __init__(self, cfg: PointBertConfig = PointBertConfig(), with_image: bool = True) -> None:
         super().__init__()
         self.point_encoder = PointTransformer(cfg)
         self.pc_projection = nn.Parameter(torch.randn(2 * cfg.trans_dim, cfg.embed_dim) * cfg.embed_dim ** -0.5)
+        if with_image:
+            import timm
+
+            self.visual = timm.create_model("vit_base_patch16_224", num_classes=0, pretrained=False)
+            self.image_projection = nn.Parameter(torch.randn(768, cfg.embed_dim) * cfg.embed_dim ** -0.5)
 
     def encode_pc(self, xyz: torch.Tensor) -> torch.Tensor:
         return self.point_encoder(xyz) @ self.pc_projection
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        return self.visual(image) @ self.image_projection
 
 
 def load_ulip_weights(model: UlipPointBert, path: Path, trust: bool = False) -> None:
     """Load ``point_encoder.*`` and ``pc_projection`` from a ULIP checkpoint (``state_dict``, ``module.`` prefixes)."""
     state = load_state_dict_file(path, trust=trust)
-    state = {k: v for k, v in state.items() if k.startswith("point_encoder.") or k == "pc_projection"}
+    own_roots = {k.split(".")[0] for k in model.state_dict()}
+    state = {k: v for k, v in state.items() if k.split(".")[0] in own_roots}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -207,11 +218,15 @@ def prepare_points(points: np.ndarray, npoints: int) -> np.ndarray:
     return (xyz / radius).astype(np.float32)
 
 
+#: ULIP (SLIP) image preprocessing at inference: ImageNet statistics, 224 px centre crop
+IMAGE_MEAN, IMAGE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
 @register("ulip")
 class UlipSpace(EncoderSpace):
-    """ULIP-2 Point-BERT point encoder (the ``points`` modality; ULIP's image/text towers are not needed)."""
+    """ULIP-2 Point-BERT: 3D point clouds and images (its text tower is not needed by C-MCR)."""
 
-    modalities = ("points",)
+    modalities = ("points", "image")
 
     def __init__(self, weights: str | None = None, device: str = "auto", allow_random: bool = False,
                  trust_checkpoint: bool = False, trust_pickled_points: bool = False,
@@ -229,10 +244,22 @@ class UlipSpace(EncoderSpace):
         self.name, self.dim = "ulip", config.embed_dim
 
     def load(self, modality: str, item: Any) -> torch.Tensor:
+        if modality == "image":
+            from PIL import Image
+            from torchvision import transforms
+
+            if not hasattr(self, "_preprocess"):
+                self._preprocess = transforms.Compose([
+                    transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
+                    transforms.CenterCrop(224), transforms.ToTensor(), transforms.Normalize(IMAGE_MEAN, IMAGE_STD)])
+            with Image.open(item) as img:
+                return self._preprocess(img.convert("RGB"))
         from cmcr.sources.points import read_point_cloud
 
         points = read_point_cloud(item, trust_pickle=self.trust_pickled_points)
         return torch.from_numpy(prepare_points(points, self.cfg.npoints))
 
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
-        return self.model.encode_pc(torch.stack(batch).to(self.device)).float().cpu()
+        x = torch.stack(batch).to(self.device)
+        out = self.model.encode_image(x) if modality == "image" else self.model.encode_pc(x)
+        return out.float().cpu()

@@ -172,6 +172,22 @@ def evaluate_retrieval(
     typer.echo(json.dumps(metrics, indent=2))
 
 
+@app.command()
+def manifest(
+    folder: Annotated[Path, typer.Option(help="folder to list recursively (e.g. ImageNet's train/)")],
+    out: Annotated[Path, typer.Option(help="Parquet to write: path, id, parent")],
+    pattern: Annotated[Optional[list[str]], typer.Option(help="glob(s), e.g. '*.JPEG' (repeatable)")] = None,
+) -> None:
+    """List files into a manifest for `cmcr extract` / `paper.sets` (sorted, so reruns are identical)."""
+    from cmcr.artifacts import write_parquet
+    from cmcr.sources.files import list_files
+
+    _setup_logging()
+    table = list_files(folder, pattern or ["*"])
+    write_parquet(out, table)
+    typer.echo(f"{len(table)} files → {out}")
+
+
 @app.command("collect-texts")
 def collect_texts_cmd(
     out: Annotated[Path, typer.Option(help="Parquet to write: text_id, text, source, dataset")],

@@ -43,3 +43,21 @@ def test_bad_corpus_files(corpora, tmp_path):
         read_dataset("coco", tmp_path / "bad.json")
     with pytest.raises(ArtifactError, match="unknown text dataset"):
         collect_texts({"wikipedia": corpora["coco"]})
+
+
+def test_manifest_of_a_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from cmcr.cli import app
+
+    for name in ("n01/a.JPEG", "n01/b.JPEG", "n02/c.JPEG", "n02/notes.txt"):
+        (tmp_path / "train" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "train" / name).write_bytes(b"x")
+    res = CliRunner().invoke(app, ["manifest", "--folder", str(tmp_path / "train"), "--pattern", "*.JPEG",
+                                   "--out", str(tmp_path / "m.parquet")])
+    assert res.exit_code == 0, res.output
+    table = pd.read_parquet(tmp_path / "m.parquet")
+    assert table["id"].tolist() == ["n01/a.JPEG", "n01/b.JPEG", "n02/c.JPEG"]
+    assert table["parent"].tolist() == ["n01", "n01", "n02"]
+    res = CliRunner().invoke(app, ["manifest", "--folder", str(tmp_path / "none"), "--out", str(tmp_path / "x.parquet")])
+    assert res.exit_code != 0 and "folder not found" in str(res.exception)

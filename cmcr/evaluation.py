@@ -23,6 +23,34 @@ from cmcr.metrics.zeroshot import class_embeddings, topk_accuracy
 Embed = Callable[[torch.Tensor], torch.Tensor]
 BENCHMARKS = {"retrieval": "clip_clap", "localization": "clip_clap", "counterfactual": "clip_clap",
               "zeroshot3d": "clip_ulip"}
+#: benchmark → its evaluation sets: (key in BenchmarkData, space, set name, required table columns).
+#: On disk a set of dataset D is ``<space>/<set>@<D>`` (e.g. ``clap/eval_audio@AVE``).
+BENCHMARK_SETS = {
+    "retrieval": [("audio", "clap", "eval_audio", []), ("image", "clip", "eval_image", [])],
+    "localization": [("proposals", "clip", "scene_proposals", ["scene_id", "x1", "y1", "x2", "y2"]),
+                     ("audio", "clap", "scene_audio", ["scene_id", "positive", "width", "height", "gt_boxes"])],
+    "zeroshot3d": [("points", "ulip", "eval_points", ["concept"]), ("prompts", "clip", "prompts", ["label"])],
+}
+BENCHMARK_SETS["counterfactual"] = BENCHMARK_SETS["localization"]
+
+
+def set_name(name: str, dataset: str) -> str:
+    """File name (without extension) of an evaluation set of one dataset: ``eval_audio@AVE``."""
+    return f"{name}@{dataset}"
+
+
+def evaluation_sets(benchmarks: Mapping[str, Any], space: str) -> dict[str, str]:
+    """``{file name: set name}`` of the evaluation sets ``space`` contributes for the configured datasets."""
+    unknown = set(benchmarks) - set(BENCHMARKS)
+    if unknown:
+        raise ValueError(f"benchmarks: unknown benchmark(s) {sorted(unknown)}; known: {sorted(BENCHMARKS)}")
+    out = {}
+    for benchmark, datasets in benchmarks.items():
+        for dataset in datasets or []:
+            for _, set_space, name, _ in BENCHMARK_SETS[benchmark]:
+                if set_space == space:
+                    out[set_name(name, str(dataset))] = name
+    return out
 
 
 def no_connection(spaces: tuple[str, ...]) -> dict[str, Embed]:

@@ -15,7 +15,7 @@ PAPER_TABLE1 = {
     "AVE": {"A2I": (4.11, 1.25, 4.54), "I2A": (4.13, 1.25, 4.44)},
     "Flickr-SoundNet": {"A2I": (4.57, 1.38, 5.40), "I2A": (4.92, 1.58, 5.98)},
 }
-PAPER_TABLE2 = {"MUSIC-Solo": {"cIoU": 53.78, "AUC": 56.09}, "VGGSS": {"cIoU": 48.08, "AUC": 48.69}}
+PAPER_TABLE2 = {"MUSIC-Solo": {"cIoU": 53.78, "AUC": 56.09}, "VGGSS": {"cIoU": 48.08, "AUC": 48.69}}  # by dataset name
 PAPER_TABLE3 = {"Ex-VGGSS": {"AP": 50.91, "Max-F1": 58.98}, "Ex-FlickrNet": {"AP": 73.67, "Max-F1": 74.02}}
 PAPER_TABLE4 = {"top1": 64.9, "top3": 87.0, "top5": 92.8}
 #: Table 5: AVE A2I, AVE I2A, Flickr A2I, Flickr I2A (mAP)
@@ -46,69 +46,80 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join([_row(header), _row(["---"] * len(header))] + [_row(r) for r in rows]) + "\n"
 
 
-def table1(retrieval: Mapping[str, Any], dataset: str, paper: bool, variant: str = "K",
-           extra: Mapping[str, str] | None = None) -> str:
-    """Table 1: zero-shot audio–image retrieval (mAP, R@1, R@5, both directions)."""
-    header = ["Method", "A2I mAP", "A2I R@1", "A2I R@5", "I2A mAP", "I2A R@1", "I2A R@5"]
+def datasets_of(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluated datasets of a benchmark's metrics (``{dataset: {variant: …}}``), skipped ones left out."""
+    return {d: m for d, m in metrics.items() if isinstance(m, Mapping) and "skipped" not in m}
+
+
+def _methods(by_variant: Mapping[str, Any], variant: str, extra: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    names = [("random", "Random (expected)"), (variant, "C-MCR (ours)")] + list((extra or {}).items())
+    return [(n, label) for n, label in names if n in by_variant]
+
+
+def table1(retrieval: Mapping[str, Any], paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None) -> str:
+    """Table 1: zero-shot audio–image retrieval (mAP, R@1, R@5, both directions), one block per dataset."""
+    header = ["Dataset", "Method", "A2I mAP", "A2I R@1", "A2I R@5", "I2A mAP", "I2A R@1", "I2A R@5"]
     rows = []
-
-    def cells(m):
-        return [_fmt(m[d][k]) for d in ("A2I", "I2A") for k in ("mAP", "R@1", "R@5")]
-
-    rows.append(["Random (expected)"] + cells(retrieval["random"]))
-    if variant in retrieval:
-        rows.append(["C-MCR (ours)"] + cells(retrieval[variant]))
-    for name, label in (extra or {}).items():
-        if name in retrieval:
-            rows.append([label] + cells(retrieval[name]))
-    if paper:
-        ref = PAPER_TABLE1.get("AVE")
-        rows.append(["C-MCR (paper, AVE)"] + [_fmt(v) for d in ("A2I", "I2A") for v in ref[d]])
-        ref = PAPER_TABLE1["Flickr-SoundNet"]
-        rows.append(["C-MCR (paper, Flickr-SoundNet)"] + [_fmt(v) for d in ("A2I", "I2A") for v in ref[d]])
-    return f"# Table 1 — zero-shot audio–image retrieval ({dataset})\n\n" + _table(header, rows)
+    for dataset, by_variant in datasets_of(retrieval).items():
+        for name, label in _methods(by_variant, variant, extra):
+            m = by_variant[name]
+            rows.append([dataset, label] + [_fmt(m[d][k]) for d in ("A2I", "I2A") for k in ("mAP", "R@1", "R@5")])
+        if paper and dataset in PAPER_TABLE1:
+            rows.append([dataset, "C-MCR (paper)"] + [_fmt(v) for d in ("A2I", "I2A") for v in PAPER_TABLE1[dataset][d]])
+    return "# Table 1 — zero-shot audio–image retrieval\n\n" + _table(header, rows)
 
 
 def scene_table(title: str, metrics: Mapping[str, Any], keys: tuple[str, str], paper_rows: Mapping[str, Any],
-                dataset: str, paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None) -> str:
-    """Tables 2 and 3: one row per method with two metrics (cIoU/AUC or AP/Max-F1)."""
-    rows = [["Random proposal and confidence"] + [_fmt(metrics["random"][k]) for k in keys]]
-    for name, label in {variant: "C-MCR (ours)", **(extra or {})}.items():
-        if name in metrics:
-            rows.append([label] + [_fmt(metrics[name][k]) for k in keys])
-    if paper:
-        for ref, values in paper_rows.items():
-            rows.append([f"C-MCR (paper, {ref})"] + [_fmt(values[k]) for k in keys])
-    return f"# {title} ({dataset})\n\n" + _table(["Method", *keys], rows)
+                paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None) -> str:
+    """Tables 2 and 3: one row per method and dataset with two metrics (cIoU/AUC or AP/Max-F1)."""
+    rows = []
+    for dataset, by_variant in datasets_of(metrics).items():
+        for name, label in _methods(by_variant, variant, extra):
+            label = "Random proposal and confidence" if name == "random" else label
+            rows.append([dataset, label] + [_fmt(by_variant[name][k]) for k in keys])
+        if paper and dataset in paper_rows:
+            rows.append([dataset, "C-MCR (paper)"] + [_fmt(paper_rows[dataset][k]) for k in keys])
+    return f"# {title}\n\n" + _table(["Dataset", "Method", *keys], rows)
 
 
-def table2(localization: Mapping[str, Any], dataset: str, paper: bool, extra: Mapping[str, str] | None = None) -> str:
+def table2(localization: Mapping[str, Any], paper: bool, extra: Mapping[str, str] | None = None) -> str:
     return scene_table("Table 2 — zero-shot audio-visual source localization", localization, ("cIoU", "AUC"),
-                       PAPER_TABLE2, dataset, paper, extra=extra)
+                       PAPER_TABLE2, paper, extra=extra)
 
 
-def table3(counterfactual: Mapping[str, Any], dataset: str, paper: bool, extra: Mapping[str, str] | None = None) -> str:
+def table3(counterfactual: Mapping[str, Any], paper: bool, extra: Mapping[str, str] | None = None) -> str:
     return scene_table("Table 3 — zero-shot counterfactual audio-image recognition", counterfactual, ("AP", "Max-F1"),
-                       PAPER_TABLE3, dataset, paper, extra=extra)
+                       PAPER_TABLE3, paper, extra=extra)
 
 
-def table4(zeroshot: Mapping[str, Any], dataset: str, paper: bool, variant: str = "clip_ulip",
+def table4(zeroshot: Mapping[str, Any], paper: bool, variant: str = "clip_ulip",
            extra: Mapping[str, str] | None = None) -> str:
-    header = ["Method", "Top1", "Top3", "Top5"]
-    rows = [["Random (expected)"] + [_fmt(zeroshot["random"][k]) for k in ("top1", "top3", "top5")]]
-    if variant in zeroshot:
-        rows.append(["C-MCR (ours)"] + [_fmt(zeroshot[variant][k]) for k in ("top1", "top3", "top5")])
-    for name, label in (extra or {}).items():
-        if name in zeroshot:
-            rows.append([label] + [_fmt(zeroshot[name][k]) for k in ("top1", "top3", "top5")])
-    if paper:
-        rows.append(["C-MCR (paper, ModelNet40)"] + [_fmt(PAPER_TABLE4[k]) for k in ("top1", "top3", "top5")])
-    return f"# Table 4 — zero-shot 3D classification ({dataset})\n\n" + _table(header, rows)
+    rows = []
+    for dataset, by_variant in datasets_of(zeroshot).items():
+        for name, label in _methods(by_variant, variant, extra):
+            rows.append([dataset, label] + [_fmt(by_variant[name][k]) for k in ("top1", "top3", "top5")])
+        if paper and dataset == "ModelNet40":
+            rows.append([dataset, "C-MCR (paper)"] + [_fmt(PAPER_TABLE4[k]) for k in ("top1", "top3", "top5")])
+    return "# Table 4 — zero-shot 3D classification\n\n" + _table(["Dataset", "Method", "Top1", "Top3", "Top5"], rows)
+
+
+def _map_columns(retrieval: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    datasets = list(datasets_of(retrieval))
+    return datasets, [f"{d} {direction} mAP" for d in datasets for direction in ("A2I", "I2A")]
+
+
+def _map_cells(retrieval: Mapping[str, Any], datasets: list[str], name: str) -> list[str]:
+    cells = []
+    for d in datasets:
+        m = retrieval[d].get(name)
+        cells += [_fmt(m[direction]["mAP"]) if m else "—" for direction in ("A2I", "I2A")]
+    return cells
 
 
 def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool) -> str:
     """Table 5: ablation rows with their switches (read from each row's resolved config) and mAP."""
-    header = ["Row", "Consistency", "Re-norm", "Noise", "L_ttc", "L_avc", "CLAP", "CLIP", "A2I mAP", "I2A mAP"]
+    datasets, columns = _map_columns(retrieval)
+    header = ["Row", "Consistency", "Re-norm", "Noise", "L_ttc", "L_avc", "CLAP", "CLIP"] + columns
     if paper:
         header += ["paper AVE A2I", "paper AVE I2A", "paper Flickr A2I", "paper Flickr I2A"]
     rows = []
@@ -120,43 +131,45 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
         tick = lambda b: TICK if b else CROSS  # noqa: E731
         cells = [row, mode, tick(c.noise.renorm), tick(c.noise.enabled), tick(c.loss.shared_pair), tick(c.loss.pseudo_pair),
                  tick("clap" in c.loss.intra_spaces), tick("clip" in c.loss.intra_spaces)]
-        m = retrieval.get(row)
-        cells += [_fmt(m["A2I"]["mAP"]) if m else "—", _fmt(m["I2A"]["mAP"]) if m else "—"]
+        cells += _map_cells(retrieval, datasets, row)
         if paper:
             cells += [_fmt(v) for v in PAPER_TABLE5[row]]
         rows.append(cells)
-    note = f"\nRandom (expected): mAP {_fmt(retrieval['random']['A2I']['mAP'])}.\n" if "random" in retrieval else ""
-    return "# Table 5 — ablations (retrieval mAP)\n\n" + _table(header, rows) + note
+    chance = "; ".join(f"{d} {_fmt(retrieval[d]['random']['A2I']['mAP'])}" for d in datasets)
+    return "# Table 5 — ablations (retrieval mAP)\n\n" + _table(header, rows) + f"\nRandom (expected) mAP: {chance}.\n"
 
 
-def figure3_points(retrieval: Mapping[str, Any], configs: Mapping[str, Any], names: list[str]) -> list[dict[str, float]]:
-    """σ² sweep points (the figure3 variants and row K), sorted by σ²; mean of A2I and I2A mAP."""
-    points = {}
-    for name in names:
-        if name in retrieval and name in configs:
-            var = configs[name].noise.var
-            m = retrieval[name]
-            points[var] = {"var": var, "A2I": m["A2I"]["mAP"], "I2A": m["I2A"]["mAP"],
-                           "mean_mAP": (m["A2I"]["mAP"] + m["I2A"]["mAP"]) / 2, "variant": name}
-    return [points[k] for k in sorted(points)]
+def figure3_points(retrieval: Mapping[str, Any], configs: Mapping[str, Any], names: list[str]) -> list[dict[str, Any]]:
+    """σ² sweep points (the figure3 variants and row K) per dataset, sorted by σ²; mean of A2I and I2A mAP."""
+    points = []
+    for dataset, by_variant in datasets_of(retrieval).items():
+        per_var = {}
+        for name in names:
+            if name in by_variant and name in configs:
+                m = by_variant[name]
+                per_var[configs[name].noise.var] = {
+                    "dataset": dataset, "var": configs[name].noise.var, "A2I": m["A2I"]["mAP"], "I2A": m["I2A"]["mAP"],
+                    "mean_mAP": (m["A2I"]["mAP"] + m["I2A"]["mAP"]) / 2, "variant": name}
+        points += [per_var[k] for k in sorted(per_var)]
+    return points
 
 
 def figure3_table(points: list[dict[str, Any]]) -> str:
-    rows = [[f"{p['var']:g}", _fmt(p["A2I"]), _fmt(p["I2A"]), _fmt(p["mean_mAP"]), p["variant"]] for p in points]
+    rows = [[p["dataset"], f"{p['var']:g}", _fmt(p["A2I"]), _fmt(p["I2A"]), _fmt(p["mean_mAP"]), p["variant"]]
+            for p in points]
     return "# Figure 3 — effect of the noise variance σ² (retrieval mAP)\n\n" + _table(
-        ["σ²", "A2I mAP", "I2A mAP", "mean mAP", "variant"], rows) + "\nPlot: `results/figure3.png`.\n"
+        ["Dataset", "σ²", "A2I mAP", "I2A mAP", "mean mAP", "variant"], rows) + "\nPlot: `results/figure3.png`.\n"
 
 
 def text_sources_table(retrieval: Mapping[str, Any], labels: Mapping[str, str], paper: bool) -> str:
-    header = ["Texts", "A2I mAP", "I2A mAP"] + (["paper AVE A2I", "paper AVE I2A"] if paper else [])
+    datasets, columns = _map_columns(retrieval)
+    header = ["Texts"] + columns + (["paper AVE A2I", "paper AVE I2A", "paper Flickr A2I", "paper Flickr I2A"]
+                                    if paper else [])
     rows = []
     for name, label in labels.items():
-        if name not in retrieval:
-            continue
-        m = retrieval[name]
-        cells = [label, _fmt(m["A2I"]["mAP"]), _fmt(m["I2A"]["mAP"])]
+        cells = [label] + _map_cells(retrieval, datasets, name)
         if paper:
-            cells += [_fmt(v) for v in PAPER_TEXT_SOURCES[name if name != "K" else "full"][:2]]
+            cells += [_fmt(v) for v in PAPER_TEXT_SOURCES[name if name != "K" else "full"]]
         rows.append(cells)
     return "# Appendix A — training texts by source (retrieval mAP)\n\n" + _table(header, rows)
 
@@ -168,9 +181,9 @@ def plot_figure3(points: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
-    xs = [p["var"] for p in points]
-    for key, style in (("A2I", "o-"), ("I2A", "s-"), ("mean_mAP", "k^--")):
-        ax.plot(xs, [p[key] for p in points], style, label=key.replace("_", " "))
+    for dataset in dict.fromkeys(p["dataset"] for p in points):
+        mine = [p for p in points if p["dataset"] == dataset]
+        ax.plot([p["var"] for p in mine], [p["mean_mAP"] for p in mine], "o-", label=f"{dataset} (mean of A2I, I2A)")
     ax.set_xlabel("noise variance σ²")
     ax.set_ylabel("mAP (%)")
     ax.set_title("Figure 3: σ² sweep")

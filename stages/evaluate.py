@@ -14,24 +14,15 @@ import typer
 from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, load_embedding_set, write_json, write_parquet
 from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
-from cmcr.evaluation import BENCHMARKS, BenchmarkData, evaluate_model, no_connection, random_baseline
+from cmcr.evaluation import (BENCHMARK_SETS, BENCHMARKS, BenchmarkData, evaluate_model, no_connection,
+                             random_baseline, set_name)
 from cmcr.experiments import variant_connection, variant_names
 from cmcr.train import load_checkpoint
 
-#: benchmark → {name in BenchmarkData: (space folder, set name, required table columns)}
-SETS = {
-    "retrieval": {"audio": ("clap", "eval_audio", []), "image": ("clip", "eval_image", [])},
-    "localization": {"proposals": ("clip", "scene_proposals", ["scene_id", "x1", "y1", "x2", "y2"]),
-                     "audio": ("clap", "scene_audio", ["scene_id", "positive", "width", "height", "gt_boxes"])},
-    "zeroshot3d": {"points": ("ulip", "eval_points", ["concept"]), "prompts": ("clip", "prompts", ["label"])},
-}
-SETS["counterfactual"] = SETS["localization"]
-
-
-def load(benchmark: str) -> BenchmarkData:
+def load(benchmark: str, dataset: str) -> BenchmarkData:
     sets, tables = {}, {}
-    for key, (space, name, columns) in SETS[benchmark].items():
-        matrix, table = load_embedding_set(EMBEDDINGS / space, name, columns=columns)
+    for key, space, name, columns in BENCHMARK_SETS[benchmark]:
+        matrix, table = load_embedding_set(EMBEDDINGS / space, set_name(name, dataset), columns=columns)
         sets[key], tables[key] = torch.from_numpy(matrix[:]), table
     if benchmark == "localization":  # Table 2 uses only the pairs whose sound source is visible
         keep = tables["audio"]["positive"].to_numpy(dtype=bool)
@@ -45,27 +36,28 @@ def main(benchmark: str) -> None:
     p = params()
     if benchmark not in BENCHMARKS:
         raise typer.BadParameter(f"unknown benchmark {benchmark!r}; known: {sorted(BENCHMARKS)}")
-    out_items = ROOT / "data" / "eval" / f"{benchmark}_items.parquet"
-    try:
-        data = load(benchmark)
-    except ArtifactError as exc:  # e.g. bring-your-own embeddings without this benchmark's sets
-        log.warning("benchmark %s skipped: %s", benchmark, exc)
-        write_json(METRICS / f"{benchmark}.json", {"skipped": str(exc)})
-        write_parquet(out_items, pd.DataFrame())
-        return
     spaces = KNOWN_CONNECTIONS[BENCHMARKS[benchmark]].spaces
     models = {"no_connection": no_connection(spaces)}
     for name in variant_names(p):
         if variant_connection(p, name) == BENCHMARKS[benchmark]:
             projectors = load_checkpoint(CONNECTIONS / f"{name}.pt").projectors
             models[name] = {s: projectors[s].embed for s in spaces}
-    metrics, items = {"random": random_baseline(data)}, []
-    for name, embed in models.items():
-        metrics[name], per_item = evaluate_model(data, embed, name)
-        items.append(per_item)
-        log.info("%s: %s", name, metrics[name])
+    metrics, items = {}, []
+    for dataset in p["benchmarks"][benchmark] or []:
+        try:
+            data = load(benchmark, str(dataset))
+        except ArtifactError as exc:  # e.g. bring-your-own embeddings without this dataset's sets
+            log.warning("%s on %s skipped: %s", benchmark, dataset, exc)
+            metrics[dataset] = {"skipped": str(exc)}
+            continue
+        metrics[dataset] = {"random": random_baseline(data)}
+        for name, embed in models.items():
+            metrics[dataset][name], per_item = evaluate_model(data, embed, name)
+            items.append(per_item.assign(dataset=dataset))
+            log.info("%s / %s: %s", dataset, name, metrics[dataset][name])
     write_json(METRICS / f"{benchmark}.json", metrics)
-    write_parquet(out_items, pd.concat(items, ignore_index=True))
+    write_parquet(ROOT / "data" / "eval" / f"{benchmark}_items.parquet",
+                  pd.concat(items, ignore_index=True) if items else pd.DataFrame())
 
 
 if __name__ == "__main__":

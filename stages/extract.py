@@ -13,20 +13,30 @@ import pandas as pd
 from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, load_embedding_set, load_npy, read_parquet, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
+from cmcr.evaluation import evaluation_sets
 from cmcr.experiments import setup_of
 from cmcr.extraction import extract_sharded
 from cmcr.spaces import build_space, extract
 from cmcr.world import class_prompts, concept_names
 
-#: set name → (modality, where its items come from)
-SETS = {
-    "clip": {"text": ("text", "texts"), "image": ("image", "memory"), "eval_image": ("image", "eval"),
-             "prompts": ("text", "prompts"), "scene_proposals": ("image", "proposals")},
-    "clap": {"text": ("text", "texts"), "audio": ("audio", "memory"), "eval_audio": ("audio", "eval"),
-             "scene_audio": ("audio", "scenes")},
-    "ulip": {"image": ("image", "memory"), "points": ("points", "memory"), "eval_points": ("points", "eval")},
+#: training sets (required): set name → (modality, where its items come from)
+TRAINING_SETS = {
+    "clip": {"text": ("text", "texts"), "image": ("image", "memory")},
+    "clap": {"text": ("text", "texts"), "audio": ("audio", "memory")},
+    "ulip": {"image": ("image", "memory"), "points": ("points", "memory")},
 }
-REQUIRED_BYO = {"clip": ["text", "image"], "clap": ["text", "audio"], "ulip": ["image", "points"]}
+#: evaluation sets (optional, one per configured dataset, files `<set>@<dataset>`)
+EVAL_SOURCES = {"eval_image": ("image", "eval"), "prompts": ("text", "prompts"),
+                "scene_proposals": ("image", "proposals"), "eval_audio": ("audio", "eval"),
+                "scene_audio": ("audio", "scenes"), "eval_points": ("points", "eval")}
+
+
+def sets_of(space: str, benchmarks) -> dict[str, tuple[str, str, bool]]:
+    """``{file name: (modality, source, required)}`` for this space and the configured datasets."""
+    sets = {name: (*spec, True) for name, spec in TRAINING_SETS[space].items()}
+    for file_name, name in evaluation_sets(benchmarks, space).items():
+        sets[file_name] = (*EVAL_SOURCES[name], False)
+    return sets
 
 
 def demo_items(modality: str, source: str) -> pd.DataFrame:
@@ -76,11 +86,16 @@ def main(space: str) -> None:
     out = EMBEDDINGS / space
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    sets = sets_of(space, p["benchmarks"])
+    if setup_of(p) == "demo":
+        others = sorted({f.split("@")[1] for f in sets if "@" in f} - {"demo"})
+        if others:
+            raise ArtifactError(f"setup demo provides the evaluation dataset 'demo' only; benchmarks lists {others}")
     if setup_of(p) == "byo":
         src = BYO / space
-        for name in SETS[space]:
+        for name, (_, _, required) in sets.items():
             if not (src / f"{name}.npy").exists():
-                if name in REQUIRED_BYO[space]:
+                if required:
                     raise ArtifactError(f"bring-your-own embeddings: {src / (name + '.npy')} is missing (required)")
                 log.warning("%s: no %s set (its benchmark will be skipped)", src, name)
                 continue
@@ -93,10 +108,10 @@ def main(space: str) -> None:
         encoder = build_space(space, **dict(cfg["encoders"][space]))
         ext = cfg["extraction"]
         failures = []
-        for name, (modality, source) in SETS[space].items():
+        for name, (modality, source, required) in sets.items():
             rows = paper_items(space, name, source, cfg["sets"])
             if rows is None:
-                if name in REQUIRED_BYO[space]:
+                if required:
                     raise ArtifactError(f"setup paper: paper.sets.{space}.{name} (a manifest of the {modality} files) "
                                         "is required")
                 log.warning("paper.sets.%s.%s not given: its benchmark will be skipped", space, name)
@@ -116,7 +131,7 @@ def main(space: str) -> None:
     else:
         encoder = build_space(f"demo_{space}", checkpoint=SPACES / f"{space}.pt")
         failures = []
-        for name, (modality, source) in SETS[space].items():
+        for name, (modality, source, _) in sets.items():
             rows = demo_items(modality, source)
             result = extract(encoder, modality, list(rows["item"]), ids=[str(i) for i in rows.index],
                              desc=f"{space} {name}")

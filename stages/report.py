@@ -17,19 +17,18 @@ def write_text(path, text: str) -> None:
 def main() -> None:
     log = setup_logging("report")
     p = params()
-    paper = setup_of(p) != "demo"
-    dataset = "your benchmark embeddings" if paper else "demo world"
+    paper = setup_of(p) != "demo"  # the paper's numbers sit beside ours when the data is real
     variants = {n: resolve_variant(p, n) for n in variant_names(p)}
     configs = {n: v.config for n, v in variants.items()}
-    retrieval = json.loads((METRICS / "retrieval.json").read_text())
-    zeroshot = json.loads((METRICS / "zeroshot3d.json").read_text())
+    scores = {b: json.loads((METRICS / f"{b}.json").read_text())
+              for b in ("retrieval", "localization", "counterfactual", "zeroshot3d")}
     RESULTS.mkdir(exist_ok=True)
     # variants of group table1 / table4 other than ours (e.g. the official release) become extra rows
     extra = {"no_connection": "No connection (original spaces, no training)"} | {
         n: v.label for n, v in variants.items() if v.group in ("table1", "table4") and n not in ("K", "clip_ulip")}
-    dataset_scenes = dataset if paper else "demo scenes"
-    if "skipped" not in retrieval:
-        write_text(RESULTS / "table1_retrieval.md", report.table1(retrieval, dataset, paper, extra=extra))
+    retrieval = scores["retrieval"]
+    if report.datasets_of(retrieval):
+        write_text(RESULTS / "table1_retrieval.md", report.table1(retrieval, paper, extra=extra))
         write_text(RESULTS / "table5_ablations.md", report.table5(retrieval, configs, paper))
         sweep = [n for n, v in variants.items() if v.group == "figure3"] + ["K"]
         points = report.figure3_points(retrieval, configs, sweep)
@@ -39,12 +38,10 @@ def main() -> None:
         labels = {"K": "Full"} | {n: v.label for n, v in variants.items() if v.group == "text_sources"}
         write_text(RESULTS / "appendix_text_sources.md", report.text_sources_table(retrieval, labels, paper))
     for benchmark, render, out in (("localization", report.table2, "table2_localization.md"),
-                                   ("counterfactual", report.table3, "table3_counterfactual.md")):
-        scores = json.loads((METRICS / f"{benchmark}.json").read_text())
-        if "skipped" not in scores:
-            write_text(RESULTS / out, render(scores, dataset_scenes, paper, extra=extra))
-    if "skipped" not in zeroshot:
-        write_text(RESULTS / "table4_zeroshot3d.md", report.table4(zeroshot, dataset, paper, extra=extra))
+                                   ("counterfactual", report.table3, "table3_counterfactual.md"),
+                                   ("zeroshot3d", report.table4, "table4_zeroshot3d.md")):
+        if report.datasets_of(scores[benchmark]):
+            write_text(RESULTS / out, render(scores[benchmark], paper, extra=extra))
     histories = {n: json.loads((HISTORY / f"{n}.json").read_text()) for n in variants if not variants[n].official}
     report.plot_losses(histories, RESULTS / "training_losses.png")
     log.info("wrote tables and plots to %s", RESULTS)

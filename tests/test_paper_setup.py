@@ -40,11 +40,12 @@ def test_paper_setup_extracts_with_real_encoders(official_dir, tmp_path):
     params["paper"]["texts"]["files"].update(coco=str(data / "coco.json"), audiocaps=str(data / "audiocaps.csv"))
     params["paper"]["sets"] = {
         "clip": {"image": {"manifest": str(data / "images.parquet")},
-                 "eval_image": {"manifest": str(data / "eval_images.parquet"), "column": "file"}},
+                 "eval_image@AVE": {"manifest": str(data / "eval_images.parquet"), "column": "file"}},
         "clap": {"audio": {"manifest": str(data / "audio.parquet")}},
         "ulip": {"image": {"manifest": str(data / "images.parquet")}, "points": {"manifest": str(data / "points.parquet")}},
     }
     params["paper"]["extraction"] = {"batch_size": 2, "num_workers": 0, "shard_size": 2}
+    params["benchmarks"] = {"retrieval": ["AVE"], "localization": [], "counterfactual": [], "zeroshot3d": []}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -65,7 +66,7 @@ def test_paper_setup_extracts_with_real_encoders(official_dir, tmp_path):
     assert np.load(emb / "clip/image.npy").shape == (3, 512)  # the broken JPEG is a recorded failure
     failures = pd.read_parquet(emb / "clip/failures.parquet")
     assert failures["item"].str.endswith("broken.jpeg").tolist() == [True] and failures["set"].tolist() == ["image"]
-    assert pd.read_parquet(emb / "clip/eval_image.parquet")["pair_id"].tolist() == [0, 1]
+    assert pd.read_parquet(emb / "clip/eval_image@AVE.parquet")["pair_id"].tolist() == [0, 1]
     assert np.load(emb / "ulip/points.npy").shape == (2, 512) and np.load(emb / "ulip/image.npy").shape == (3, 512)
     log = stage("stages/extract.py", "ulip")  # rerun: every shard is already there
     assert "2 already done" in log and "0 computed" in log

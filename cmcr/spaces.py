@@ -48,6 +48,14 @@ class EncoderSpace(abc.ABC):
         return F.normalize(out, dim=-1)
 
 
+def amp_settings(precision: str, device: torch.device) -> dict[str, Any]:
+    """``torch.autocast`` arguments: mixed precision (``bf16`` / ``fp16``) on CUDA only; fp32 elsewhere."""
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    enabled = precision != "fp32" and device.type == "cuda"
+    return {"dtype": torch.bfloat16 if precision == "bf16" else torch.float16, "enabled": enabled}
+
+
 _REGISTRY: dict[str, Callable[..., EncoderSpace]] = {}
 
 

@@ -115,3 +115,14 @@ def test_cli_extract_with_the_demo_space(space, images, tmp_path):
     assert "23 embedded, 1 failed of 24" in res.output
     kept = pd.read_parquet(tmp_path / "out" / "clip_image.parquet")
     assert kept["id"].tolist()[:8] == ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k8"]
+
+
+def test_mixed_precision_only_on_cuda():
+    from cmcr.spaces import amp_settings
+
+    assert amp_settings("bf16", torch.device("cpu"))["enabled"] is False
+    gpu = amp_settings("bf16", torch.device("cuda"))
+    assert gpu == {"dtype": torch.bfloat16, "enabled": True}
+    assert amp_settings("fp32", torch.device("cuda"))["enabled"] is False
+    with pytest.raises(ValueError, match="precision"):
+        amp_settings("int8", torch.device("cpu"))

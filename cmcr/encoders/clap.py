@@ -38,7 +38,7 @@ from cmcr.checkpoints import load_state_dict_file
 from cmcr.config import ConfigError
 from cmcr.memory import resolve_device
 from cmcr.sources.audio import read_audio
-from cmcr.spaces import EncoderSpace, register
+from cmcr.spaces import EncoderSpace, amp_settings, register
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class ClapSpace(EncoderSpace):
 
     def __init__(self, weights: str | None = None, enable_fusion: bool = True, amodel: str = "HTSAT-tiny",
                  tokenizer: str | None = None, device: str = "auto", allow_random: bool = False,
-                 trust_checkpoint: bool = False, param: str = "encoders.clap.weights") -> None:
+                 trust_checkpoint: bool = False, precision: str = "fp32", param: str = "encoders.clap.weights") -> None:
         laion_clap = import_laion_clap()
         if weights is None and not allow_random:
             raise ConfigError(f"no CLAP weights given: set {param} to {WEIGHTS_HELP}")
@@ -120,6 +120,7 @@ class ClapSpace(EncoderSpace):
         self.module = module
         self.module.model.eval()
         self.vocab_size = len(module.tokenize)
+        self.amp = amp_settings(precision, self.device)
         self.name, self.dim = "clap", 512
         log.info("CLAP %s fusion=%s (%s) on %s; tokenizer vocabulary %d", amodel, enable_fusion,
                  weights or "random init", self.device, self.vocab_size)
@@ -141,7 +142,7 @@ class ClapSpace(EncoderSpace):
         return torch.from_numpy(centre_window(read_audio(item, SAMPLE_RATE)))
 
     def encode_batch(self, modality: str, batch: list[Any]) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(self.device.type, **self.amp):
             if modality == "text":
                 self.check_tokenizer()
                 return self.module.get_text_embedding(list(batch), use_tensor=True).float().cpu()

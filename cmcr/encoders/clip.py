@@ -21,7 +21,7 @@ import torch
 
 from cmcr.config import ConfigError
 from cmcr.memory import resolve_device
-from cmcr.spaces import EncoderSpace, register
+from cmcr.spaces import EncoderSpace, amp_settings, register
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ class ClipSpace(EncoderSpace):
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.dim = int(open_clip.get_model_config(model_name)["embed_dim"])
         self.name = "clip"
-        self.autocast = precision != "fp32" and self.device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        self.amp = amp_settings(precision, self.device)
         log.info("CLIP %s (%s) on %s, %d-d", model_name, pretrained or "random init", self.device, self.dim)
 
     def load(self, modality: str, item: Any) -> torch.Tensor:
@@ -84,7 +83,7 @@ class ClipSpace(EncoderSpace):
 
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
         x = torch.stack(batch).to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.autocast):
+        with torch.autocast(self.device.type, **self.amp):
             out = self.model.encode_image(x) if modality == "image" else self.model.encode_text(x)
         return out.float()
 

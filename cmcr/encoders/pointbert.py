@@ -33,7 +33,7 @@ from torch import nn
 from cmcr.checkpoints import load_state_dict_file
 from cmcr.config import ConfigError
 from cmcr.memory import resolve_device
-from cmcr.spaces import EncoderSpace, register
+from cmcr.spaces import EncoderSpace, amp_settings, register
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,8 @@ class UlipSpace(EncoderSpace):
 
     def __init__(self, weights: str | None = None, device: str = "auto", allow_random: bool = False,
                  trust_checkpoint: bool = False, trust_pickled_points: bool = False,
-                 config: PointBertConfig = PointBertConfig(), param: str = "encoders.ulip.weights") -> None:
+                 config: PointBertConfig = PointBertConfig(), precision: str = "fp32",
+                 param: str = "encoders.ulip.weights") -> None:
         if weights is None and not allow_random:
             raise ConfigError(f"no ULIP weights given: set {param} to {WEIGHTS_HELP}")
         if weights is not None and not Path(weights).expanduser().is_file():
@@ -242,6 +243,7 @@ class UlipSpace(EncoderSpace):
         self.model = self.model.to(self.device).eval()
         self.cfg, self.trust_pickled_points = config, trust_pickled_points
         self.name, self.dim = "ulip", config.embed_dim
+        self.amp = amp_settings(precision, self.device)
 
     def load(self, modality: str, item: Any) -> torch.Tensor:
         if modality == "image":
@@ -261,5 +263,6 @@ class UlipSpace(EncoderSpace):
 
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
         x = torch.stack(batch).to(self.device)
-        out = self.model.encode_image(x) if modality == "image" else self.model.encode_pc(x)
+        with torch.autocast(self.device.type, **self.amp):
+            out = self.model.encode_image(x) if modality == "image" else self.model.encode_pc(x)
         return out.float().cpu()

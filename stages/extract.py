@@ -6,12 +6,10 @@ Parquet manifests, `paper.sets`) with the real encoder (`paper.encoders`), shard
 shards live in `data/shards/` (outside DVC's outputs) so a killed stage resumes where it stopped.
 """
 
-import shutil
-
 import pandas as pd
 
 from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging
-from cmcr.artifacts import ArtifactError, load_embedding_set, load_npy, read_parquet, save_embedding_set, write_parquet
+from cmcr.artifacts import ArtifactError, atomic_dir, load_embedding_set, load_npy, read_parquet, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
 from cmcr.evaluation import evaluation_sets
 from cmcr.experiments import setup_of
@@ -80,72 +78,80 @@ def paper_items(space: str, name: str, source: str, sets) -> pd.DataFrame | None
     return manifest.assign(item=[str(x) for x in manifest[column]])
 
 
+def copy_byo(space: str, sets, tmp, p, log) -> None:
+    """Bring your own: validate the user's NPY + Parquet sets and copy them."""
+    src = BYO / space
+    for name, (_, _, required) in sets.items():
+        if not (src / f"{name}.npy").exists():
+            if required:
+                raise ArtifactError(f"bring-your-own embeddings: {src / (name + '.npy')} is missing (required)")
+            log.warning("%s: no %s set (its benchmark will be skipped)", src, name)
+            continue
+        matrix, table = load_embedding_set(src, name)
+        check_matrix(matrix, str(src / f"{name}.npy"))
+        check_unit_norm(matrix, str(src / f"{name}.npy"))
+        save_embedding_set(tmp, name, matrix, table)
+
+
+def extract_paper(space: str, sets, tmp, p, log) -> None:
+    """The real encoder over the user's manifests, sharded in data/shards/ (resumable across runs)."""
+    cfg = p["paper"]
+    encoder = build_space(space, **dict(cfg["encoders"][space]))
+    ext = cfg["extraction"]
+    failures = []
+    for name, (modality, source, required) in sets.items():
+        rows = paper_items(space, name, source, cfg["sets"])
+        if rows is None:
+            if required:
+                raise ArtifactError(f"setup paper: paper.sets.{space}.{name} (a manifest of the {modality} files) "
+                                    "is required")
+            log.warning("paper.sets.%s.%s not given: its benchmark will be skipped", space, name)
+            continue
+        shards = ROOT / "data" / "shards" / space
+        summary = extract_sharded(encoder, modality, list(rows["item"]), [str(i) for i in range(len(rows))],
+                                  shards, name, shard_size=ext["shard_size"], batch_size=ext["batch_size"],
+                                  num_workers=ext["num_workers"], max_failure_rate=p["extraction"]["max_failure_rate"])
+        kept = read_parquet(shards / f"{name}.parquet")["position"].to_numpy()
+        table = rows.iloc[kept].drop(columns=["item"]).reset_index(drop=True)
+        save_embedding_set(tmp, name, load_npy(shards / f"{name}.npy"), table)
+        lost = read_parquet(shards / f"{name}.failures.parquet")
+        failures += [{"id": str(r.id), "item": str(rows["item"].iloc[int(r.position)]), "reason": r.reason, "set": name}
+                     for r in lost.itertuples()]
+        log.info("%s/%s: %d embedded, %d failed", space, name, summary.embedded, summary.failed)
+    write_parquet(tmp / "failures.parquet", pd.DataFrame(failures, columns=["id", "item", "reason", "set"]))
+
+
+def extract_demo(space: str, sets, tmp, p, log) -> None:
+    """The trained demo stand-in over the demo world's files."""
+    encoder = build_space(f"demo_{space}", checkpoint=SPACES / f"{space}.pt")
+    failures = []
+    for name, (modality, source, _) in sets.items():
+        rows = demo_items(modality, source)
+        result = extract(encoder, modality, list(rows["item"]), ids=[str(i) for i in rows.index],
+                         desc=f"{space} {name}")
+        failures += [{**f, "set": name} for f in result.failures]
+        table = rows.iloc[result.kept].drop(columns=["item"]).reset_index(drop=True)
+        save_embedding_set(tmp, name, result.embeddings, table)
+        log.info("%s/%s: %d embedded, %d failed", space, name, len(result.kept), len(result.failures))
+        limit = p["extraction"]["max_failure_rate"]
+        if result.failure_rate > limit:
+            raise RuntimeError(f"{space}/{name}: {result.failure_rate:.1%} of items failed (limit {limit:.1%}); "
+                               f"first: {result.failures[0]}")
+    write_parquet(tmp / "failures.parquet", pd.DataFrame(failures, columns=["id", "item", "reason", "set"]))
+
+
 def main(space: str) -> None:
     log = setup_logging(f"extract@{space}")
     p = params()
-    out = EMBEDDINGS / space
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     sets = sets_of(space, p["benchmarks"])
-    if setup_of(p) == "demo":
+    setup = setup_of(p)
+    if setup == "demo":
         others = sorted({f.split("@")[1] for f in sets if "@" in f} - {"demo"})
         if others:
             raise ArtifactError(f"setup demo provides the evaluation dataset 'demo' only; benchmarks lists {others}")
-    if setup_of(p) == "byo":
-        src = BYO / space
-        for name, (_, _, required) in sets.items():
-            if not (src / f"{name}.npy").exists():
-                if required:
-                    raise ArtifactError(f"bring-your-own embeddings: {src / (name + '.npy')} is missing (required)")
-                log.warning("%s: no %s set (its benchmark will be skipped)", src, name)
-                continue
-            matrix, table = load_embedding_set(src, name)
-            check_matrix(matrix, str(src / f"{name}.npy"))
-            check_unit_norm(matrix, str(src / f"{name}.npy"))
-            save_embedding_set(tmp, name, matrix, table)
-    elif setup_of(p) == "paper":
-        cfg = p["paper"]
-        encoder = build_space(space, **dict(cfg["encoders"][space]))
-        ext = cfg["extraction"]
-        failures = []
-        for name, (modality, source, required) in sets.items():
-            rows = paper_items(space, name, source, cfg["sets"])
-            if rows is None:
-                if required:
-                    raise ArtifactError(f"setup paper: paper.sets.{space}.{name} (a manifest of the {modality} files) "
-                                        "is required")
-                log.warning("paper.sets.%s.%s not given: its benchmark will be skipped", space, name)
-                continue
-            shards = ROOT / "data" / "shards" / space
-            summary = extract_sharded(encoder, modality, list(rows["item"]), [str(i) for i in range(len(rows))],
-                                      shards, name, shard_size=ext["shard_size"], batch_size=ext["batch_size"],
-                                      num_workers=ext["num_workers"], max_failure_rate=p["extraction"]["max_failure_rate"])
-            kept = read_parquet(shards / f"{name}.parquet")["position"].to_numpy()
-            table = rows.iloc[kept].drop(columns=["item"]).reset_index(drop=True)
-            save_embedding_set(tmp, name, load_npy(shards / f"{name}.npy"), table)
-            lost = read_parquet(shards / f"{name}.failures.parquet")
-            failures += [{"id": str(r.id), "item": str(rows["item"].iloc[int(r.position)]), "reason": r.reason, "set": name}
-                         for r in lost.itertuples()]
-            log.info("%s/%s: %d embedded, %d failed", space, name, summary.embedded, summary.failed)
-        write_parquet(tmp / "failures.parquet", pd.DataFrame(failures, columns=["id", "item", "reason", "set"]))
-    else:
-        encoder = build_space(f"demo_{space}", checkpoint=SPACES / f"{space}.pt")
-        failures = []
-        for name, (modality, source, _) in sets.items():
-            rows = demo_items(modality, source)
-            result = extract(encoder, modality, list(rows["item"]), ids=[str(i) for i in rows.index],
-                             desc=f"{space} {name}")
-            failures += [{**f, "set": name} for f in result.failures]
-            table = rows.iloc[result.kept].drop(columns=["item"]).reset_index(drop=True)
-            save_embedding_set(tmp, name, result.embeddings, table)
-            log.info("%s/%s: %d embedded, %d failed", space, name, len(result.kept), len(result.failures))
-            limit = p["extraction"]["max_failure_rate"]
-            if result.failure_rate > limit:
-                raise RuntimeError(f"{space}/{name}: {result.failure_rate:.1%} of items failed (limit {limit:.1%}); "
-                                   f"first: {result.failures[0]}")
-        write_parquet(tmp / "failures.parquet", pd.DataFrame(failures, columns=["id", "item", "reason", "set"]))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    run_setup = {"byo": copy_byo, "paper": extract_paper, "demo": extract_demo}[setup]
+    with atomic_dir(EMBEDDINGS / space) as tmp:
+        run_setup(space, sets, tmp, p, log)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 import shutil
 
-
-from common import WORLD, params, setup_logging, skipped_marker, run
+from common import WORLD, params, run, setup_logging, skipped_marker
+from cmcr.artifacts import atomic_dir
 from cmcr.experiments import setup_of
 from cmcr.world import WorldConfig, generate_world
 
@@ -11,14 +11,12 @@ from cmcr.world import WorldConfig, generate_world
 def main() -> None:
     log = setup_logging("world")
     p = params()
-    shutil.rmtree(WORLD, ignore_errors=True)
     if setup_of(p) != "demo":
+        shutil.rmtree(WORLD, ignore_errors=True)
         skipped_marker(WORLD, f"setup={setup_of(p)}: the demo world is not used")
         return
-    tmp = WORLD.with_name(WORLD.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    counts = generate_world(tmp, WorldConfig(**p["demo"]["world"]))
-    tmp.rename(WORLD)  # the folder appears only when complete
+    with atomic_dir(WORLD) as tmp:  # the folder appears only when complete
+        counts = generate_world(tmp, WorldConfig(**p["demo"]["world"]))
     log.info("wrote %s: %s", WORLD, counts)
 
 

@@ -82,3 +82,19 @@ def test_save_torch_is_byte_reproducible(tmp_path):
     save_torch(tmp_path / "b.pt", {"w": torch.arange(5.0)})
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
     assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], torch.arange(5.0))
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    from cmcr.artifacts import atomic_dir
+
+    target = tmp_path / "emb"
+    target.mkdir()
+    (target / "old.npy").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "new.npy").write_text("half")
+            raise RuntimeError("killed")
+    assert [p.name for p in tmp_path.iterdir()] == ["emb"] and (target / "old.npy").exists()
+    with atomic_dir(target) as tmp:
+        (tmp / "new.npy").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new.npy"]

@@ -125,13 +125,11 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
         done += 1
     bar.close()
     merged = merge and all(all(p.exists() for p in shard_paths(shard_dir, k)) for k in range(n_shards))
-    failed = embedded = 0
-    if merged:
-        embedded, failed = merge_shards(shard_dir, n_shards, out_dir, name, space.dim)
-        if len(items) and failed / len(items) > max_failure_rate:
-            raise RuntimeError(f"{name}: {failed} of {len(items)} items failed ({failed / len(items):.1%} > "
-                               f"{max_failure_rate:.1%}); see {out_dir / (name + '.failures.parquet')}")
+    embedded, failed = merge_shards(shard_dir, n_shards, out_dir, name, space.dim) if merged else (0, 0)
     summary = ExtractionSummary(name, len(items), embedded, failed, done, skipped, merged)
+    if summary.failure_rate > max_failure_rate:
+        raise RuntimeError(f"{name}: {failed} of {len(items)} items failed ({summary.failure_rate:.1%} > "
+                           f"{max_failure_rate:.1%}); see {out_dir / (name + '.failures.parquet')}")
     log.info("%s: %d items, %d embedded, %d failed; shards: %d computed, %d already done%s", name, len(items),
              embedded, failed, done, skipped, "" if merged else " (waiting for other ranks before merging)")
     return summary

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_unit_norm
-from cmcr.config import MEMORY_MODES, ConfigError, MemoryConfig
+from cmcr.config import MemoryConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,6 @@ def aggregate_memory(
         N×d float32 embeddings on the CPU (``out`` itself when given). Rows are convex combinations of
         memory items, hence *not* unit-norm; Eq. 3 re-normalises them.
     """
-    if config.mode not in MEMORY_MODES:
-        raise ConfigError(f"memory.mode must be one of {MEMORY_MODES}, got {config.mode!r}")
     if check_inputs:
         check_matrix(queries, "queries")
         check_matrix(memory, "memory", dim=queries.shape[1])

@@ -248,7 +248,11 @@ def extract(
     ids = table[id_column].astype(str).tolist() if id_column else [str(i) for i in range(len(table))]
     summary = extract_sharded(encoder, modality, table[column].tolist(), ids, out_dir, name, shard_size=shard_size,
                               batch_size=batch_size, num_workers=num_workers, max_failure_rate=max_failure_rate)
-    typer.echo(f"{summary.name}: {summary.embedded} embedded, {summary.failed} failed of {summary.items}")
+    if summary.merged:
+        typer.echo(f"{summary.name}: {summary.embedded} embedded, {summary.failed} failed of {summary.items}")
+    else:
+        typer.echo(f"{summary.name}: this rank's {summary.shards_done + summary.shards_skipped} shard(s) done; "
+                   "merged when every rank has finished (the last rank to finish merges)")
 
 
 @app.command("import-official")

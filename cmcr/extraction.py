@@ -5,7 +5,11 @@ Items are cut into fixed shards of ``shard_size`` consecutive items. Shard k bel
 GPUs or nodes share the work without talking to each other. A finished shard is two files written
 atomically — ``shard-00007.npy`` (embeddings of the items that loaded) and ``shard-00007.parquet``
 (one row per item: id, position, ok, reason) — and is skipped on rerun, so a killed run resumes where
-it stopped. Shards are deterministic (fixed items, fixed batches), hence a resumed run produces
+it stopped. Shards live in ``<name>.shards/<run key>/``: the key is a digest of everything that decides
+them (the space's :meth:`~cmcr.spaces.EncoderSpace.identity` — weights, settings, cmcr version —, the
+modality, the items and ids, ``shard_size`` and ``batch_size``; ``run.json`` beside the shards says
+what), so a run with other weights, other items or another shard size never picks up stale shards; it
+starts its own folder, and folders of other runs are reported so they can be deleted. Shards are deterministic (fixed items, fixed batches), hence a resumed run produces
 byte-identical outputs to an uninterrupted one. :func:`merge_shards` assembles the final
 ``<name>.npy`` / ``<name>.parquet`` / ``<name>.failures.parquet`` once every shard exists.
 
@@ -16,6 +20,8 @@ in the summary, and the run fails only if the failure rate exceeds ``max_failure
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -29,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cmcr.artifacts import ArtifactError, npy_writer, save_npy, write_parquet
+from cmcr.artifacts import ArtifactError, npy_writer, save_npy, write_json, write_parquet
 from cmcr.spaces import EncoderSpace
 
 log = logging.getLogger(__name__)
@@ -83,6 +89,18 @@ def shard_paths(out_dir: Path, k: int) -> tuple[Path, Path]:
     return out_dir / f"shard-{k:05d}.npy", out_dir / f"shard-{k:05d}.parquet"
 
 
+def run_key(space: EncoderSpace, modality: str, items: Sequence[Any], ids: Sequence[str], shard_size: int,
+            batch_size: int) -> tuple[str, dict[str, Any]]:
+    """The key of an extraction run (16 hex digits) and the description it digests (saved as run.json)."""
+    listing = hashlib.blake2b(digest_size=16)
+    for item, item_id in zip(items, ids):
+        listing.update(f"{item_id}\x1f{item}\x1e".encode())
+    description = {"space": space.identity(), "modality": modality, "items": len(items),
+                   "items_digest": listing.hexdigest(), "shard_size": shard_size, "batch_size": batch_size}
+    key = hashlib.blake2b(json.dumps(description, sort_keys=True).encode(), digest_size=8).hexdigest()
+    return key, description
+
+
 def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], ids: Sequence[str], out_dir: str | Path,
                     name: str, *, shard_size: int = 50_000, batch_size: int = 256, num_workers: int = 0,
                     rank: int | None = None, world_size: int | None = None, max_failure_rate: float = 0.01,
@@ -94,8 +112,15 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
         raise ArtifactError(f"{name}: item ids are not unique")
     rank, world_size = rank_and_world(rank, world_size)
     out_dir = Path(out_dir)
-    shard_dir = out_dir / f"{name}.shards"
+    key, description = run_key(space, modality, items, ids, shard_size, batch_size)
+    shard_dir = out_dir / f"{name}.shards" / key
     shard_dir.mkdir(parents=True, exist_ok=True)
+    if not (shard_dir / "run.json").exists():
+        write_json(shard_dir / "run.json", description)
+    others = sorted(p.name for p in shard_dir.parent.iterdir() if p.is_dir() and p.name != key)
+    if others:
+        log.warning("%s: shards of %d other run(s) (other weights, settings or items) in %s: %s — not used; "
+                    "delete them to free the disk", name, len(others), shard_dir.parent, ", ".join(others))
     n_shards = max(1, -(-len(items) // shard_size))
     mine = [k for k in range(n_shards) if k % world_size == rank]
     done = skipped = 0

@@ -10,8 +10,11 @@ per-item failure records.
 from __future__ import annotations
 
 import abc
+import contextlib
+import dataclasses
+import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,29 @@ class EncoderSpace(abc.ABC):
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
         """Embed a batch of loaded items; returns B×dim (normalised by :meth:`encode`)."""
 
+    def identity(self) -> dict[str, Any]:
+        """What decides this space's embeddings, as plain JSON: class, name, dim, the cmcr version, its
+        plain settings (numbers, strings, dataclass configs, autocast settings) and a digest of every
+        weight and buffer of its modules. Resumable extraction keys its shards by it, so shards made
+        with other weights or settings are never mistaken for this run's. Computed once per space.
+        """
+        if getattr(self, "_identity", None) is None:
+            from cmcr import __version__
+
+            settings, digest = {}, hashlib.blake2b(digest_size=16)
+            for key, value in sorted(vars(self).items()):
+                if key.startswith("_") or key == "device":
+                    continue
+                if isinstance(value, torch.nn.Module):
+                    digest.update(key.encode())
+                    state_digest(value, digest)
+                elif (plain := _plain(value)) is not None:
+                    settings[key] = plain
+            self._identity = {"class": f"{type(self).__module__}.{type(self).__qualname__}", "name": self.name,
+                              "dim": self.dim, "cmcr": __version__, "settings": settings,
+                              "weights": digest.hexdigest()}
+        return self._identity
+
     def encode(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
         if modality not in self.modalities:
             raise ValueError(f"space {self.name!r} has no {modality!r} encoder (it has {list(self.modalities)})")
@@ -46,6 +72,40 @@ class EncoderSpace(abc.ABC):
         if out.shape != (len(batch), self.dim):
             raise RuntimeError(f"{self.name} {modality} encoder returned {tuple(out.shape)}, expected {(len(batch), self.dim)}")
         return F.normalize(out, dim=-1)
+
+
+def state_digest(module: torch.nn.Module, digest: Any) -> None:
+    """Feed every tensor of ``module``'s state (name, dtype, shape, bytes) into a hashlib ``digest``."""
+    for key, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-able plain data, or None when it is not plain (models, tokenizers, functions…)."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.dtype):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return items if all(i is not None for i in items) else None
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        items = {k: _plain(v) for k, v in value.items()}
+        return items if all(i is not None for i in items.values()) else None
+    return None
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Build a model's random initial weights from ``seed`` without touching the caller's RNG state:
+    a space built with ``allow_random`` (tests, benchmarks, random-weight baselines) is reproducible."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def amp_settings(precision: str, device: torch.device) -> dict[str, Any]:

@@ -111,6 +111,9 @@ def extract_paper(space: str, sets, tmp, p, log) -> None:
         summary = extract_sharded(encoder, modality, list(rows["item"]), [str(i) for i in range(len(rows))],
                                   shards, name, shard_size=ext["shard_size"], batch_size=ext["batch_size"],
                                   num_workers=ext["num_workers"], max_failure_rate=p["extraction"]["max_failure_rate"])
+        if not summary.merged:
+            raise ArtifactError(f"{space}/{name}: shards of other ranks are missing in {shards}; this stage runs one "
+                                "process (unset RANK/WORLD_SIZE), or run `cmcr extract` under torchrun first")
         kept = read_parquet(shards / f"{name}.parquet")["position"].to_numpy()
         table = rows.iloc[kept].drop(columns=["item"]).reset_index(drop=True)
         save_embedding_set(tmp, name, load_npy(shards / f"{name}.npy"), table)

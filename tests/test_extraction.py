@@ -126,3 +126,58 @@ def test_mixed_precision_only_on_cuda():
     assert amp_settings("fp32", torch.device("cuda"))["enabled"] is False
     with pytest.raises(ValueError, match="precision"):
         amp_settings("int8", torch.device("cpu"))
+
+
+def test_shards_of_another_run_are_never_reused(space, images, tmp_path, caplog):
+    """Other weights, other items or another shard size → a new run folder, not stale shards."""
+    import json
+    import logging
+
+    first = run(space, images, tmp_path)
+    reference = np.load(tmp_path / "clip_image.npy")
+    assert first.shards_done == 5
+    again = run(space, images, tmp_path)
+    assert again.shards_skipped == 5 and again.shards_done == 0  # same run: resumed, nothing recomputed
+
+    torch.manual_seed(1)
+    other = DemoSpace(DemoSpaceModel("clip", 16, ["a", "b"]))  # same architecture, other weights
+    with caplog.at_level(logging.WARNING, logger="cmcr.extraction"):
+        changed = run(other, images, tmp_path)
+    assert changed.shards_done == 5 and changed.shards_skipped == 0
+    assert "other run(s)" in caplog.text
+    expected = other.encode("image", [other.load("image", p) for p in images if not p.endswith("bad.png")]).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "clip_image.npy"), expected, atol=1e-6)
+    assert not np.allclose(np.load(tmp_path / "clip_image.npy"), reference)
+
+    fewer = run(space, images[:-4], tmp_path)  # other items
+    assert fewer.shards_done == 4 and np.load(tmp_path / "clip_image.npy").shape[0] == 19
+    ids = [f"img{i}" for i in range(len(images))]
+    resized = extract_sharded(space, "image", images, ids, tmp_path, "clip_image", shard_size=7, batch_size=2,
+                              progress=False, max_failure_rate=0.1)
+    assert resized.shards_done == 4  # other batches: equal up to float rounding, so not the same run
+    np.testing.assert_allclose(np.load(tmp_path / "clip_image.npy"), reference, atol=1e-6)
+    folders = sorted((tmp_path / "clip_image.shards").iterdir())
+    assert len(folders) == 4
+    described = [json.loads((f / "run.json").read_text()) for f in folders]
+    assert sorted(d["shard_size"] for d in described) == [5, 5, 5, 7]
+    assert len({d["space"]["weights"] for d in described}) == 2
+
+
+def test_space_identity_covers_weights_and_settings():
+    from cmcr.encoders.pointbert import PointBertConfig
+    from cmcr.spaces import build_space
+
+    torch.manual_seed(0)
+    a = DemoSpace(DemoSpaceModel("clip", 16, ["a", "b"]))
+    torch.manual_seed(0)
+    b = DemoSpace(DemoSpaceModel("clip", 16, ["a", "b"]))
+    assert a.identity() == b.identity()
+    with torch.no_grad():
+        b.model.logit_scale += 1e-6
+    b._identity = None
+    assert a.identity()["weights"] != b.identity()["weights"]
+    torch.manual_seed(0)
+    small = build_space("ulip", allow_random=True, device="cpu", config=PointBertConfig(npoints=2048, num_group=64, depth=1))
+    settings = small.identity()["settings"]
+    assert settings["cfg"]["npoints"] == 2048 and settings["amp"]["enabled"] is False
+    assert small.identity()["class"] == "cmcr.encoders.pointbert.UlipSpace"

@@ -70,3 +70,10 @@ def test_paper_setup_extracts_with_real_encoders(official_dir, tmp_path):
     assert np.load(emb / "ulip/points.npy").shape == (2, 512) and np.load(emb / "ulip/image.npy").shape == (3, 512)
     log = stage("stages/extract.py", "ulip")  # rerun: every shard is already there
     assert "2 already done" in log and "0 computed" in log
+    points = np.load(emb / "ulip/points.npy")
+    # other weights (here another random init): the old shards are stale, never reused
+    params["paper"]["encoders"]["ulip"]["seed"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log = stage("stages/extract.py", "ulip")
+    assert "0 already done" in log and "other run(s)" in log
+    assert not np.allclose(np.load(emb / "ulip/points.npy"), points)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from cmcr.encoders.pointbert import (PointBertConfig, UlipPointBert, farthest_point_sample, load_ulip_weights,
-                                     prepare_points)
+from cmcr.encoders.pointbert import (PointBertConfig, UlipPointBert, check_points, farthest_point_sample,
+                                     load_ulip_weights, prepare_points)
 from cmcr.sources.points import read_point_cloud
 from cmcr.spaces import build_space, extract
 
@@ -58,6 +58,44 @@ def test_loads_ulip_format_and_refuses_mismatches(tmp_path):
 def test_fps_is_deterministic_and_spread():
     xyz = torch.tensor([[[0.0, 0, 0], [0.1, 0, 0], [1, 0, 0], [0.5, 0, 0], [0.9, 0, 0]]])
     assert farthest_point_sample(xyz, 3)[0].tolist() == [0, 2, 3]
+
+
+def fps_reference(xyz: np.ndarray, n: int) -> list[int]:
+    """ULIP's numpy farthest_point_sample, one point at a time, started from point 0 (float32)."""
+    nearest, farthest, picked = np.full(len(xyz), np.inf, np.float32), 0, []
+    for _ in range(n):
+        picked.append(farthest)
+        delta = xyz - xyz[farthest]
+        dist = delta[:, 0] * delta[:, 0] + delta[:, 1] * delta[:, 1] + delta[:, 2] * delta[:, 2]
+        nearest = np.minimum(nearest, dist)
+        farthest = int(np.argmax(nearest))
+    return picked
+
+
+def test_batched_fps_matches_ulips_loop_and_does_not_depend_on_the_batch():
+    rng = np.random.default_rng(0)
+    clouds = rng.normal(size=(5, 700, 3)).astype(np.float32) * np.float32([1, 2, 0.5])
+    batched = farthest_point_sample(torch.from_numpy(clouds), 300)
+    for k, cloud in enumerate(clouds):
+        assert batched[k].tolist() == fps_reference(cloud, 300)
+        assert torch.equal(farthest_point_sample(torch.from_numpy(cloud[None]), 300)[0], batched[k])
+    assert len(set(batched[0].tolist())) == 300  # no point picked twice
+
+
+def test_space_samples_mixed_sizes_in_batches_like_one_cloud_at_a_time():
+    rng = np.random.default_rng(1)
+    clouds = [rng.normal(size=(n, 3)).astype(np.float32) for n in (3000, 2048, 3000, 2500, 3000)]
+    torch.manual_seed(0)
+    space = build_space("ulip", allow_random=True, device="cpu", config=PointBertConfig(npoints=2048, num_group=64))
+    batch = space.prepare_batch([torch.from_numpy(check_points(c, 2048)) for c in clouds])
+    for k, cloud in enumerate(clouds):
+        np.testing.assert_allclose(batch[k].numpy(), prepare_points(cloud, 2048), atol=1e-6)
+        # ULIP's order: sample, then centre and scale into the unit sphere
+        picked = cloud[fps_reference(cloud, 2048)] if len(cloud) > 2048 else cloud
+        centred = picked - picked.mean(0)
+        np.testing.assert_allclose(batch[k].numpy(), centred / np.linalg.norm(centred, axis=1).max(), atol=1e-5)
+    with pytest.raises(ValueError, match="single point"):
+        check_points(np.ones((4096, 3), np.float32), 2048)
 
 
 def test_pickled_objaverse_npy_needs_the_trust_switch(official_dir):

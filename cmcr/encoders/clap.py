@@ -38,7 +38,7 @@ from cmcr.checkpoints import load_state_dict_file
 from cmcr.config import ConfigError
 from cmcr.memory import resolve_device
 from cmcr.sources.audio import read_audio
-from cmcr.spaces import EncoderSpace, amp_settings, register
+from cmcr.spaces import EncoderSpace, amp_settings, register, seeded_init
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,15 @@ class ClapSpace(EncoderSpace):
 
     def __init__(self, weights: str | None = None, enable_fusion: bool = True, amodel: str = "HTSAT-tiny",
                  tokenizer: str | None = None, device: str = "auto", allow_random: bool = False,
-                 trust_checkpoint: bool = False, precision: str = "fp32", param: str = "encoders.clap.weights") -> None:
+                 trust_checkpoint: bool = False, precision: str = "fp32", seed: int = 0,
+                 param: str = "encoders.clap.weights") -> None:
         laion_clap = import_laion_clap()
         if weights is None and not allow_random:
             raise ConfigError(f"no CLAP weights given: set {param} to {WEIGHTS_HELP}")
         if weights is not None and not Path(weights).expanduser().is_file():
             raise FileNotFoundError(f"CLAP weights not found: {weights}. Expected {WEIGHTS_HELP}; set {param}")
         self.device = resolve_device(device)
-        with roberta_without_hub():
+        with roberta_without_hub(), seeded_init(seed):  # the seed only matters without weights (allow_random)
             module = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=amodel, tmodel="roberta",
                                             device=self.device)
         if weights is not None:

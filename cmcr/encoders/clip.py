@@ -21,7 +21,7 @@ import torch
 
 from cmcr.config import ConfigError
 from cmcr.memory import resolve_device
-from cmcr.spaces import EncoderSpace, amp_settings, register
+from cmcr.spaces import EncoderSpace, amp_settings, register, seeded_init
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ class ClipSpace(EncoderSpace):
     modalities = ("image", "text")
 
     def __init__(self, weights: str | None = None, model_name: str = "ViT-B-32-quickgelu", device: str = "auto",
-                 precision: str = "fp32", allow_random: bool = False, param: str = "encoders.clip.weights") -> None:
+                 precision: str = "fp32", allow_random: bool = False, seed: int = 0,
+                 param: str = "encoders.clip.weights") -> None:
         import open_clip
 
         if model_name == "ViT-B-32" and weights is not None and "openai" in str(weights).lower():
@@ -53,8 +54,9 @@ class ClipSpace(EncoderSpace):
             pretrained = str(path)
         self.device = resolve_device(device)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained,
-                                                                         device=self.device)
+            with seeded_init(seed):  # only matters without weights (allow_random)
+                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained,
+                                                                             device=self.device)
         except RuntimeError as exc:
             if os.environ.get("HF_HUB_OFFLINE") == "1" and pretrained and not _looks_like_path(pretrained):
                 raise FileNotFoundError(

@@ -15,8 +15,12 @@ load with a strict check:
   input of every block, final ``norm``;
 - feature = [cls, max over patches] (768-d); embedding = feature @ ``pc_projection`` (768×512).
 
-Input points as ULIP prepares them: xyz, centred and scaled into the unit sphere, ``npoints`` = 8192
-(farthest point sampling when a cloud has more, deterministic; fewer points are an error).
+Input points as ULIP prepares them: xyz, ``npoints`` = 8192 by farthest point sampling when a cloud has
+more (fewer points are an error), then centred and scaled into the unit sphere. ULIP's numpy sampler
+starts from a random point; here it starts from point 0, so extraction is deterministic. Clouds are
+checked where they are decoded (:func:`check_points`: shape, NaN, size) and sampled in batches on the
+encoder's device (:func:`sample_and_normalise`) — the sampling's 8192 sequential steps dominate the
+cost of a cloud, and one batched loop shares them across the batch.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from torch import nn
 from cmcr.checkpoints import load_state_dict_file
 from cmcr.config import ConfigError
 from cmcr.memory import resolve_device
-from cmcr.spaces import EncoderSpace, amp_settings, register
+from cmcr.spaces import EncoderSpace, amp_settings, register, seeded_init
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +59,28 @@ class PointBertConfig:
 
 
 def farthest_point_sample(xyz: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices (B×n) of farthest point sampling, starting from point 0 of every cloud."""
+    """Indices (B×n) of farthest point sampling of B clouds of M points, starting from point 0 of every cloud.
+
+    One loop over the n picks updates all B clouds at once (on the device ``xyz`` lives on). Squared
+    distances are ``dx·dx + dy·dy + dz·dz`` evaluated with separate elementwise multiplies and adds (no
+    fused multiply-add, no reduction kernel), so a cloud gets the same indices whatever batch it is in;
+    ties go to the lowest index (``argmax``).
+    """
     b, m, _ = xyz.shape
-    index = torch.zeros(b, n, dtype=torch.long, device=xyz.device)
-    distance = torch.full((b, m), float("inf"), device=xyz.device)
-    farthest = torch.zeros(b, dtype=torch.long, device=xyz.device)
-    rows = torch.arange(b, device=xyz.device)
+    coords = xyz.permute(2, 0, 1).contiguous()  # 3×B×M: each coordinate contiguous
+    index = torch.empty(b, n, dtype=torch.long, device=xyz.device)
+    nearest = torch.full((b, m), float("inf"), dtype=xyz.dtype, device=xyz.device)
+    farthest = torch.zeros(b, 1, dtype=torch.long, device=xyz.device)
+    dist, term = torch.empty_like(nearest), torch.empty_like(nearest)
     for i in range(n):
-        index[:, i] = farthest
-        centre = xyz[rows, farthest].unsqueeze(1)
-        distance = torch.minimum(distance, ((xyz - centre) ** 2).sum(-1))
-        farthest = distance.argmax(-1)
+        index[:, i:i + 1] = farthest
+        torch.sub(coords[0], coords[0].gather(1, farthest), out=dist)
+        dist.mul_(dist)
+        for c in (1, 2):
+            torch.sub(coords[c], coords[c].gather(1, farthest), out=term)
+            dist.add_(term.mul_(term))
+        torch.minimum(nearest, dist, out=nearest)
+        farthest = nearest.argmax(-1, keepdim=True)
     return index
 
 
@@ -199,23 +214,36 @@ def load_ulip_weights(model: UlipPointBert, path: Path, trust: bool = False) -> 
     model.load_state_dict(state)
 
 
-def prepare_points(points: np.ndarray, npoints: int) -> np.ndarray:
-    """ULIP's input: xyz, farthest-point-sampled to ``npoints`` when larger, centred, unit-sphere scaled."""
+def check_points(points: np.ndarray, npoints: int) -> np.ndarray:
+    """The xyz (N×3 float32) of a cloud ULIP can take; ``ValueError`` naming the problem otherwise.
+
+    Runs where the cloud is decoded (a DataLoader worker), so bad clouds are reported before any compute.
+    """
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"expected an N×3 (or N×6 xyzrgb) point cloud, got shape {points.shape}")
-    xyz = np.asarray(points[:, :3], dtype=np.float32)
+    xyz = np.ascontiguousarray(points[:, :3], dtype=np.float32)
     if not np.isfinite(xyz).all():
         raise ValueError("point cloud has NaN or infinite coordinates")
     if len(xyz) < npoints:
         raise ValueError(f"point cloud has {len(xyz)} points, fewer than the {npoints} the encoder takes")
-    if len(xyz) > npoints:
-        t = torch.from_numpy(xyz).unsqueeze(0)
-        xyz = xyz[farthest_point_sample(t, npoints)[0].numpy()]
-    xyz = xyz - xyz.mean(axis=0, keepdims=True)
-    radius = float(np.sqrt((xyz ** 2).sum(axis=1)).max())
-    if radius == 0:
-        raise ValueError("point cloud is a single point")
-    return (xyz / radius).astype(np.float32)
+    if np.ptp(xyz, axis=0).max() == 0:
+        raise ValueError("point cloud is a single point (all coordinates equal)")
+    return xyz
+
+
+def sample_and_normalise(xyz: torch.Tensor, npoints: int) -> torch.Tensor:
+    """ULIP's input from B checked clouds of equal size (B×N×3): farthest point sampling to ``npoints``
+    when N is larger, then ``pc_normalize`` (centred on the mean, scaled into the unit sphere)."""
+    if xyz.shape[1] > npoints:
+        xyz = torch.gather(xyz, 1, farthest_point_sample(xyz, npoints).unsqueeze(-1).expand(-1, -1, 3))
+    xyz = xyz - xyz.mean(dim=1, keepdim=True)
+    return xyz / xyz.norm(dim=-1).amax(dim=1).view(-1, 1, 1)
+
+
+def prepare_points(points: np.ndarray, npoints: int) -> np.ndarray:
+    """One cloud as ULIP's encoder takes it: :func:`check_points` then :func:`sample_and_normalise`."""
+    xyz = torch.from_numpy(check_points(points, npoints)).unsqueeze(0)
+    return sample_and_normalise(xyz, npoints)[0].numpy()
 
 
 #: ULIP (SLIP) image preprocessing at inference: ImageNet statistics, 224 px centre crop
@@ -230,14 +258,15 @@ class UlipSpace(EncoderSpace):
 
     def __init__(self, weights: str | None = None, device: str = "auto", allow_random: bool = False,
                  trust_checkpoint: bool = False, trust_pickled_points: bool = False,
-                 config: PointBertConfig = PointBertConfig(), precision: str = "fp32",
+                 config: PointBertConfig = PointBertConfig(), precision: str = "fp32", seed: int = 0,
                  param: str = "encoders.ulip.weights") -> None:
         if weights is None and not allow_random:
             raise ConfigError(f"no ULIP weights given: set {param} to {WEIGHTS_HELP}")
         if weights is not None and not Path(weights).expanduser().is_file():
             raise FileNotFoundError(f"ULIP weights not found: {weights}. Expected {WEIGHTS_HELP}; set {param}")
         self.device = resolve_device(device)
-        self.model = UlipPointBert(config)
+        with seeded_init(seed):  # only matters without weights (allow_random)
+            self.model = UlipPointBert(config)
         if weights is not None:
             load_ulip_weights(self.model, Path(weights).expanduser(), trust_checkpoint)
         self.model = self.model.to(self.device).eval()
@@ -259,10 +288,21 @@ class UlipSpace(EncoderSpace):
         from cmcr.sources.points import read_point_cloud
 
         points = read_point_cloud(item, trust_pickle=self.trust_pickled_points)
-        return torch.from_numpy(prepare_points(points, self.cfg.npoints))
+        return torch.from_numpy(check_points(points, self.cfg.npoints))
+
+    def prepare_batch(self, clouds: list[torch.Tensor]) -> torch.Tensor:
+        """Checked clouds (any sizes ≥ ``npoints``) → B×npoints×3 on the device, sampled in batches of equal size."""
+        out = torch.empty(len(clouds), self.cfg.npoints, 3, device=self.device)
+        by_size: dict[int, list[int]] = {}
+        for i, cloud in enumerate(clouds):
+            by_size.setdefault(len(cloud), []).append(i)
+        for rows in by_size.values():
+            xyz = torch.stack([clouds[i] for i in rows]).to(self.device, torch.float32)
+            out[torch.tensor(rows, device=self.device)] = sample_and_normalise(xyz, self.cfg.npoints)
+        return out
 
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
-        x = torch.stack(batch).to(self.device)
+        x = torch.stack(batch).to(self.device) if modality == "image" else self.prepare_batch(batch)
         with torch.autocast(self.device.type, **self.amp):
             out = self.model.encode_image(x) if modality == "image" else self.model.encode_pc(x)
         return out.float().cpu()

@@ -2,7 +2,10 @@
 
 C-MCR connects CLIP with ULIP-2's Point-BERT encoder (``pointbert_ULIP-2.pt``, 512-d ``encode_pc``).
 That model is ULIP's ``ULIP_PointBERT``: a Point-BERT transformer over xyz point patches followed by a
-768→512 projection. The architecture is written here (no vendored ULIP tree, no CUDA-only ops) with
+768→512 projection. (Public reports of loading the file agree: ULIP issue #60 quotes its
+``pc_projection`` as 768×512 and ``point_encoder.encoder.first_conv.0.weight`` as 128×3×1 — xyz input,
+not the later 10k-point xyzrgb ULIP-2 with a 1280-d projection; issue #78 loads it into
+``ULIP_WITH_IMAGE``, the SLIP ViT-B/16 image tower used here.) The architecture is written here (no vendored ULIP tree, no CUDA-only ops) with
 parameter names that match the checkpoint, so its ``point_encoder.*`` and ``pc_projection`` tensors
 load with a strict check:
 

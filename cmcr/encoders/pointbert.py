@@ -64,26 +64,26 @@ class PointBertConfig:
 def farthest_point_sample(xyz: torch.Tensor, n: int) -> torch.Tensor:
     """Indices (B×n) of farthest point sampling of B clouds of M points, starting from point 0 of every cloud.
 
-    One loop over the n picks updates all B clouds at once (on the device ``xyz`` lives on). Squared
-    distances are ``dx·dx + dy·dy + dz·dz`` evaluated with separate elementwise multiplies and adds (no
-    fused multiply-add, no reduction kernel), so a cloud gets the same indices whatever batch it is in;
-    ties go to the lowest index (``argmax``).
+    One loop over the n picks updates all B clouds at once (on the device ``xyz`` lives on), in six
+    elementwise kernels per pick (gather, subtract, square, two adds, minimum) and an ``argmax`` — the
+    loop is sequential, so on a GPU its cost is kernel launches, shared by the whole batch. Squared
+    distances are ``(dx·dx + dy·dy) + dz·dz`` from separate multiplies and adds (no fused multiply-add,
+    no reduction kernel), so a cloud gets the same indices whatever batch it is in; ties go to the
+    lowest index.
     """
     b, m, _ = xyz.shape
     coords = xyz.permute(2, 0, 1).contiguous()  # 3×B×M: each coordinate contiguous
     index = torch.empty(b, n, dtype=torch.long, device=xyz.device)
     nearest = torch.full((b, m), float("inf"), dtype=xyz.dtype, device=xyz.device)
-    farthest = torch.zeros(b, 1, dtype=torch.long, device=xyz.device)
-    dist, term = torch.empty_like(nearest), torch.empty_like(nearest)
+    farthest = torch.zeros(3, b, 1, dtype=torch.long, device=xyz.device)
+    delta, dist = torch.empty_like(coords), torch.empty_like(nearest)
     for i in range(n):
-        index[:, i:i + 1] = farthest
-        torch.sub(coords[0], coords[0].gather(1, farthest), out=dist)
-        dist.mul_(dist)
-        for c in (1, 2):
-            torch.sub(coords[c], coords[c].gather(1, farthest), out=term)
-            dist.add_(term.mul_(term))
+        index[:, i:i + 1] = farthest[0]
+        torch.sub(coords, coords.gather(2, farthest), out=delta)
+        delta.mul_(delta)
+        torch.add(delta[0], delta[1], out=dist).add_(delta[2])
         torch.minimum(nearest, dist, out=nearest)
-        farthest = nearest.argmax(-1, keepdim=True)
+        farthest = nearest.argmax(-1, keepdim=True).expand(3, -1, -1)
     return index
 
 

@@ -255,6 +255,32 @@ def extract(
                    "merged when every rank has finished (the last rank to finish merges)")
 
 
+@app.command()
+def shards(
+    out_dir: Annotated[Path, typer.Argument(help="an extraction --out-dir (the stages use data/shards/<space>)")],
+    remove: Annotated[Optional[list[str]], typer.Option(help="delete this run's shards (a key; repeatable)")] = None,
+    prune: Annotated[bool, typer.Option(help="delete every run whose shards are not behind the merged files "
+                                             "(never while an extraction is writing here)")] = False,
+) -> None:
+    """List the extraction runs kept in OUT_DIR (progress, weights, which one the merged files come from)."""
+    import shutil
+
+    from cmcr.extraction import shard_runs
+
+    runs = shard_runs(out_dir)
+    if runs.empty:
+        typer.echo(f"{out_dir}: no extraction runs")
+        return
+    typer.echo(runs.to_string(index=False))
+    doomed = runs[runs["key"].isin(remove or []) | (prune & ~runs["merged_here"])]
+    unknown = sorted(set(remove or []) - set(runs["key"]))
+    if unknown:
+        raise typer.BadParameter(f"no run {unknown} in {out_dir}", param_hint="--remove")
+    for name, key in doomed[["name", "key"]].itertuples(index=False):
+        shutil.rmtree(out_dir / f"{name}.shards" / key)
+        typer.echo(f"removed {out_dir / f'{name}.shards' / key}")
+
+
 @app.command("import-official")
 def import_official(
     checkpoint: Annotated[Path, typer.Option(help="ulip_clip.pt or clap_clip.pt from the official C-MCR release")],

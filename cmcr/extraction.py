@@ -11,7 +11,8 @@ modality, the items and ids, ``shard_size`` and ``batch_size``; ``run.json`` bes
 what), so a run with other weights, other items or another shard size never picks up stale shards; it
 starts its own folder, and folders of other runs are reported so they can be deleted. Shards are deterministic (fixed items, fixed batches), hence a resumed run produces
 byte-identical outputs to an uninterrupted one. :func:`merge_shards` assembles the final
-``<name>.npy`` / ``<name>.parquet`` / ``<name>.failures.parquet`` once every shard exists.
+``<name>.npy`` / ``<name>.parquet`` / ``<name>.failures.parquet`` once every shard exists, and
+``<name>.run`` naming the run they come from; :func:`shard_runs` lists the runs kept (``cmcr shards``).
 
 Decoding runs in DataLoader workers (``num_workers``); encoding in the main process on the space's
 device. A bad item (unreadable image, empty audio, NaN cloud…) is recorded with its reason, counted
@@ -35,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cmcr.artifacts import ArtifactError, npy_writer, save_npy, write_json, write_parquet
+from cmcr.artifacts import ArtifactError, atomic_path, npy_writer, save_npy, write_json, write_parquet
 from cmcr.spaces import EncoderSpace
 
 log = logging.getLogger(__name__)
@@ -176,5 +177,32 @@ def merge_shards(shard_dir: Path, n_shards: int, out_dir: Path, name: str, dim: 
             raise ArtifactError(f"{shard_dir}: shards hold {row} embeddings but their tables list {len(kept)}")
     write_parquet(out_dir / f"{name}.parquet", kept[["id", "position"]])
     write_parquet(out_dir / f"{name}.failures.parquet", failures[["id", "position", "reason"]])
+    with atomic_path(out_dir / f"{name}.run", ".run") as tmp:  # which run the merged files come from
+        tmp.write_text(shard_dir.name + "\n")
     return len(kept), len(failures)
 
+
+
+def shard_runs(out_dir: str | Path) -> pd.DataFrame:
+    """The extraction runs kept under ``out_dir`` (one row per ``<name>.shards/<run key>/``): set name, key,
+    space, weights digest, items, shards finished / expected, and whether the merged output is this run's."""
+    rows = []
+    for folder in sorted(Path(out_dir).glob("*.shards/*")):
+        if not (folder / "run.json").is_file():
+            continue
+        run = json.loads((folder / "run.json").read_text())
+        name = folder.parent.name[: -len(".shards")]
+        expected = max(1, -(-run["items"] // run["shard_size"]))
+        finished = sum(all(p.exists() for p in shard_paths(folder, k)) for k in range(expected))
+        rows.append({"name": name, "key": folder.name, "space": run["space"]["name"], "modality": run["modality"],
+                     "weights": run["space"]["weights"][:12], "items": run["items"], "shard_size": run["shard_size"],
+                     "shards_done": finished, "shards": expected,
+                     "merged_here": _merged_key(Path(out_dir), name) == folder.name})
+    columns = ["name", "key", "space", "modality", "weights", "items", "shard_size", "shards_done", "shards",
+               "merged_here"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _merged_key(out_dir: Path, name: str) -> str | None:
+    marker = out_dir / f"{name}.run"
+    return marker.read_text().strip() if marker.is_file() else None

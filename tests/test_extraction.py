@@ -181,3 +181,30 @@ def test_space_identity_covers_weights_and_settings():
     settings = small.identity()["settings"]
     assert settings["cfg"]["npoints"] == 2048 and settings["amp"]["enabled"] is False
     assert small.identity()["class"] == "cmcr.encoders.pointbert.UlipSpace"
+
+
+def test_cli_lists_and_prunes_shard_runs(space, images, tmp_path):
+    from typer.testing import CliRunner
+
+    from cmcr.cli import app
+    from cmcr.extraction import shard_runs
+
+    run(space, images[:-4], tmp_path)  # an older run (fewer items)…
+    ids = [f"img{i}" for i in range(len(images))]
+    extract_sharded(space, "image", images, ids, tmp_path, "clip_image", shard_size=5, batch_size=2, progress=False,
+                    max_failure_rate=0.1, rank=0, world_size=2)  # …and a current one, half done (rank 0 of 2)
+    runs = shard_runs(tmp_path).sort_values("items")
+    assert runs["items"].tolist() == [20, 24] and runs["shards"].tolist() == [4, 5]
+    assert runs["shards_done"].tolist() == [4, 3] and runs["merged_here"].tolist() == [True, False]
+    extract_sharded(space, "image", images, ids, tmp_path, "clip_image", shard_size=5, batch_size=2, progress=False,
+                    max_failure_rate=0.1, rank=1, world_size=2)  # the last rank merges
+    runs = shard_runs(tmp_path).sort_values("items")
+    assert runs["shards_done"].tolist() == [4, 5] and runs["merged_here"].tolist() == [False, True]
+    old = runs["key"].iloc[0]
+    res = CliRunner().invoke(app, ["shards", str(tmp_path), "--prune"])
+    assert res.exit_code == 0, res.output
+    assert f"removed {tmp_path / 'clip_image.shards' / old}" in res.output
+    assert shard_runs(tmp_path)["items"].tolist() == [24]
+    assert np.load(tmp_path / "clip_image.npy").shape == (23, 16)
+    res = CliRunner().invoke(app, ["shards", str(tmp_path), "--remove", "feedbeef"])
+    assert res.exit_code != 0 and "no run ['feedbeef']" in res.output

@@ -1,0 +1,106 @@
+"""The accelerator paths, checked against the CPU: run on a GPU machine with ``pytest -m device``.
+
+Skipped where the device is absent (CI has no GPU). ``CMCR_TEST_DEVICE`` names the device (default
+``cuda``); ``CMCR_TEST_DEVICE=cpu`` runs the same comparisons CPU-against-CPU, which checks the tests
+themselves but none of the device code. Tolerances: fp32 on the device must agree with the CPU to
+float rounding (TF32 is off by default in PyTorch); reduced precision within the bounds measured for the
+same reduced-precision products on the CPU (Eq. 2 with τ1 = 0.01: bf16 min cosine 0.9975, fp16 0.99995).
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cmcr.config import ConnectionConfig, LossConfig, MemoryConfig, NoiseConfig, ProjectorConfig, TrainConfig
+from cmcr.memory import aggregate_memory
+from conftest import toy_world
+
+DEVICE = os.environ.get("CMCR_TEST_DEVICE", "cuda")
+pytestmark = [
+    pytest.mark.device,
+    pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(), reason="no CUDA device"),
+]
+
+
+def clustered(n: int, g: torch.Generator, centres: torch.Tensor) -> torch.Tensor:
+    rows = centres[torch.randint(len(centres), (n,), generator=g)]
+    return F.normalize(rows + 0.08 * torch.randn(n, centres.shape[1], generator=g), dim=-1)
+
+
+def min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.float().cpu(), b.float().cpu()).min())
+
+
+def test_memory_aggregation_on_the_device():
+    g = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(50, 512, generator=g), dim=-1)
+    queries, memory = clustered(3000, g, centres), clustered(9000, g, centres)
+    config = MemoryConfig(query_chunk=1000, memory_chunk=4096)
+    cpu = aggregate_memory(queries, memory, config, device="cpu")
+    on_device = aggregate_memory(queries, memory, config, device=DEVICE)
+    assert on_device.device.type == "cpu" and on_device.dtype == torch.float32  # results come back to the host
+    assert float((on_device - cpu).abs().max()) < 1e-4
+    for precision, bound in (("bf16", 0.99), ("fp16", 0.999)):
+        reduced = aggregate_memory(queries, memory, MemoryConfig(query_chunk=1000, memory_chunk=4096,
+                                                                 precision=precision), device=DEVICE)
+        assert min_cosine(reduced, cpu) > bound, precision
+    for mode in ("argmax", "random"):
+        mode_cfg = MemoryConfig(mode=mode, query_chunk=1000, memory_chunk=4096)
+        assert torch.equal(aggregate_memory(queries, memory, mode_cfg, device=DEVICE),
+                           aggregate_memory(queries, memory, mode_cfg, device="cpu"))
+
+
+def test_farthest_point_sampling_on_the_device_picks_the_cpus_points():
+    from cmcr.encoders.pointbert import farthest_point_sample
+
+    clouds = torch.randn(8, 5000, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(farthest_point_sample(clouds.to(DEVICE), 2048).cpu(), farthest_point_sample(clouds, 2048))
+
+
+def test_training_on_the_device_learns_and_is_reproducible():
+    from cmcr.metrics.retrieval import bidirectional_retrieval, random_expectation
+    from cmcr.train import train_connection
+
+    data, ev = toy_world()
+    config = ConnectionConfig(
+        projector=ProjectorConfig(in_dims={"clip": 32, "clap": 32}, hidden_dim=64, out_dim=32),
+        noise=NoiseConfig(var=0.004),
+        loss=LossConfig(shared_temperature=0.05, pseudo_temperature=0.05, lambda_intra=0.1),
+        train=TrainConfig(epochs=15, batch_size=256, lr=3e-3, seed=0, device=DEVICE))
+    first, second = train_connection(data, config, progress=False), train_connection(data, config, progress=False)
+    losses = [h["loss"] for h in first.history]
+    assert losses[-1] < 0.8 * losses[0]
+    np.testing.assert_allclose(losses, [h["loss"] for h in second.history], rtol=1e-5)
+    with torch.no_grad():
+        audio = first.projectors["clap"].embed(ev["clap_audio"])  # projectors come back on the CPU
+        image = first.projectors["clip"].embed(ev["clip_image"])
+    assert bidirectional_retrieval(audio, image)["A2I"]["mAP"] > 4 * random_expectation(200)["mAP"]
+
+
+@pytest.mark.parametrize("precision,bound", [("fp32", 0.9999), ("bf16", 0.99), ("fp16", 0.99)])
+def test_encoders_on_the_device_agree_with_the_cpu(official_dir, tmp_path, precision, bound):
+    """CLIP, CLAP and ULIP-2 (random weights from one seed) through the sharded extraction with loader
+    workers: the device's embeddings against the CPU's, in fp32 and under autocast."""
+    from cmcr.encoders.pointbert import PointBertConfig
+    from cmcr.extraction import extract_sharded
+    from cmcr.spaces import build_space
+
+    runs = {
+        "clip": ("image", [str(official_dir / f"{n}.jpeg") for n in ("BBQ", "toilet", "train")], {}),
+        "clap": ("audio", [str(official_dir / f"{n}.wav") for n in ("BBQ", "toilet", "train")], {}),
+        "ulip": ("points", [str(official_dir / f"{n}.npy") for n in ("BBQ", "toilet")],
+                 {"trust_pickled_points": True, "config": PointBertConfig(npoints=4096, num_group=128)}),
+    }
+    for name, (modality, items, extra) in runs.items():
+        embeddings = {}
+        for device, prec in (("cpu", "fp32"), (DEVICE, precision)):
+            space = build_space(name, allow_random=True, device=device, precision=prec, **extra)
+            out = tmp_path / f"{name}-{device}-{prec}"
+            summary = extract_sharded(space, modality, items, [str(i) for i in range(len(items))], out, name,
+                                      shard_size=2, batch_size=2, num_workers=2, progress=False)
+            assert summary.embedded == len(items) and summary.failed == 0
+            embeddings[device] = torch.from_numpy(np.load(out / f"{name}.npy"))
+        assert min_cosine(embeddings[DEVICE], embeddings["cpu"]) > bound, (name, precision)

@@ -9,8 +9,9 @@ it stopped. Shards live in ``<name>.shards/<run key>/``: the key is a digest of 
 them (the space's :meth:`~cmcr.spaces.EncoderSpace.identity` — weights, settings, cmcr version —, the
 modality, the items and ids, ``shard_size`` and ``batch_size``; ``run.json`` beside the shards says
 what), so a run with other weights, other items or another shard size never picks up stale shards; it
-starts its own folder, and folders of other runs are reported so they can be deleted. Shards are deterministic (fixed items, fixed batches), hence a resumed run produces
-byte-identical outputs to an uninterrupted one. :func:`merge_shards` assembles the final
+starts its own folder, and folders of other runs are reported so they can be deleted. Shards are
+deterministic (fixed items, fixed batches), hence a resumed run produces byte-identical outputs to an
+uninterrupted one. :func:`merge_shards` assembles the final
 ``<name>.npy`` / ``<name>.parquet`` / ``<name>.failures.parquet`` once every shard exists, and
 ``<name>.run`` naming the run they come from; :func:`shard_runs` lists the runs kept (``cmcr shards``).
 
@@ -32,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -180,7 +180,6 @@ def merge_shards(shard_dir: Path, n_shards: int, out_dir: Path, name: str, dim: 
     with atomic_path(out_dir / f"{name}.run", ".run") as tmp:  # which run the merged files come from
         tmp.write_text(shard_dir.name + "\n")
     return len(kept), len(failures)
-
 
 
 def shard_runs(out_dir: str | Path) -> pd.DataFrame:

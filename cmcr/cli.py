@@ -223,6 +223,7 @@ def extract(
     tokenizer: Annotated[Optional[Path], typer.Option(help="CLAP only: local roberta-base tokenizer folder")] = None,
     trust_pickled_points: Annotated[bool, typer.Option(help="ULIP only: allow pickled ULIP-Objaverse .npy files")] = False,
     device: str = "auto",
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (autocast on CUDA only)")] = "fp32",
     batch_size: int = 256,
     num_workers: Annotated[int, typer.Option(help="DataLoader workers for decoding")] = 0,
     shard_size: int = 50_000,
@@ -239,7 +240,7 @@ def extract(
     if space.startswith("demo_"):
         kwargs["checkpoint"] = weights
     else:
-        kwargs.update(weights=weights, device=device)
+        kwargs.update(weights=weights, device=device, precision=precision)
         if space == "clap" and tokenizer is not None:
             kwargs["tokenizer"] = str(tokenizer)
         if space == "ulip":

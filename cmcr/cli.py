@@ -221,6 +221,8 @@ def extract(
     id_column: Annotated[Optional[str], typer.Option(help="unique id column (default: the row number)")] = None,
     weights: Annotated[Optional[str], typer.Option(help="encoder weights (CLIP: file or 'openai'; CLAP: 630k-fusion-best.pt; ULIP: pointbert_ULIP-2.pt)")] = None,
     tokenizer: Annotated[Optional[Path], typer.Option(help="CLAP only: local roberta-base tokenizer folder")] = None,
+    long_clips: Annotated[str, typer.Option(help="CLAP only: clips > 10 s — laion (fusion, seeded) | centre")] = "laion",
+    quantize: Annotated[bool, typer.Option(help="CLAP only: int16 round trip of the audio, as the official code")] = True,
     trust_pickled_points: Annotated[bool, typer.Option(help="ULIP only: allow pickled ULIP-Objaverse .npy files")] = False,
     device: str = "auto",
     precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (autocast on CUDA only)")] = "fp32",
@@ -241,8 +243,10 @@ def extract(
         kwargs["checkpoint"] = weights
     else:
         kwargs.update(weights=weights, device=device, precision=precision)
-        if space == "clap" and tokenizer is not None:
-            kwargs["tokenizer"] = str(tokenizer)
+        if space == "clap":
+            kwargs.update(long_clips=long_clips, quantize=quantize)
+            if tokenizer is not None:
+                kwargs["tokenizer"] = str(tokenizer)
         if space == "ulip":
             kwargs["trust_pickled_points"] = trust_pickled_points
     encoder = build_space(space, **kwargs)

@@ -96,6 +96,68 @@ def test_clap_long_clips_use_the_centre_window():
     assert len(centre_window(x[:100])) == 100
 
 
+def test_clap_embedding_of_a_clip_does_not_depend_on_its_batch(clap):
+    rng = np.random.default_rng(0)
+    short = torch.from_numpy(rng.normal(0, 0.1, 48000 * 3).astype(np.float32))  # repeat-padded to 10 s
+    other = torch.from_numpy(rng.normal(0, 0.1, 48000 * 7).astype(np.float32))
+    alone = clap.encode("audio", [short])
+    np.testing.assert_allclose(clap.encode("audio", [short, other])[:1], alone, atol=1e-6)
+    np.testing.assert_allclose(clap.encode("audio", [other, short])[1:], alone, atol=1e-6)
+
+
+def test_clap_quantizes_audio_like_laion_clap(clap, official_dir):
+    from cmcr.encoders.clap import SAMPLE_RATE
+    from cmcr.sources.audio import read_audio
+
+    raw = read_audio(official_dir / "BBQ.wav", SAMPLE_RATE)
+    loaded = clap.load("audio", str(official_dir / "BBQ.wav")).numpy()
+    steps = loaded.astype(np.float64) * 32767
+    assert np.abs(steps - np.round(steps)).max() < 1e-3  # int16 levels (up to float32 rounding of k / 32767)
+    np.testing.assert_array_equal(loaded, (np.clip(raw, -1, 1) * 32767).astype(np.int16) / np.float32(32767))
+    assert np.abs(loaded - raw).max() < 1 / 32767 and not np.array_equal(loaded, raw)
+
+
+def test_clap_long_clips_use_laions_fusion_with_a_reproducible_draw(clap):
+    from laion_clap.training.data import get_audio_features
+
+    rng = np.random.default_rng(1)
+    long_clip = torch.from_numpy(rng.normal(0, 0.1, 48000 * 25).astype(np.float32))
+    np.random.seed(123)
+    features = clap.audio_features(long_clip)
+    after = np.random.random()
+    assert features["longer"].tolist() == [True] and tuple(features["mel_fusion"].shape) == (4, 1001, 64)
+    np.random.seed(123)
+    np.random.random()  # a different global state: the draw must not depend on it
+    again = clap.audio_features(long_clip)
+    assert torch.equal(again["mel_fusion"], features["mel_fusion"])
+    np.random.seed(123)
+    clap.audio_features(long_clip)
+    assert np.random.random() == after  # the caller's numpy RNG is left as it was
+    import zlib
+
+    np.random.seed(zlib.crc32(long_clip.numpy().tobytes()))  # laion_clap's own function with that seed
+    reference = get_audio_features({}, long_clip, 480000, data_truncating="fusion", data_filling="repeatpad",
+                                   audio_cfg=clap.module.model_cfg["audio_cfg"])
+    assert torch.equal(reference["mel_fusion"], features["mel_fusion"])
+    short = clap.audio_features(long_clip[:48000 * 4])
+    assert short["longer"].tolist() == [False] and torch.equal(short["mel_fusion"][0], short["mel_fusion"][3])
+
+
+def test_clap_centre_window_option(tmp_path):
+    import soundfile
+
+    from cmcr.encoders.clap import WINDOW
+
+    with pytest.raises(ConfigError, match="long_clips"):
+        build_space("clap", allow_random=True, device="cpu", long_clips="middle")
+    centre = build_space("clap", allow_random=True, device="cpu", long_clips="centre")
+    ramp = (np.arange(48000 * 14) / (48000 * 14) - 0.5).astype(np.float32)
+    soundfile.write(tmp_path / "ramp.wav", ramp, 48000, subtype="FLOAT")
+    loaded = centre.load("audio", str(tmp_path / "ramp.wav")).numpy()
+    assert len(loaded) == WINDOW and loaded[0] == pytest.approx(ramp[2 * 48000], abs=1 / 32767)
+    assert centre.audio_features(torch.from_numpy(loaded))["longer"].tolist() == [False]
+
+
 def test_clap_bad_audio_is_recorded(clap, tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     with wave.open(str(tmp_path / "silent.wav"), "wb") as w:

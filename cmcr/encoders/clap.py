@@ -17,10 +17,23 @@ Offline behaviour, measured (see the environment notes):
   ids — silent garbage. We check the vocabulary and refuse to embed text unless the real roberta-base
   tokenizer is available (``tokenizer``: a local folder, or the Hugging Face cache). Audio needs none.
 
-Audio: any rate / channel count is read, mixed to mono and resampled to 48 kHz (soxr, deterministic).
-Clips longer than 10 s are cropped to their **centre 10 s** before laion_clap sees them, so its own
-random cropping never applies and embeddings are reproducible; shorter clips are padded by laion_clap
-(repeat-pad) as in CLAP's training.
+Audio, as the official C-MCR inference prepares it (laion_clap's ``get_audio_embedding_from_filelist``):
+any rate / channel count is read, mixed to mono and resampled to 48 kHz (librosa's soxr_hq, as
+``librosa.load``), then quantised to int16 and back (``quantize``, on by default: CLAP was trained on
+quantised audio, and laion_clap's file path does it; its tensor path does not). Each clip gets its own
+laion_clap features — clips shorter than 10 s are repeat-padded, clips of 10 s are used as they are —
+so a clip's embedding never depends on the batch it is in. Longer clips (``long_clips``):
+
+- ``laion`` (default, what the official code does): laion_clap's own handling — for the fusion model a
+  global down-sampled log-mel plus three 10 s chunks drawn from the front, middle and back thirds (a
+  random 10 s crop for a non-fusion model). laion_clap draws them from numpy's global RNG; here the draw
+  is seeded by the clip's samples (CRC-32), so the same clip always gets the same chunks and extraction
+  stays reproducible, and the caller's numpy RNG state is left as it was.
+- ``centre``: the centre 10 s only, a fixed window with no fusion.
+
+Features (STFT, log-mel) are computed in fp32 outside autocast: with ``precision=fp16`` a loud clip's
+power spectrum (up to ~2.6e5) would overflow half precision in the mel product; only the model runs under
+autocast.
 """
 
 from __future__ import annotations
@@ -28,6 +41,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +59,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48_000
 WINDOW = 10 * SAMPLE_RATE
+LONG_CLIPS = ("laion", "centre")
 WEIGHTS_HELP = "LAION-CLAP 630k-fusion-best.pt (huggingface.co/lukewys/laion_clap), used with enable_fusion=True"
 #: roberta-base's configuration (what CLAP's text branch is), so it can be built without the hub
 ROBERTA_BASE = dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
@@ -99,8 +115,10 @@ class ClapSpace(EncoderSpace):
 
     def __init__(self, weights: str | None = None, enable_fusion: bool = True, amodel: str = "HTSAT-tiny",
                  tokenizer: str | None = None, device: str = "auto", allow_random: bool = False,
-                 trust_checkpoint: bool = False, precision: str = "fp32", seed: int = 0,
-                 param: str = "encoders.clap.weights") -> None:
+                 trust_checkpoint: bool = False, precision: str = "fp32", seed: int = 0, quantize: bool = True,
+                 long_clips: str = "laion", param: str = "encoders.clap.weights") -> None:
+        if long_clips not in LONG_CLIPS:
+            raise ConfigError(f"long_clips must be one of {LONG_CLIPS}, got {long_clips!r}")
         laion_clap = import_laion_clap()
         if weights is None and not allow_random:
             raise ConfigError(f"no CLAP weights given: set {param} to {WEIGHTS_HELP}")
@@ -123,6 +141,7 @@ class ClapSpace(EncoderSpace):
         self.vocab_size = len(module.tokenize)
         self.amp = amp_settings(precision, self.device)
         self.name, self.dim = "clap", 512
+        self.enable_fusion, self.quantize, self.long_clips = enable_fusion, quantize, long_clips
         log.info("CLAP %s fusion=%s (%s) on %s; tokenizer vocabulary %d", amodel, enable_fusion,
                  weights or "random init", self.device, self.vocab_size)
 
@@ -140,23 +159,51 @@ class ClapSpace(EncoderSpace):
             if not text.strip():
                 raise ValueError("empty text")
             return text  # tokenised in batches by laion_clap
-        return torch.from_numpy(centre_window(read_audio(item, SAMPLE_RATE)))
+        wave = read_audio(item, SAMPLE_RATE)
+        if self.quantize:
+            wave = quantize_int16(wave)
+        if self.long_clips == "centre":
+            wave = centre_window(wave)
+        return torch.from_numpy(np.ascontiguousarray(wave))
+
+    def audio_features(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+        """laion_clap's input features of one loaded clip (fp32, on the device): ``mel_fusion``, ``longer``,
+        ``waveform``. Chunks of clips longer than 10 s are drawn with numpy seeded by the clip's samples."""
+        from laion_clap.training.data import get_audio_features
+
+        wave = wave.float()
+        with numpy_seed(zlib.crc32(wave.cpu().numpy().tobytes())), torch.autocast(self.device.type, enabled=False):
+            return get_audio_features({}, wave.to(self.device), WINDOW,
+                                      data_truncating="fusion" if self.enable_fusion else "rand_trunc",
+                                      data_filling="repeatpad", audio_cfg=self.module.model_cfg["audio_cfg"])
 
     def encode_batch(self, modality: str, batch: list[Any]) -> torch.Tensor:
-        with torch.no_grad(), torch.autocast(self.device.type, **self.amp):
-            if modality == "text":
-                self.check_tokenizer()
+        if modality == "text":
+            self.check_tokenizer()
+            with torch.no_grad(), torch.autocast(self.device.type, **self.amp):
                 return self.module.get_text_embedding(list(batch), use_tensor=True).float().cpu()
-            longest = max(len(x) for x in batch)
-            if any(len(x) != longest for x in batch):  # laion_clap takes one (N, T) array: pad per clip by repeating
-                batch = [_repeat_pad(x, longest) for x in batch]
-            audio = torch.stack(batch).float().to(self.device)
-            return self.module.get_audio_embedding_from_data(audio, use_tensor=True).float().cpu()
+        with torch.no_grad():
+            features = [self.audio_features(x) for x in batch]
+            with torch.autocast(self.device.type, **self.amp):
+                return self.module.model.get_audio_embedding(features).float().cpu()
 
 
-def _repeat_pad(x: torch.Tensor, length: int) -> torch.Tensor:
-    repeats = -(-length // len(x))
-    return x.repeat(repeats)[:length]
+def quantize_int16(wave: np.ndarray) -> np.ndarray:
+    """laion_clap's quantisation: clip to [-1, 1], round towards zero to int16 steps of 1/32767, back to float32."""
+    from laion_clap.training.data import float32_to_int16, int16_to_float32
+
+    return int16_to_float32(float32_to_int16(wave))
+
+
+@contextlib.contextmanager
+def numpy_seed(seed: int) -> Iterator[None]:
+    """Seed numpy's global RNG (which laion_clap draws from) inside the block; restore the caller's state after."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def load_clap_weights(model: torch.nn.Module, path: Path, trust: bool = False) -> None:

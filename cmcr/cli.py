@@ -224,6 +224,8 @@ def extract(
     long_clips: Annotated[str, typer.Option(help="CLAP only: clips > 10 s — laion (fusion, seeded) | centre")] = "laion",
     quantize: Annotated[bool, typer.Option(help="CLAP only: int16 round trip of the audio, as the official code")] = True,
     trust_pickled_points: Annotated[bool, typer.Option(help="ULIP only: allow pickled ULIP-Objaverse .npy files")] = False,
+    points_input: Annotated[str, typer.Option(help="ULIP only: ulip (8192 FPS points, unit sphere) | official "
+                                                   "(stored xyz as is, as the release's inference)")] = "ulip",
     device: str = "auto",
     precision: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (autocast on CUDA only)")] = "fp32",
     batch_size: int = 256,
@@ -248,7 +250,7 @@ def extract(
             if tokenizer is not None:
                 kwargs["tokenizer"] = str(tokenizer)
         if space == "ulip":
-            kwargs["trust_pickled_points"] = trust_pickled_points
+            kwargs.update(trust_pickled_points=trust_pickled_points, points_input=points_input)
     encoder = build_space(space, **kwargs)
     ids = table[id_column].astype(str).tolist() if id_column else [str(i) for i in range(len(table))]
     summary = extract_sharded(encoder, modality, table[column].tolist(), ids, out_dir, name, shard_size=shard_size,

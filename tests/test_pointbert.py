@@ -130,3 +130,34 @@ def test_ulip_image_tower_embeds_real_photos(official_dir):
     space = build_space("ulip", allow_random=True, device="cpu")
     out = extract(space, "image", [str(official_dir / "BBQ.jpeg"), str(official_dir / "train.jpeg")], progress=False)
     assert out.embeddings.shape == (2, 512) and not out.failures
+
+
+def test_official_points_input_feeds_the_stored_cloud_as_it_is(official_dir):
+    """points_input=official: the release's trunks.py path — all stored points, no sampling, no re-centring."""
+    from cmcr.config import ConfigError
+
+    cfg = PointBertConfig(npoints=2048, num_group=64, depth=2)
+    torch.manual_seed(0)
+    official = build_space("ulip", allow_random=True, device="cpu", trust_pickled_points=True, config=cfg,
+                           points_input="official")
+    path = official_dir / "BBQ.npy"
+    stored = np.load(path, allow_pickle=True).item()["xyz"]
+    loaded = official.load("points", str(path))
+    assert loaded.dtype == torch.float32 and torch.equal(loaded, torch.from_numpy(stored.astype(np.float32)))
+    with torch.no_grad():  # the release: model.encode_pc(xyz[None].float()), normalised
+        expected = torch.nn.functional.normalize(official.model.encode_pc(loaded[None]), dim=-1)
+    np.testing.assert_allclose(official.encode("points", [loaded]), expected, atol=1e-6)
+
+    smaller = loaded[:9000]  # clouds of other sizes share a batch: each still embeds as alone
+    together = official.encode("points", [loaded, smaller, loaded])
+    np.testing.assert_allclose(together[1:2], official.encode("points", [smaller]), atol=1e-5)
+    np.testing.assert_allclose(together[0], together[2], atol=1e-6)
+
+    ulip = build_space("ulip", allow_random=True, device="cpu", trust_pickled_points=True, config=cfg)
+    assert torch.equal(ulip.model.pc_projection, official.model.pc_projection)  # same seeded weights
+    assert not np.allclose(ulip.encode("points", [ulip.load("points", str(path))]), expected, atol=1e-3)
+    assert official.identity()["settings"]["points_input"] == "official" != ulip.identity()["settings"]["points_input"]
+    with pytest.raises(ValueError, match="fewer than the 64 needed"):
+        check_points(stored[:10], 64)
+    with pytest.raises(ConfigError, match="points_input"):
+        build_space("ulip", allow_random=True, device="cpu", points_input="raw")

@@ -24,6 +24,13 @@ starts from a random point; here it starts from point 0, so extraction is determ
 checked where they are decoded (:func:`check_points`: shape, NaN, size) and sampled in batches on the
 encoder's device (:func:`sample_and_normalise`) — the sampling's 8192 sequential steps dominate the
 cost of a cloud, and one batched loop shares them across the batch.
+
+``points_input`` chooses between the two ways clouds have reached this model: ``ulip`` (default) is
+ULIP's data pipeline above — also ULIP's ModelNet40 protocol (8192 sampled points, unit sphere), which
+the paper's Table 4 follows; ``official`` is the C-MCR release's inference code (``trunks.py``), which
+feeds a ULIP-Objaverse file's stored ``xyz`` as it is: all 10,000 points, no sampling, no
+re-normalisation (those files are already scaled into the unit sphere, centred on their box rather
+than their mean). Use ``official`` to match the released inference embedding for embedding.
 """
 
 from __future__ import annotations
@@ -218,9 +225,8 @@ def load_ulip_weights(model: UlipPointBert, path: Path, trust: bool = False) -> 
 
 
 def check_points(points: np.ndarray, npoints: int) -> np.ndarray:
-    """The xyz (N×3 float32) of a cloud ULIP can take; ``ValueError`` naming the problem otherwise.
-
-    Runs where the cloud is decoded (a DataLoader worker), so bad clouds are reported before any compute.
+    """The xyz (N×3 float32) of a cloud ULIP can take (at least ``npoints`` points); ``ValueError`` naming
+    the problem otherwise. Runs where the cloud is decoded (a DataLoader worker), before any compute.
     """
     if points.ndim != 2 or points.shape[1] < 3:
         raise ValueError(f"expected an N×3 (or N×6 xyzrgb) point cloud, got shape {points.shape}")
@@ -228,7 +234,7 @@ def check_points(points: np.ndarray, npoints: int) -> np.ndarray:
     if not np.isfinite(xyz).all():
         raise ValueError("point cloud has NaN or infinite coordinates")
     if len(xyz) < npoints:
-        raise ValueError(f"point cloud has {len(xyz)} points, fewer than the {npoints} the encoder takes")
+        raise ValueError(f"point cloud has {len(xyz)} points, fewer than the {npoints} needed")
     if np.ptp(xyz, axis=0).max() == 0:
         raise ValueError("point cloud is a single point (all coordinates equal)")
     return xyz
@@ -249,6 +255,9 @@ def prepare_points(points: np.ndarray, npoints: int) -> np.ndarray:
     return sample_and_normalise(xyz, npoints)[0].numpy()
 
 
+#: how clouds reach Point-BERT: ULIP's data pipeline, or the official C-MCR release's inference code
+POINTS_INPUT = ("ulip", "official")
+
 #: ULIP (SLIP) image preprocessing at inference: ImageNet statistics, 224 px centre crop
 IMAGE_MEAN, IMAGE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -262,7 +271,9 @@ class UlipSpace(EncoderSpace):
     def __init__(self, weights: str | None = None, device: str = "auto", allow_random: bool = False,
                  trust_checkpoint: bool = False, trust_pickled_points: bool = False,
                  config: PointBertConfig = PointBertConfig(), precision: str = "fp32", seed: int = 0,
-                 param: str = "encoders.ulip.weights") -> None:
+                 points_input: str = "ulip", param: str = "encoders.ulip.weights") -> None:
+        if points_input not in POINTS_INPUT:
+            raise ConfigError(f"points_input must be one of {POINTS_INPUT}, got {points_input!r}")
         if weights is None and not allow_random:
             raise ConfigError(f"no ULIP weights given: set {param} to {WEIGHTS_HELP}")
         if weights is not None and not Path(weights).expanduser().is_file():
@@ -273,7 +284,7 @@ class UlipSpace(EncoderSpace):
         if weights is not None:
             load_ulip_weights(self.model, Path(weights).expanduser(), trust_checkpoint)
         self.model = self.model.to(self.device).eval()
-        self.cfg, self.trust_pickled_points = config, trust_pickled_points
+        self.cfg, self.trust_pickled_points, self.points_input = config, trust_pickled_points, points_input
         self.name, self.dim = "ulip", config.embed_dim
         self.amp = amp_settings(precision, self.device)
 
@@ -291,7 +302,9 @@ class UlipSpace(EncoderSpace):
         from cmcr.sources.points import read_point_cloud
 
         points = read_point_cloud(item, trust_pickle=self.trust_pickled_points)
-        return torch.from_numpy(check_points(points, self.cfg.npoints))
+        # official: every stored point goes in, so only Point-BERT's own 512 patch centres are needed
+        least = self.cfg.npoints if self.points_input == "ulip" else self.cfg.num_group
+        return torch.from_numpy(check_points(points, least))
 
     def prepare_batch(self, clouds: list[torch.Tensor]) -> torch.Tensor:
         """Checked clouds (any sizes ≥ ``npoints``) → B×npoints×3 on the device, sampled in batches of equal size."""
@@ -305,7 +318,19 @@ class UlipSpace(EncoderSpace):
         return out
 
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
-        x = torch.stack(batch).to(self.device) if modality == "image" else self.prepare_batch(batch)
-        with torch.autocast(self.device.type, **self.amp):
-            out = self.model.encode_image(x) if modality == "image" else self.model.encode_pc(x)
-        return out.float().cpu()
+        if modality == "image":
+            with torch.autocast(self.device.type, **self.amp):
+                return self.model.encode_image(torch.stack(batch).to(self.device)).float().cpu()
+        if self.points_input == "ulip":  # every cloud sampled to npoints: one forward pass
+            groups = [(list(range(len(batch))), self.prepare_batch(batch))]
+        else:  # the clouds as stored: one forward pass per cloud size
+            by_size: dict[int, list[int]] = {}
+            for i, cloud in enumerate(batch):
+                by_size.setdefault(len(cloud), []).append(i)
+            groups = [(rows, torch.stack([batch[i] for i in rows]).to(self.device, torch.float32))
+                      for rows in by_size.values()]
+        out = torch.empty(len(batch), self.dim)
+        for rows, xyz in groups:
+            with torch.autocast(self.device.type, **self.amp):
+                out[rows] = self.model.encode_pc(xyz).float().cpu()
+        return out

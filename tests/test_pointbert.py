@@ -126,8 +126,16 @@ def test_ulip_space_embeds_real_clouds_and_records_bad_ones(official_dir, tmp_pa
 
 
 def test_ulip_image_tower_embeds_real_photos(official_dir):
+    from PIL import Image
+    from torchvision import transforms
+
     torch.manual_seed(0)
     space = build_space("ulip", allow_random=True, device="cpu")
+    slip_eval = transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224), lambda x: x.convert("RGB"),
+                                    transforms.ToTensor(),
+                                    transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    with Image.open(official_dir / "train.jpeg") as img:  # SLIP's eval_zeroshot.py transform, written out
+        assert torch.equal(space.load("image", str(official_dir / "train.jpeg")), slip_eval(img))
     out = extract(space, "image", [str(official_dir / "BBQ.jpeg"), str(official_dir / "train.jpeg")], progress=False)
     assert out.embeddings.shape == (2, 512) and not out.failures
 

@@ -258,7 +258,9 @@ def prepare_points(points: np.ndarray, npoints: int) -> np.ndarray:
 #: how clouds reach Point-BERT: ULIP's data pipeline, or the official C-MCR release's inference code
 POINTS_INPUT = ("ulip", "official")
 
-#: ULIP (SLIP) image preprocessing at inference: ImageNet statistics, 224 px centre crop
+#: ULIP's image tower is SLIP's ViT-B/16; SLIP's evaluation transform (eval_zeroshot.py): Resize(224) with
+#: torchvision's default bilinear interpolation, 224 px centre crop, RGB, ImageNet statistics. ULIP itself
+#: only defines a training transform (RandomResizedCrop, bilinear, same statistics).
 IMAGE_MEAN, IMAGE_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -295,7 +297,7 @@ class UlipSpace(EncoderSpace):
 
             if not hasattr(self, "_preprocess"):
                 self._preprocess = transforms.Compose([
-                    transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
+                    transforms.Resize(224, interpolation=transforms.InterpolationMode.BILINEAR),
                     transforms.CenterCrop(224), transforms.ToTensor(), transforms.Normalize(IMAGE_MEAN, IMAGE_STD)])
             with Image.open(item) as img:
                 return self._preprocess(img.convert("RGB"))

@@ -162,9 +162,12 @@ def test_clap_bad_audio_is_recorded(clap, tmp_path):
     (tmp_path / "empty.wav").write_bytes(b"")
     with wave.open(str(tmp_path / "silent.wav"), "wb") as w:
         w.setnchannels(1), w.setsampwidth(2), w.setframerate(48000)
-    out = extract(clap, "audio", [str(tmp_path / "empty.wav"), str(tmp_path / "silent.wav")], progress=False)
-    assert out.kept == [] and len(out.failures) == 2
+    (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))  # a video container
+    items = [str(tmp_path / f) for f in ("empty.wav", "silent.wav", "clip.mp4")]
+    out = extract(clap, "audio", items, progress=False)
+    assert out.kept == [] and len(out.failures) == 3
     assert "no audio samples" in out.failures[1]["reason"]
+    assert "clip.mp4" in out.failures[2]["reason"] and "ffmpeg -i clip.mp4" in out.failures[2]["reason"]
 
 
 def test_clap_refuses_the_empty_offline_tokenizer(clap):

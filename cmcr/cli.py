@@ -279,10 +279,10 @@ def shards(
         typer.echo(f"{out_dir}: no extraction runs")
         return
     typer.echo(runs.to_string(index=False))
-    doomed = runs[runs["key"].isin(remove or []) | (prune & ~runs["merged_here"])]
     unknown = sorted(set(remove or []) - set(runs["key"]))
     if unknown:
         raise typer.BadParameter(f"no run {unknown} in {out_dir}", param_hint="--remove")
+    doomed = runs[runs["key"].isin(remove or []) | (prune & ~runs["merged_here"])]
     for name, key in doomed[["name", "key"]].itertuples(index=False):
         shutil.rmtree(out_dir / f"{name}.shards" / key)
         typer.echo(f"removed {out_dir / f'{name}.shards' / key}")

@@ -38,12 +38,17 @@ def variant_names(params: Mapping[str, Any]) -> list[str]:
     return list((params.get("variants") or {}).keys())
 
 
-def variant_connection(params: Mapping[str, Any], name: str) -> str:
-    """Which connection a variant trains, reading only ``variants.<name>.connection``."""
+def _variant_entry(params: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """``variants.<name>`` of params (``{}`` when empty); ConfigError naming the known ones if absent."""
     variants = params.get("variants") or {}
     if name not in variants:
         raise ConfigError(f"unknown variant {name!r}; params.yaml variants are: {', '.join(variants) or 'none'}")
-    entry = variants[name] or {}
+    return variants[name] or {}
+
+
+def variant_connection(params: Mapping[str, Any], name: str) -> str:
+    """Which connection a variant trains, reading only ``variants.<name>.connection``."""
+    entry = _variant_entry(params, name)
     if entry.get("official"):
         from cmcr.official import RELEASES
 
@@ -53,10 +58,7 @@ def variant_connection(params: Mapping[str, Any], name: str) -> str:
 
 def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
     """The config of variant ``name``: base groups → connection overrides → (demo scale) → variant overrides."""
-    variants = params.get("variants") or {}
-    if name not in variants:
-        raise ConfigError(f"unknown variant {name!r}; params.yaml variants are: {', '.join(variants) or 'none'}")
-    entry = variants[name] or {}
+    entry = _variant_entry(params, name)
     unknown = set(entry) - _VARIANT_KEYS
     if unknown:
         raise ConfigError(f"variants.{name}: unknown key(s) {sorted(unknown)}; known: {sorted(_VARIANT_KEYS)}")

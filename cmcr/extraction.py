@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from cmcr.artifacts import ArtifactError, atomic_path, npy_writer, save_npy, write_json, write_parquet
-from cmcr.spaces import EncoderSpace
+from cmcr.spaces import EncoderSpace, check_failure_rate
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,6 @@ class ExtractionSummary:
     shards_done: int
     shards_skipped: int
     merged: bool
-
-    @property
-    def failure_rate(self) -> float:
-        return self.failed / self.items if self.items else 0.0
 
 
 class _Items(Dataset):
@@ -90,6 +86,11 @@ def shard_paths(out_dir: Path, k: int) -> tuple[Path, Path]:
     return out_dir / f"shard-{k:05d}.npy", out_dir / f"shard-{k:05d}.parquet"
 
 
+def shard_count(items: int, shard_size: int) -> int:
+    """How many shards ``items`` items make (at least one, so an empty set still gets its files)."""
+    return max(1, -(-items // shard_size))
+
+
 def run_key(space: EncoderSpace, modality: str, items: Sequence[Any], ids: Sequence[str], shard_size: int,
             batch_size: int) -> tuple[str, dict[str, Any]]:
     """The key of an extraction run (16 hex digits) and the description it digests (saved as run.json)."""
@@ -122,7 +123,7 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
     if others:
         log.warning("%s: shards of %d other run(s) (other weights, settings or items) in %s: %s — not used; "
                     "delete them to free the disk", name, len(others), shard_dir.parent, ", ".join(others))
-    n_shards = max(1, -(-len(items) // shard_size))
+    n_shards = shard_count(len(items), shard_size)
     mine = [k for k in range(n_shards) if k % world_size == rank]
     done = skipped = 0
     bar = tqdm(total=sum(min(shard_size, len(items) - k * shard_size) for k in mine), desc=f"{name} (rank {rank})",
@@ -153,9 +154,7 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
     merged = merge and all(all(p.exists() for p in shard_paths(shard_dir, k)) for k in range(n_shards))
     embedded, failed = merge_shards(shard_dir, n_shards, out_dir, name, space.dim) if merged else (0, 0)
     summary = ExtractionSummary(name, len(items), embedded, failed, done, skipped, merged)
-    if summary.failure_rate > max_failure_rate:
-        raise RuntimeError(f"{name}: {failed} of {len(items)} items failed ({summary.failure_rate:.1%} > "
-                           f"{max_failure_rate:.1%}); see {out_dir / (name + '.failures.parquet')}")
+    check_failure_rate(name, failed, len(items), max_failure_rate, f"see {out_dir / (name + '.failures.parquet')}")
     log.info("%s: %d items, %d embedded, %d failed; shards: %d computed, %d already done%s", name, len(items),
              embedded, failed, done, skipped, "" if merged else " (waiting for other ranks before merging)")
     return summary
@@ -191,7 +190,7 @@ def shard_runs(out_dir: str | Path) -> pd.DataFrame:
             continue
         run = json.loads((folder / "run.json").read_text())
         name = folder.parent.name[: -len(".shards")]
-        expected = max(1, -(-run["items"] // run["shard_size"]))
+        expected = shard_count(run["items"], run["shard_size"])
         finished = sum(all(p.exists() for p in shard_paths(folder, k)) for k in range(expected))
         rows.append({"name": name, "key": folder.name, "space": run["space"]["name"], "modality": run["modality"],
                      "weights": run["space"]["weights"][:12], "items": run["items"], "shard_size": run["shard_size"],

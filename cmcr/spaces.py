@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from cmcr.config import PRECISIONS
+
 log = logging.getLogger(__name__)
 
 
@@ -110,7 +112,7 @@ def seeded_init(seed: int) -> Iterator[None]:
 
 def amp_settings(precision: str, device: torch.device) -> dict[str, Any]:
     """``torch.autocast`` arguments: mixed precision (``bf16`` / ``fp16``) on CUDA only; fp32 elsewhere."""
-    if precision not in ("fp32", "bf16", "fp16"):
+    if precision not in PRECISIONS:
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     enabled = precision != "fp32" and device.type == "cuda"
     return {"dtype": torch.bfloat16 if precision == "bf16" else torch.float16, "enabled": enabled}
@@ -143,10 +145,20 @@ class Extraction:
     kept: list[int]
     failures: list[dict[str, str]] = field(default_factory=list)
 
-    @property
-    def failure_rate(self) -> float:
-        total = len(self.kept) + len(self.failures)
-        return len(self.failures) / total if total else 0.0
+
+def non_empty_text(item: Any) -> str:
+    """A text item as a string; ``ValueError`` (a recorded per-item failure) if it is blank."""
+    text = str(item)
+    if not text.strip():
+        raise ValueError("empty text")
+    return text
+
+
+def check_failure_rate(label: str, failed: int, total: int, limit: float, detail: str) -> None:
+    """Fail a set whose share of failed items exceeds ``limit`` (``detail`` says where to look)."""
+    rate = failed / total if total else 0.0
+    if rate > limit:
+        raise RuntimeError(f"{label}: {failed} of {total} items failed ({rate:.1%} > {limit:.1%}); {detail}")
 
 
 def extract(space: EncoderSpace, modality: str, items: Sequence[Any], *, ids: Sequence[str] | None = None,

@@ -14,7 +14,7 @@ from cmcr.checks import check_matrix, check_unit_norm
 from cmcr.evaluation import evaluation_sets
 from cmcr.experiments import setup_of
 from cmcr.extraction import extract_sharded
-from cmcr.spaces import build_space, extract
+from cmcr.spaces import build_space, check_failure_rate, extract
 from cmcr.world import class_prompts, concept_names
 
 #: training sets (required): set name → (modality, where its items come from)
@@ -136,10 +136,8 @@ def extract_demo(space: str, sets, tmp, p, log) -> None:
         table = rows.iloc[result.kept].drop(columns=["item"]).reset_index(drop=True)
         save_embedding_set(tmp, name, result.embeddings, table)
         log.info("%s/%s: %d embedded, %d failed", space, name, len(result.kept), len(result.failures))
-        limit = p["extraction"]["max_failure_rate"]
-        if result.failure_rate > limit:
-            raise RuntimeError(f"{space}/{name}: {result.failure_rate:.1%} of items failed (limit {limit:.1%}); "
-                               f"first: {result.failures[0]}")
+        check_failure_rate(f"{space}/{name}", len(result.failures), len(rows), p["extraction"]["max_failure_rate"],
+                           f"first: {result.failures[0] if result.failures else None}")
     write_parquet(tmp / "failures.parquet", pd.DataFrame(failures, columns=["id", "item", "reason", "set"]))
 
 

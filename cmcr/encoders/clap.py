@@ -53,7 +53,7 @@ from cmcr.checkpoints import load_state_dict_file
 from cmcr.config import ConfigError
 from cmcr.memory import resolve_device
 from cmcr.sources.audio import read_audio
-from cmcr.spaces import EncoderSpace, amp_settings, register, seeded_init
+from cmcr.spaces import EncoderSpace, amp_settings, non_empty_text, register, seeded_init
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +155,7 @@ class ClapSpace(EncoderSpace):
 
     def load(self, modality: str, item: Any) -> torch.Tensor:
         if modality == "text":
-            text = str(item)
-            if not text.strip():
-                raise ValueError("empty text")
-            return text  # tokenised in batches by laion_clap
+            return non_empty_text(item)  # tokenised in batches by laion_clap
         wave = read_audio(item, SAMPLE_RATE)
         if self.quantize:
             wave = quantize_int16(wave)

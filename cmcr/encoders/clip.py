@@ -21,7 +21,7 @@ import torch
 
 from cmcr.config import ConfigError
 from cmcr.memory import resolve_device
-from cmcr.spaces import EncoderSpace, amp_settings, register, seeded_init
+from cmcr.spaces import EncoderSpace, amp_settings, non_empty_text, register, seeded_init
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,7 @@ class ClipSpace(EncoderSpace):
 
     def load(self, modality: str, item: Any) -> torch.Tensor:
         if modality == "text":
-            text = str(item)
-            if not text.strip():
-                raise ValueError("empty text")
-            return self.tokenizer([text])[0]  # longer than the context (77 tokens): truncated, ends with EOT
+            return self.tokenizer([non_empty_text(item)])[0]  # longer than the context (77 tokens): truncated, ends with EOT
         from PIL import Image
 
         with Image.open(item) as img:

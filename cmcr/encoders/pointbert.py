@@ -226,13 +226,10 @@ def load_ulip_weights(model: UlipPointBert, path: Path, trust: bool = False) -> 
 
 def check_points(points: np.ndarray, npoints: int) -> np.ndarray:
     """The xyz (N×3 float32) of a cloud ULIP can take (at least ``npoints`` points); ``ValueError`` naming
-    the problem otherwise. Runs where the cloud is decoded (a DataLoader worker), before any compute.
+    the problem otherwise. Takes what :func:`~cmcr.sources.points.read_point_cloud` returns (which has
+    already refused bad shapes and NaN); runs where the cloud is decoded, before any compute.
     """
-    if points.ndim != 2 or points.shape[1] < 3:
-        raise ValueError(f"expected an N×3 (or N×6 xyzrgb) point cloud, got shape {points.shape}")
     xyz = np.ascontiguousarray(points[:, :3], dtype=np.float32)
-    if not np.isfinite(xyz).all():
-        raise ValueError("point cloud has NaN or infinite coordinates")
     if len(xyz) < npoints:
         raise ValueError(f"point cloud has {len(xyz)} points, fewer than the {npoints} needed")
     if np.ptp(xyz, axis=0).max() == 0:
@@ -308,14 +305,18 @@ class UlipSpace(EncoderSpace):
         least = self.cfg.npoints if self.points_input == "ulip" else self.cfg.num_group
         return torch.from_numpy(check_points(points, least))
 
-    def prepare_batch(self, clouds: list[torch.Tensor]) -> torch.Tensor:
-        """Checked clouds (any sizes ≥ ``npoints``) → B×npoints×3 on the device, sampled in batches of equal size."""
-        out = torch.empty(len(clouds), self.cfg.npoints, 3, device=self.device)
+    def stacked_by_size(self, clouds: list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
+        """Clouds grouped by point count: (their positions, G×N×3 float32 on the device) per count."""
         by_size: dict[int, list[int]] = {}
         for i, cloud in enumerate(clouds):
             by_size.setdefault(len(cloud), []).append(i)
-        for rows in by_size.values():
-            xyz = torch.stack([clouds[i] for i in rows]).to(self.device, torch.float32)
+        return [(rows, torch.stack([clouds[i] for i in rows]).to(self.device, torch.float32))
+                for rows in by_size.values()]
+
+    def prepare_batch(self, clouds: list[torch.Tensor]) -> torch.Tensor:
+        """Checked clouds (any sizes ≥ ``npoints``) → B×npoints×3 on the device, sampled in batches of equal size."""
+        out = torch.empty(len(clouds), self.cfg.npoints, 3, device=self.device)
+        for rows, xyz in self.stacked_by_size(clouds):
             out[torch.tensor(rows, device=self.device)] = sample_and_normalise(xyz, self.cfg.npoints)
         return out
 
@@ -326,11 +327,7 @@ class UlipSpace(EncoderSpace):
         if self.points_input == "ulip":  # every cloud sampled to npoints: one forward pass
             groups = [(list(range(len(batch))), self.prepare_batch(batch))]
         else:  # the clouds as stored: one forward pass per cloud size
-            by_size: dict[int, list[int]] = {}
-            for i, cloud in enumerate(batch):
-                by_size.setdefault(len(cloud), []).append(i)
-            groups = [(rows, torch.stack([batch[i] for i in rows]).to(self.device, torch.float32))
-                      for rows in by_size.values()]
+            groups = self.stacked_by_size(batch)
         out = torch.empty(len(batch), self.dim)
         for rows, xyz in groups:
             with torch.autocast(self.device.type, **self.amp):

@@ -46,7 +46,8 @@ def inputs(n: int, folder: Path) -> dict[str, list[str]]:
 
 @app.command()
 def main(device: str = "cpu", n: int = 64, batch_size: int = 32) -> None:
-    from cmcr.spaces import build_space, extract
+    from cmcr.encoders.base import build_space
+    from cmcr.extraction import extract
 
     torch.manual_seed(0)
     print(f"device {device}, torch threads {torch.get_num_threads()}, {n} items per encoder, batch {batch_size}")

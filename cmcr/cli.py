@@ -236,7 +236,7 @@ def extract(
     """Embed items with an encoder space: sharded, resumable, split across torchrun ranks."""
     from cmcr.artifacts import read_parquet
     from cmcr.extraction import extract_sharded
-    from cmcr.spaces import build_space
+    from cmcr.encoders.base import build_space
 
     _setup_logging()
     table = read_parquet(items, columns=[column] + ([id_column] if id_column else []))

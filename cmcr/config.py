@@ -70,11 +70,51 @@ class Connection:
         """``clip_text``, ``clap_audio``…: the name of a space's embedding of a modality."""
         return f"{space}_{modality}"
 
+    # -- the wiring of the pipeline, derived from the definition (one place; a new connection needs no more)
+    def set_path(self, space: str, modality: str) -> str:
+        """The embedding set of ``space``'s ``modality`` in the pipeline: ``<space>/<modality>`` (e.g. ``clip/text``)."""
+        return f"{space}/{modality}"
+
+    def aggregate_name(self, space: str) -> str:
+        """File name of ``space``'s Eq. 2 aggregate: its memory modality gathered for each shared item,
+        e.g. ``clip_image_from_text`` (CLIP–CLAP) or ``ulip_points_from_image`` (CLIP–ULIP)."""
+        return f"{self.embedding_name(space, self.memory_modality[space])}_from_{self.shared_modality}"
+
+    def aggregate_jobs(self) -> list[tuple[str, str, str]]:
+        """Eq. 2 per space: ``(aggregate name, query set, memory set)`` — queries are the shared modality's
+        embeddings in that space, the memory is its other modality."""
+        return [(self.aggregate_name(s), self.set_path(s, self.shared_modality),
+                 self.set_path(s, self.memory_modality[s])) for s in self.spaces]
+
+    def training_inputs(self) -> dict[str, tuple[str, str]]:
+        """Per space: ``(shared-modality set, Eq. 2 aggregate name)`` — the four matrices training reads."""
+        return {s: (self.set_path(s, self.shared_modality), self.aggregate_name(s)) for s in self.spaces}
+
+    def extraction_sets(self) -> dict[str, dict[str, str]]:
+        """``{space: {modality: source}}`` a space must extract for this connection; ``source`` is ``texts``
+        (the C-MCR text corpus, §4.1) for text and ``memory`` (unpaired files, e.g. ImageNet) otherwise."""
+        out: dict[str, dict[str, str]] = {}
+        for s in self.spaces:
+            for modality in (self.shared_modality, self.memory_modality[s]):
+                out.setdefault(s, {})[modality] = "texts" if modality == "text" else "memory"
+        return out
+
 
 #: The paper's two connections.
 CLIP_CLAP = Connection("clip_clap", ("clip", "clap"), "text", {"clip": "image", "clap": "audio"})
 CLIP_ULIP = Connection("clip_ulip", ("clip", "ulip"), "image", {"clip": "text", "ulip": "points"})
 CONNECTIONS = {c.name: c for c in (CLIP_CLAP, CLIP_ULIP)}
+
+
+def extraction_sets(connections=None) -> dict[str, dict[str, str]]:
+    """``{space: {modality: source}}`` every space extracts for training, over ``connections`` (default all).
+    Two connections needing the same set (``clip/image``: CLIP–CLAP's memory, CLIP–ULIP's shared images)
+    share one extraction."""
+    out: dict[str, dict[str, str]] = {}
+    for connection in (connections or CONNECTIONS.values()):
+        for space, sets in connection.extraction_sets().items():
+            out.setdefault(space, {}).update(sets)
+    return out
 
 
 @dataclass(frozen=True)

@@ -8,48 +8,36 @@ compares the two original spaces directly (meaningful only as a floor: they were
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cmcr.metrics.counterfactual import counterfactual_metrics
+from cmcr.benchmarks import BENCHMARK_SETS, BENCHMARKS, EVAL_SET_MODALITY, evaluation_sets, set_name  # noqa: F401
+from cmcr.metrics.counterfactual import AP_RULES, IOU_RULES, counterfactual_metrics
 from cmcr.metrics.localization import localization_metrics, score_scenes
 from cmcr.metrics.retrieval import match_ranks, random_expectation, retrieval_metrics
 from cmcr.metrics.zeroshot import class_embeddings, topk_accuracy
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
-BENCHMARKS = {"retrieval": "clip_clap", "localization": "clip_clap", "counterfactual": "clip_clap",
-              "zeroshot3d": "clip_ulip"}
-#: benchmark → its evaluation sets: (key in BenchmarkData, space, set name, required table columns).
-#: On disk a set of dataset D is ``<space>/<set>@<D>`` (e.g. ``clap/eval_audio@AVE``).
-BENCHMARK_SETS = {
-    "retrieval": [("audio", "clap", "eval_audio", []), ("image", "clip", "eval_image", [])],
-    "localization": [("proposals", "clip", "scene_proposals", ["scene_id", "x1", "y1", "x2", "y2"]),
-                     ("audio", "clap", "scene_audio", ["scene_id", "positive", "width", "height", "gt_boxes"])],
-    "zeroshot3d": [("points", "ulip", "eval_points", ["concept"]), ("prompts", "clip", "prompts", ["label"])],
-}
-BENCHMARK_SETS["counterfactual"] = BENCHMARK_SETS["localization"]
+
+#: benchmark → the metric options it takes (params ``evaluation.<benchmark>``) and their allowed values
+METRIC_OPTIONS = {"counterfactual": {"ap": AP_RULES, "iou_rule": IOU_RULES}}
 
 
-def set_name(name: str, dataset: str) -> str:
-    """File name (without extension) of an evaluation set of one dataset: ``eval_audio@AVE``."""
-    return f"{name}@{dataset}"
-
-
-def evaluation_sets(benchmarks: Mapping[str, Any], space: str) -> dict[str, str]:
-    """``{file name: set name}`` of the evaluation sets ``space`` contributes for the configured datasets."""
-    unknown = set(benchmarks) - set(BENCHMARKS)
-    if unknown:
-        raise ValueError(f"benchmarks: unknown benchmark(s) {sorted(unknown)}; known: {sorted(BENCHMARKS)}")
+def metric_options(benchmark: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Checked metric options of one benchmark (``evaluation.<benchmark>`` in params); ``ValueError``
+    naming the key, its value and what is allowed."""
+    allowed = METRIC_OPTIONS.get(benchmark, {})
     out = {}
-    for benchmark, datasets in benchmarks.items():
-        for dataset in datasets or []:
-            for _, set_space, name, _ in BENCHMARK_SETS[benchmark]:
-                if set_space == space:
-                    out[set_name(name, str(dataset))] = name
+    for key, value in (options or {}).items():
+        if key not in allowed:
+            raise ValueError(f"evaluation.{benchmark}.{key}: unknown option; {benchmark} takes {sorted(allowed) or 'none'}")
+        if value not in allowed[key]:
+            raise ValueError(f"evaluation.{benchmark}.{key}: {value!r} is not one of {list(allowed[key])}")
+        out[key] = value
     return out
 
 
@@ -64,12 +52,14 @@ class BenchmarkData:
 
     retrieval: ``audio``, ``image`` (pairs row i ↔ row i); localization / counterfactual: ``proposals``
     (table: scene_id, box) and ``audio`` (table: one scene per row, with positive, size, gt_boxes);
-    zeroshot3d: ``points`` (table: concept) and ``prompts`` (table: label).
+    zeroshot3d: ``points`` (table: concept) and ``prompts`` (table: label). ``options`` are the metric's
+    keyword arguments (``evaluation.<benchmark>`` in params, e.g. counterfactual ``ap`` / ``iou_rule``).
     """
 
     benchmark: str
     sets: Mapping[str, torch.Tensor]
     tables: Mapping[str, pd.DataFrame]
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def evaluate_model(data: BenchmarkData, embed: Mapping[str, Embed], name: str) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -85,7 +75,8 @@ def evaluate_model(data: BenchmarkData, embed: Mapping[str, Embed], name: str) -
         elif data.benchmark in ("localization", "counterfactual"):
             scored = score_scenes(embed["clip"](s["proposals"]), t["proposals"], embed["clap"](s["audio"]), t["audio"])
             metrics = (localization_metrics(scored["iou"]) if data.benchmark == "localization"
-                       else counterfactual_metrics(scored["confidence"], scored["iou"], scored["positive"]))
+                       else counterfactual_metrics(scored["confidence"], scored["iou"], scored["positive"],
+                                                   **data.options))
             items = scored.assign(variant=name)
         elif data.benchmark == "zeroshot3d":
             labels = torch.tensor(t["prompts"]["label"].to_numpy())
@@ -111,5 +102,5 @@ def random_baseline(data: BenchmarkData, seed: int = 0) -> dict[str, Any]:
     g = torch.Generator().manual_seed(seed)
     rand = {"proposals": torch.randn(data.sets["proposals"].shape[0], 8, generator=g),
             "audio": torch.randn(data.sets["audio"].shape[0], 8, generator=g)}
-    metrics, _ = evaluate_model(BenchmarkData(data.benchmark, rand, data.tables), no_connection(("clip", "clap")), "random")
+    metrics, _ = evaluate_model(BenchmarkData(data.benchmark, rand, data.tables, data.options), no_connection(("clip", "clap")), "random")
     return metrics

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cmcr.config import ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
-from cmcr.world import SOURCES
+from cmcr.config import (ConfigError, ConnectionConfig, connection_config_from_params, deep_merge,
+                         memory_config_from_params)
+from cmcr.sources.texts import SOURCES
 
 SETUPS = ("demo", "byo", "paper")
 GROUPS = ("table5", "figure3", "text_sources", "table4", "table1")
@@ -54,6 +55,31 @@ def variant_connection(params: Mapping[str, Any], name: str) -> str:
 
         return RELEASES[entry["official"]["release"]]["connection"].name
     return entry.get("connection", "clip_clap")
+
+
+def variant_memory_mode(params: Mapping[str, Any], name: str) -> str | None:
+    """The Eq. 2 mode variant ``name`` trains with (None for an imported official release), reading only the
+    memory settings (base, connection, demo scale, variant) — so the aggregate stage that asks does not
+    depend on σ², λ, epochs…"""
+    entry = _variant_entry(params, name)
+    if entry.get("official"):
+        return None
+    layers = [((params.get("demo") or {}).get("overrides") or {})] if setup_of(params) == "demo" else []
+    layers.append(entry.get("overrides") or {})
+    mode = None
+    for layer in layers:
+        mode = (layer.get("memory") or {}).get("mode", mode)
+    return memory_config_from_params(params, variant_connection(params, name), mode).mode
+
+
+def aggregates_needed(params: Mapping[str, Any]) -> dict[str, set[str]]:
+    """``{connection: {Eq. 2 modes}}`` the variants train with: the aggregates the pipeline must compute."""
+    needed: dict[str, set[str]] = {}
+    for name in variant_names(params):
+        mode = variant_memory_mode(params, name)
+        if mode is not None:
+            needed.setdefault(variant_connection(params, name), set()).add(mode)
+    return needed
 
 
 def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:

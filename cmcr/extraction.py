@@ -6,7 +6,7 @@ GPUs or nodes share the work without talking to each other. A finished shard is 
 atomically — ``shard-00007.npy`` (embeddings of the items that loaded) and ``shard-00007.parquet``
 (one row per item: id, position, ok, reason) — and is skipped on rerun, so a killed run resumes where
 it stopped. Shards live in ``<name>.shards/<run key>/``: the key is a digest of everything that decides
-them (the space's :meth:`~cmcr.spaces.EncoderSpace.identity` — weights, settings, cmcr version —, the
+them (the space's :meth:`~cmcr.encoders.base.EncoderSpace.identity` — weights, settings, cmcr version —, the
 modality, the items and ids, ``shard_size`` and ``batch_size``; ``run.json`` beside the shards says
 what), so a run with other weights, other items or another shard size never picks up stale shards; it
 starts its own folder, and folders of other runs are reported so they can be deleted. Shards are
@@ -16,8 +16,12 @@ uninterrupted one. :func:`merge_shards` assembles the final
 ``<name>.run`` naming the run they come from; :func:`shard_runs` lists the runs kept (``cmcr shards``).
 
 Decoding runs in DataLoader workers (``num_workers``); encoding in the main process on the space's
-device. A bad item (unreadable image, empty audio, NaN cloud…) is recorded with its reason, counted
-in the summary, and the run fails only if the failure rate exceeds ``max_failure_rate``.
+device. Any exception while loading one item (unreadable image, a box outside its image, empty audio,
+NaN cloud, a bug in a loader…) is a per-item failure: recorded with its reason, counted in the summary,
+and the run fails only if the failure rate exceeds ``max_failure_rate``. An error of the encoder itself
+(bad weights, out of memory) stops the run with :class:`EncoderError`, naming the set and the items.
+:func:`extract` is the same loading and encoding for a small in-memory list (tests, the CLI, the demo
+spaces' statistics), without shards.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +40,80 @@ import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+import torch
 from cmcr.artifacts import ArtifactError, atomic_path, npy_writer, save_npy, write_json, write_parquet
-from cmcr.spaces import EncoderSpace, check_failure_rate
+from cmcr.encoders.base import EncoderSpace
 
 log = logging.getLogger(__name__)
+
+
+class EncoderError(RuntimeError):
+    """The encoder itself failed on a batch (bad weights, out of memory…): the run stops."""
+
+
+def load_item(space: EncoderSpace, modality: str, item: Any) -> tuple[torch.Tensor | None, str]:
+    """``space.load`` of one item: ``(tensor, "")``, or ``(None, reason)`` for any exception but running out
+    of memory — a per-item failure is recorded by the caller, never a crashed stage."""
+    try:
+        return space.load(modality, item), ""
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — any loader error of one item is that item's failure
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def encode_batch(space: EncoderSpace, modality: str, batch: list[torch.Tensor], where: str) -> np.ndarray:
+    """``space.encode`` of loaded items as float32 numpy; its errors stop the run as :class:`EncoderError`."""
+    try:
+        return space.encode(modality, batch).cpu().numpy().astype(np.float32, copy=False)
+    except Exception as exc:
+        raise EncoderError(f"{space.name} {modality} encoder failed on {where} ({len(batch)} items): "
+                           f"{type(exc).__name__}: {exc}") from exc
+
+
+@dataclass
+class Extraction:
+    """Embeddings of the items that loaded, their positions in the input, and the failures."""
+
+    embeddings: np.ndarray
+    kept: list[int]
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+
+def check_failure_rate(label: str, failed: int, total: int, limit: float, detail: str) -> None:
+    """Fail a set whose share of failed items exceeds ``limit`` (``detail`` says where to look)."""
+    rate = failed / total if total else 0.0
+    if rate > limit:
+        raise RuntimeError(f"{label}: {failed} of {total} items failed ({rate:.1%} > {limit:.1%}); {detail}")
+
+
+def extract(space: EncoderSpace, modality: str, items: Sequence[Any], *, ids: Sequence[str] | None = None,
+            batch_size: int = 256, progress: bool = True, desc: str | None = None) -> Extraction:
+    """Embed ``items`` with ``space``'s ``modality`` encoder; a bad item is recorded, never silently dropped."""
+    ids = list(ids) if ids is not None else [str(i) for i in range(len(items))]
+    out = np.empty((len(items), space.dim), dtype=np.float32)
+    kept: list[int] = []
+    failures: list[dict[str, str]] = []
+    bar = tqdm(total=len(items), desc=desc or f"{space.name} {modality}", unit="item", disable=not progress)
+    for start in range(0, len(items), batch_size):
+        batch, positions = [], []
+        for i in range(start, min(start + batch_size, len(items))):
+            loaded, reason = load_item(space, modality, items[i])
+            if loaded is None:
+                failures.append({"id": ids[i], "item": str(items[i]), "reason": reason})
+            else:
+                batch.append(loaded)
+                positions.append(i)
+        if batch:
+            emb = encode_batch(space, modality, batch, f"items {positions[0]}–{positions[-1]}")
+            out[len(kept):len(kept) + len(batch)] = emb
+            kept.extend(positions)
+        bar.update(min(batch_size, len(items) - start))
+    bar.close()
+    if failures:
+        log.warning("%s %s: %d of %d items failed (first: %s)", space.name, modality, len(failures), len(items),
+                    failures[0]["reason"])
+    return Extraction(out[:len(kept)], kept, failures)
 
 
 @dataclass
@@ -63,10 +137,7 @@ class _Items(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
-        try:
-            return self.start + i, self.space.load(self.modality, self.items[i]), ""
-        except (ValueError, OSError) as exc:
-            return self.start + i, None, f"{type(exc).__name__}: {exc}"
+        return self.start + i, *load_item(self.space, self.modality, self.items[i])
 
 
 def _collate(batch):
@@ -142,7 +213,8 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
         for batch in loader:
             good = [(i, x) for i, x, _ in batch if x is not None]
             if good:
-                embeddings.append(space.encode(modality, [x for _, x in good]).cpu().numpy())
+                embeddings.append(encode_batch(space, modality, [x for _, x in good],
+                                               f"{name} items {good[0][0]}–{good[-1][0]}"))
             for i, x, reason in batch:
                 rows.append({"id": str(ids[i]), "position": i, "ok": x is not None, "reason": reason})
             bar.update(len(batch))

@@ -27,17 +27,11 @@ from tqdm.auto import tqdm
 
 from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_unit_norm
 from cmcr.config import MemoryConfig
+from cmcr.device import resolve_device
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/None → CUDA when present, else CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def aggregate_memory(

@@ -26,7 +26,7 @@ from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_same_rows
 from cmcr.config import ConnectionConfig
 from cmcr.enhance import semantic_completion
 from cmcr.loss import total_loss
-from cmcr.memory import resolve_device
+from cmcr.device import resolve_device
 from cmcr.projector import build_projectors, count_parameters
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class ConnectionData:
         shared = conn.shared_modality
         return {
             "shared": {s: f"{conn.embedding_name(s, shared)}.npy" for s in conn.spaces},
-            "memory": {s: f"{conn.embedding_name(s, conn.memory_modality[s])}_from_{shared}.npy" for s in conn.spaces},
+            "memory": {s: f"{conn.aggregate_name(s)}.npy" for s in conn.spaces},
         }
 
     @classmethod

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cmcr.sources.texts import SOURCES
+
 log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 32
@@ -61,7 +63,6 @@ SIZE_WORDS = (("small", "tiny", "little"), ("medium-sized", "regular", "ordinary
 SIZE_RADIUS = (0.17, 0.26, 0.36)
 SIZE_PITCH = (1.5, 1.0, 0.66)
 
-SOURCES = ("image-text", "video-text", "audio-text")
 _TEMPLATES = {
     "image-text": ["a photo of a {colour} {noun}", "a {colour} {noun} on a plain background",
                    "a picture showing a {noun}", "a small {colour} {noun}", "a close-up of a {colour} {noun}"],
@@ -404,3 +405,77 @@ def generate_scenes(root: Path, config: WorldConfig) -> None:
             proposals.append({"scene_id": scene_id, "x1": x1, "y1": y1, "x2": int(x1 + w), "y2": int(y1 + h)})
     write_parquet(folder / "scenes.parquet", pd.DataFrame(scenes))
     write_parquet(folder / "proposals.parquet", pd.DataFrame(proposals))
+
+
+class WorldFiles:
+    """The demo world's file layout as the pipeline reads it — the one place that knows it.
+
+    ``rows(name, modality)`` gives the items of an extraction set the way a user's manifest would: a
+    table with an ``item`` column (an :class:`~cmcr.items.Item`, or the text) and descriptive columns
+    (``pair_id``, ``concept``, ``scene_id``, box, …). Set names are those of the pipeline (``image``,
+    ``audio``, ``points`` memories; ``eval_image``, ``scene_proposals``, … evaluation sets).
+    """
+
+    #: evaluation set → where its items are in the world
+    EVAL = {"eval_image": "eval", "eval_audio": "eval", "eval_points": "eval", "prompts": "prompts",
+            "scene_proposals": "proposals", "scene_audio": "scenes"}
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _table(self, name: str):
+        import pandas as pd
+
+        return pd.read_parquet(self.root / name)
+
+    def corpus(self):
+        """The C-MCR text set (§4.1 stand-in): ``text_id, text, source``."""
+        captions = self._table("captions.parquet")
+        return captions[captions["split"] == "corpus"][["text_id", "text", "source"]].reset_index(drop=True)
+
+    def captions(self) -> list[str]:
+        """Every caption of the world (pairs and corpus): the stand-ins' text towers take their words."""
+        return list(self._table("captions.parquet")["text"])
+
+    def pairs(self, space: str, modalities: tuple[str, str]) -> dict[str, list]:
+        """The paired items a stand-in space trains on: ``{modality: items}``, pair i at position i."""
+        manifest = self._table("manifest.parquet")
+        rows = manifest[manifest["split"] == f"{space}_pairs"]
+        out = {}
+        for modality in modalities:
+            if modality == "text":
+                captions = self._table("captions.parquet").set_index("text_id")
+                first = rows.sort_values("pair_id")
+                out["text"] = list(captions.loc[first["text_id"], "text"])
+            else:
+                ordered = rows[rows["modality"] == modality].sort_values("pair_id")
+                out[modality] = [str(self.root / p) for p in ordered["path"]]
+        return out
+
+    def rows(self, name: str, modality: str):
+        """The items of extraction set ``name`` (memory sets are named by their modality)."""
+        import pandas as pd
+
+        from cmcr.items import Item
+
+        source = self.EVAL.get(name, "memory")
+        if source == "prompts":
+            frame = pd.DataFrame([{"label": c, "name": n, "prompt": t}
+                                  for c, n in enumerate(concept_names()) for t in class_prompts(n)])
+            return frame.assign(item=frame["prompt"])
+        if source == "proposals":  # one row per box: the scene image cropped at it
+            boxes = self._table("scenes/proposals.parquet")
+            items = [Item(str(self.root / "scenes" / f"{sid}.png"), (x1, y1, x2, y2))
+                     for sid, x1, y1, x2, y2 in boxes[["scene_id", "x1", "y1", "x2", "y2"]].itertuples(index=False)]
+            return boxes.assign(item=items)
+        if source == "scenes":
+            scenes = self._table("scenes/scenes.parquet")
+            return scenes.drop(columns=["image", "audio"]).assign(item=[str(self.root / a) for a in scenes["audio"]])
+        manifest = self._table("manifest.parquet")
+        rows = manifest[(manifest["modality"] == modality) & (manifest["split"] == source)]
+        rows = rows.sort_values("pair_id" if source == "eval" else "item_id")
+        return rows.assign(item=[str(self.root / p) for p in rows["path"]]).reset_index(drop=True)
+
+    def memory_items(self, modality: str, limit: int | None = None) -> list[str]:
+        """Paths of the world's memory files of one modality (the first ``limit``)."""
+        return list(self.rows(modality, modality)["item"][:limit])

@@ -14,12 +14,12 @@ import typer
 from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, load_embedding_set, write_json, write_parquet
 from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
-from cmcr.evaluation import (BENCHMARK_SETS, BENCHMARKS, BenchmarkData, evaluate_model, no_connection,
-                             random_baseline, set_name)
+from cmcr.evaluation import (BENCHMARK_SETS, BENCHMARKS, BenchmarkData, evaluate_model, metric_options,
+                             no_connection, random_baseline, set_name)
 from cmcr.experiments import variant_connection, variant_names
 from cmcr.train import load_checkpoint
 
-def load(benchmark: str, dataset: str) -> BenchmarkData:
+def load(benchmark: str, dataset: str, options) -> BenchmarkData:
     sets, tables = {}, {}
     for key, space, name, columns in BENCHMARK_SETS[benchmark]:
         matrix, table = load_embedding_set(EMBEDDINGS / space, set_name(name, dataset), columns=columns)
@@ -28,7 +28,7 @@ def load(benchmark: str, dataset: str) -> BenchmarkData:
         keep = tables["audio"]["positive"].to_numpy(dtype=bool)
         tables["audio"] = tables["audio"][keep].reset_index(drop=True)
         sets["audio"] = sets["audio"][torch.from_numpy(keep)]
-    return BenchmarkData(benchmark, sets, tables)
+    return BenchmarkData(benchmark, sets, tables, options)
 
 
 def main(benchmark: str) -> None:
@@ -42,10 +42,11 @@ def main(benchmark: str) -> None:
         if variant_connection(p, name) == BENCHMARKS[benchmark]:
             projectors = load_checkpoint(CONNECTIONS / f"{name}.pt").projectors
             models[name] = {s: projectors[s].embed for s in spaces}
+    options = metric_options(benchmark, p["evaluation"].get(benchmark))
     metrics, items = {}, []
     for dataset in p["benchmarks"][benchmark] or []:
         try:
-            data = load(benchmark, str(dataset))
+            data = load(benchmark, str(dataset), options)
         except ArtifactError as exc:  # e.g. bring-your-own embeddings without this dataset's sets
             log.warning("%s on %s skipped: %s", benchmark, dataset, exc)
             metrics[dataset] = {"skipped": str(exc)}

@@ -1,9 +1,12 @@
 """Stage `extract@<space>`: embed the sets a space contributes (texts, memories, evaluation items).
 
-setup demo: encode the world's files with the trained stand-in; setup byo: validate and copy the
-user's NPY + Parquet sets from `byo/embeddings/<space>/`; setup paper: encode the user's files (listed in
-Parquet manifests, `paper.sets`) with the real encoder (`paper.encoders`), sharded and resumable —
-shards live in `data/shards/` (outside DVC's outputs) so a killed stage resumes where it stopped.
+Which sets: the training sets every connection needs from this space (`Connection.extraction_sets`)
+and the evaluation sets of the configured benchmark datasets. Where the items come from: setup demo —
+the demo world's files (`WorldFiles`) with the trained stand-in; setup paper — the user's Parquet
+manifests (`paper.sets`) with the real encoder (`paper.encoders`); setup byo — no encoder: the user's
+NPY + Parquet sets in `byo/embeddings/<space>/` are validated and copied. Demo and paper go through the
+same sharded, resumable extraction (`cmcr.extraction.extract_sharded`): shards live in
+`data/shards/<space>/` (outside DVC's outputs), so a killed stage resumes where it stopped.
 """
 
 import pandas as pd
@@ -11,77 +14,57 @@ import pandas as pd
 from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, atomic_dir, load_embedding_set, load_npy, read_parquet, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
-from cmcr.evaluation import evaluation_sets
+from cmcr.config import extraction_sets
+from cmcr.encoders.base import build_space
+from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets
 from cmcr.experiments import setup_of
 from cmcr.extraction import extract_sharded
-from cmcr.spaces import build_space, check_failure_rate, extract
-from cmcr.world import class_prompts, concept_names
+from cmcr.items import manifest_items
+from cmcr.world import WorldFiles
 
-#: training sets (required): set name → (modality, where its items come from)
-TRAINING_SETS = {
-    "clip": {"text": ("text", "texts"), "image": ("image", "memory")},
-    "clap": {"text": ("text", "texts"), "audio": ("audio", "memory")},
-    "ulip": {"image": ("image", "memory"), "points": ("points", "memory")},
-}
-#: evaluation sets (optional, one per configured dataset, files `<set>@<dataset>`)
-EVAL_SOURCES = {"eval_image": ("image", "eval"), "prompts": ("text", "prompts"),
-                "scene_proposals": ("image", "proposals"), "eval_audio": ("audio", "eval"),
-                "scene_audio": ("audio", "scenes"), "eval_points": ("points", "eval")}
+#: the demo world's extraction settings (its sets are small; paper.extraction is for the real encoders)
+DEMO_EXTRACTION = {"batch_size": 256, "num_workers": 0, "shard_size": 50_000}
 
 
-def sets_of(space: str, benchmarks) -> dict[str, tuple[str, str, bool]]:
-    """``{file name: (modality, source, required)}`` for this space and the configured datasets."""
-    sets = {name: (*spec, True) for name, spec in TRAINING_SETS[space].items()}
+def sets_of(space: str, benchmarks) -> dict[str, tuple[str, bool]]:
+    """``{file name: (modality, required)}`` for this space: training sets, then the configured evaluation sets."""
+    sets = {modality: (modality, True) for modality in extraction_sets()[space]}
     for file_name, name in evaluation_sets(benchmarks, space).items():
-        sets[file_name] = (*EVAL_SOURCES[name], False)
+        sets[file_name] = (EVAL_SET_MODALITY[name], False)
     return sets
 
 
-def demo_items(modality: str, source: str) -> pd.DataFrame:
-    """The rows to embed, with an ``item`` column (path or text) and descriptive columns."""
-    if source == "texts":
-        texts = pd.read_parquet(TEXTS)
-        return texts.assign(item=texts["text"])
-    if source == "prompts":
-        names = concept_names()
-        rows = [{"label": c, "name": n, "prompt": t} for c, n in enumerate(names) for t in class_prompts(n)]
-        frame = pd.DataFrame(rows)
-        return frame.assign(item=frame["prompt"])
-    if source == "proposals":  # crops of each scene at the proposal boxes
-        boxes = pd.read_parquet(WORLD / "scenes" / "proposals.parquet")
-        items = [(str(WORLD / "scenes" / f"{sid}.png"), (x1, y1, x2, y2))
-                 for sid, x1, y1, x2, y2 in boxes[["scene_id", "x1", "y1", "x2", "y2"]].itertuples(index=False)]
-        return boxes.assign(item=items)
-    if source == "scenes":
-        scenes = pd.read_parquet(WORLD / "scenes" / "scenes.parquet")
-        return scenes.drop(columns=["image", "audio"]).assign(item=[str(WORLD / a) for a in scenes["audio"]])
-    manifest = pd.read_parquet(WORLD / "manifest.parquet")
-    rows = manifest[(manifest["modality"] == modality) & (manifest["split"] == source)].sort_values("pair_id" if source == "eval" else "item_id")
-    return rows.assign(item=[str(WORLD / p) for p in rows["path"]]).reset_index(drop=True)
+def texts_rows() -> pd.DataFrame:
+    texts = pd.read_parquet(TEXTS)
+    return texts.assign(item=texts["text"])
 
 
-def paper_items(space: str, name: str, source: str, sets) -> pd.DataFrame | None:
-    """Rows to embed in the paper setup: the texts, or a user manifest (``paper.sets.<space>.<name>``)."""
-    if source == "texts":
-        texts = pd.read_parquet(TEXTS)
-        return texts.assign(item=texts["text"])
-    spec = (sets.get(space) or {}).get(name)
+def demo_rows(space: str, name: str, modality: str, p) -> pd.DataFrame:
+    if name == "text":
+        return texts_rows()
+    return WorldFiles(WORLD).rows(name.split("@")[0], modality)
+
+
+def paper_rows(space: str, name: str, modality: str, p) -> pd.DataFrame | None:
+    """The texts, or the user's manifest ``paper.sets.<space>.<name>`` (None when not given)."""
+    if name == "text":
+        return texts_rows()
+    spec = (p["paper"]["sets"].get(space) or {}).get(name)
     if not spec:
         return None
     column = spec.get("column", "path")
-    manifest = read_parquet(spec["manifest"], columns=[column])
-    if source == "proposals":  # one row per box: crop the image at it
-        boxes = read_parquet(spec["manifest"], columns=[column, "scene_id", "x1", "y1", "x2", "y2"])
-        items = [(str(path), (x1, y1, x2, y2)) for path, x1, y1, x2, y2
-                 in boxes[[column, "x1", "y1", "x2", "y2"]].itertuples(index=False)]
-        return boxes.assign(item=items)
-    return manifest.assign(item=[str(x) for x in manifest[column]])
+    table = read_parquet(spec["manifest"])
+    try:
+        items = manifest_items(table, column, modality)
+    except ValueError as exc:
+        raise ArtifactError(f"paper.sets.{space}.{name}: {spec['manifest']}: {exc}") from None
+    return table.assign(item=items)
 
 
 def copy_byo(space: str, sets, tmp, p, log) -> None:
     """Bring your own: validate the user's NPY + Parquet sets and copy them."""
     src = BYO / space
-    for name, (_, _, required) in sets.items():
+    for name, (_, required) in sets.items():
         if not (src / f"{name}.npy").exists():
             if required:
                 raise ArtifactError(f"bring-your-own embeddings: {src / (name + '.npy')} is missing (required)")
@@ -93,21 +76,19 @@ def copy_byo(space: str, sets, tmp, p, log) -> None:
         save_embedding_set(tmp, name, matrix, table)
 
 
-def extract_paper(space: str, sets, tmp, p, log) -> None:
-    """The real encoder over the user's manifests, sharded in data/shards/ (resumable across runs)."""
-    cfg = p["paper"]
-    encoder = build_space(space, **dict(cfg["encoders"][space]))
-    ext = cfg["extraction"]
+def extract_sets(space: str, sets, tmp, p, log, encoder, rows_of, ext) -> None:
+    """Every set through the sharded extraction; kept rows' tables and all failures written to ``tmp``."""
     failures = []
-    for name, (modality, source, required) in sets.items():
-        rows = paper_items(space, name, source, cfg["sets"])
+    shards = ROOT / "data" / "shards" / space
+    for name, (modality, required) in sets.items():
+        rows = rows_of(space, name, modality, p)
         if rows is None:
             if required:
                 raise ArtifactError(f"setup paper: paper.sets.{space}.{name} (a manifest of the {modality} files) "
                                     "is required")
             log.warning("paper.sets.%s.%s not given: its benchmark will be skipped", space, name)
             continue
-        shards = ROOT / "data" / "shards" / space
+        rows = rows.reset_index(drop=True)
         summary = extract_sharded(encoder, modality, list(rows["item"]), [str(i) for i in range(len(rows))],
                                   shards, name, shard_size=ext["shard_size"], batch_size=ext["batch_size"],
                                   num_workers=ext["num_workers"], max_failure_rate=p["extraction"]["max_failure_rate"])
@@ -121,23 +102,9 @@ def extract_paper(space: str, sets, tmp, p, log) -> None:
         failures += [{"id": str(r.id), "item": str(rows["item"].iloc[int(r.position)]), "reason": r.reason, "set": name}
                      for r in lost.itertuples()]
         log.info("%s/%s: %d embedded, %d failed", space, name, summary.embedded, summary.failed)
-    write_parquet(tmp / "failures.parquet", pd.DataFrame(failures, columns=["id", "item", "reason", "set"]))
-
-
-def extract_demo(space: str, sets, tmp, p, log) -> None:
-    """The trained demo stand-in over the demo world's files."""
-    encoder = build_space(f"demo_{space}", checkpoint=SPACES / f"{space}.pt")
-    failures = []
-    for name, (modality, source, _) in sets.items():
-        rows = demo_items(modality, source)
-        result = extract(encoder, modality, list(rows["item"]), ids=[str(i) for i in rows.index],
-                         desc=f"{space} {name}")
-        failures += [{**f, "set": name} for f in result.failures]
-        table = rows.iloc[result.kept].drop(columns=["item"]).reset_index(drop=True)
-        save_embedding_set(tmp, name, result.embeddings, table)
-        log.info("%s/%s: %d embedded, %d failed", space, name, len(result.kept), len(result.failures))
-        check_failure_rate(f"{space}/{name}", len(result.failures), len(rows), p["extraction"]["max_failure_rate"],
-                           f"first: {result.failures[0] if result.failures else None}")
+    if failures:
+        log.warning("%s: %d item(s) failed to load in all; see %s", space, len(failures),
+                    EMBEDDINGS / space / "failures.parquet")
     write_parquet(tmp / "failures.parquet", pd.DataFrame(failures, columns=["id", "item", "reason", "set"]))
 
 
@@ -150,9 +117,15 @@ def main(space: str) -> None:
         others = sorted({f.split("@")[1] for f in sets if "@" in f} - {"demo"})
         if others:
             raise ArtifactError(f"setup demo provides the evaluation dataset 'demo' only; benchmarks lists {others}")
-    run_setup = {"byo": copy_byo, "paper": extract_paper, "demo": extract_demo}[setup]
     with atomic_dir(EMBEDDINGS / space) as tmp:
-        run_setup(space, sets, tmp, p, log)
+        if setup == "byo":
+            copy_byo(space, sets, tmp, p, log)
+        elif setup == "paper":
+            encoder = build_space(space, **dict(p["paper"]["encoders"][space]))
+            extract_sets(space, sets, tmp, p, log, encoder, paper_rows, p["paper"]["extraction"])
+        else:
+            encoder = build_space(f"demo_{space}", checkpoint=SPACES / f"{space}.pt")
+            extract_sets(space, sets, tmp, p, log, encoder, demo_rows, DEMO_EXTRACTION)
 
 
 if __name__ == "__main__":

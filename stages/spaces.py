@@ -1,13 +1,13 @@
 """Stage `spaces@<space>`: train a demo stand-in contrastive space on its paired world data."""
 
-
 import pandas as pd
 
 from common import METRICS, SPACES, TEXTS, WORLD, params, setup_logging, run
 from cmcr.artifacts import save_torch, write_json
 from cmcr.encoders.demo import DEMO_SPACES, modality_gap, tokenize, train_demo_space
 from cmcr.experiments import setup_of
-from cmcr.spaces import extract
+from cmcr.extraction import extract
+from cmcr.world import WorldFiles
 
 
 def main(space: str) -> None:
@@ -18,29 +18,19 @@ def main(space: str) -> None:
         save_torch(out, {"format": "skipped", "reason": f"setup={setup_of(p)}"})
         write_json(metrics, {"skipped": True})
         return
-    manifest = pd.read_parquet(WORLD / "manifest.parquet")
-    captions = pd.read_parquet(WORLD / "captions.parquet").set_index("text_id")
-    vocab = sorted({t for text in captions["text"] for t in tokenize(text)})
+    world = WorldFiles(WORLD)
     first, second = DEMO_SPACES[space]
-    if space in ("clip", "clap"):
-        rows = manifest[manifest["split"] == f"{space}_pairs"].sort_values("pair_id")
-        pairs = {first: [str(WORLD / x) for x in rows["path"]], "text": list(captions.loc[rows["text_id"], "text"])}
-    else:
-        rows = manifest[manifest["split"] == "ulip_pairs"]
-        pairs = {m: [str(WORLD / x) for x in rows[rows["modality"] == m].sort_values("pair_id")["path"]]
-                 for m in (first, second)}
+    pairs = world.pairs(space, (first, second))
     log.info("training demo %s on %d %s–%s pairs", space, len(pairs[first]), first, second)
     cfg = p["demo"]["spaces"]
-    model, history = train_demo_space(space, pairs, vocab=vocab, dim=cfg["dim"], epochs=cfg["epochs"],
+    model, history = train_demo_space(space, pairs, vocab=sorted({t for text in world.captions() for t in tokenize(text)}), dim=cfg["dim"], epochs=cfg["epochs"],
                                       batch_size=cfg["batch_size"], lr=cfg["lr"], seed=cfg["seed"])
     save_torch(out, model.checkpoint(history))
     # The modality gap of the stand-in, measured on its held-out memory items as for real MCRs.
-    memory = manifest[manifest["split"] == "memory"]
     def emb(modality):
         if modality == "text":
             return extract(model, "text", list(pd.read_parquet(TEXTS)["text"])[:2000], progress=False).embeddings
-        items = [str(WORLD / x) for x in memory[memory["modality"] == modality]["path"][:2000]]
-        return extract(model, modality, items, progress=False).embeddings
+        return extract(model, modality, world.memory_items(modality, 2000), progress=False).embeddings
     gap = modality_gap(emb(first), emb(second))
     write_json(metrics, {"final_loss": history[-1]["loss"], "temperature": history[-1]["temperature"],
                          "modality_gap": gap})

@@ -1,19 +1,17 @@
 """Stage `texts`: collect the C-MCR text set (text_id, text, source)."""
 
-import pandas as pd
-
 from common import BYO, TEXTS, WORLD, params, setup_logging, run
 from cmcr.artifacts import read_parquet, write_parquet
 from cmcr.experiments import setup_of
 from cmcr.sources.texts import collect_texts
+from cmcr.world import WorldFiles
 
 
 def main() -> None:
     log = setup_logging("texts")
     p = params()
     if setup_of(p) == "demo":
-        captions = pd.read_parquet(WORLD / "captions.parquet")
-        texts = captions[captions["split"] == "corpus"][["text_id", "text", "source"]].reset_index(drop=True)
+        texts = WorldFiles(WORLD).corpus()
     elif setup_of(p) == "paper":  # the §4.1 corpora from the user's disk
         cfg = p["paper"]["texts"]
         files = {k: v for k, v in cfg["files"].items() if v}

@@ -8,13 +8,6 @@ from cmcr.experiments import resolve_variant
 from cmcr.official import load_official
 from cmcr.train import ConnectionData, train_connection
 
-#: connection → per space: (shared-modality set, Eq. 2 aggregate)
-INPUTS = {
-    "clip_clap": {"clip": ("clip/text", "clip_image_from_text"), "clap": ("clap/text", "clap_audio_from_text")},
-    "clip_ulip": {"clip": ("clip/image", "clip_text_from_image"), "ulip": ("ulip/image", "ulip_points_from_image")},
-}
-
-
 def main(variant: str) -> None:
     log = setup_logging(f"train@{variant}")
     v = resolve_variant(params(), variant)
@@ -25,7 +18,7 @@ def main(variant: str) -> None:
         write_json(HISTORY / f"{variant}.json", [])
         return
     config = v.config
-    inputs = INPUTS[config.connection.name]
+    inputs = config.connection.training_inputs()  # per space: (shared-modality set, Eq. 2 aggregate)
     shared = {s: load_npy(EMBEDDINGS / f"{src}.npy") for s, (src, _) in inputs.items()}
     memory = {s: load_npy(AGGREGATED / config.memory.mode / f"{agg}.npy") for s, (_, agg) in inputs.items()}
     if v.exclude_sources:  # appendix A: drop texts of some sources (Eq. 2 is per text, so rows just go)

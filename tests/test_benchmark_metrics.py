@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cmcr.checks import EmbeddingError
-from cmcr.metrics.counterfactual import counterfactual_metrics, counts
+from cmcr.metrics.counterfactual import average_precision, counterfactual_metrics, counts
 from cmcr.metrics.localization import best_proposals, box_mask, consensus_iou, localization_metrics
 
 
@@ -50,7 +50,54 @@ def test_counterfactual_by_hand():
     m = counterfactual_metrics(**CASE)
     # thresholds below 0.9, 0.8, 0.7, 0.6, 0.5: (P, R) = (1, 1/3), (1/2, 1/3), (1/3, 1/2), (1/2, 1), (2/5, 1)
     assert m["Max-F1"] == pytest.approx(100 * 2 / 3)
-    assert m["AP"] == pytest.approx(100 * (1 / 3 + (1 / 2 - 1 / 3) / 3 + (1 - 1 / 2) / 2))
+    # interpolated (default): precision envelope max_{j>=k} P_j = 1, 1/2, 1/2, 1/2, 2/5 → 1/3·1 + 1/6·1/2 + 1/2·1/2
+    assert m["AP"] == pytest.approx(100 * 2 / 3)
+    # raw steps: the 1/3 precision at R = 1/2 is used as it is
+    steps = counterfactual_metrics(**CASE, ap="steps")
+    assert steps["AP"] == pytest.approx(100 * (1 / 3 + (1 / 2 - 1 / 3) / 3 + (1 - 1 / 2) / 2))  # 63.89
+    assert steps["Max-F1"] == m["Max-F1"]
+
+
+def test_counterfactual_ap_envelope_differs_from_steps_by_hand():
+    # ranked by confidence: +hit, -, -, +hit, +hit, -, -; 3 positives, all hits
+    c = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
+    u = [0.9, 0.0, 0.0, 0.7, 0.6, 0.0, 0.0]
+    g = [True, False, False, True, True, False, False]
+    # (P, R) per threshold: (1, 1/3) (1/2, 1/3) (1/3, 1/3) (1/2, 2/3) (3/5, 1) (1/2, 1) (3/7, 1)
+    # steps:        1/3·1 + 1/3·1/2 + 1/3·3/5                               = 0.7
+    # interpolated: 1/3·1 + 1/3·3/5 + 1/3·3/5 (envelope at R = 2/3 is 3/5) = 0.7333…
+    assert counterfactual_metrics(c, u, g, ap="steps")["AP"] == pytest.approx(70.0)
+    assert counterfactual_metrics(c, u, g)["AP"] == pytest.approx(220 / 3)
+    # the same rule on the written-out curve
+    assert average_precision([1, .5, 1 / 3, .5, .6, .5, 3 / 7], [1 / 3] * 3 + [2 / 3] + [1] * 3) == pytest.approx(2.2 / 3)
+    with pytest.raises(ValueError, match="recall must not decrease"):
+        average_precision([1, 1], [0.5, 0.25])
+    with pytest.raises(ValueError, match="ap must be one of"):
+        counterfactual_metrics(c, u, g, ap="voc")
+
+
+def test_counterfactual_iou_exactly_at_threshold():
+    c, u, g = [0.9, 0.8], [0.5, 1.0], [True, True]
+    # printed Eq. 11 (IoU > 0.5): the first pair is a false positive; SLAVC (IoU >= 0.5): a true positive
+    assert counts(np.asarray(c), np.asarray(u), np.asarray(g), 0.0) == (1, 1, 0)
+    assert counts(np.asarray(c), np.asarray(u), np.asarray(g), 0.0, iou_rule="ge") == (2, 0, 0)
+    # gt: (P, R) = (0, 0) at δ<0.9 (a miss, the other pair a FN), (1/2, 1) at δ<0.8 → AP = 1·1/2;
+    # ge: (1, 1/2) then (1, 1) → AP = 1
+    assert counterfactual_metrics(c, u, g)["AP"] == pytest.approx(50.0)
+    assert counterfactual_metrics(c, u, g, iou_rule="ge")["AP"] == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="iou_rule must be one of"):
+        counterfactual_metrics(c, u, g, iou_rule="gte")
+
+
+def test_metric_options_are_checked():
+    from cmcr.evaluation import metric_options
+
+    assert metric_options("counterfactual", {"ap": "steps", "iou_rule": "ge"}) == {"ap": "steps", "iou_rule": "ge"}
+    assert metric_options("retrieval", None) == {}
+    with pytest.raises(ValueError, match="evaluation.counterfactual.ap: 'voc' is not one of"):
+        metric_options("counterfactual", {"ap": "voc"})
+    with pytest.raises(ValueError, match="evaluation.retrieval.ap: unknown option"):
+        metric_options("retrieval", {"ap": "steps"})
 
 
 def test_counterfactual_invariances():

@@ -86,7 +86,7 @@ def test_encoders_on_the_device_agree_with_the_cpu(official_dir, tmp_path, preci
     workers: the device's embeddings against the CPU's, in fp32 and under autocast."""
     from cmcr.encoders.pointbert import PointBertConfig
     from cmcr.extraction import extract_sharded
-    from cmcr.spaces import build_space
+    from cmcr.encoders.base import build_space
 
     runs = {
         "clip": ("image", [str(official_dir / f"{n}.jpeg") for n in ("BBQ", "toilet", "train")], {}),

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cmcr.config import ConfigError
-from cmcr.spaces import build_space, extract
+from cmcr.encoders.base import build_space
+from cmcr.extraction import extract
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from cmcr.encoders.demo import DemoSpace, DemoSpaceModel
-from cmcr.extraction import extract_sharded
+from cmcr.extraction import EncoderError, extract_sharded
+from cmcr.items import Item
 from cmcr.world import render_image
 
 
@@ -59,7 +60,7 @@ def test_kill_and_resume_is_byte_identical(space, images, tmp_path):
         return original(modality, batch)
 
     space.encode = dying
-    with pytest.raises(Killed):
+    with pytest.raises(EncoderError, match="demo_clip image encoder failed on clip_image items .*Killed"):
         run(space, images, tmp_path / "resumed")
     space.encode = original
     assert not (tmp_path / "resumed" / "clip_image.npy").exists()  # nothing merged from a partial run
@@ -118,7 +119,7 @@ def test_cli_extract_with_the_demo_space(space, images, tmp_path):
 
 
 def test_mixed_precision_only_on_cuda():
-    from cmcr.spaces import amp_settings
+    from cmcr.device import amp_settings
 
     assert amp_settings("bf16", torch.device("cpu"))["enabled"] is False
     gpu = amp_settings("bf16", torch.device("cuda"))
@@ -165,7 +166,7 @@ def test_shards_of_another_run_are_never_reused(space, images, tmp_path, caplog)
 
 def test_space_identity_covers_weights_and_settings():
     from cmcr.encoders.pointbert import PointBertConfig
-    from cmcr.spaces import build_space
+    from cmcr.encoders.base import build_space
 
     torch.manual_seed(0)
     a = DemoSpace(DemoSpaceModel("clip", 16, ["a", "b"]))
@@ -208,3 +209,79 @@ def test_cli_lists_and_prunes_shard_runs(space, images, tmp_path):
     assert np.load(tmp_path / "clip_image.npy").shape == (23, 16)
     res = CliRunner().invoke(app, ["shards", str(tmp_path), "--remove", "feedbeef"])
     assert res.exit_code != 0 and "no run ['feedbeef']" in res.output
+
+
+def test_object_proposals_are_crops_for_every_image_encoder(space, images, tmp_path):
+    """One item type: an Item with a box is the crop of its image for the demo, CLIP and ULIP's image tower."""
+    import json
+
+    import open_clip
+
+    from cmcr.encoders.base import build_space
+    from cmcr.encoders.pointbert import PointBertConfig
+
+    path, box = images[0], (4, 2, 30, 28)
+    cropped = tmp_path / "crop.png"
+    with Image.open(path) as img:
+        img.convert("RGB").crop(box).save(cropped)
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    (folder / "cmcr-tiny-clip-crop.json").write_text(json.dumps({
+        "embed_dim": 16, "quick_gelu": True, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
+    open_clip.add_model_config(folder)
+    clip = build_space("clip", model_name="cmcr-tiny-clip-crop", allow_random=True, device="cpu")
+    ulip = build_space("ulip", allow_random=True, device="cpu", config=PointBertConfig(npoints=256, num_group=8, depth=1))
+    for encoder in (space, clip, ulip):
+        as_item = encoder.load("image", Item(path, box))
+        assert torch.equal(as_item, encoder.load("image", str(cropped))), encoder.name
+        assert not torch.equal(as_item, encoder.load("image", path))
+    out = extract_sharded(clip, "image", [Item(path, box), Item(path, (0, 0, 99, 99)), Item(path)], ["a", "b", "c"],
+                          tmp_path / "x", "proposals", shard_size=2, progress=False, max_failure_rate=0.5)
+    assert (out.embedded, out.failed) == (2, 1)
+    import pandas as pd
+
+    failures = pd.read_parquet(tmp_path / "x" / "proposals.failures.parquet")
+    assert failures["id"].tolist() == ["b"] and "is not inside the 32×32 image" in failures["reason"][0]
+
+
+def test_any_loader_exception_is_a_per_item_failure_but_encoder_errors_stop(space, images, tmp_path):
+    import pandas as pd
+
+    class Flaky(DemoSpace):
+        def load(self, modality, item):
+            if str(item).endswith("003.png"):
+                raise AttributeError("'tuple' object has no attribute 'seek'")  # e.g. a loader bug on one item
+            return super().load(modality, item)
+
+    flaky = Flaky(space.model)
+    out = extract_sharded(flaky, "image", images, [f"i{i}" for i in range(len(images))], tmp_path, "x",
+                          shard_size=50, progress=False, max_failure_rate=0.2)
+    failures = pd.read_parquet(tmp_path / "x.failures.parquet")
+    assert out.failed == 2 and sorted(failures["id"]) == ["i3", "i7"]
+    assert "AttributeError: 'tuple' object has no attribute 'seek'" in failures["reason"].tolist()
+
+    class Broken(DemoSpace):
+        def encode_batch(self, modality, batch):
+            raise RuntimeError("CUDA out of memory")
+
+    with pytest.raises(EncoderError, match=r"demo_clip image encoder failed on y items 0–1 \(2 items\): RuntimeError: CUDA out"):
+        extract_sharded(Broken(space.model), "image", images[:2], ["a", "b"], tmp_path, "y", progress=False)
+
+
+def test_item_type():
+    from cmcr.items import as_item, file_of, manifest_items
+
+    assert str(Item("a.png", (1, 2, 3, 4))) == "a.png#box=1,2,3,4" and str(Item("a.png")) == "a.png"
+    assert as_item("a.png") == Item("a.png")
+    with pytest.raises(ValueError, match="four finite numbers"):
+        Item("a.png", (1, 2, 3))
+    with pytest.raises(ValueError, match="crops images only"):
+        file_of(Item("a.wav", (0, 0, 1, 1)), "audio")
+    import pandas as pd
+
+    table = pd.DataFrame({"path": ["s.png", "s.png"], "x1": [0, 5], "y1": [0, 5], "x2": [4, 9], "y2": [4, 9]})
+    assert manifest_items(table, "path", "image") == [Item("s.png", (0, 0, 4, 4)), Item("s.png", (5, 5, 9, 9))]
+    assert manifest_items(table, "path", "audio") == [Item("s.png"), Item("s.png")]
+    with pytest.raises(ValueError, match="no column 'file'"):
+        manifest_items(table, "file", "image")

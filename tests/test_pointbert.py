@@ -8,7 +8,8 @@ import torch
 from cmcr.encoders.pointbert import (PointBertConfig, UlipPointBert, check_points, farthest_point_sample,
                                      load_ulip_weights, prepare_points)
 from cmcr.sources.points import read_point_cloud
-from cmcr.spaces import build_space, extract
+from cmcr.encoders.base import build_space
+from cmcr.extraction import extract
 
 
 def test_checkpoint_key_names_and_shapes():

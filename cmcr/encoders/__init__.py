@@ -1,4 +1,4 @@
-"""Encoder spaces. Importing this package registers the built-in ones (see :mod:`cmcr.spaces`).
+"""Encoder spaces. Importing this package registers the built-in ones (see :mod:`cmcr.encoders.base`).
 
 Heavy libraries (open_clip, laion_clap) are imported only when a space is built.
 """

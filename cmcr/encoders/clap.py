@@ -1,4 +1,4 @@
-"""CLAP (audio–text) through laion_clap, behind the :class:`~cmcr.spaces.EncoderSpace` interface.
+"""CLAP (audio–text) through laion_clap, behind the :class:`~cmcr.encoders.base.EncoderSpace` interface.
 
 The paper and the official release use ``630k-fusion-best.pt`` with ``enable_fusion=True``
 (HTSAT-tiny audio branch, RoBERTa text branch), mono 48 kHz input and 10 s windows.
@@ -51,9 +51,10 @@ import torch
 
 from cmcr.checkpoints import load_state_dict_file
 from cmcr.config import ConfigError
-from cmcr.memory import resolve_device
 from cmcr.sources.audio import read_audio
-from cmcr.spaces import EncoderSpace, amp_settings, non_empty_text, register, seeded_init
+from cmcr.device import amp_settings, resolve_device, seeded_init
+from cmcr.encoders.base import EncoderSpace, non_empty_text, register
+from cmcr.items import file_of
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class ClapSpace(EncoderSpace):
     def load(self, modality: str, item: Any) -> torch.Tensor:
         if modality == "text":
             return non_empty_text(item)  # tokenised in batches by laion_clap
-        wave = read_audio(item, SAMPLE_RATE)
+        wave = read_audio(file_of(item, modality), SAMPLE_RATE)
         if self.quantize:
             wave = quantize_int16(wave)
         if self.long_clips == "centre":

@@ -1,4 +1,4 @@
-"""CLIP (image–text) through open_clip, behind the :class:`~cmcr.spaces.EncoderSpace` interface.
+"""CLIP (image–text) through open_clip, behind the :class:`~cmcr.encoders.base.EncoderSpace` interface.
 
 The paper (and the official release) use OpenAI's ViT-B/32. Its weights need open_clip's
 ``ViT-B-32-quickgelu`` architecture: ``ViT-B-32`` with OpenAI weights silently builds the wrong
@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from cmcr.config import ConfigError
-from cmcr.memory import resolve_device
-from cmcr.spaces import EncoderSpace, amp_settings, non_empty_text, register, seeded_init
+from cmcr.device import amp_settings, resolve_device, seeded_init
+from cmcr.encoders.base import EncoderSpace, non_empty_text, register
+from cmcr.sources.images import load_image
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,7 @@ class ClipSpace(EncoderSpace):
     def load(self, modality: str, item: Any) -> torch.Tensor:
         if modality == "text":
             return self.tokenizer([non_empty_text(item)])[0]  # longer than the context (77 tokens): truncated, ends with EOT
-        from PIL import Image
-
-        with Image.open(item) as img:
-            return self.preprocess(img.convert("RGB"))  # grey / palette / RGBA → RGB; decoding errors raise OSError
+        return self.preprocess(load_image(item))  # RGB, cropped to the item's box; decoding errors raise OSError
 
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
         x = torch.stack(batch).to(self.device, non_blocking=True)

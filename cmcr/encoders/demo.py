@@ -2,7 +2,7 @@
 
 Small dual encoders trained inside the demo pipeline on paired data of the demo world
 (:mod:`cmcr.world`) with the symmetric InfoNCE loss and a learnable temperature, as their real
-counterparts were. They plug into the same :class:`~cmcr.spaces.EncoderSpace` interface as the real
+counterparts were. They plug into the same :class:`~cmcr.encoders.base.EncoderSpace` interface as the real
 models: files in, L2-normalised ``dim``-wide embeddings out.
 """
 
@@ -20,7 +20,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cmcr.loss import symmetric_info_nce
-from cmcr.spaces import EncoderSpace, register
+from cmcr.encoders.base import EncoderSpace, register
+from cmcr.items import file_of
+from cmcr.sources.images import load_image
 from cmcr.sources.audio import read_audio
 from cmcr.world import AUDIO_SECONDS, IMAGE_SIZE, POINTS, SAMPLE_RATE, normalize_points
 
@@ -131,15 +133,12 @@ class DemoSpace(EncoderSpace):
     def load(self, modality: str, item: Any) -> torch.Tensor:
         if modality == "text":
             return self.model.towers["text"].ids(str(item))
-        if modality == "image" and isinstance(item, tuple):  # (path, (x1, y1, x2, y2)): an object proposal
-            return load_image(Path(item[0]), item[1])
-        path = Path(item)
         if modality == "image":
-            return load_image(path)
+            return image_tensor(load_image(item))  # the item's box (an object proposal) crops it
         if modality == "audio":
-            return load_audio(path)
+            return load_audio(Path(file_of(item, modality)))
         if modality == "points":
-            return load_points(path)
+            return load_points(Path(file_of(item, modality)))
         raise ValueError(f"unknown modality {modality!r}")
 
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
@@ -164,20 +163,11 @@ class DemoSpace(EncoderSpace):
         return cls(model)
 
 
-def load_image(path: Path, box: tuple | None = None) -> torch.Tensor:
-    """RGB image (or the crop ``box`` = x1, y1, x2, y2 of it) resized to the encoder's input."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img = img.convert("RGB")  # grey / RGBA / palette images all become RGB
-        if box is not None:
-            x1, y1, x2, y2 = (int(v) for v in box)
-            if not (0 <= x1 < x2 <= img.width and 0 <= y1 < y2 <= img.height):
-                raise ValueError(f"{path}: box {box} is outside the {img.width}×{img.height} image")
-            img = img.crop((x1, y1, x2, y2))
-        if img.size != (IMAGE_SIZE, IMAGE_SIZE):
-            img = img.resize((IMAGE_SIZE, IMAGE_SIZE))
-        array = np.asarray(img, dtype=np.float32) / 255.0
+def image_tensor(img) -> torch.Tensor:
+    """An RGB ``PIL.Image`` (from :func:`~cmcr.sources.images.load_image`) resized to the stand-in's input."""
+    if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+        img = img.resize((IMAGE_SIZE, IMAGE_SIZE))
+    array = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).sub(0.5).div(0.25)
 
 

@@ -1,4 +1,4 @@
-"""ULIP-2 Point-BERT (3D) behind the :class:`~cmcr.spaces.EncoderSpace` interface, implemented here.
+"""ULIP-2 Point-BERT (3D) behind the :class:`~cmcr.encoders.base.EncoderSpace` interface, implemented here.
 
 C-MCR connects CLIP with ULIP-2's Point-BERT encoder (``pointbert_ULIP-2.pt``, 512-d ``encode_pc``).
 That model is ULIP's ``ULIP_PointBERT``: a Point-BERT transformer over xyz point patches followed by a
@@ -46,8 +46,10 @@ from torch import nn
 
 from cmcr.checkpoints import load_state_dict_file
 from cmcr.config import ConfigError
-from cmcr.memory import resolve_device
-from cmcr.spaces import EncoderSpace, amp_settings, register, seeded_init
+from cmcr.device import amp_settings, resolve_device, seeded_init
+from cmcr.encoders.base import EncoderSpace, register
+from cmcr.items import file_of
+from cmcr.sources.images import load_image
 
 log = logging.getLogger(__name__)
 
@@ -289,18 +291,16 @@ class UlipSpace(EncoderSpace):
 
     def load(self, modality: str, item: Any) -> torch.Tensor:
         if modality == "image":
-            from PIL import Image
             from torchvision import transforms
 
             if not hasattr(self, "_preprocess"):
                 self._preprocess = transforms.Compose([
                     transforms.Resize(224, interpolation=transforms.InterpolationMode.BILINEAR),
                     transforms.CenterCrop(224), transforms.ToTensor(), transforms.Normalize(IMAGE_MEAN, IMAGE_STD)])
-            with Image.open(item) as img:
-                return self._preprocess(img.convert("RGB"))
+            return self._preprocess(load_image(item))  # RGB, cropped to the item's box
         from cmcr.sources.points import read_point_cloud
 
-        points = read_point_cloud(item, trust_pickle=self.trust_pickled_points)
+        points = read_point_cloud(file_of(item, modality), trust_pickle=self.trust_pickled_points)
         # official: every stored point goes in, so only Point-BERT's own 512 patch centres are needed
         least = self.cfg.npoints if self.points_input == "ulip" else self.cfg.num_group
         return torch.from_numpy(check_points(points, least))

@@ -29,6 +29,8 @@ from cmcr.artifacts import ArtifactError
 
 log = logging.getLogger(__name__)
 
+#: the three kinds of text corpora of §4.1 (appendix A's ablation drops one at a time)
+SOURCES = ("image-text", "video-text", "audio-text")
 SOURCE_OF = {"coco": "image-text", "cc3m": "image-text", "msrvtt": "video-text", "mad": "video-text",
              "audiocaps": "audio-text", "clotho": "audio-text"}
 _SPACES = re.compile(r"\s+")

@@ -1,31 +1,22 @@
-"""The encoder interface every contrastive space implements, a registry by name, and batched extraction.
+"""The encoder interface every contrastive space implements, and the registry that builds them by name.
 
 A space (CLIP, CLAP, ULIP-2, or a demo stand-in) states its ``name``, its ``dim`` and its
-``modalities``; for each modality it can ``load`` one raw item (a file path, or the text itself) into
-a tensor — raising on a bad item — and ``encode`` a batch of loaded items into L2-normalised float32
-embeddings. :func:`extract` drives any space over a list of items with batching, a progress bar and
-per-item failure records.
+``modalities``; for each modality it can ``load`` one raw item — an :class:`~cmcr.items.Item` (a file,
+optionally cropped to a box) or, for text, the string — into a tensor, raising on a bad item, and
+``encode`` a batch of loaded items into L2-normalised float32 embeddings. Extraction over many items
+(batching, failures, shards) is :mod:`cmcr.extraction`; devices and precision are :mod:`cmcr.device`.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
 import dataclasses
 import hashlib
-import logging
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
-
-from cmcr.config import PRECISIONS
-
-log = logging.getLogger(__name__)
 
 
 class EncoderSpace(abc.ABC):
@@ -37,7 +28,8 @@ class EncoderSpace(abc.ABC):
 
     @abc.abstractmethod
     def load(self, modality: str, item: Any) -> torch.Tensor:
-        """Decode and preprocess one item (a path, or a string for text); raise ``ValueError`` if unusable."""
+        """Decode and preprocess one item (an :class:`~cmcr.items.Item` or a path; a string for text); raise
+        (``ValueError``, ``OSError``…) if it is unusable — extraction records that as a per-item failure."""
 
     @abc.abstractmethod
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
@@ -101,23 +93,6 @@ def _plain(value: Any) -> Any:
     return None
 
 
-@contextlib.contextmanager
-def seeded_init(seed: int) -> Iterator[None]:
-    """Build a model's random initial weights from ``seed`` without touching the caller's RNG state:
-    a space built with ``allow_random`` (tests, benchmarks, random-weight baselines) is reproducible."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def amp_settings(precision: str, device: torch.device) -> dict[str, Any]:
-    """``torch.autocast`` arguments: mixed precision (``bf16`` / ``fp16``) on CUDA only; fp32 elsewhere."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
-    enabled = precision != "fp32" and device.type == "cuda"
-    return {"dtype": torch.bfloat16 if precision == "bf16" else torch.float16, "enabled": enabled}
-
-
 _REGISTRY: dict[str, Callable[..., EncoderSpace]] = {}
 
 
@@ -129,21 +104,12 @@ def register(name: str) -> Callable[[Callable[..., EncoderSpace]], Callable[...,
 
 
 def build_space(name: str, **kwargs: Any) -> EncoderSpace:
-    """Build a registered space by name (``demo_clip``, ``demo_clap``, ``demo_ulip``…)."""
+    """Build a registered space by name (``clip``, ``clap``, ``ulip``, ``demo_clip``…)."""
     import cmcr.encoders  # noqa: F401  (registers the built-in spaces)
 
     if name not in _REGISTRY:
         raise KeyError(f"unknown encoder space {name!r}; registered: {sorted(_REGISTRY)}")
     return _REGISTRY[name](**kwargs)
-
-
-@dataclass
-class Extraction:
-    """Embeddings of the items that loaded, their positions in the input, and the failures."""
-
-    embeddings: np.ndarray
-    kept: list[int]
-    failures: list[dict[str, str]] = field(default_factory=list)
 
 
 def non_empty_text(item: Any) -> str:
@@ -152,38 +118,3 @@ def non_empty_text(item: Any) -> str:
     if not text.strip():
         raise ValueError("empty text")
     return text
-
-
-def check_failure_rate(label: str, failed: int, total: int, limit: float, detail: str) -> None:
-    """Fail a set whose share of failed items exceeds ``limit`` (``detail`` says where to look)."""
-    rate = failed / total if total else 0.0
-    if rate > limit:
-        raise RuntimeError(f"{label}: {failed} of {total} items failed ({rate:.1%} > {limit:.1%}); {detail}")
-
-
-def extract(space: EncoderSpace, modality: str, items: Sequence[Any], *, ids: Sequence[str] | None = None,
-            batch_size: int = 256, progress: bool = True, desc: str | None = None) -> Extraction:
-    """Embed ``items`` with ``space``'s ``modality`` encoder; a bad item is recorded, never silently dropped."""
-    ids = list(ids) if ids is not None else [str(i) for i in range(len(items))]
-    out = np.empty((len(items), space.dim), dtype=np.float32)
-    kept: list[int] = []
-    failures: list[dict[str, str]] = []
-    bar = tqdm(total=len(items), desc=desc or f"{space.name} {modality}", unit="item", disable=not progress)
-    for start in range(0, len(items), batch_size):
-        batch, positions = [], []
-        for i in range(start, min(start + batch_size, len(items))):
-            try:
-                batch.append(space.load(modality, items[i]))
-                positions.append(i)
-            except (ValueError, OSError) as exc:
-                failures.append({"id": ids[i], "item": str(items[i]), "reason": f"{type(exc).__name__}: {exc}"})
-        if batch:
-            emb = space.encode(modality, batch).cpu().numpy()
-            out[len(kept):len(kept) + len(batch)] = emb
-            kept.extend(positions)
-        bar.update(min(batch_size, len(items) - start))
-    bar.close()
-    if failures:
-        log.warning("%s %s: %d of %d items failed (first: %s)", space.name, modality, len(failures), len(items),
-                    failures[0]["reason"])
-    return Extraction(out[:len(kept)], kept, failures)

@@ -1,0 +1,116 @@
+"""Code dependencies DVC can trust: every project module a stage script imports (transitively, including
+imports inside functions) is declared in that stage's ``deps`` in dvc.yaml — a file, or a folder above
+it. Otherwise editing that module would leave `dvc status` clean and the results stale."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of a module name (``cmcr.x.y`` or the stages' ``common``), or None if not ours."""
+    if name == "common":
+        return ROOT / "stages" / "common.py"
+    if name != "cmcr" and not name.startswith("cmcr."):
+        return None
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_files(path: Path) -> set[Path]:
+    """Project files ``path`` imports directly: each imported module, the packages above it (their
+    ``__init__`` runs first) and, for ``from package import name``, ``name`` when it is a submodule."""
+    out: set[Path] = set()
+
+    def add(module: str) -> None:
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):
+            found = module_file(".".join(parts[:i]))
+            if found is not None:
+                out.add(found)
+
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            add(node.module)
+            for alias in node.names:
+                add(f"{node.module}.{alias.name}")
+    return out
+
+
+def import_closure(script: Path) -> set[Path]:
+    """Every project file ``script`` runs, directly or through other project modules (the script included)."""
+    seen, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        todo.extend(imported_files(path) - seen)
+    return seen
+
+
+def stage_deps(dvc: dict, params: dict) -> dict[str, tuple[Path, list[str]]]:
+    """Stage name (foreach expanded as DVC does) → (its script, its declared deps)."""
+    out = {}
+    for name, stage in dvc["stages"].items():
+        body, keys = (stage["do"], stage["foreach"]) if "foreach" in stage else (stage, None)
+        if isinstance(keys, str):  # ${variants}
+            keys = list(params[keys.strip("${}")])
+        for key in keys or [None]:
+            deps = [d.replace("${item}", str(key)).replace("${key}", str(key)) for d in body.get("deps", [])]
+            script = next(w for w in body["cmd"].split() if w.startswith("stages/") and w.endswith(".py"))
+            out[name if key is None else f"{name}@{key}"] = (ROOT / script, deps)
+    return out
+
+
+def undeclared(dvc: dict, params: dict) -> dict[str, list[str]]:
+    """Per stage, the project files it imports that no dep (file, or a folder above it) covers."""
+    missing = {}
+    for stage, (script, deps) in stage_deps(dvc, params).items():
+        covered = [ROOT / d for d in deps]
+        lost = sorted(str(f.relative_to(ROOT)) for f in import_closure(script)
+                      if not any(f == c or c in f.parents for c in covered))
+        if lost:
+            missing[stage] = lost
+    return missing
+
+
+def load() -> tuple[dict, dict]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text()), yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_every_stage_depends_on_every_module_it_imports():
+    assert undeclared(*load()) == {}
+
+
+def test_the_check_fails_when_a_dependency_is_removed():
+    dvc, params = load()
+    evaluate = dvc["stages"]["evaluate"]["do"]
+    removed = next(d for d in evaluate["deps"] if d.startswith("cmcr/"))
+    evaluate["deps"].remove(removed)
+    missing = undeclared(dvc, params)
+    assert set(missing) == {f"evaluate@{b}" for b in dvc["stages"]["evaluate"]["foreach"]}
+    assert all(any(f == removed or f.startswith(removed.rstrip("/") + "/") for f in files) for files in missing.values())
+
+
+def test_closure_follows_imports_inside_functions_and_packages(tmp_path):
+    closure = {str(f.relative_to(ROOT)) for f in import_closure(ROOT / "stages" / "extract.py")}
+    # build_space imports cmcr.encoders inside the function: every encoder module is in the closure
+    assert {"cmcr/encoders/__init__.py", "cmcr/encoders/clip.py", "cmcr/encoders/clap.py", "cmcr/encoders/pointbert.py",
+            "cmcr/encoders/demo.py", "cmcr/__init__.py", "stages/common.py"} <= closure
+    assert "cmcr/report.py" not in closure
+
+
+if __name__ == "__main__":  # print the deps each stage needs (for editing dvc.yaml)
+    for stage, (script, _) in stage_deps(*load()).items():
+        print(stage, sorted(str(f.relative_to(ROOT)) for f in import_closure(script)))

@@ -14,7 +14,7 @@ BENCHMARKS = {"retrieval": "clip_clap", "localization": "clip_clap", "counterfac
 #: benchmark → its evaluation sets: (key in BenchmarkData, space, set name, required table columns).
 #: On disk a set of dataset D is ``<space>/<set>@<D>`` (e.g. ``clap/eval_audio@AVE``).
 BENCHMARK_SETS = {
-    "retrieval": [("audio", "clap", "eval_audio", []), ("image", "clip", "eval_image", [])],
+    "retrieval": [("audio", "clap", "eval_audio", ["pair_id"]), ("image", "clip", "eval_image", ["pair_id"])],
     "localization": [("proposals", "clip", "scene_proposals", ["scene_id", "x1", "y1", "x2", "y2"]),
                      ("audio", "clap", "scene_audio", ["scene_id", "positive", "width", "height", "gt_boxes"])],
     "zeroshot3d": [("points", "ulip", "eval_points", ["concept"]), ("prompts", "clip", "prompts", ["label"])],

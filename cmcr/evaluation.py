@@ -20,6 +20,7 @@ from cmcr.metrics.counterfactual import AP_RULES, IOU_RULES, counterfactual_metr
 from cmcr.metrics.localization import localization_metrics, score_scenes
 from cmcr.metrics.retrieval import match_ranks, random_expectation, retrieval_metrics
 from cmcr.metrics.zeroshot import class_embeddings, topk_accuracy
+from cmcr.pairing import pair_rows
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
 
@@ -39,6 +40,17 @@ def metric_options(benchmark: str, options: Mapping[str, Any] | None) -> dict[st
             raise ValueError(f"evaluation.{benchmark}.{key}: {value!r} is not one of {list(allowed[key])}")
         out[key] = value
     return out
+
+
+def join_pairs(first: torch.Tensor, first_table: pd.DataFrame, second: torch.Tensor, second_table: pd.DataFrame,
+               key: str = "pair_id", label: str = "pairs") -> tuple[torch.Tensor, pd.DataFrame, torch.Tensor,
+                                                                    pd.DataFrame, dict[str, int]]:
+    """Two evaluation sets paired by ``key`` (:func:`cmcr.pairing.pair_rows`): an item that failed to load on
+    either side drops its pair. Returns both sets and tables restricted to the pairs, and the coverage
+    ``{"scored", "listed"}``."""
+    rows_first, rows_second, coverage = pair_rows(first_table, second_table, key, label)
+    return (first[rows_first], first_table.iloc[rows_first].reset_index(drop=True), second[rows_second],
+            second_table.iloc[rows_second].reset_index(drop=True), coverage)
 
 
 def no_connection(spaces: tuple[str, ...]) -> dict[str, Embed]:

@@ -11,7 +11,11 @@ modality, the items and ids, ``shard_size`` and ``batch_size``; ``run.json`` bes
 what), so a run with other weights, other items or another shard size never picks up stale shards; it
 starts its own folder, and folders of other runs are reported so they can be deleted. Shards are
 deterministic (fixed items, fixed batches), hence a resumed run produces byte-identical outputs to an
-uninterrupted one. :func:`merge_shards` assembles the final
+uninterrupted one. Shards are content-aware: a shard's table records each file's size and modification
+time (``size``, ``mtime_ns``) as they were before it was read, and a finished shard is reused only while
+every one of its files still has them — a file replaced in place, or a file that failed and was fixed,
+re-embeds its shard (and only it). The cost is one ``stat`` per file per run (seconds for millions of
+files on a local disk; more on a network file system). :func:`merge_shards` assembles the final
 ``<name>.npy`` / ``<name>.parquet`` / ``<name>.failures.parquet`` once every shard exists, and
 ``<name>.run`` naming the run they come from; :func:`shard_runs` lists the runs kept (``cmcr shards``).
 
@@ -43,6 +47,7 @@ from tqdm.auto import tqdm
 import torch
 from cmcr.artifacts import ArtifactError, atomic_path, npy_writer, save_npy, write_json, write_parquet
 from cmcr.encoders.base import EncoderSpace
+from cmcr.items import Item
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +130,7 @@ class ExtractionSummary:
     shards_done: int
     shards_skipped: int
     merged: bool
+    shards_changed: int = 0  # of shards_done: finished before, but a file changed since
 
 
 class _Items(Dataset):
@@ -155,6 +161,30 @@ def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tu
 
 def shard_paths(out_dir: Path, k: int) -> tuple[Path, Path]:
     return out_dir / f"shard-{k:05d}.npy", out_dir / f"shard-{k:05d}.parquet"
+
+
+def file_states(items: Sequence[Any], modality: str) -> list[tuple[int, int]]:
+    """``(size, mtime_ns)`` of each item's file (``(-1, -1)`` for texts and for files that cannot be stat'ed)."""
+    if modality == "text":
+        return [(-1, -1)] * len(items)
+    out = []
+    for item in items:
+        try:
+            st = os.stat(item.path if isinstance(item, Item) else str(item))
+            out.append((int(st.st_size), int(st.st_mtime_ns)))
+        except (OSError, TypeError, ValueError):
+            out.append((-1, -1))
+    return out
+
+
+def shard_is_current(table_path: Path, states: list[tuple[int, int]]) -> bool:
+    """Whether a finished shard's recorded file states are the files' states now (older shards without
+    them are not)."""
+    try:
+        table = pd.read_parquet(table_path, columns=["size", "mtime_ns"])
+    except (KeyError, ValueError, OSError):
+        return False
+    return list(zip(table["size"].tolist(), table["mtime_ns"].tolist())) == states
 
 
 def shard_count(items: int, shard_size: int) -> int:
@@ -196,16 +226,20 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
                     "delete them to free the disk", name, len(others), shard_dir.parent, ", ".join(others))
     n_shards = shard_count(len(items), shard_size)
     mine = [k for k in range(n_shards) if k % world_size == rank]
-    done = skipped = 0
+    done = skipped = changed = 0
     bar = tqdm(total=sum(min(shard_size, len(items) - k * shard_size) for k in mine), desc=f"{name} (rank {rank})",
                unit="item", unit_scale=True, disable=not progress)
     for k in mine:
         npy_path, table_path = shard_paths(shard_dir, k)
         start, stop = k * shard_size, min((k + 1) * shard_size, len(items))
+        states = file_states(items[start:stop], modality)  # before reading: a later change re-embeds next time
         if npy_path.exists() and table_path.exists():  # the table is written last: both present = complete
-            skipped += 1
-            bar.update(stop - start)
-            continue
+            if shard_is_current(table_path, states):
+                skipped += 1
+                bar.update(stop - start)
+                continue
+            changed += 1
+            log.info("%s: shard %d has files changed since it was embedded; embedding it again", name, k)
         embeddings, rows = [], []
         loader = DataLoader(_Items(space, modality, items[start:stop], start), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=_collate,
@@ -216,19 +250,22 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
                 embeddings.append(encode_batch(space, modality, [x for _, x in good],
                                                f"{name} items {good[0][0]}–{good[-1][0]}"))
             for i, x, reason in batch:
-                rows.append({"id": str(ids[i]), "position": i, "ok": x is not None, "reason": reason})
+                size, mtime = states[i - start]
+                rows.append({"id": str(ids[i]), "position": i, "ok": x is not None, "reason": reason,
+                             "size": size, "mtime_ns": mtime})
             bar.update(len(batch))
         matrix = np.concatenate(embeddings) if embeddings else np.zeros((0, space.dim), np.float32)
         save_npy(npy_path, matrix.astype(np.float32))
-        write_parquet(table_path, pd.DataFrame(rows, columns=["id", "position", "ok", "reason"]))
+        write_parquet(table_path, pd.DataFrame(rows, columns=["id", "position", "ok", "reason", "size", "mtime_ns"]))
         done += 1
     bar.close()
     merged = merge and all(all(p.exists() for p in shard_paths(shard_dir, k)) for k in range(n_shards))
     embedded, failed = merge_shards(shard_dir, n_shards, out_dir, name, space.dim) if merged else (0, 0)
-    summary = ExtractionSummary(name, len(items), embedded, failed, done, skipped, merged)
+    summary = ExtractionSummary(name, len(items), embedded, failed, done, skipped, merged, changed)
     check_failure_rate(name, failed, len(items), max_failure_rate, f"see {out_dir / (name + '.failures.parquet')}")
-    log.info("%s: %d items, %d embedded, %d failed; shards: %d computed, %d already done%s", name, len(items),
-             embedded, failed, done, skipped, "" if merged else " (waiting for other ranks before merging)")
+    log.info("%s: %d items, %d embedded, %d failed; shards: %d computed (%d for changed files), %d already done%s",
+             name, len(items), embedded, failed, done, changed, skipped,
+             "" if merged else " (waiting for other ranks before merging)")
     return summary
 
 

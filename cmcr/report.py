@@ -51,6 +51,12 @@ def datasets_of(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {d: m for d, m in metrics.items() if isinstance(m, Mapping) and "skipped" not in m}
 
 
+def in_order(metrics: Mapping[str, Any], datasets: list[str]) -> dict[str, Any]:
+    """A benchmark's metrics with its datasets in the given order (e.g. the paper's, as params list them),
+    then any others."""
+    return {d: metrics[d] for d in datasets if d in metrics} | {d: m for d, m in metrics.items() if d not in datasets}
+
+
 def _methods(by_variant: Mapping[str, Any], variant: str, extra: Mapping[str, str] | None) -> list[tuple[str, str]]:
     names = [("random", "Random (expected)"), (variant, "C-MCR (ours)")] + list((extra or {}).items())
     return [(n, label) for n, label in names if n in by_variant]
@@ -66,7 +72,15 @@ def table1(retrieval: Mapping[str, Any], paper: bool, variant: str = "K", extra:
             rows.append([dataset, label] + [_fmt(m[d][k]) for d in ("A2I", "I2A") for k in ("mAP", "R@1", "R@5")])
         if paper and dataset in PAPER_TABLE1:
             rows.append([dataset, "C-MCR (paper)"] + [_fmt(v) for d in ("A2I", "I2A") for v in PAPER_TABLE1[dataset][d]])
-    return "# Table 1 — zero-shot audio–image retrieval\n\n" + _table(header, rows)
+    return "# Table 1 — zero-shot audio–image retrieval\n\n" + _table(header, rows) + pairs_note(retrieval)
+
+
+def pairs_note(retrieval: Mapping[str, Any]) -> str:
+    """How many audio–image pairs each dataset scored of those listed (pairs are joined by ``pair_id``; an
+    item that failed to load on either side drops its pair)."""
+    counts = [f"{d} {m['pairs']['scored']} of {m['pairs']['listed']}" for d, m in datasets_of(retrieval).items()
+              if "pairs" in m]
+    return f"\nPairs scored (joined by pair_id; a pair with an item that failed to load is dropped): {'; '.join(counts)}.\n" if counts else ""
 
 
 def scene_table(title: str, metrics: Mapping[str, Any], keys: tuple[str, str], paper_rows: Mapping[str, Any],

@@ -14,21 +14,28 @@ import typer
 from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, load_embedding_set, write_json, write_parquet
 from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
-from cmcr.evaluation import (BENCHMARK_SETS, BENCHMARKS, BenchmarkData, evaluate_model, metric_options,
-                             no_connection, random_baseline, set_name)
+from cmcr.evaluation import (BENCHMARK_SETS, BENCHMARKS, BenchmarkData, evaluate_model, join_pairs,
+                             metric_options, no_connection, random_baseline, set_name)
 from cmcr.experiments import variant_connection, variant_names
 from cmcr.train import load_checkpoint
 
-def load(benchmark: str, dataset: str, options) -> BenchmarkData:
+def load(benchmark: str, dataset: str, options, log) -> tuple[BenchmarkData, dict | None]:
     sets, tables = {}, {}
     for key, space, name, columns in BENCHMARK_SETS[benchmark]:
         matrix, table = load_embedding_set(EMBEDDINGS / space, set_name(name, dataset), columns=columns)
         sets[key], tables[key] = torch.from_numpy(matrix[:]), table
+    coverage = None
+    if benchmark == "retrieval":  # pairs joined by pair_id: a failed item on either side drops its pair
+        sets["audio"], tables["audio"], sets["image"], tables["image"], coverage = join_pairs(
+            sets["audio"], tables["audio"], sets["image"], tables["image"], "pair_id", f"{dataset} retrieval")
+        if coverage["scored"] < coverage["listed"]:
+            log.warning("%s: %d of %d pairs scored (the others lost an item to a load failure)", dataset,
+                        coverage["scored"], coverage["listed"])
     if benchmark == "localization":  # Table 2 uses only the pairs whose sound source is visible
         keep = tables["audio"]["positive"].to_numpy(dtype=bool)
         tables["audio"] = tables["audio"][keep].reset_index(drop=True)
         sets["audio"] = sets["audio"][torch.from_numpy(keep)]
-    return BenchmarkData(benchmark, sets, tables, options)
+    return BenchmarkData(benchmark, sets, tables, options), coverage
 
 
 def main(benchmark: str) -> None:
@@ -46,12 +53,12 @@ def main(benchmark: str) -> None:
     metrics, items = {}, []
     for dataset in p["benchmarks"][benchmark] or []:
         try:
-            data = load(benchmark, str(dataset), options)
+            data, coverage = load(benchmark, str(dataset), options, log)
         except ArtifactError as exc:  # e.g. bring-your-own embeddings without this dataset's sets
             log.warning("%s on %s skipped: %s", benchmark, dataset, exc)
             metrics[dataset] = {"skipped": str(exc)}
             continue
-        metrics[dataset] = {"random": random_baseline(data)}
+        metrics[dataset] = {"random": random_baseline(data)} | ({"pairs": coverage} if coverage else {})
         for name, embed in models.items():
             metrics[dataset][name], per_item = evaluate_model(data, embed, name)
             items.append(per_item.assign(dataset=dataset))

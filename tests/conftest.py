@@ -12,6 +12,24 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 OFFICIAL = SHARED / "fixtures" / "c-mcr-official"
 
 
+#: what an end-to-end test copies into its temporary repository to run `dvc repro` there
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "cmcr", ".dvc/config", ".dvcignore", "byo/embeddings/README.md"]
+
+
+def copy_project(path: Path) -> None:
+    """Copy the pipeline (dvc.yaml, params, stages, the cmcr package, DVC config) into ``path``."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    for item in PROJECT_FILES:
+        src, dst = root / item, path / item
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+
+
 def unit(*shape: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.nn.functional.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1).to(dtype)

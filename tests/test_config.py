@@ -24,9 +24,14 @@ def test_params_carry_the_papers_values():
 
 
 def test_overriding_the_base_noise_leaves_the_3d_connection_alone():
-    params = {**PARAMS, "noise": {**PARAMS["noise"], "var": 0.002}}
-    assert connection_config_from_params(params, "clip_clap").noise.var == 0.002
+    # a base value different from both connections' own, so a base-overrides-connection bug shows
+    params = {**PARAMS, "noise": {**PARAMS["noise"], "var": 0.0123}}
+    assert PARAMS["connections"]["clip_ulip"]["noise"]["var"] == 0.002
+    assert connection_config_from_params(params, "clip_clap").noise.var == 0.0123
     assert connection_config_from_params(params, "clip_ulip").noise.var == 0.002  # its own value
+    # and a key the 3D connection does not override follows the base
+    params = {**PARAMS, "noise": {**PARAMS["noise"], "renorm": False}}
+    assert connection_config_from_params(params, "clip_ulip").noise.renorm is False
     row_a = connection_config_from_params(PARAMS, "clip_clap", {"loss": {"intra_spaces": ["clip"]}})
     assert row_a.loss.intra_spaces == ("clip",)
 
@@ -59,3 +64,31 @@ def test_unknown_connection():
         LossConfig(intra_distance="l1")
     with pytest.raises(ConfigError, match="lr"):
         TrainConfig(lr=0)
+
+
+def test_pipeline_wiring_comes_from_the_connections():
+    from cmcr.config import CLIP_CLAP, CLIP_ULIP, Connection, extraction_sets
+
+    assert CLIP_CLAP.aggregate_jobs() == [("clip_image_from_text", "clip/text", "clip/image"),
+                                          ("clap_audio_from_text", "clap/text", "clap/audio")]
+    assert CLIP_ULIP.training_inputs() == {"clip": ("clip/image", "clip_text_from_image"),
+                                           "ulip": ("ulip/image", "ulip_points_from_image")}
+    assert extraction_sets() == {"clip": {"text": "texts", "image": "memory"},
+                                 "clap": {"text": "texts", "audio": "memory"},
+                                 "ulip": {"image": "memory", "points": "memory"}}
+    # a third connection is one definition: its sets, Eq. 2 jobs and training inputs follow
+    clap_ulip = Connection("clap_ulip", ("clap", "ulip"), "points", {"clap": "audio", "ulip": "image"})
+    assert clap_ulip.aggregate_jobs()[0] == ("clap_audio_from_points", "clap/points", "clap/audio")
+    assert extraction_sets([clap_ulip])["ulip"] == {"points": "memory", "image": "memory"}
+
+
+def test_aggregates_needed_reads_only_memory_settings():
+    from cmcr.experiments import aggregates_needed, variant_memory_mode
+
+    assert aggregates_needed(PARAMS) == {"clip_clap": {"softmax", "argmax", "random"}, "clip_ulip": {"softmax"}}
+    assert variant_memory_mode(PARAMS, "I") == "argmax"
+    params = {**PARAMS, "connections": {**PARAMS["connections"], "clip_ulip": {
+        **PARAMS["connections"]["clip_ulip"], "memory": {"mode": "argmax"}}}}
+    assert aggregates_needed(params)["clip_ulip"] == {"argmax"}
+    official = {**PARAMS, "variants": {"o": {"group": "table4", "official": {"release": "ulip_clip", "checkpoint": "x"}}}}
+    assert aggregates_needed(official) == {}

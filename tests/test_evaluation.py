@@ -25,3 +25,29 @@ def test_zeroshot_model_and_chance():
     metrics, _ = evaluate_model(data, no_connection(("clip", "ulip")), "x")
     assert metrics["top1"] == pytest.approx(75.0)  # the last item is a class-2 cloud labelled 0
     assert random_baseline(data) == {"top1": pytest.approx(100 / 3), "top3": 100.0, "top5": 100.0}
+
+
+def test_retrieval_pairs_are_joined_by_id_not_row():
+    """One item lost on each side, on different rows: exactly the metrics of the clean subset."""
+    import pandas as pd
+
+    from cmcr.evaluation import join_pairs
+    from cmcr.metrics.retrieval import retrieval_metrics
+
+    g = torch.Generator().manual_seed(0)
+    audio = torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1)
+    image = torch.nn.functional.normalize(audio + 0.5 * torch.randn(6, 8, generator=g), dim=1)
+    ids = pd.DataFrame({"pair_id": [10, 11, 12, 13, 14, 15]})
+    keep_audio, keep_image = [0, 1, 3, 4, 5], [0, 1, 2, 3, 5]  # audio of pair 12 and image of pair 14 failed
+    a, at, i, it, coverage = join_pairs(audio[keep_audio], ids.iloc[keep_audio].reset_index(drop=True),
+                                        image[keep_image], ids.iloc[keep_image].reset_index(drop=True))
+    assert coverage == {"scored": 4, "listed": 6}
+    assert at["pair_id"].tolist() == it["pair_id"].tolist() == [10, 11, 13, 15]
+    clean = [0, 1, 3, 5]
+    assert retrieval_metrics(a, i) == retrieval_metrics(audio[clean], image[clean])
+    # by row, the same inputs would have scored pair 13's audio against pair 12's image
+    assert not torch.equal(image[keep_image][2], i[2])
+    with pytest.raises(ValueError, match="no 'pair_id' column"):
+        join_pairs(audio, pd.DataFrame({"x": range(6)}), image, ids)
+    with pytest.raises(ValueError, match="repeats"):
+        join_pairs(audio, pd.DataFrame({"pair_id": [1, 1, 2, 3, 4, 5]}), image, ids)

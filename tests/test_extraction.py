@@ -1,6 +1,7 @@
 """Sharded extraction: kill-and-resume gives identical bytes; ranks split the work; failures are recorded."""
 
 import filecmp
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +286,32 @@ def test_item_type():
     assert manifest_items(table, "path", "audio") == [Item("s.png"), Item("s.png")]
     with pytest.raises(ValueError, match="no column 'file'"):
         manifest_items(table, "file", "image")
+
+
+def test_a_changed_file_re_embeds_its_shard_only(space, images, tmp_path):
+    """A file replaced in place re-embeds its shard (and only it); a failed item is retried once fixed."""
+    import os
+    import shutil
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    local = []
+    for p in images:
+        shutil.copy2(p, folder / Path(p).name)
+        local.append(str(folder / Path(p).name))
+    first = run(space, local, tmp_path / "out")
+    assert first.shards_done == 5 and first.failed == 1
+    changed = Path(local[12])  # shard 2 (items 10–14)
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(changed)
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))  # a later mtime
+    second = run(space, local, tmp_path / "out")
+    assert (second.shards_done, second.shards_changed, second.shards_skipped) == (1, 1, 4)
+    fresh = run(space, local, tmp_path / "fresh")
+    for a, b in zip(outputs(tmp_path / "out"), outputs(tmp_path / "fresh")):
+        assert filecmp.cmp(a, b, shallow=False), a.name
+    # the unreadable file (item 7, shard 1) is fixed: its shard is embedded again and the item kept
+    shutil.copy2(local[0], local[7])
+    third = run(space, local, tmp_path / "out")
+    assert (third.shards_done, third.shards_skipped, third.failed, third.embedded) == (1, 4, 0, 24)
+    again = run(space, local, tmp_path / "out")
+    assert (again.shards_done, again.shards_skipped) == (0, 5)

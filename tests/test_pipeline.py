@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import copy_project
+
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["dvc.yaml", "params.yaml", "stages", "cmcr", ".dvc/config", ".dvcignore", "byo/embeddings/README.md"]
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +48,7 @@ def reduced_params(params: dict) -> dict:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     path = tmp_path_factory.mktemp("pipeline")
-    for item in COPY:
-        src, dst = ROOT / item, path / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
+    copy_project(path)
     params = reduced_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",

@@ -24,9 +24,19 @@ class ArtifactError(ValueError):
     """A stage input is missing or inconsistent (the message names the file and the problem)."""
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it."""
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
+
+    The file gets the permissions a plainly created file would (0666 less the umask), not ``mkstemp``'s
+    0600, so a group sharing the project on a cluster can read the artifacts.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
@@ -34,6 +44,8 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # np.save / writers may have replaced the file: set the mode on what is there
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

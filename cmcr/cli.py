@@ -224,6 +224,10 @@ def extract(
     long_clips: Annotated[str, typer.Option(help="CLAP only: clips > 10 s — laion (fusion, seeded) | centre")] = "laion",
     quantize: Annotated[bool, typer.Option(help="CLAP only: int16 round trip of the audio, as the official code")] = True,
     trust_pickled_points: Annotated[bool, typer.Option(help="ULIP only: allow pickled ULIP-Objaverse .npy files")] = False,
+    trust_checkpoint: Annotated[bool, typer.Option(help="load weights that run code when loaded (a pickle such as "
+                                                       "ULIP-2's pointbert_ULIP-2.pt, or a TorchScript archive such as "
+                                                       "OpenAI's ViT-B-32.pt): only files you trust; or convert "
+                                                       "them once with `cmcr convert-weights`")] = False,
     points_input: Annotated[str, typer.Option(help="ULIP only: ulip (8192 FPS points, unit sphere) | official "
                                                    "(stored xyz as is, as the release's inference)")] = "ulip",
     device: str = "auto",
@@ -244,7 +248,7 @@ def extract(
     if space.startswith("demo_"):
         kwargs["checkpoint"] = weights
     else:
-        kwargs.update(weights=weights, device=device, precision=precision)
+        kwargs.update(weights=weights, device=device, precision=precision, trust_checkpoint=trust_checkpoint)
         if space == "clap":
             kwargs.update(long_clips=long_clips, quantize=quantize)
             if tokenizer is not None:
@@ -286,6 +290,26 @@ def shards(
     for name, key in doomed[["name", "key"]].itertuples(index=False):
         shutil.rmtree(out_dir / f"{name}.shards" / key)
         typer.echo(f"removed {out_dir / f'{name}.shards' / key}")
+
+
+@app.command("convert-weights")
+def convert_weights(
+    src: Annotated[Path, typer.Argument(help="a published checkpoint: pointbert_ULIP-2.pt, OpenAI's ViT-B-32.pt, …")],
+    dst: Annotated[Path, typer.Argument(help="tensors-only file to write (loads with weights_only=True)")],
+    trust: Annotated[bool, typer.Option(help="load SRC even if that runs code from it (pickle / TorchScript): "
+                                             "only for files from a source you trust")] = False,
+) -> None:
+    """Convert a checkpoint once into a tensors-only state dict, so it loads without any trust switch."""
+    from cmcr.checkpoints import convert_checkpoint
+
+    _setup_logging()
+    if not src.is_file():
+        raise typer.BadParameter(f"checkpoint not found: {src}", param_hint="SRC")
+    try:
+        count = convert_checkpoint(src, dst, trust=trust)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="SRC") from None
+    typer.echo(f"{src} → {dst}: {count} tensors (loads with weights_only=True; point the encoder's weights at it)")
 
 
 @app.command("import-official")

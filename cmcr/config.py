@@ -165,11 +165,13 @@ class ProjectorConfig:
 
     ``kind``: ``paper`` (Table 6: Linear→BN→ReLU→Linear→BN→ReLU), ``official_clap_clip`` (released
     CLAP–CLIP heads: no final ReLU), ``official_ulip_clip`` (released ULIP–CLIP heads: Linear→BN→ReLU).
-    ``in_dims[space]`` is the embedding dimension of each space; data of another width is refused.
+    ``in_dims[space]`` is the embedding dimension of each space; a space left out takes the width of its
+    data when training starts (:meth:`cmcr.train.ConnectionData.resolve_dims`); a stated width that the
+    data does not have is refused.
     """
 
     kind: str = "paper"
-    in_dims: Mapping[str, int] = field(default_factory=lambda: {"clip": 512, "clap": 512})
+    in_dims: Mapping[str, int] = field(default_factory=dict)
     hidden_dim: int = 1024
     out_dim: int = 512
 
@@ -253,9 +255,6 @@ class ConnectionConfig:
                 f"loss.intra_spaces names {sorted(unknown)}, which are not spaces of connection "
                 f"{self.connection.name!r} ({sorted(spaces)})"
             )
-        missing = spaces - set(self.projector.in_dims)
-        if missing:
-            raise ConfigError(f"projector.in_dims lacks a dimension for space(s) {sorted(missing)}")
         if not (self.loss.shared_pair or self.loss.pseudo_pair or (self.loss.intra_spaces and self.loss.lambda_intra > 0)):
             raise ConfigError("loss: every term is switched off (shared_pair, pseudo_pair and intra); nothing to train")
 

@@ -57,6 +57,15 @@ def variant_connection(params: Mapping[str, Any], name: str) -> str:
     return entry.get("connection", "clip_clap")
 
 
+def connections_used(params: Mapping[str, Any]) -> list[str]:
+    """The connections the variants train (or import), in the order of ``CONNECTIONS``: only their training
+    sets are required (e.g. the audio–visual connection alone needs no ULIP-2 embeddings)."""
+    from cmcr.config import CONNECTIONS
+
+    used = {variant_connection(params, name) for name in variant_names(params)}
+    return [name for name in CONNECTIONS if name in used]
+
+
 def variant_memory_mode(params: Mapping[str, Any], name: str) -> str | None:
     """The Eq. 2 mode variant ``name`` trains with (None for an imported official release), reading only the
     memory settings (base, connection, demo scale, variant) — so the aggregate stage that asks does not

@@ -59,7 +59,7 @@ def in_order(metrics: Mapping[str, Any], datasets: list[str]) -> dict[str, Any]:
 
 def _methods(by_variant: Mapping[str, Any], variant: str, extra: Mapping[str, str] | None) -> list[tuple[str, str]]:
     names = [("random", "Random (expected)"), (variant, "C-MCR (ours)")] + list((extra or {}).items())
-    return [(n, label) for n, label in names if n in by_variant]
+    return [(n, label) for n, label in names if n in by_variant and "skipped" not in by_variant[n]]
 
 
 def table1(retrieval: Mapping[str, Any], paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None) -> str:

@@ -8,6 +8,7 @@ an index slice, so there is no per-sample DataLoader. Each step applies Eq. 3 (f
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -63,9 +64,26 @@ class ConnectionData:
         dims = config.projector.in_dims
         folder = Path(folder)
         return cls(
-            shared={s: load_npy(folder / f, dim=dims[s]) for s, f in names["shared"].items()},
-            memory={s: load_npy(folder / f, dim=dims[s]) for s, f in names["memory"].items()},
+            shared={s: load_npy(folder / f, dim=dims.get(s)) for s, f in names["shared"].items()},
+            memory={s: load_npy(folder / f, dim=dims.get(s)) for s, f in names["memory"].items()},
         )
+
+    def resolve_dims(self, config: ConnectionConfig) -> ConnectionConfig:
+        """``config`` with ``projector.in_dims`` read from the data: each space's width is its shared
+        matrix's; a width the params state must agree (``EmbeddingError`` naming both), one they leave
+        out is filled in — so spaces of any widths (e.g. 64 and 48) train without editing params."""
+        dims = dict(config.projector.in_dims)
+        for space in config.connection.spaces:
+            if space not in self.shared:
+                continue  # validate() names the missing space
+            width = int(as_tensor(self.shared[space][:1]).shape[1]) if len(self.shared[space]) else None
+            if width is None:
+                continue
+            if space in dims and dims[space] != width:
+                raise EmbeddingError(f"projector.in_dims.{space} is {dims[space]} but the {space} embeddings have "
+                                     f"{width} columns; remove it from params (widths are read from the files) or fix it")
+            dims[space] = width
+        return dataclasses.replace(config, projector=dataclasses.replace(config.projector, in_dims=dims))
 
     def validate(self, config: ConnectionConfig) -> int:
         """Check names, shapes, finiteness and widths against the projector config; return N."""
@@ -120,7 +138,9 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
 
 
 def train_connection(data: ConnectionData, config: ConnectionConfig, *, progress: bool = True) -> TrainResult:
-    """Train the two projectors of ``config.connection`` on ``data`` (Eq. 3, 4, 10; AdamW + cosine)."""
+    """Train the two projectors of ``config.connection`` on ``data`` (Eq. 3, 4, 10; AdamW + cosine).
+    Input widths missing from ``config.projector.in_dims`` are read from the data (:meth:`ConnectionData.resolve_dims`)."""
+    config = data.resolve_dims(config)
     n = data.validate(config)
     tc = config.train
     spaces = config.connection.spaces

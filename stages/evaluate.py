@@ -59,7 +59,12 @@ def main(benchmark: str) -> None:
             metrics[dataset] = {"skipped": str(exc)}
             continue
         metrics[dataset] = {"random": random_baseline(data)} | ({"pairs": coverage} if coverage else {})
+        widths = {key: int(x.shape[1]) for key, x in data.sets.items()}
         for name, embed in models.items():
+            if name == "no_connection" and len(set(widths.values())) > 1:  # nothing to compare directly
+                metrics[dataset][name] = {"skipped": f"the original spaces have different widths {widths}"}
+                log.info("%s / no_connection: skipped (widths %s)", dataset, widths)
+                continue
             metrics[dataset][name], per_item = evaluate_model(data, embed, name)
             items.append(per_item.assign(dataset=dataset))
             log.info("%s / %s: %s", dataset, name, metrics[dataset][name])

@@ -11,13 +11,13 @@ same sharded, resumable extraction (`cmcr.extraction.extract_sharded`): shards l
 
 import pandas as pd
 
-from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging
+from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging, skipped_marker
 from cmcr.artifacts import ArtifactError, atomic_dir, load_embedding_set, load_npy, read_parquet, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
-from cmcr.config import extraction_sets
+from cmcr.config import CONNECTIONS, extraction_sets
 from cmcr.encoders.base import build_space
 from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets
-from cmcr.experiments import setup_of
+from cmcr.experiments import connections_used, setup_of
 from cmcr.extraction import extract_sharded
 from cmcr.items import manifest_items
 from cmcr.world import WorldFiles
@@ -26,9 +26,11 @@ from cmcr.world import WorldFiles
 DEMO_EXTRACTION = {"batch_size": 256, "num_workers": 0, "shard_size": 50_000}
 
 
-def sets_of(space: str, benchmarks) -> dict[str, tuple[str, bool]]:
-    """``{file name: (modality, required)}`` for this space: training sets, then the configured evaluation sets."""
-    sets = {modality: (modality, True) for modality in extraction_sets()[space]}
+def sets_of(space: str, benchmarks, connections: list[str]) -> dict[str, tuple[str, bool]]:
+    """``{file name: (modality, required)}`` for this space: the training sets of the connections the variants
+    use (required), then the configured evaluation sets (optional)."""
+    training = extraction_sets([CONNECTIONS[c] for c in connections]).get(space, {})
+    sets = {modality: (modality, True) for modality in training}
     for file_name, name in evaluation_sets(benchmarks, space).items():
         sets[file_name] = (EVAL_SET_MODALITY[name], False)
     return sets
@@ -111,13 +113,19 @@ def extract_sets(space: str, sets, tmp, p, log, encoder, rows_of, ext) -> None:
 def main(space: str) -> None:
     log = setup_logging(f"extract@{space}")
     p = params()
-    sets = sets_of(space, p["benchmarks"])
+    used = connections_used(p)
+    sets = sets_of(space, p["benchmarks"], used)
     setup = setup_of(p)
     if setup == "demo":
         others = sorted({f.split("@")[1] for f in sets if "@" in f} - {"demo"})
         if others:
             raise ArtifactError(f"setup demo provides the evaluation dataset 'demo' only; benchmarks lists {others}")
     with atomic_dir(EMBEDDINGS / space) as tmp:
+        if not sets:  # no variant's connection and no benchmark needs this space: no encoder, no files
+            reason = f"no connection the variants use ({', '.join(used)}) and no configured benchmark needs {space}"
+            log.info("%s: nothing to extract (%s)", space, reason)
+            skipped_marker(tmp, reason)
+            return
         if setup == "byo":
             copy_byo(space, sets, tmp, p, log)
         elif setup == "paper":

@@ -98,3 +98,19 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
     with atomic_dir(target) as tmp:
         (tmp / "new.npy").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new.npy"]
+
+
+def test_artifacts_get_the_umask_permissions_not_mkstemps(tmp_path):
+    import os
+    import stat
+
+    from cmcr.artifacts import save_npy, write_json
+
+    old = os.umask(0o022)
+    try:
+        save_npy(tmp_path / "x.npy", np.zeros((2, 2), np.float32))
+        write_json(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(old)
+    for name in ("x.npy", "m.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name

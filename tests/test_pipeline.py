@@ -144,13 +144,21 @@ def test_unknown_variant_is_a_clear_error(repo):
 
 def test_bring_your_own_embeddings(repo):
     """setup=byo starts from user NPY + Parquet sets (here: the demo's own, copied and renamed as if they
-    were AVE), skipping extraction; a benchmark whose sets are absent is skipped, not failed."""
+    were AVE), skipping extraction. Only the sets of the connections the variants use are required; the
+    input widths come from the files (CLAP's re-embedded here at 48 dims, CLIP's 512); a benchmark whose
+    sets are absent is skipped, not failed; the no-connection baseline is skipped for spaces of different widths."""
+    import numpy as np
+
     path, env = repo["path"], repo["env"]
     byo, saved = path / "byo" / "embeddings", path.parent / "saved_embeddings"
     shutil.copytree(path / "data" / "embeddings", saved, ignore=shutil.ignore_patterns("failures.parquet"))
     for f in saved.rglob("*@demo.*"):
         f.rename(f.with_name(f.name.replace("@demo", "@AVE")))
-    for space in ("clip", "clap"):  # first without the 3D sets: the 3D connection cannot be trained
+    rotation = np.linalg.qr(np.random.default_rng(0).standard_normal((512, 512)))[0][:, :48]
+    for f in (saved / "clap").glob("*.npy"):  # another CLAP: 48-dimensional (a random orthogonal projection)
+        x = np.load(f) @ rotation
+        np.save(f, (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+    for space in ("clip", "clap"):  # no 3D sets: the audio-visual connection alone does not need them
         shutil.copytree(saved / space, byo / space)
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["setup"] = "byo"
@@ -158,17 +166,28 @@ def test_bring_your_own_embeddings(repo):
     params["benchmarks"] = {"retrieval": ["AVE", "Flickr-SoundNet"], "localization": [], "counterfactual": [],
                             "zeroshot3d": ["ModelNet40"]}
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    res = run(["dvc", "repro"], path, env, check=False)
-    assert res.returncode != 0
-    assert "ulip/image.npy is missing (required)" in res.stdout + res.stderr
-
-    shutil.copytree(saved / "ulip", byo / "ulip")
     res = run(["dvc", "repro"], path, env)
     assert "Running stage 'train@K'" in res.stdout
     assert (path / "data" / "world" / "SKIPPED").exists()
     metrics = json.loads((path / "metrics/retrieval.json").read_text())
     assert metrics["AVE"]["K"]["A2I"]["mAP"] > 3 * metrics["AVE"]["random"]["A2I"]["mAP"]
+    assert "different widths" in metrics["AVE"]["no_connection"]["skipped"]
     assert "skipped" in metrics["Flickr-SoundNet"]  # its sets were not provided
     assert "skipped" in json.loads((path / "metrics/zeroshot3d.json").read_text())["ModelNet40"]
+    import torch
+
+    checkpoint = torch.load(path / "models/connections/K.pt", weights_only=True)
+    assert checkpoint["config"]["projector"]["in_dims"] == {"clip": 512, "clap": 48}
     table1 = (path / "results/table1_retrieval.md").read_text()
     assert "| AVE | C-MCR (paper) | 4.11 | 1.25 | 4.54 | 4.13 | 1.25 | 4.44 |" in table1
+    assert "| AVE | No connection" not in table1
+
+    params["variants"]["clip_ulip"] = {"group": "table4", "connection": "clip_ulip"}  # now the 3D sets are needed
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    res = run(["dvc", "repro"], path, env, check=False)
+    assert res.returncode != 0
+    assert "ulip/image.npy is missing (required)" in res.stdout + res.stderr
+    shutil.copytree(saved / "ulip", byo / "ulip")
+    run(["dvc", "repro"], path, env)
+    zeroshot = json.loads((path / "metrics/zeroshot3d.json").read_text())["ModelNet40"]
+    assert zeroshot["clip_ulip"]["top1"] > 3 * zeroshot["random"]["top1"]

@@ -10,7 +10,7 @@ from cmcr.projector import Projector, build_projectors, count_parameters
 
 
 def test_table6_projector_layers_and_table1_parameter_count():
-    projectors = build_projectors(ProjectorConfig(), ("clip", "clap"))
+    projectors = build_projectors(ProjectorConfig(in_dims={"clip": 512, "clap": 512}), ("clip", "clap"))
     layers = [type(m) for m in projectors["clip"].net]
     assert layers == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d, nn.ReLU]
     # per side: (512·1024 + 1024) + 2·1024 + (1024·512 + 512) + 2·512 = 1,053,184 → "2.1M" in Table 1

@@ -111,7 +111,7 @@ def test_bad_training_inputs(world):
     data, _ = world
     config = small_config()
     wide = ConnectionData(shared={**data.shared, "clap": torch.zeros(2000, 16)}, memory=data.memory)
-    with pytest.raises(EmbeddingError, match="clap_text: has dimension 16, expected 32"):
+    with pytest.raises(EmbeddingError, match="projector.in_dims.clap is 32 but the clap embeddings have 16 columns"):
         train_connection(wide, config, progress=False)
     nan = data.shared["clip"].clone()
     nan[5, 0] = float("nan")
@@ -120,3 +120,22 @@ def test_bad_training_inputs(world):
     short = ConnectionData(shared=data.shared, memory={**data.memory, "clap": data.memory["clap"][:10]})
     with pytest.raises(EmbeddingError, match="clap_audio .Eq. 2 aggregate. has 10; they must be paired"):
         train_connection(short, config, progress=False)
+
+
+def test_input_widths_come_from_the_data():
+    """Spaces of different widths (64 and 48) train without stating them; a stated width must agree."""
+    import dataclasses
+
+    from conftest import unit
+
+    data = ConnectionData(shared={"clip": unit(40, 64, seed=1), "clap": unit(40, 48, seed=2)},
+                          memory={"clip": unit(40, 64, seed=3), "clap": unit(40, 48, seed=4)})
+    config = dataclasses.replace(small_config(), projector=ProjectorConfig(hidden_dim=16, out_dim=8),
+                                 train=TrainConfig(epochs=1, batch_size=20, device="cpu"))
+    result = train_connection(data, config, progress=False)
+    assert result.config.projector.in_dims == {"clip": 64, "clap": 48}
+    assert result.projectors["clap"](unit(3, 48)).shape == (3, 8)
+    stated = dataclasses.replace(config, projector=ProjectorConfig(in_dims={"clip": 64, "clap": 512}, hidden_dim=16,
+                                                                    out_dim=8))
+    with pytest.raises(EmbeddingError, match="projector.in_dims.clap is 512 but the clap embeddings have 48 columns"):
+        train_connection(data, stated, progress=False)

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cmcr.checkpoints import load_state_dict_file
+from cmcr.checkpoints import TRUST_SWITCH, load_state_dict_file
 from cmcr.config import ConfigError
 from cmcr.sources.audio import read_audio
 from cmcr.device import amp_settings, resolve_device, seeded_init
@@ -210,7 +210,7 @@ def load_clap_weights(model: torch.nn.Module, path: Path, trust: bool = False) -
     ``weights_only=True`` first; a checkpoint that pickles other objects needs ``trust=True`` (which
     runs code from the file: only for files from a source you trust).
     """
-    state = load_state_dict_file(path, trust=trust)
+    state = load_state_dict_file(path, trust=trust, switch=TRUST_SWITCH.format("clap"))
     own = model.state_dict()
     # transformers versions differ on this buffer; it is derived, not learned
     state = {k: v for k, v in state.items() if not (k.endswith("position_ids") and k not in own)}

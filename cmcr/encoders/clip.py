@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cmcr.checkpoints import TRUST_SWITCH, is_torchscript, trust_help
 from cmcr.config import ConfigError
 from cmcr.device import amp_settings, resolve_device, seeded_init
 from cmcr.encoders.base import EncoderSpace, non_empty_text, register
@@ -38,7 +40,7 @@ class ClipSpace(EncoderSpace):
 
     def __init__(self, weights: str | None = None, model_name: str = "ViT-B-32-quickgelu", device: str = "auto",
                  precision: str = "fp32", allow_random: bool = False, seed: int = 0,
-                 param: str = "encoders.clip.weights") -> None:
+                 param: str = "encoders.clip.weights", trust_checkpoint: bool = False) -> None:
         import open_clip
 
         if model_name == "ViT-B-32" and weights is not None and "openai" in str(weights).lower():
@@ -56,9 +58,13 @@ class ClipSpace(EncoderSpace):
         self.device = resolve_device(device)
         try:
             with seeded_init(seed):  # only matters without weights (allow_random)
-                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained,
-                                                                             device=self.device)
-        except RuntimeError as exc:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    model_name, pretrained=pretrained, device=self.device, weights_only=not trust_checkpoint)
+        except (RuntimeError, pickle.UnpicklingError) as exc:
+            refused = isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc) or is_torchscript(pretrained)
+            if pretrained and _looks_like_path(pretrained) and not trust_checkpoint and refused:
+                raise ValueError(f"CLIP weights cannot be loaded with weights_only=True ({type(exc).__name__}). "
+                                 + trust_help(pretrained, TRUST_SWITCH.format("clip"))) from exc
             if os.environ.get("HF_HUB_OFFLINE") == "1" and pretrained and not _looks_like_path(pretrained):
                 raise FileNotFoundError(
                     f"CLIP weights tag {pretrained!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cmcr.checkpoints import load_state_dict_file
+from cmcr.checkpoints import TRUST_SWITCH, load_state_dict_file
 from cmcr.config import ConfigError
 from cmcr.device import amp_settings, resolve_device, seeded_init
 from cmcr.encoders.base import EncoderSpace, register
@@ -213,7 +213,7 @@ class UlipPointBert(nn.Module):
 
 def load_ulip_weights(model: UlipPointBert, path: Path, trust: bool = False) -> None:
     """Load ``point_encoder.*`` and ``pc_projection`` from a ULIP checkpoint (``state_dict``, ``module.`` prefixes)."""
-    state = load_state_dict_file(path, trust=trust)
+    state = load_state_dict_file(path, trust=trust, switch=TRUST_SWITCH.format("ulip"))
     own_roots = {k.split(".")[0] for k in model.state_dict()}
     state = {k: v for k, v in state.items() if k.split(".")[0] in own_roots}
     own = model.state_dict()

@@ -1,14 +1,26 @@
-"""Benchmark: streamed Eq. 2 (cmcr.memory.aggregate_memory) vs the naive materialised formula.
+"""Benchmark Eq. 2: cmcr's aggregate_memory against what a user would pick instead, in one run.
 
-    python benchmarks/bench_memory.py main                  # default sizes (a few minutes on 2 cores)
-    python benchmarks/bench_memory.py main --sizes 4000x40000    # quick
-    python benchmarks/bench_memory.py main --device cuda [--precision bf16] --sizes 100000x1300000
+    python benchmarks/bench_memory.py main                                   # default sizes and orders
+    python benchmarks/bench_memory.py main --sizes 5000x20000 --repeats 3    # quick
+    python benchmarks/bench_memory.py main --orders random,clustered,ordered
+    python benchmarks/bench_memory.py main --device cuda [--precision bf16] --sizes 200000x1800000
+    python benchmarks/bench_memory.py sweep --sizes 5000x20000               # query_chunk sweep (sdpa kernel)
 
-Each measurement runs in a fresh subprocess so its peak memory is its own: resident memory (ru_maxrss)
-on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU. Inputs start on the host and results come
-back to it in every method, as in the pipeline. Prints, per size: wall time, peak memory and peak above
-the inputs; the two matrix products that both methods must do (2 · N · M · d FLOPs each) are timed
-alone as the floor ("gemm", fp32). A size whose naive N×M matrices would not fit is run streamed only.
+Methods (each run in a fresh subprocess, so its peak memory is its own: ru_maxrss on the CPU,
+``torch.cuda.max_memory_allocated`` on a GPU; inputs start on the host and results come back to it):
+
+- ``ours``: ``aggregate_memory`` with the project's defaults (``memory.kernel: auto``);
+- ``streamed``: ``aggregate_memory`` with ``kernel=streamed`` (the project's own online softmax);
+- ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` called on all queries at once, the
+  one-liner a user would write (keys = values = the memory, scale 1/τ1);
+- ``gemm``: the two matrix products alone, chunked (2 · N · M · d FLOPs each);
+- ``naive``: ``softmax(Q Mᵀ / τ1) M`` materialised (only where two N×M matrices fit).
+
+Memory orders: ``random`` (unit Gaussian directions), ``clustered`` (200 tight clusters, items shuffled)
+and ``ordered`` (the same clusters listed class by class, as ImageNet's training set is folder by folder).
+Methods are interleaved (round robin, the order reversed every other round) ``--repeats`` times; the table gives the median and the range, and
+the ratio of each method's median to SDPA's. Each result is checked against the float64 formula on
+a sample of rows (max abs error).
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -23,41 +36,65 @@ import time
 import typer
 
 app = typer.Typer(add_completion=False)
+ORDERS = ("random", "clustered", "ordered")
 
 
-def _inputs(n: int, m: int, d: int):
+def _inputs(n: int, m: int, d: int, order: str = "random"):
     import torch
 
     g = torch.Generator().manual_seed(0)
-    q, mem = torch.randn(n, d, generator=g), torch.randn(m, d, generator=g)
+    q = torch.randn(n, d, generator=g)
+    if order == "random":
+        mem = torch.randn(m, d, generator=g)
+    else:  # 200 tight clusters (cosine to their centre ~0.9); queries near the centres too
+        centres = torch.randn(200, d, generator=g)
+        label = torch.randint(200, (m,), generator=g)
+        if order == "ordered":
+            label = label.sort().values
+        mem = centres[label] * 3.0 + torch.randn(m, d, generator=g)
+        q = centres[torch.randint(200, (n,), generator=g)] * 3.0 + torch.randn(n, d, generator=g)
     q /= q.norm(dim=1, keepdim=True)  # in place: the baseline peak is the inputs, not temporaries
     mem /= mem.norm(dim=1, keepdim=True)
     return q, mem
 
 
+def _max_error(q, mem, out, tau: float, rows: int = 64) -> float:
+    import torch
+
+    idx = torch.linspace(0, q.shape[0] - 1, min(rows, q.shape[0])).long()
+    ref = torch.softmax(q[idx].double() @ mem.double().T / tau, dim=1) @ mem.double()
+    return float((out[idx].double() - ref).abs().max())
+
+
 @app.command()
 def one(method: str, n: int, m: int, d: int = 512, tau: float = 0.01, query_chunk: int = 1024, memory_chunk: int = 4096,
-        device: str = "cpu", precision: str = "fp32") -> None:
+        device: str = "cpu", precision: str = "fp32", order: str = "random") -> None:
     """(internal) run one measurement and print JSON."""
     import torch
+    import torch.nn.functional as F
 
     from cmcr.config import MemoryConfig
     from cmcr.memory import aggregate_memory, aggregate_memory_naive
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    q, mem = _inputs(n, m, d)
+    q, mem = _inputs(n, m, d, order)
     if cuda:
         torch.cuda.init()
         torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
-    if method == "streamed":
+    if method in ("ours", "streamed"):
+        kernel = "auto" if method == "ours" else "streamed"
         out = aggregate_memory(q, mem, MemoryConfig(temperature=tau, query_chunk=query_chunk, memory_chunk=memory_chunk,
-                                                    precision=precision), device=dev, check_inputs=False)
+                                                    precision=precision, kernel=kernel), device=dev, check_inputs=False)
+    elif method == "sdpa":
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        keys = mem.to(dev, dtype).unsqueeze(0)
+        out = F.scaled_dot_product_attention(q.to(dev, dtype).unsqueeze(0), keys, keys, scale=1 / tau)[0].float().cpu()
     elif method == "naive":
         out = aggregate_memory_naive(q.to(dev), mem.to(dev), tau).cpu()
-    elif method == "gemm":  # the two products alone, chunked exactly like the streamed method
+    elif method == "gemm":  # the two products alone, chunked like the streamed method
         out = torch.empty(n, d)
         chunks = [mem[t:t + memory_chunk].to(dev) for t in range(0, m, memory_chunk)]
         for s in range(0, n, query_chunk):
@@ -72,54 +109,83 @@ def one(method: str, n: int, m: int, d: int = 512, tau: float = 0.01, query_chun
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    error = None if method == "gemm" else _max_error(q, mem, out, tau)
     print(json.dumps({"method": method, "seconds": seconds, "peak_gib": peak / 2**30,
-                      "extra_gib": (peak - base) / 2**30, "checksum": float(out.double().sum())}))
+                      "extra_gib": (peak - base) / 2**30, "max_error": error}))
 
 
-def _run(method: str, n: int, m: int, d: int, device: str, precision: str) -> dict:
+def _run(method: str, n: int, m: int, d: int, device: str, precision: str, order: str, query_chunk: int = 1024) -> dict:
     cmd = [sys.executable, __file__, "one", method, str(n), str(m), "--d", str(d), "--device", device,
-           "--precision", precision]
+           "--precision", precision, "--order", order, "--query-chunk", str(query_chunk)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         return {"method": method, "error": (res.stderr.strip().splitlines() or ["killed"])[-1]}
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@app.command()
-def main(sizes: str = "20000x100000,50000x200000", d: int = 512, device: str = "cpu", precision: str = "fp32") -> None:
-    """Compare streamed and naive Eq. 2 at each N×M size."""
+def _where(device: str) -> tuple[float, str]:
     import torch
 
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(torch.device(device))
-        capacity, where = props.total_memory / 2**30, f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
-    else:
-        capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        where = f"CPU threads: {torch.get_num_threads()}, RAM {capacity:.1f} GiB"
+        return props.total_memory / 2**30, f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
+    capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return capacity, f"CPU threads: {torch.get_num_threads()}, RAM {capacity:.1f} GiB"
+
+
+@app.command()
+def main(sizes: str = "5000x20000,20000x100000", orders: str = "random,clustered,ordered", d: int = 512,
+         device: str = "cpu", precision: str = "fp32", repeats: int = 3,
+         methods: str = "ours,sdpa,streamed,gemm,naive", query_chunk: int = 1024) -> None:
+    """Compare Eq. 2 implementations at each N×M size and memory order (median of interleaved runs)."""
+    capacity, where = _where(device)
     label = "peak GPU memory" if device.startswith("cuda") else "peak RSS"
-    print(f"{where}, d={d}, tau1=0.01, streamed in {precision}, chunks 1024 x 4096")
+    print(f"{where}, d={d}, tau1=0.01, {precision}, query chunk {query_chunk}, {repeats} interleaved run(s) per method")
     for size in sizes.split(","):
         n, m = (int(x) for x in size.lower().split("x"))
         naive_need = 2 * n * m * 4 / 2**30  # logits + softmax output alive together
-        print(f"\nN={n:,} queries x M={m:,} memory  (naive needs ~{naive_need:.1f} GiB for two N×M fp32 matrices)")
-        rows = [_run("streamed", n, m, d, device, precision), _run("gemm", n, m, d, device, "fp32")]
-        if naive_need < 0.8 * capacity:
-            rows.append(_run("naive", n, m, d, device, "fp32"))
-        else:
-            print(f"  naive: skipped, would need ~{naive_need:.0f} GiB > {capacity:.0f} GiB")
-        for r in rows:
-            if "error" in r:
-                print(f"  {r['method']:>9}: failed ({r['error']})")
-                continue
-            gflops = 4 * n * m * d / r["seconds"] / 1e9
-            print(f"  {r['method']:>9}: {r['seconds']:8.2f} s  {gflops:8.1f} GFLOP/s  {label} {r['peak_gib']:6.2f} GiB "
-                  f"(+{r['extra_gib']:.2f} GiB over inputs)")
-        by = {r["method"]: r for r in rows if "error" not in r}
-        if "naive" in by and "streamed" in by:
-            s, v = by["streamed"], by["naive"]
-            print(f"  streamed vs naive: {v['seconds'] / s['seconds']:.2f}x faster, "
-                  f"{s['extra_gib'] / max(v['extra_gib'], 1e-9):.4f} of its extra memory, "
-                  f"checksum diff {abs(s['checksum'] - v['checksum']):.2e}")
+        for order in orders.split(","):
+            print(f"\nN={n:,} x M={m:,}, memory order '{order}'")
+            wanted = [x for x in methods.split(",") if x != "naive" or naive_need < 0.6 * capacity]
+            runs: dict[str, list[dict]] = {x: [] for x in wanted}
+            for repeat in range(repeats):  # round robin, the order reversed every other round (no position bias)
+                for method in (wanted if repeat % 2 == 0 else wanted[::-1]):
+                    runs[method].append(_run(method, n, m, d, device, precision, order, query_chunk))
+            medians = {}
+            for method, rs in runs.items():
+                ok = [r for r in rs if "error" not in r]
+                if not ok:
+                    print(f"  {method:>9}: failed ({rs[0]['error']})")
+                    continue
+                times = [r["seconds"] for r in ok]
+                medians[method] = statistics.median(times)
+                err = max((r["max_error"] or 0.0) for r in ok) if ok[0]["max_error"] is not None else None
+                print(f"  {method:>9}: {medians[method]:8.2f} s [{min(times):.2f}–{max(times):.2f}]  "
+                      f"{4 * n * m * d / medians[method] / 1e9:7.1f} GFLOP/s  {label} "
+                      f"{max(r['peak_gib'] for r in ok):6.2f} GiB (+{max(r['extra_gib'] for r in ok):.2f})"
+                      + (f"  max |err| {err:.1e}" if err is not None else ""))
+            if "sdpa" in medians:
+                print("  time / SDPA: " + ", ".join(f"{k} {v / medians['sdpa']:.2f}x" for k, v in medians.items()))
+            if "naive" not in wanted:
+                print(f"  naive: skipped, would need ~{naive_need:.0f} GiB")
+
+
+@app.command()
+def sweep(sizes: str = "5000x20000", chunks: str = "256,1024,4096,16384", order: str = "random", d: int = 512,
+          device: str = "cpu", repeats: int = 3) -> None:
+    """Time the default kernel at several query chunk sizes (the default is picked from this)."""
+    _, where = _where(device)
+    print(f"{where}, d={d}, order {order}, kernel auto, {repeats} interleaved run(s)")
+    for size in sizes.split(","):
+        n, m = (int(x) for x in size.lower().split("x"))
+        times: dict[int, list[float]] = {int(c): [] for c in chunks.split(",")}
+        for _ in range(repeats):
+            for c in times:
+                r = _run("ours", n, m, d, device, "fp32", order, query_chunk=c)
+                if "error" not in r:
+                    times[c].append(r["seconds"])
+        print(f"N={n:,} x M={m:,}: " + ", ".join(
+            f"query_chunk {c}: {statistics.median(t):.2f} s" for c, t in times.items() if t))
 
 
 if __name__ == "__main__":

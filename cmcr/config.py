@@ -34,6 +34,7 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 MEMORY_MODES = ("softmax", "argmax", "random")
+MEMORY_KERNELS = ("auto", "sdpa", "streamed")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROJECTOR_KINDS = ("paper", "official_clap_clip", "official_ulip_clip")
 INTRA_DISTANCES = ("l2", "squared_l2")
@@ -124,7 +125,12 @@ class MemoryConfig:
     ``mode``: ``softmax`` (the paper), ``argmax`` (Table 5 row I), ``random`` (row J, seeded by ``seed``).
     ``temperature`` is τ1. Chunk sizes bound peak memory (``query_chunk × memory_chunk`` logits).
     ``precision`` other than ``fp32`` runs the two matrix products in reduced precision (meant for GPUs);
-    softmax statistics and the accumulator stay in fp32.
+    softmax statistics and the accumulator stay in fp32. ``kernel`` (softmax mode): ``sdpa`` runs each
+    query chunk through PyTorch's fused ``scaled_dot_product_attention`` over the whole memory (its CPU
+    kernel streams over keys with a per-block max: exact, and the fastest on the CPU, measured in
+    ``benchmarks/RESULTS.md``); ``streamed`` is this project's own online softmax over memory chunks
+    (needed for memories staged chunk by chunk on a GPU, and for reduced precision); ``auto`` picks
+    ``sdpa`` for fp32 on the CPU and ``streamed`` elsewhere.
     """
 
     mode: str = "softmax"
@@ -133,9 +139,11 @@ class MemoryConfig:
     memory_chunk: int = 4096
     precision: str = "fp32"
     seed: int = 0
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("memory.mode", self.mode, MEMORY_MODES)
+        _choice("memory.kernel", self.kernel, MEMORY_KERNELS)
         _positive("memory.temperature (tau1)", self.temperature)
         _positive_int("memory.query_chunk", self.query_chunk)
         _positive_int("memory.memory_chunk", self.memory_chunk)

@@ -27,6 +27,70 @@ def amp_settings(precision: str, device: torch.device) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
+def flush_denormals(device: torch.device) -> Iterator[None]:
+    """On the CPU, treat subnormal floats as zero inside the block, on every intra-op thread.
+
+    With τ1 = 0.01 most softmax weights over a clustered or class-ordered memory are exp(−(s_max − s)/τ1)
+    below 1.2e-38: subnormal numbers, which x86 CPUs multiply 10–100× slower than normal ones (measured:
+    PyTorch's fused attention 5–6× and the naive formula 40× slower on an ordered memory than on a random
+    one; ``benchmarks/RESULTS.md``). Flushing them to zero changes no weight by more than 1.2e-38 relative to
+    the largest (1): the result is the same to fp32 precision (tested against the float64 formula).
+
+    ``torch.set_flush_denormal`` sets only the calling thread's mode, and PyTorch's OpenMP workers keep the
+    mode they started with; so it is also run once on each worker, through a parallel region of PyTorch's
+    own libgomp. Restored to PyTorch's default (off) when the block ends.
+    """
+    if device.type != "cpu" or not _flush_denormal_everywhere(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        _flush_denormal_everywhere(False)
+
+
+_GOMP: list = []  # [libgomp handle or None], found once
+
+
+def _torch_libgomp():
+    """PyTorch's OpenMP runtime (the libgomp loaded from torch's own lib folder), or None. Other packages
+    may load their own libgomp (faiss-cpu does): its thread pool is not PyTorch's."""
+    if not _GOMP:
+        import ctypes
+        import os
+
+        handle = None
+        torch_lib = os.path.realpath(os.path.join(os.path.dirname(torch.__file__), "lib"))
+        try:
+            with open("/proc/self/maps") as maps:  # Linux: the loaded libraries' paths
+                paths = {line.split()[-1] for line in maps if "libgomp" in line.split()[-1].rsplit("/", 1)[-1]}
+            path = next((p for p in sorted(paths) if p.startswith(torch_lib)), None)
+            if path is None and len(paths) == 1:  # a system libgomp that torch links against
+                path = paths.pop()
+            if path:
+                handle = ctypes.CDLL(path)
+                handle.GOMP_parallel.restype = None
+        except (OSError, AttributeError):
+            handle = None
+        _GOMP.append(handle)
+    return _GOMP[0]
+
+
+def _flush_denormal_everywhere(on: bool) -> bool:
+    """``torch.set_flush_denormal(on)`` on this thread and on each OpenMP worker; False if the CPU cannot."""
+    if not torch.set_flush_denormal(on):
+        return False
+    gomp = _torch_libgomp()
+    threads = torch.get_num_threads()
+    if gomp is not None and threads > 1:
+        import ctypes
+
+        callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _: torch.set_flush_denormal(on))
+        gomp.GOMP_parallel(callback, None, ctypes.c_uint(threads), ctypes.c_uint(0))
+    return True
+
+
+@contextlib.contextmanager
 def seeded_init(seed: int) -> Iterator[None]:
     """Build a model's random initial weights from ``seed`` without touching the caller's RNG state:
     a space built with ``allow_random`` (tests, benchmarks, random-weight baselines) is reproducible."""

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-#: id columns tried, in order, when pairing two spaces' sets of the same items (the first both tables have);
-#: retrieval pairs two different items (an audio and an image) and is joined by ``pair_id`` explicitly
-ID_COLUMNS = ("text_id", "item_id", "path")
+#: id columns tried, in order, when pairing two spaces' sets of the same items (the first both tables have):
+#: texts by ``text_id``, files by ``item_id`` or their ``path``. Retrieval pairs two different items (an
+#: audio and an image) and is joined by ``pair_id`` explicitly.
+ID_COLUMNS = {"text": ("text_id",), "file": ("item_id", "path")}
 
 
-def id_column(first: Any, second: Any, candidates: tuple[str, ...] = ID_COLUMNS) -> str | None:
-    """The first of ``candidates`` both tables have (None if none)."""
+def id_column(first: Any, second: Any, modality: str) -> str | None:
+    """The id column to pair two sets of ``modality`` items by: the first candidate both tables have (None if none)."""
+    candidates = ID_COLUMNS["text" if modality == "text" else "file"]
     return next((c for c in candidates if c in first.columns and c in second.columns), None)
 
 

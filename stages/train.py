@@ -26,9 +26,10 @@ def main(variant: str) -> None:
     tables = {s: read_parquet(EMBEDDINGS / f"{src}.parquet", rows=shared[s].shape[0]) for s, (src, _) in inputs.items()}
     first, second = config.connection.spaces
     # the two spaces' shared items are paired by id, not row: an item one space failed to load drops out of both
-    key = id_column(tables[first], tables[second])
+    key = id_column(tables[first], tables[second], config.connection.shared_modality)
     if key is None:
-        raise ArtifactError(f"{inputs[first][0]} and {inputs[second][0]}: no common id column {ID_COLUMNS} to pair "
+        raise ArtifactError(f"{inputs[first][0]} and {inputs[second][0]}: no common id column "
+                            f"{ID_COLUMNS['text' if config.connection.shared_modality == 'text' else 'file']} to pair "
                             "the two spaces' shared items by")
     rows = dict(zip((first, second), pair_rows(tables[first], tables[second], key, f"{config.connection.name} "
                                                f"shared {config.connection.shared_modality}")[:2]))

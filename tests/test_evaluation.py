@@ -51,3 +51,15 @@ def test_retrieval_pairs_are_joined_by_id_not_row():
         join_pairs(audio, pd.DataFrame({"x": range(6)}), image, ids)
     with pytest.raises(ValueError, match="repeats"):
         join_pairs(audio, pd.DataFrame({"pair_id": [1, 1, 2, 3, 4, 5]}), image, ids)
+
+
+def test_id_column_by_modality():
+    import pandas as pd
+
+    from cmcr.pairing import id_column
+
+    images = pd.DataFrame({"item_id": [4, 5], "text_id": [-1, -1], "path": ["a", "b"]})
+    assert id_column(images, images, "image") == "item_id"  # not text_id, which images carry as -1
+    assert id_column(images[["path"]], images, "image") == "path"
+    texts = pd.DataFrame({"text_id": [1, 2], "text": ["x", "y"]})
+    assert id_column(texts, texts, "text") == "text_id" and id_column(images[["path"]], texts, "text") is None

@@ -118,3 +118,48 @@ def test_bad_inputs_fail_before_compute():
         aggregate_memory(q, m * 2, device="cpu")
     with pytest.raises(ConfigError, match="memory.mode"):
         MemoryConfig(mode="mean")
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "streamed"])
+@pytest.mark.parametrize("order", ["random", "clustered", "ordered"])
+def test_both_kernels_are_exact_on_any_memory_order(kernel, order):
+    """≤ 1e-5 from the float64 formula for PyTorch's fused attention and our streamed softmax, also on tightly
+    clustered and class-ordered memories (where a first chunk's max is far below a row's true max)."""
+    g = torch.Generator().manual_seed(20)
+    if order == "random":
+        m = torch.randn(700, 32, generator=g, dtype=torch.float64)
+    else:
+        centres = torch.randn(7, 32, generator=g, dtype=torch.float64)
+        label = torch.randint(7, (700,), generator=g)
+        label = label.sort().values if order == "ordered" else label
+        m = centres[label] * 3 + torch.randn(700, 32, generator=g, dtype=torch.float64)
+    q = torch.randn(50, 32, generator=g, dtype=torch.float64) + (3 * m[:50] if order != "random" else 0)
+    q, m = (torch.nn.functional.normalize(x, dim=1).float() for x in (q, m))
+    got = aggregate_memory(q, m, MemoryConfig(temperature=0.01, query_chunk=16, memory_chunk=64, kernel=kernel),
+                           device="cpu")
+    torch.testing.assert_close(got.double(), reference_softmax(q, m, 0.01), atol=1e-5, rtol=0)
+
+
+def test_kernel_choice():
+    from cmcr.memory import resolve_kernel
+
+    assert resolve_kernel(MemoryConfig(), torch.device("cpu")) == "sdpa"
+    assert resolve_kernel(MemoryConfig(), torch.device("cuda")) == "streamed"
+    assert resolve_kernel(MemoryConfig(precision="bf16"), torch.device("cpu")) == "streamed"
+    assert resolve_kernel(MemoryConfig(kernel="streamed"), torch.device("cpu")) == "streamed"
+    with pytest.raises(ConfigError, match="memory.kernel"):
+        MemoryConfig(kernel="flash")
+
+
+def test_flush_denormals_reaches_every_intra_op_thread():
+    """Inside the block a subnormal input reads as zero in every element of a parallel op (so on every
+    worker thread); after it, PyTorch's default is back."""
+    from cmcr.device import flush_denormals
+
+    tiny = torch.full((1 << 22,), 1e-39)  # subnormal in fp32; large enough to be split across threads
+    (tiny * 1.0).sum()  # the worker threads exist before the block, as in any real process
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    with flush_denormals(torch.device("cpu")):
+        assert int((tiny * 1.0 != 0).sum()) == 0
+    assert int((tiny * 1.0 != 0).sum()) == tiny.numel()

@@ -37,3 +37,18 @@ def pair_rows(first: Any, second: Any, key: str, label: str = "pairs") -> tuple[
     keep_second = [second_row[first[key].iloc[i]] for i in keep_first]
     listed = len(set(first[key]) | set(second[key]))
     return keep_first, keep_second, {"scored": len(keep_first), "listed": listed}
+
+
+def align_by_id(tables: dict[str, Any], modality: str, label: str = "shared items") -> tuple[dict[str, list[int]] | None, str]:
+    """Rows of two spaces' tables describing the same items (e.g. the texts in CLIP and in CLAP), paired by
+    their id column (:func:`id_column`): ``({space: rows}, key)``, or ``(None, key)`` when both sides already
+    list the same ids in the same order. ``ValueError`` when the tables share no id column."""
+    (first, a), (second, b) = tables.items()
+    key = id_column(a, b, modality)
+    if key is None:
+        raise ValueError(f"{label}: no common id column {ID_COLUMNS['text' if modality == 'text' else 'file']} "
+                         f"to pair {first}'s and {second}'s rows by")
+    rows_a, rows_b, _ = pair_rows(a, b, key, label)
+    if rows_a == list(range(len(a))) and rows_b == list(range(len(b))):
+        return None, key
+    return {first: rows_a, second: rows_b}, key

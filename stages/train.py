@@ -6,7 +6,7 @@ from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, ROOT, params, r
 from cmcr.artifacts import ArtifactError, load_npy, read_parquet, save_torch, write_json
 from cmcr.experiments import resolve_variant
 from cmcr.official import load_official
-from cmcr.pairing import ID_COLUMNS, id_column, pair_rows
+from cmcr.pairing import align_by_id
 from cmcr.train import ConnectionData, train_connection
 
 
@@ -26,14 +26,12 @@ def main(variant: str) -> None:
     tables = {s: read_parquet(EMBEDDINGS / f"{src}.parquet", rows=shared[s].shape[0]) for s, (src, _) in inputs.items()}
     first, second = config.connection.spaces
     # the two spaces' shared items are paired by id, not row: an item one space failed to load drops out of both
-    key = id_column(tables[first], tables[second], config.connection.shared_modality)
-    if key is None:
-        raise ArtifactError(f"{inputs[first][0]} and {inputs[second][0]}: no common id column "
-                            f"{ID_COLUMNS['text' if config.connection.shared_modality == 'text' else 'file']} to pair "
-                            "the two spaces' shared items by")
-    rows = dict(zip((first, second), pair_rows(tables[first], tables[second], key, f"{config.connection.name} "
-                                               f"shared {config.connection.shared_modality}")[:2]))
-    if any(rows[s] != list(range(len(tables[s]))) for s in rows):
+    try:
+        rows, key = align_by_id(tables, config.connection.shared_modality,
+                                f"{inputs[first][0]} and {inputs[second][0]}")
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from None
+    if rows is not None:
         log.warning("%s: %d items in both spaces (%s), %s: %d, %s: %d — pairs joined by %s", config.connection.name,
                     len(rows[first]), config.connection.shared_modality, first, len(tables[first]), second,
                     len(tables[second]), key)

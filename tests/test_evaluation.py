@@ -63,3 +63,20 @@ def test_id_column_by_modality():
     assert id_column(images[["path"]], images, "image") == "path"
     texts = pd.DataFrame({"text_id": [1, 2], "text": ["x", "y"]})
     assert id_column(texts, texts, "text") == "text_id" and id_column(images[["path"]], texts, "text") is None
+
+
+def test_training_items_of_two_spaces_are_aligned_by_id():
+    """The texts in CLIP and in CLAP, each missing a different text (a load failure on each side, on
+    different rows): only the texts in both remain, row i of one side the same text as row i of the other."""
+    import pandas as pd
+
+    from cmcr.pairing import align_by_id
+
+    clip = pd.DataFrame({"text_id": [0, 1, 3, 4, 5], "text": ["a", "b", "d", "e", "f"]})  # text 2 failed in CLIP
+    clap = pd.DataFrame({"text_id": [0, 1, 2, 3, 5], "text": ["a", "b", "c", "d", "f"]})  # text 4 failed in CLAP
+    rows, key = align_by_id({"clip": clip, "clap": clap}, "text")
+    assert key == "text_id" and rows == {"clip": [0, 1, 2, 4], "clap": [0, 1, 3, 4]}
+    assert clip["text"].iloc[rows["clip"]].tolist() == clap["text"].iloc[rows["clap"]].tolist() == ["a", "b", "d", "f"]
+    assert align_by_id({"clip": clip, "clap": clip}, "text") == (None, "text_id")  # nothing to do
+    with pytest.raises(ValueError, match="no common id column"):
+        align_by_id({"clip": clip[["text"]], "clap": clap}, "text")

@@ -25,6 +25,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _version(value: bool) -> None:
+    if value:
+        from cmcr import __version__
+
+        typer.echo(f"cmcr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print cmcr's version and exit")] = False) -> None:
+    """C-MCR: connect two frozen multi-modal contrastive spaces through their shared modality."""
+
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file (params.yaml layout)")]
 ConnOpt = Annotated[str, typer.Option("--connection", "-c", help="clip_clap (audio–visual) or clip_ulip (3D–language)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="override, e.g. -S noise.var=0.002 (repeatable)")]

@@ -83,3 +83,20 @@ def test_cli_errors_are_clear(tmp_path):
     assert "embedding file not found" in str(res.exception) and "clip_text.npy" in str(res.exception)
     res = runner.invoke(app, ["config", "-p", str(params), "-S", "noise.var=-1"])
     assert res.exit_code != 0 and "variance" in res.output
+
+
+def test_version_and_python_m():
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from cmcr import __version__
+    from cmcr.cli import app
+
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"cmcr {__version__}"
+    out = subprocess.run([sys.executable, "-m", "cmcr", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"cmcr {__version__}"
+    assert "convert-weights" in subprocess.run([sys.executable, "-m", "cmcr", "--help"], capture_output=True,
+                                                text=True).stdout

@@ -186,11 +186,14 @@ def train_connection(data: ConnectionData, config: ConnectionConfig, *, progress
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             step += 1
             bar.update(1)
-        record = {"epoch": epoch + 1, "lr": lr, "seconds": time.perf_counter() - started}
+        # no wall-clock time in the history: it goes into the checkpoint, whose bytes must depend only on
+        # the training (identical weights → identical file → no dvc.lock churn); the log has the timing
+        record = {"epoch": epoch + 1, "lr": lr}
         record.update({k: v / len(slices) for k, v in sums.items()})
         history.append(record)
-        log.info("epoch %d/%d loss %.4f (%s) lr %.2e", epoch + 1, tc.epochs, record["loss"],
-                 ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "lr", "seconds", "loss")), lr)
+        log.info("epoch %d/%d loss %.4f (%s) lr %.2e, %.2f s", epoch + 1, tc.epochs, record["loss"],
+                 ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "lr", "loss")), lr,
+                 time.perf_counter() - started)
         bar.set_postfix(loss=f"{record['loss']:.4f}")
     bar.close()
     projectors.eval()

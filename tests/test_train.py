@@ -139,3 +139,18 @@ def test_input_widths_come_from_the_data():
                                                                     out_dim=8))
     with pytest.raises(EmbeddingError, match="projector.in_dims.clap is 512 but the clap embeddings have 48 columns"):
         train_connection(data, stated, progress=False)
+
+
+def test_two_runs_of_the_same_training_give_the_same_checkpoint_bytes(tmp_path):
+    """No wall-clock time (or anything else run-dependent) inside the checkpoint: same training, same file."""
+    import dataclasses
+
+    from cmcr.artifacts import save_torch
+    from conftest import unit
+
+    data = ConnectionData(shared={"clip": unit(60, 32, seed=1), "clap": unit(60, 32, seed=2)},
+                          memory={"clip": unit(60, 32, seed=3), "clap": unit(60, 32, seed=4)})
+    config = dataclasses.replace(small_config(), train=TrainConfig(epochs=2, batch_size=30, device="cpu"))
+    for name in ("a.pt", "b.pt"):
+        save_torch(tmp_path / name, train_connection(data, config, progress=False).checkpoint())
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from cmcr.benchmarks import BENCHMARK_SETS, BENCHMARKS, EVAL_SET_MODALITY, evaluation_sets, set_name  # noqa: F401
+from cmcr.benchmarks import BENCHMARKS
 from cmcr.metrics.counterfactual import AP_RULES, IOU_RULES, counterfactual_metrics
 from cmcr.metrics.localization import localization_metrics, score_scenes
 from cmcr.metrics.retrieval import match_ranks, random_expectation, retrieval_metrics

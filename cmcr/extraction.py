@@ -41,13 +41,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-import torch
 from cmcr.artifacts import ArtifactError, atomic_path, npy_writer, save_npy, write_json, write_parquet
 from cmcr.encoders.base import EncoderSpace
-from cmcr.items import Item
+from cmcr.items import as_item
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def file_states(items: Sequence[Any], modality: str) -> list[tuple[int, int]]:
     out = []
     for item in items:
         try:
-            st = os.stat(item.path if isinstance(item, Item) else str(item))
+            st = os.stat(as_item(item).path)
             out.append((int(st.st_size), int(st.st_mtime_ns)))
         except (OSError, TypeError, ValueError):
             out.append((-1, -1))

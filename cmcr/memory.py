@@ -102,42 +102,37 @@ def aggregate_memory(
             out_t[start:start + rows.shape[0]] = memory_t[rows].float()
         return result
 
-    kernel = resolve_kernel(config, dev)
-    if config.mode == "softmax" and kernel == "sdpa":
+    if config.mode == "softmax" and resolve_kernel(config, dev) == "sdpa":
         keys = memory_t.to(dev, dtype=compute_dtype).unsqueeze(0)  # on the CPU a zero-copy view of the memory
-        bar = tqdm(total=n, desc=desc, unit="q", unit_scale=True, disable=not progress)
-        with flush_denormals(dev):
-            for start in range(0, n, config.query_chunk):
-                q = queries_t[start:start + config.query_chunk].to(dev, dtype=compute_dtype).unsqueeze(0)
-                block = F.scaled_dot_product_attention(q, keys, keys, scale=1.0 / config.temperature)[0]
-                out_t[start:start + block.shape[0]] = block.to("cpu", dtype=torch.float32)
-                bar.update(block.shape[0])
-        bar.close()
-        return result
 
-    # Memory chunks are staged on the compute device once (on a GPU the whole memory usually fits;
-    # on the CPU this is a zero-copy view) and re-read for every query chunk.
-    memory_chunks = [
-        memory_t[s:s + config.memory_chunk].to(dev, dtype=compute_dtype, non_blocking=True)
-        for s in range(0, memory_t.shape[0], config.memory_chunk)
-    ] if dev.type != "cpu" else None
+        def aggregate_chunk(q: torch.Tensor) -> torch.Tensor:
+            q = q.to(compute_dtype).unsqueeze(0)
+            return F.scaled_dot_product_attention(q, keys, keys, scale=1.0 / config.temperature)[0]
+    else:
+        # Memory chunks are staged on the compute device once (on a GPU the whole memory usually fits;
+        # on the CPU this is a zero-copy view) and re-read for every query chunk.
+        memory_chunks = [
+            memory_t[s:s + config.memory_chunk].to(dev, dtype=compute_dtype, non_blocking=True)
+            for s in range(0, memory_t.shape[0], config.memory_chunk)
+        ] if dev.type != "cpu" else None
 
-    def chunk_iter():
-        if memory_chunks is not None:
-            yield from memory_chunks
-        else:
-            for s in range(0, memory_t.shape[0], config.memory_chunk):
-                yield memory_t[s:s + config.memory_chunk].to(dtype=compute_dtype)
+        def chunk_iter():
+            if memory_chunks is not None:
+                yield from memory_chunks
+            else:
+                for s in range(0, memory_t.shape[0], config.memory_chunk):
+                    yield memory_t[s:s + config.memory_chunk].to(dtype=compute_dtype)
+
+        def aggregate_chunk(q: torch.Tensor) -> torch.Tensor:
+            if config.mode == "softmax":
+                return _softmax_aggregate_chunk(q, chunk_iter(), 1.0 / config.temperature, compute_dtype)
+            return _argmax_aggregate_chunk(q, chunk_iter(), compute_dtype)
 
     bar = tqdm(total=n, desc=desc, unit="q", unit_scale=True, disable=not progress)
     with flush_denormals(dev):
         for start in range(0, n, config.query_chunk):
             q = queries_t[start:start + config.query_chunk].to(dev, dtype=torch.float32)
-            if config.mode == "softmax":
-                block = _softmax_aggregate_chunk(q, chunk_iter(), 1.0 / config.temperature, compute_dtype)
-            else:
-                block = _argmax_aggregate_chunk(q, chunk_iter(), compute_dtype)
-            out_t[start:start + q.shape[0]] = block.to("cpu", dtype=torch.float32)
+            out_t[start:start + q.shape[0]] = aggregate_chunk(q).to("cpu", dtype=torch.float32)
             bar.update(q.shape[0])
     bar.close()
     return result

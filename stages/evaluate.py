@@ -14,8 +14,9 @@ import typer
 from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, load_embedding_set, write_json, write_parquet
 from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
-from cmcr.evaluation import (BENCHMARK_SETS, BENCHMARKS, BenchmarkData, evaluate_model, join_pairs,
-                             metric_options, no_connection, random_baseline, set_name)
+from cmcr.benchmarks import BENCHMARK_SETS, BENCHMARKS, set_name
+from cmcr.evaluation import (BenchmarkData, evaluate_model, join_pairs, metric_options, no_connection,
+                             random_baseline)
 from cmcr.experiments import variant_connection, variant_names
 from cmcr.train import load_checkpoint
 

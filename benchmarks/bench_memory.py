@@ -5,6 +5,7 @@
     python benchmarks/bench_memory.py main --orders random,clustered,ordered
     python benchmarks/bench_memory.py main --device cuda [--precision bf16] --sizes 200000x1800000
     python benchmarks/bench_memory.py sweep --sizes 5000x20000               # query_chunk sweep (sdpa kernel)
+    python benchmarks/bench_memory.py sweep --device cuda --chunks 1024x4096,8192x65536  # GPU chunk pairs
 
 Methods (each run in a fresh subprocess, so its peak memory is its own: ru_maxrss on the CPU,
 ``torch.cuda.max_memory_allocated`` on a GPU; inputs start on the host and results come back to it):
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -67,16 +69,18 @@ def _max_error(q, mem, out, tau: float, rows: int = 64) -> float:
 
 
 @app.command()
-def one(method: str, n: int, m: int, d: int = 512, tau: float = 0.01, query_chunk: int = 1024, memory_chunk: int = 4096,
-        device: str = "cpu", precision: str = "fp32", order: str = "random") -> None:
+def one(method: str, n: int, m: int, d: int = 512, tau: float = 0.01, query_chunk: str = "auto",
+        memory_chunk: str = "auto", device: str = "cpu", precision: str = "fp32", order: str = "random") -> None:
     """(internal) run one measurement and print JSON."""
     import torch
     import torch.nn.functional as F
 
     from cmcr.config import MemoryConfig
-    from cmcr.memory import aggregate_memory, aggregate_memory_naive
+    from cmcr.memory import aggregate_memory, aggregate_memory_naive, resolve_chunks
 
     dev = torch.device(device)
+    chunks = MemoryConfig(query_chunk=_chunk(query_chunk), memory_chunk=_chunk(memory_chunk))
+    query_chunk, memory_chunk = resolve_chunks(chunks, dev)
     cuda = dev.type == "cuda"
     q, mem = _inputs(n, m, d, order)
     if cuda:
@@ -114,13 +118,26 @@ def one(method: str, n: int, m: int, d: int = 512, tau: float = 0.01, query_chun
                       "extra_gib": (peak - base) / 2**30, "max_error": error}))
 
 
-def _run(method: str, n: int, m: int, d: int, device: str, precision: str, order: str, query_chunk: int = 1024) -> dict:
+def _chunk(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
+def _run(method: str, n: int, m: int, d: int, device: str, precision: str, order: str, query_chunk="auto",
+         memory_chunk="auto") -> dict:
     cmd = [sys.executable, __file__, "one", method, str(n), str(m), "--d", str(d), "--device", device,
-           "--precision", precision, "--order", order, "--query-chunk", str(query_chunk)]
+           "--precision", precision, "--order", order, "--query-chunk", str(query_chunk),
+           "--memory-chunk", str(memory_chunk)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        return {"method": method, "error": (res.stderr.strip().splitlines() or ["killed"])[-1]}
+        return {"method": method, "error": _error_line(res.stderr)}
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _error_line(stderr: str) -> str:
+    """The exception's own line from a traceback (e.g. ``torch.OutOfMemoryError: ...``), cut to 120 chars."""
+    lines = [x.strip() for x in stderr.strip().splitlines() if x.strip()]
+    found = [x for x in lines if re.match(r"^[\w.]*(Error|Exception)\b", x)]
+    return ((found or lines or ["killed"])[-1])[:120]
 
 
 def _where(device: str) -> tuple[float, str]:
@@ -136,11 +153,12 @@ def _where(device: str) -> tuple[float, str]:
 @app.command()
 def main(sizes: str = "5000x20000,20000x100000", orders: str = "random,clustered,ordered", d: int = 512,
          device: str = "cpu", precision: str = "fp32", repeats: int = 3,
-         methods: str = "ours,sdpa,streamed,gemm,naive", query_chunk: int = 1024) -> None:
+         methods: str = "ours,sdpa,streamed,gemm,naive", query_chunk: str = "auto", memory_chunk: str = "auto") -> None:
     """Compare Eq. 2 implementations at each N×M size and memory order (median of interleaved runs)."""
     capacity, where = _where(device)
     label = "peak GPU memory" if device.startswith("cuda") else "peak RSS"
-    print(f"{where}, d={d}, tau1=0.01, {precision}, query chunk {query_chunk}, {repeats} interleaved run(s) per method")
+    print(f"{where}, d={d}, tau1=0.01, {precision}, chunks {query_chunk}x{memory_chunk} (query x memory; auto: cmcr.memory.AUTO_CHUNKS), "
+          f"{repeats} interleaved run(s) per method")
     for size in sizes.split(","):
         n, m = (int(x) for x in size.lower().split("x"))
         naive_need = 2 * n * m * 4 / 2**30  # logits + softmax output alive together
@@ -150,7 +168,7 @@ def main(sizes: str = "5000x20000,20000x100000", orders: str = "random,clustered
             runs: dict[str, list[dict]] = {x: [] for x in wanted}
             for repeat in range(repeats):  # round robin, the order reversed every other round (no position bias)
                 for method in (wanted if repeat % 2 == 0 else wanted[::-1]):
-                    runs[method].append(_run(method, n, m, d, device, precision, order, query_chunk))
+                    runs[method].append(_run(method, n, m, d, device, precision, order, query_chunk, memory_chunk))
             medians = {}
             for method, rs in runs.items():
                 ok = [r for r in rs if "error" not in r]
@@ -172,20 +190,27 @@ def main(sizes: str = "5000x20000,20000x100000", orders: str = "random,clustered
 
 @app.command()
 def sweep(sizes: str = "5000x20000", chunks: str = "256,1024,4096,16384", order: str = "random", d: int = 512,
-          device: str = "cpu", repeats: int = 3) -> None:
-    """Time the default kernel at several query chunk sizes (the default is picked from this)."""
+          device: str = "cpu", precision: str = "fp32", repeats: int = 3) -> None:
+    """Time the default kernel at several chunk sizes (the defaults are picked from this).
+
+    ``--chunks`` lists query chunks (``1024``) or query x memory chunk pairs (``8192x65536``)."""
     _, where = _where(device)
-    print(f"{where}, d={d}, order {order}, kernel auto, {repeats} interleaved run(s)")
+    print(f"{where}, d={d}, order {order}, kernel auto, {precision}, {repeats} interleaved run(s)")
+    pairs = [tuple(int(x) for x in c.split("x")) if "x" in c else (int(c), 4096) for c in chunks.split(",")]
     for size in sizes.split(","):
         n, m = (int(x) for x in size.lower().split("x"))
-        times: dict[int, list[float]] = {int(c): [] for c in chunks.split(",")}
-        for _ in range(repeats):
-            for c in times:
-                r = _run("ours", n, m, d, device, "fp32", order, query_chunk=c)
-                if "error" not in r:
-                    times[c].append(r["seconds"])
+        times: dict[tuple, list[float]] = {p: [] for p in pairs}
+        errors: dict[tuple, str] = {}
+        for repeat in range(repeats):
+            for p in (pairs if repeat % 2 == 0 else pairs[::-1]):
+                r = _run("ours", n, m, d, device, precision, order, query_chunk=p[0], memory_chunk=p[1])
+                if "error" in r:
+                    errors[p] = r["error"]
+                else:
+                    times[p].append(r["seconds"])
         print(f"N={n:,} x M={m:,}: " + ", ".join(
-            f"query_chunk {c}: {statistics.median(t):.2f} s" for c, t in times.items() if t))
+            f"chunks {p[0]}x{p[1]}: " + (f"{statistics.median(t):.2f} s" if t else f"failed ({errors.get(p)})")
+            for p, t in times.items()))
 
 
 if __name__ == "__main__":

@@ -35,15 +35,23 @@ if ! "$PY" -c "import cmcr, open_clip, laion_clap" 2>/dev/null; then
         step 300 "install the carried wheels" "$PY" -m pip install --no-index --no-deps --quiet .gpu/wheels/*.whl
     fi
     step 300 "install cmcr (editable, no dependencies fetched)" "$PY" -m pip install --no-index --no-deps \
-        --no-build-isolation --quiet -e .
+        --no-build-isolation --ignore-requires-python --quiet -e .
 fi
+# every module the encoders import, so a missing wheel shows here and not as a swallowed error deep in laion_clap
+step 120 "import check" "$PY" -c "import cmcr, open_clip, laion_clap, librosa, soundfile, torchlibrosa; print('imports ok')"
 DEVICE=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
 "$PY" -c "import torch, platform; print('python', platform.python_version(), 'torch', torch.__version__,
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU: CPU fallback, tiny sizes')" | tee -a "$LOG"
 
 if [ "$DEVICE" = cuda ]; then
     MEM_SIZES="20000x100000,200000x1800000"; TRAIN="--rows 2330000 --batch-size 10240"; ENC="--device cuda --n 64"
+    [ -d .gpu/fixtures ] && export CMCR_OFFICIAL_FIXTURES="$PWD/.gpu/fixtures"
     step 240 "pytest -m device" "$PY" -m pytest -q -m device -p no:cacheprovider
+    step 150 "Eq. 2 chunk sizes (query x memory), bf16 and fp32" bash -c "
+        '$PY' benchmarks/bench_memory.py sweep --device cuda --sizes 50000x1800000 --repeats 1 --precision bf16 \
+            --chunks 1024x4096,4096x65536,8192x65536 &&
+        '$PY' benchmarks/bench_memory.py sweep --device cuda --sizes 50000x1800000 --repeats 1 --precision fp32 \
+            --chunks 1024x4096,4096x65536,8192x65536"
 else
     MEM_SIZES="1000x4000"; TRAIN="--rows 20000 --batch-size 1024 --device cpu"; ENC="--device cpu --n 2"
     say "pytest -m device: skipped (no GPU; CMCR_TEST_DEVICE=cpu pytest -m device checks the tests themselves)"

@@ -123,7 +123,8 @@ class MemoryConfig:
     """Eq. 2 (inter-modality semantic consistency): memory aggregation.
 
     ``mode``: ``softmax`` (the paper), ``argmax`` (Table 5 row I), ``random`` (row J, seeded by ``seed``).
-    ``temperature`` is τ1. Chunk sizes bound peak memory (``query_chunk × memory_chunk`` logits).
+    ``temperature`` is τ1. Chunk sizes bound peak memory (``query_chunk × memory_chunk`` logits);
+    ``auto`` (default) picks per device (:func:`cmcr.memory.resolve_chunks`, from measured sweeps).
     ``precision`` other than ``fp32`` runs the two matrix products in reduced precision (meant for GPUs);
     softmax statistics and the accumulator stay in fp32. ``kernel`` (softmax mode): ``sdpa`` runs each
     query chunk through PyTorch's fused ``scaled_dot_product_attention`` over the whole memory (its CPU
@@ -135,8 +136,8 @@ class MemoryConfig:
 
     mode: str = "softmax"
     temperature: float = 0.01
-    query_chunk: int = 1024
-    memory_chunk: int = 4096
+    query_chunk: int | str = "auto"
+    memory_chunk: int | str = "auto"
     precision: str = "fp32"
     seed: int = 0
     kernel: str = "auto"
@@ -145,8 +146,10 @@ class MemoryConfig:
         _choice("memory.mode", self.mode, MEMORY_MODES)
         _choice("memory.kernel", self.kernel, MEMORY_KERNELS)
         _positive("memory.temperature (tau1)", self.temperature)
-        _positive_int("memory.query_chunk", self.query_chunk)
-        _positive_int("memory.memory_chunk", self.memory_chunk)
+        for key in ("query_chunk", "memory_chunk"):
+            value = getattr(self, key)
+            if value != "auto":
+                _positive_int(f"memory.{key} (an integer > 0 or 'auto')", value)
         _choice("memory.precision", self.precision, PRECISIONS)
         _positive_int("memory.seed", self.seed, minimum=0)
 

@@ -94,11 +94,12 @@ def aggregate_memory(
     queries_t = as_tensor(queries)
     memory_t = as_tensor(memory)
 
+    query_chunk, memory_chunk = resolve_chunks(config, dev)
     if config.mode == "random":
         generator = torch.Generator().manual_seed(config.seed)
         index = torch.randint(memory_t.shape[0], (n,), generator=generator)
-        for start in range(0, n, config.query_chunk):
-            rows = index[start:start + config.query_chunk]
+        for start in range(0, n, query_chunk):
+            rows = index[start:start + query_chunk]
             out_t[start:start + rows.shape[0]] = memory_t[rows].float()
         return result
 
@@ -112,16 +113,16 @@ def aggregate_memory(
         # Memory chunks are staged on the compute device once (on a GPU the whole memory usually fits;
         # on the CPU this is a zero-copy view) and re-read for every query chunk.
         memory_chunks = [
-            memory_t[s:s + config.memory_chunk].to(dev, dtype=compute_dtype, non_blocking=True)
-            for s in range(0, memory_t.shape[0], config.memory_chunk)
+            memory_t[s:s + memory_chunk].to(dev, dtype=compute_dtype, non_blocking=True)
+            for s in range(0, memory_t.shape[0], memory_chunk)
         ] if dev.type != "cpu" else None
 
         def chunk_iter():
             if memory_chunks is not None:
                 yield from memory_chunks
             else:
-                for s in range(0, memory_t.shape[0], config.memory_chunk):
-                    yield memory_t[s:s + config.memory_chunk].to(dtype=compute_dtype)
+                for s in range(0, memory_t.shape[0], memory_chunk):
+                    yield memory_t[s:s + memory_chunk].to(dtype=compute_dtype)
 
         def aggregate_chunk(q: torch.Tensor) -> torch.Tensor:
             if config.mode == "softmax":
@@ -130,12 +131,26 @@ def aggregate_memory(
 
     bar = tqdm(total=n, desc=desc, unit="q", unit_scale=True, disable=not progress)
     with flush_denormals(dev):
-        for start in range(0, n, config.query_chunk):
-            q = queries_t[start:start + config.query_chunk].to(dev, dtype=torch.float32)
+        for start in range(0, n, query_chunk):
+            q = queries_t[start:start + query_chunk].to(dev, dtype=torch.float32)
             out_t[start:start + q.shape[0]] = aggregate_chunk(q).to("cpu", dtype=torch.float32)
             bar.update(q.shape[0])
     bar.close()
     return result
+
+
+#: Chunk sizes (query × memory) that ``auto`` means, from ``bench_memory.py sweep`` (benchmarks/RESULTS.md):
+#: on the CPU 1024 queries per SDPA call (the memory chunk only matters for the streamed kernel there);
+#: on a GPU, bigger tiles: 8192 × 65536 ran 2.1× faster than 1024 × 4096 in bf16 and 1.27× in fp32
+#: (H200, 50k × 1.8M), for 2 GiB of fp32 logits per tile.
+AUTO_CHUNKS = {"cpu": (1024, 4096), "accelerator": (8192, 65536)}
+
+
+def resolve_chunks(config: MemoryConfig, device: torch.device) -> tuple[int, int]:
+    """``(query_chunk, memory_chunk)`` for ``device``: the configured integers, or ``AUTO_CHUNKS``."""
+    auto = AUTO_CHUNKS["cpu" if device.type == "cpu" else "accelerator"]
+    return (auto[0] if config.query_chunk == "auto" else int(config.query_chunk),
+            auto[1] if config.memory_chunk == "auto" else int(config.memory_chunk))
 
 
 def resolve_kernel(config: MemoryConfig, device: torch.device) -> str:
@@ -161,6 +176,8 @@ def _softmax_aggregate_chunk(q: torch.Tensor, memory_chunks, inv_tau: float, dty
     a max pass and a subtraction pass per chunk, folding the shift into the similarity product.
     """
     qs = (q * inv_tau).to(dtype)  # fold 1/τ1 into the queries: one pass over q×d instead of over q×M
+    if q.device.type != "cpu":
+        return _online_softmax_chunk(qs, memory_chunks, dtype)
     rows = q.shape[0]
     shift: torch.Tensor | None = None
     run_sum = torch.zeros((rows, 1), device=q.device)
@@ -183,6 +200,30 @@ def _softmax_aggregate_chunk(q: torch.Tensor, memory_chunks, inv_tau: float, dty
             rescale = torch.exp(shift - new_shift)
             run_sum.mul_(rescale)
             acc.mul_(rescale)
+        shift = new_shift
+        logits.sub_(shift).exp_()
+        run_sum.add_(logits.sum(dim=1, keepdim=True))
+        _accumulate(acc, logits, mem, dtype)
+    return acc.div_(run_sum)
+
+
+def _online_softmax_chunk(qs: torch.Tensor, memory_chunks, dtype: torch.dtype) -> torch.Tensor:
+    """The same online softmax with the exact running max moved at every chunk (no lazy shift).
+
+    Used on accelerators: the lazy shift's overflow test needs a device→host read per chunk, which
+    stalls a GPU's queue, while the extra max/rescale passes are cheap there. ``qs`` already holds
+    the queries scaled by 1/τ1. Never reads a value back to the host.
+    """
+    rows = qs.shape[0]
+    shift = torch.full((rows, 1), -math.inf, device=qs.device)
+    run_sum = torch.zeros((rows, 1), device=qs.device)
+    acc = torch.zeros((rows, qs.shape[1]), device=qs.device)
+    for mem in memory_chunks:
+        logits = (qs @ mem.T).float()
+        new_shift = torch.maximum(shift, logits.amax(dim=1, keepdim=True))
+        rescale = torch.exp(shift - new_shift)  # exp(-inf) = 0 on the first chunk
+        run_sum.mul_(rescale)
+        acc.mul_(rescale)
         shift = new_shift
         logits.sub_(shift).exp_()
         run_sum.add_(logits.sum(dim=1, keepdim=True))

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-OFFICIAL = SHARED / "fixtures" / "c-mcr-official"
+#: the official release's files; CMCR_OFFICIAL_FIXTURES points elsewhere (e.g. a copy carried to a GPU machine)
+OFFICIAL = Path(os.environ.get("CMCR_OFFICIAL_FIXTURES") or SHARED / "fixtures" / "c-mcr-official")
 
 
 #: what an end-to-end test copies into its temporary repository to run `dvc repro` there

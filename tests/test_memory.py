@@ -163,3 +163,32 @@ def test_flush_denormals_reaches_every_intra_op_thread():
     with flush_denormals(torch.device("cpu")):
         assert int((tiny * 1.0 != 0).sum()) == 0
     assert int((tiny * 1.0 != 0).sum()) == tiny.numel()
+
+
+def test_accelerator_online_softmax_matches_the_float64_formula():
+    """The accelerator path (exact running max at every chunk, no host reads), run here on the CPU:
+    memory sorted so that each later chunk holds the queries' nearer items (the max moves every chunk),
+    τ1 = 0.005 so that exp overflows without a shift, fp32 and bf16 products."""
+    from cmcr.memory import _online_softmax_chunk
+
+    q, m = unit(12, 16, seed=1), unit(300, 16, seed=2)
+    m = m[torch.argsort(m @ q[0])]  # ascending similarity to query 0
+    tau = 0.005
+    want = aggregate_memory_naive(q.double(), m.double(), tau)
+    chunks = [m[s:s + 37] for s in range(0, 300, 37)]
+    got = _online_softmax_chunk(q / tau, chunks, torch.float32)
+    assert torch.isfinite(got).all()
+    assert (got.double() - want).abs().max() < 1e-5
+    got_bf16 = _online_softmax_chunk((q / tau).bfloat16(), [c.bfloat16() for c in chunks], torch.bfloat16)
+    assert torch.nn.functional.cosine_similarity(got_bf16.double(), want).min() > 0.99
+
+
+def test_auto_chunks_resolve_per_device_and_explicit_sizes_win():
+    from cmcr.memory import AUTO_CHUNKS, resolve_chunks
+
+    assert resolve_chunks(MemoryConfig(), torch.device("cpu")) == (1024, 4096) == AUTO_CHUNKS["cpu"]
+    assert resolve_chunks(MemoryConfig(), torch.device("cuda")) == (8192, 65536)
+    assert resolve_chunks(MemoryConfig(query_chunk=7, memory_chunk="auto"), torch.device("cuda")) == (7, 65536)
+    for bad in ("big", 0, -1, 2.5, True):
+        with pytest.raises(ConfigError, match="memory.query_chunk"):
+            MemoryConfig(query_chunk=bad)

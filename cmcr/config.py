@@ -29,8 +29,43 @@ def _positive_int(name: str, value: int, minimum: int = 1) -> None:
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _number(name: str, value: Any, minimum: float | None = None) -> None:
+    """A finite real number (not a bool, not a string such as '5e-4' read by a YAML 1.1 parser)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or (
+            minimum is not None and value < minimum):
+        bound = f" >= {minimum:g}" if minimum is not None else ""
+        raise ConfigError(f"{name} must be a finite number{bound}, got {value!r}")
+
+
+def _bool(name: str, value: Any) -> None:
+    """true or false exactly (YAML 1.2: not yes/no/on/off, not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _name_list(name: str, value: Any, choices: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """A list of names (a bare string such as 'clip' is refused: it is not a list of one)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name} must be a list of names, e.g. [clip], got {value!r}")
+    if choices is not None:
+        bad = [v for v in value if v not in choices]
+        if bad:
+            raise ConfigError(f"{name} names {bad}; allowed: {', '.join(choices)}")
+    return tuple(value)
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _device(name: str, value: Any) -> None:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:<index>`` or ``mps``."""
+    ok = isinstance(value, str) and (value in DEVICES or (value.startswith("cuda:") and value[5:].isdigit()))
+    if not ok:
+        raise ConfigError(f"{name} must be one of {', '.join(DEVICES)} or cuda:<index>; got {value!r}")
 
 
 MEMORY_MODES = ("softmax", "argmax", "random")
@@ -166,8 +201,9 @@ class NoiseConfig:
     renorm: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.var, (int, float)) or isinstance(self.var, bool) or not math.isfinite(self.var) or self.var < 0:
-            raise ConfigError(f"noise.var (sigma^2, a variance) must be a finite number >= 0, got {self.var!r}")
+        _number("noise.var (sigma^2, a variance)", self.var, minimum=0)
+        _bool("noise.enabled", self.enabled)
+        _bool("noise.renorm", self.renorm)
 
 
 @dataclass(frozen=True)
@@ -216,9 +252,10 @@ class LossConfig:
     def __post_init__(self) -> None:
         _positive("loss.shared_temperature (tau2)", self.shared_temperature)
         _positive("loss.pseudo_temperature (tau3)", self.pseudo_temperature)
-        if not isinstance(self.lambda_intra, (int, float)) or not math.isfinite(self.lambda_intra) or self.lambda_intra < 0:
-            raise ConfigError(f"loss.lambda_intra (lambda) must be a finite number >= 0, got {self.lambda_intra!r}")
-        object.__setattr__(self, "intra_spaces", tuple(self.intra_spaces))
+        _number("loss.lambda_intra (lambda)", self.lambda_intra, minimum=0)
+        _bool("loss.shared_pair", self.shared_pair)
+        _bool("loss.pseudo_pair", self.pseudo_pair)
+        object.__setattr__(self, "intra_spaces", _name_list("loss.intra_spaces", self.intra_spaces))
         _choice("loss.intra_distance", self.intra_distance, INTRA_DISTANCES)
 
 
@@ -239,12 +276,13 @@ class TrainConfig:
         _positive_int("train.epochs", self.epochs)
         _positive_int("train.batch_size", self.batch_size, minimum=2)
         _positive("train.lr", self.lr)
-        if self.min_lr < 0 or self.min_lr > self.lr:
-            raise ConfigError(f"train.min_lr must be in [0, train.lr], got {self.min_lr!r}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}")
+        _number("train.min_lr", self.min_lr, minimum=0)
+        if self.min_lr > self.lr:
+            raise ConfigError(f"train.min_lr must be in [0, train.lr = {self.lr:g}], got {self.min_lr!r}")
+        _number("train.weight_decay", self.weight_decay, minimum=0)
         _choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _positive_int("train.seed", self.seed, minimum=0)
+        _device("train.device", self.device)
 
 
 @dataclass(frozen=True)
@@ -308,8 +346,8 @@ def _build(typ: type, values: Any, where: str) -> Any:
     kwargs = dict(values)
     if typ is Connection and "spaces" in kwargs:
         kwargs["spaces"] = tuple(kwargs["spaces"])
-    if typ is LossConfig and "intra_spaces" in kwargs:
-        kwargs["intra_spaces"] = tuple(kwargs["intra_spaces"] or ())
+    if typ is LossConfig and kwargs.get("intra_spaces") is None and "intra_spaces" in kwargs:
+        kwargs["intra_spaces"] = ()  # `intra_spaces:` left empty in YAML
     return typ(**kwargs)
 
 

@@ -44,7 +44,10 @@ def _variant_entry(params: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     variants = params.get("variants") or {}
     if name not in variants:
         raise ConfigError(f"unknown variant {name!r}; params.yaml variants are: {', '.join(variants) or 'none'}")
-    return variants[name] or {}
+    entry = variants[name] or {}
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"variants.{name} must be a mapping such as {{group: table5, overrides: {{...}}}}, got {entry!r}")
+    return entry
 
 
 def variant_connection(params: Mapping[str, Any], name: str) -> str:
@@ -66,6 +69,46 @@ def connections_used(params: Mapping[str, Any]) -> list[str]:
     return [name for name in CONNECTIONS if name in used]
 
 
+#: The paper's training scale per connection (section 4.1: 36 epochs at batch 10240 for CLIP–CLAP;
+#: section 4.2: 24 epochs at batch 8192 for CLIP–ULIP). In the demo setup ``demo.overrides`` replaces a value
+#: only while it still is the paper's: a value you set yourself (``dvc exp run -S train.epochs=5``) wins.
+PAPER_SCALE = {"clip_clap": {"train": {"epochs": 36, "batch_size": 10240}},
+               "clip_ulip": {"train": {"epochs": 24, "batch_size": 8192}}}
+
+
+def demo_scale(params: Mapping[str, Any], connection: str, groups: tuple[str, ...] | None = None
+               ) -> tuple[dict[str, Any], list[str]]:
+    """The ``demo.overrides`` that apply to ``connection`` (setup demo only) and a note per value not applied.
+
+    A demo override of ``group.key`` applies when the connection's value (base, then ``connections.<name>``)
+    is the paper's (:data:`PAPER_SCALE`) or when the paper states none for that key; a value set to anything
+    else was set on purpose and is kept. Reads only ``groups`` (default: those ``demo.overrides`` names).
+    """
+    from cmcr.config import group_from_params
+
+    if setup_of(params) != "demo":
+        return {}, []
+    demo_overrides = (params.get("demo") or {}).get("overrides") or {}
+    if not isinstance(demo_overrides, Mapping):
+        raise ConfigError(f"demo.overrides must be a mapping of groups, got {demo_overrides!r}")
+    applied: dict[str, Any] = {}
+    notes: list[str] = []
+    for group, values in demo_overrides.items():
+        if groups is not None and group not in groups:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"demo.overrides.{group} must be a mapping, got {values!r}")
+        current = group_from_params(params, connection, group)
+        paper = PAPER_SCALE.get(connection, {}).get(group, {})
+        for key, value in values.items():
+            if key in paper and key in current and current[key] != paper[key]:
+                notes.append(f"{group}.{key}={current[key]!r} kept (set explicitly; demo.overrides.{group}.{key}="
+                             f"{value!r} applies only to the paper's {paper[key]!r})")
+                continue
+            applied.setdefault(group, {})[key] = value
+    return applied, notes
+
+
 def variant_memory_mode(params: Mapping[str, Any], name: str) -> str | None:
     """The Eq. 2 mode variant ``name`` trains with (None for an imported official release), reading only the
     memory settings (base, connection, demo scale, variant) — so the aggregate stage that asks does not
@@ -73,7 +116,7 @@ def variant_memory_mode(params: Mapping[str, Any], name: str) -> str | None:
     entry = _variant_entry(params, name)
     if entry.get("official"):
         return None
-    layers = [((params.get("demo") or {}).get("overrides") or {})] if setup_of(params) == "demo" else []
+    layers = [demo_scale(params, variant_connection(params, name), ("memory",))[0]]
     layers.append(entry.get("overrides") or {})
     mode = None
     for layer in layers:
@@ -108,12 +151,16 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
             raise ConfigError(f"variants.{name}.official must be {{release: {'|'.join(RELEASES)}, checkpoint: <path>}}, "
                               f"got {dict(official)}")
         official = {"release": str(official["release"]), "checkpoint": str(official["checkpoint"])}
-    overrides: dict[str, Any] = {}
-    if setup_of(params) == "demo":
-        overrides = deep_merge(overrides, (params.get("demo") or {}).get("overrides") or {})
-    overrides = deep_merge(overrides, entry.get("overrides") or {})
-    config = connection_config_from_params(params, variant_connection(params, name), overrides)
-    excluded = tuple(entry.get("exclude_sources") or ())
+    connection = variant_connection(params, name)
+    entry_overrides = entry.get("overrides") or {}
+    if not isinstance(entry_overrides, Mapping):
+        raise ConfigError(f"variants.{name}.overrides must be a mapping of groups, got {entry_overrides!r}")
+    overrides = deep_merge(demo_scale(params, connection)[0], entry_overrides)
+    config = connection_config_from_params(params, connection, overrides)
+    raw_excluded = entry.get("exclude_sources") or []
+    if not isinstance(raw_excluded, (list, tuple)):
+        raise ConfigError(f"variants.{name}.exclude_sources must be a list, e.g. [image-text], got {raw_excluded!r}")
+    excluded = tuple(raw_excluded)
     bad = set(excluded) - set(SOURCES)
     if bad:
         raise ConfigError(f"variants.{name}.exclude_sources: unknown source(s) {sorted(bad)}; known: {SOURCES}")

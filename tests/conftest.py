@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+ROOT_DIR = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 #: the official release's files; CMCR_OFFICIAL_FIXTURES points elsewhere (e.g. a copy carried to a GPU machine)
 OFFICIAL = Path(os.environ.get("CMCR_OFFICIAL_FIXTURES") or SHARED / "fixtures" / "c-mcr-official")

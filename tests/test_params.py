@@ -1,0 +1,94 @@
+"""params.yaml read as DVC reads it (YAML 1.2) and checked as a whole before any stage runs."""
+
+import re
+
+import pytest
+
+from cmcr.config import ConfigError, deep_merge
+from cmcr.experiments import demo_scale, resolve_variant
+from cmcr.params import load_params, parse_overrides, parse_value, validate_params
+from conftest import ROOT_DIR
+
+PARAMS = load_params(ROOT_DIR / "params.yaml")
+
+
+def with_(*overrides: str) -> dict:
+    return deep_merge(PARAMS, parse_overrides(list(overrides)))
+
+
+def test_yaml_1_2_like_dvc(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: 5e-4\nnoise:\n  enabled: yes\n  renorm: on\n")
+    data = load_params(path)
+    assert data["train"]["lr"] == 0.0005  # YAML 1.1 (PyYAML) reads the string '5e-4'
+    assert data["noise"] == {"enabled": "yes", "renorm": "on"}  # YAML 1.1 reads True, True
+    assert parse_value("5e-4") == 0.0005 and parse_value("[clip]") == ["clip"] and parse_value("maybe") == "maybe"
+    with pytest.raises(ConfigError, match="noise.enabled must be true or false, got 'yes'"):
+        validate_params(deep_merge(PARAMS, data))
+
+
+def test_unreadable_params_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [1,\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: not valid YAML \(line"):
+        load_params(bad)
+    bad.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_params(bad)
+
+
+def test_the_committed_params_are_valid_and_resolve_every_variant():
+    resolved = validate_params(PARAMS)
+    assert list(resolved) == list(PARAMS["variants"])
+    assert resolved["K"]["train"]["epochs"] == PARAMS["demo"]["overrides"]["train"]["epochs"]  # demo scale
+    assert resolved["I"]["memory"]["mode"] == "argmax" and resolved["C"]["loss"]["intra_spaces"] == []
+
+
+@pytest.mark.parametrize("override,message", [
+    ("noise.var=-1", re.escape("noise.var (sigma^2, a variance) must be a finite number >= 0, got -1")),
+    ("setup=nonsense", "setup must be one of"),
+    ("train.min_lr=abc", "train.min_lr must be a finite number >= 0, got 'abc'"),
+    ("noise.enabled=maybe", "noise.enabled must be true or false, got 'maybe'"),
+    ("noise.renorm=2", "noise.renorm must be true or false, got 2"),
+    ("train.device=tpu", "train.device must be one of auto, cpu, cuda, mps or cuda:<index>; got 'tpu'"),
+    ("loss.intra_spaces=clip", re.escape("loss.intra_spaces must be a list of names, e.g. [clip], got 'clip'")),
+    ("train.epochs=0", "train.epochs must be an integer >= 1, got 0"),
+    ("train.batch_size=1", "train.batch_size must be an integer >= 2, got 1"),
+    ("memory.mode=top", "memory.mode must be one of softmax, argmax, random; got 'top'"),
+    ("memory.query_chunk=x", "memory.query_chunk"),
+    ("connections.clip_ulip.noise.var=-2", "variant clip_ulip .*noise.var"),
+    ("variants.K=foo", "variants.K must be a mapping"),
+    ("variants.A.overrides.loss.intra_spaces=[audio]", "variant A .*intra_spaces names \\['audio'\\]"),
+    ("evaluation.counterfactual.ap=bad", "evaluation.counterfactual.ap: 'bad' is not one of"),
+    ("benchmarks.retrieval=demo", "benchmarks.retrieval must be a list of dataset names"),
+    ("benchmarks.speech=[x]", "benchmarks: unknown key"),
+    ("bogus=1", "params: unknown top-level key"),
+    ("demo.world.corpus=0", "demo.world.corpus must be an integer >= 1, got 0"),
+    ("extraction.max_failure_rate=2", "extraction.max_failure_rate must be a number in \\[0, 1\\], got 2"),
+    ("paper.encoders.clip.precision=fp8", "paper.encoders.clip.precision must be one of fp32, bf16, fp16; got 'fp8'"),
+    ("paper.encoders.ulip.trust_checkpoint=yes", "paper.encoders.ulip.trust_checkpoint must be true or false"),
+])
+def test_every_bad_value_is_one_line_naming_key_value_and_what_is_allowed(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        validate_params(with_(override))
+    assert "\n" not in str(info.value)
+
+
+def test_explicit_training_scale_wins_over_the_demo_scale():
+    """Finding 2: `-S train.epochs=3` / `-S train.batch_size=64` were replaced by demo.overrides (10 / 256)."""
+    demo = PARAMS["demo"]["overrides"]["train"]
+    assert resolve_variant(PARAMS, "K").config.train.epochs == demo["epochs"]
+    changed = with_("train.epochs=3", "train.batch_size=64")
+    k = resolve_variant(changed, "K").config.train
+    assert (k.epochs, k.batch_size) == (3, 64)
+    applied, notes = demo_scale(changed, "clip_clap")
+    assert applied.get("train", {}) == {} and len(notes) == 2 and "train.epochs=3 kept" in notes[0]
+    # the 3D connection keeps its own paper scale (24 / 8192), so the demo scale still applies to it
+    assert resolve_variant(changed, "clip_ulip").config.train.epochs == demo["epochs"]
+    ulip = resolve_variant(with_("connections.clip_ulip.train.epochs=7"), "clip_ulip").config.train
+    assert ulip.epochs == 7 and ulip.batch_size == demo["batch_size"]
+    # a variant's own override wins over both; outside the demo setup the demo scale is not used at all
+    assert resolve_variant(with_("variants.K.overrides.train.epochs=2"), "K").config.train.epochs == 2
+    assert resolve_variant(with_("setup=byo"), "K").config.train.epochs == PARAMS["train"]["epochs"]

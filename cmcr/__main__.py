@@ -1,5 +1,5 @@
 """``python -m cmcr``: the same command line as ``cmcr``."""
 
-from cmcr.cli import app
+from cmcr.cli import main
 
-app(prog_name="cmcr")
+main()

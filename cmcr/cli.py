@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything can import transformers / laion_clap
 
 import typer
-import yaml
 
-from cmcr.config import ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
+from cmcr.config import CONNECTIONS, ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
+from cmcr.params import load_params as _read_params
+from cmcr.params import parse_overrides
 
 app = typer.Typer(
     help="C-MCR: connect two frozen multi-modal contrastive spaces through their shared modality.",
@@ -39,8 +42,15 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
                                                 help="print cmcr's version and exit")] = False) -> None:
     """C-MCR: connect two frozen multi-modal contrastive spaces through their shared modality."""
 
+#: choices shown in --help and checked by the parser
+ConnectionName = Enum("ConnectionName", {name: name for name in CONNECTIONS}, type=str)
+SpaceName = Enum("SpaceName", {n: n for n in ("clip", "clap", "ulip")}, type=str)
+EncoderName = Enum("EncoderName", {n: n for n in ("clip", "clap", "ulip", "demo_clip", "demo_clap", "demo_ulip")}, type=str)
+ModalityName = Enum("ModalityName", {n: n for n in ("image", "text", "audio", "points")}, type=str)
+ReleaseName = Enum("ReleaseName", {n: n for n in ("ulip_clip", "clap_clip")}, type=str)
+
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file (params.yaml layout)")]
-ConnOpt = Annotated[str, typer.Option("--connection", "-c", help="clip_clap (audio–visual) or clip_ulip (3D–language)")]
+ConnOpt = Annotated[ConnectionName, typer.Option("--connection", "-c", help="clip_clap (audio–visual) or clip_ulip (3D–language)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="override, e.g. -S noise.var=0.002 (repeatable)")]
 
 
@@ -48,45 +58,34 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["noise.var=0.002", "loss.intra_spaces=[clip]"]`` → nested dict; values parsed as YAML."""
-    result: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"override {item!r} must look like group.key=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
-        node: dict[str, Any] = {}
-        cursor = node
-        parts = key.split(".")
-        for part in parts[:-1]:
-            cursor[part] = {}
-            cursor = cursor[part]
-        cursor[parts[-1]] = value
-        result = deep_merge(result, node)
-    return result
-
-
 def load_params(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise typer.BadParameter(f"params file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise typer.BadParameter(f"{path}: expected a mapping at the top level")
-    return data
+    """A params file read as DVC reads it (YAML 1.2): ConfigError naming the file when it cannot be."""
+    return _read_params(path)
 
 
-def resolve_config(params: Path, connection: str, overrides: list[str] | None) -> ConnectionConfig:
-    try:
-        return connection_config_from_params(load_params(params), connection, parse_overrides(overrides))
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+def resolve_config(params: Path, connection: ConnectionName | str, overrides: list[str] | None) -> ConnectionConfig:
+    name = getattr(connection, "value", connection)
+    return connection_config_from_params(load_params(params), name, parse_overrides(overrides))
 
 
 @app.command("config")
-def show_config(params: ParamsOpt = Path("params.yaml"), connection: ConnOpt = "clip_clap", set_: SetOpt = None) -> None:
-    """Print the fully resolved, validated config of a connection as JSON."""
-    typer.echo(json.dumps(resolve_config(params, connection, set_).to_dict(), indent=2))
+def show_config(params: ParamsOpt = Path("params.yaml"), connection: ConnOpt = ConnectionName.clip_clap,
+                set_: SetOpt = None,
+                variant: Annotated[Optional[str], typer.Option(
+                    "--variant", "-v", help="a variant of params.yaml (e.g. K): exactly what train@<variant> trains "
+                                            "with, demo scale included")] = None) -> None:
+    """Print the fully resolved, validated config as JSON: of a connection's base groups, or of a variant."""
+    if variant is None:
+        typer.echo(json.dumps(resolve_config(params, connection, set_).to_dict(), indent=2))
+        return
+    from cmcr.experiments import demo_scale, resolve_variant, setup_of, training_spec, variant_connection
+
+    p = deep_merge(load_params(params), parse_overrides(set_))
+    v = resolve_variant(p, variant)
+    spec = training_spec(v) | {"group": v.group, "label": v.label, "setup": setup_of(p)}
+    applied, notes = demo_scale(p, variant_connection(p, variant))
+    spec["demo_scale"] = {"applied": applied, "not_applied": notes} if setup_of(p) == "demo" else None
+    typer.echo(json.dumps(spec, indent=2))
 
 
 @app.command()
@@ -95,7 +94,7 @@ def aggregate(
     memory: Annotated[Path, typer.Option(help="M×d .npy of L2-normalised memory embeddings (e.g. clip_image memory)")],
     out: Annotated[Path, typer.Option(help="N×d .npy to write (e.g. clip_image_from_text.npy)")],
     params: ParamsOpt = Path("params.yaml"),
-    connection: ConnOpt = "clip_clap",
+    connection: ConnOpt = ConnectionName.clip_clap,
     set_: SetOpt = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:i]")] = "auto",
 ) -> None:
@@ -113,10 +112,14 @@ def aggregate(
 
 @app.command()
 def train(
-    embeddings: Annotated[Path, typer.Option(help="folder with {space}_{shared}.npy and {space}_{memory}_from_{shared}.npy")],
+    embeddings: Annotated[Path, typer.Option(help="the pipeline's data/embeddings (with --aggregated), or a flat folder "
+                                                  "with {space}_{shared}.npy and {space}_{memory}_from_{shared}.npy")],
     out: Annotated[Path, typer.Option(help="checkpoint to write (.pt)")],
+    aggregated: Annotated[Optional[Path], typer.Option(
+        help="the pipeline's Eq. 2 folder, e.g. data/aggregated/softmax: read the pipeline layout "
+             "(<embeddings>/<space>/<shared>.npy + .parquet, pairs joined by id)")] = None,
     params: ParamsOpt = Path("params.yaml"),
-    connection: ConnOpt = "clip_clap",
+    connection: ConnOpt = ConnectionName.clip_clap,
     set_: SetOpt = None,
     history: Annotated[Optional[Path], typer.Option(help="also write per-epoch losses as JSON here")] = None,
 ) -> None:
@@ -126,7 +129,10 @@ def train(
 
     _setup_logging()
     config = resolve_config(params, connection, set_)
-    data = ConnectionData.from_folder(embeddings, config)
+    if aggregated is not None:
+        data = ConnectionData.from_pipeline(embeddings, aggregated, config)
+    else:
+        data = ConnectionData.from_folder(embeddings, config)
     result = train_connection(data, config)
     save_torch(out, result.checkpoint())
     if history is not None:
@@ -136,7 +142,7 @@ def train(
 @app.command()
 def project(
     checkpoint: Annotated[Path, typer.Option(help="projector checkpoint from `cmcr train`")],
-    space: Annotated[str, typer.Option(help="which space's projector to apply (e.g. clap)")],
+    space: Annotated[SpaceName, typer.Option(help="which space's projector to apply")],
     embeddings: Annotated[Path, typer.Option(help="N×d .npy of that space's L2-normalised embeddings")],
     out: Annotated[Path, typer.Option(help="N×out_dim .npy to write (L2-normalised, new space)")],
 ) -> None:
@@ -148,6 +154,7 @@ def project(
 
     _setup_logging()
     result = load_checkpoint(checkpoint)
+    space = space.value
     if space not in result.projectors:
         raise typer.BadParameter(f"{checkpoint} has projectors for {list(result.projectors)}, not {space!r}")
     x = torch.from_numpy(load_npy(embeddings, mmap=False))
@@ -158,9 +165,9 @@ def project(
 @app.command("evaluate-retrieval")
 def evaluate_retrieval(
     checkpoint: Annotated[Path, typer.Option(help="projector checkpoint from `cmcr train`")],
-    first_space: Annotated[str, typer.Option(help="space of the first side, e.g. clap")],
+    first_space: Annotated[SpaceName, typer.Option(help="space of the first side, e.g. clap")],
     first: Annotated[Path, typer.Option(help=".npy of the first side (e.g. clap_audio of the benchmark)")],
-    second_space: Annotated[str, typer.Option(help="space of the second side, e.g. clip")],
+    second_space: Annotated[SpaceName, typer.Option(help="space of the second side, e.g. clip")],
     second: Annotated[Path, typer.Option(help=".npy of the second side (e.g. clip_image); row i matches row i of first")],
     out: Annotated[Path, typer.Option(help="metrics JSON to write")],
     names: Annotated[str, typer.Option(help="direction letters, e.g. A,I → A2I and I2A")] = "A,I",
@@ -179,7 +186,10 @@ def evaluate_retrieval(
     b = torch.from_numpy(load_npy(second, mmap=False)).float()
     check_same_rows(a, str(first), b, str(second))
     with torch.no_grad():
-        pa, pb = result.projectors[first_space].embed(a), result.projectors[second_space].embed(b)
+        for side in (first_space.value, second_space.value):
+            if side not in result.projectors:
+                raise typer.BadParameter(f"{checkpoint} has projectors for {list(result.projectors)}, not {side!r}")
+        pa, pb = result.projectors[first_space.value].embed(a), result.projectors[second_space.value].embed(b)
     letters = tuple(x.strip() for x in names.split(","))
     metrics = bidirectional_retrieval(pa, pb, letters)  # type: ignore[arg-type]
     write_json(out, metrics)
@@ -226,8 +236,8 @@ def collect_texts_cmd(
 
 @app.command()
 def extract(
-    space: Annotated[str, typer.Option(help="clip | clap | ulip (real encoders) or demo_clip / demo_clap / demo_ulip")],
-    modality: Annotated[str, typer.Option(help="image | text | audio | points")],
+    space: Annotated[EncoderName, typer.Option(help="real encoders (clip, clap, ulip) or the demo stand-ins")],
+    modality: Annotated[ModalityName, typer.Option(help="what the items are")],
     items: Annotated[Path, typer.Option(help="Parquet listing the items, one per row")],
     column: Annotated[str, typer.Option(help="column holding the file path (or the text itself)")],
     out_dir: Annotated[Path, typer.Option(help="folder for <name>.npy / .parquet / .failures.parquet")],
@@ -257,6 +267,7 @@ def extract(
     from cmcr.encoders.base import build_space
 
     _setup_logging()
+    space, modality = space.value, modality.value
     table = read_parquet(items, columns=[column] + ([id_column] if id_column else []))
     kwargs: dict[str, Any] = {}
     if space.startswith("demo_"):
@@ -329,7 +340,7 @@ def convert_weights(
 @app.command("import-official")
 def import_official(
     checkpoint: Annotated[Path, typer.Option(help="ulip_clip.pt or clap_clip.pt from the official C-MCR release")],
-    release: Annotated[str, typer.Option(help="ulip_clip | clap_clip (decides which head serves which space)")],
+    release: Annotated[ReleaseName, typer.Option(help="which release (decides which head serves which space)")],
     out: Annotated[Path, typer.Option(help="our checkpoint format, usable by `project` / `evaluate-retrieval`")],
 ) -> None:
     """Convert an official release checkpoint (Head_A/Head_B) into projectors named by space."""
@@ -337,10 +348,135 @@ def import_official(
     from cmcr.official import load_official
 
     _setup_logging()
+    release = release.value
     result = load_official(checkpoint, release)
     save_torch(out, result.checkpoint())
     typer.echo(f"{release}: projectors for {', '.join(result.projectors)} ({result.config.projector.kind}) → {out}")
 
 
+def _model(root: Path, variant: str, checkpoint: Optional[Path], shared_space: str):
+    from cmcr.api import ConnectedModel
+
+    return ConnectedModel.from_pipeline(root, variant, checkpoint=checkpoint, shared_space=shared_space)
+
+
+RootOpt = Annotated[Path, typer.Option("--root", help="the project whose params.yaml says the setup (demo stand-ins "
+                                                      "or paper.encoders) and whose models/ hold the checkpoints")]
+VariantOpt = Annotated[str, typer.Option("--variant", "-v", help="which trained variant: models/connections/<variant>.pt")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option(help="another projector checkpoint (e.g. `cmcr import-official`'s)")]
+SharedOpt = Annotated[str, typer.Option(help="the shared modality (text for CLIP–CLAP, images for CLIP–ULIP) from one "
+                                             "space (clip / clap / ulip) or both averaged (mean)")]
+
+
+@app.command()
+def index(
+    out: Annotated[Path, typer.Option(help="index folder to write (embeddings.npy, items.parquet, index.json, raw/)")],
+    modality: Annotated[ModalityName, typer.Option(help="what the items are")],
+    folder: Annotated[Optional[Path], typer.Option(help="index every file under this folder (see --pattern)")] = None,
+    pattern: Annotated[Optional[list[str]], typer.Option(help="with --folder: glob(s), e.g. '*.jpg' (repeatable)")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="or a Parquet listing the items")] = None,
+    column: Annotated[str, typer.Option(help="with --manifest: the column holding paths (or texts)")] = "path",
+    id_column: Annotated[Optional[str], typer.Option(help="with --manifest: unique id column (default: the path)")] = None,
+    root: RootOpt = Path("."),
+    variant: VariantOpt = "K",
+    checkpoint: CheckpointOpt = None,
+    shared_space: SharedOpt = "mean",
+    batch_size: int = 64,
+    shard_size: int = 50_000,
+    num_workers: int = 0,
+    max_failure_rate: float = 0.01,
+) -> None:
+    """Embed a folder or a manifest into an index in the connected space (sharded and resumable)."""
+    from cmcr.artifacts import read_parquet
+    from cmcr.search import build_index
+    from cmcr.sources.files import list_files
+
+    _setup_logging()
+    if (folder is None) == (manifest is None):
+        raise typer.BadParameter("give --folder or --manifest (one of them)")
+    if folder is not None:
+        if not folder.is_dir():
+            raise typer.BadParameter(f"{folder}: not a folder", param_hint="--folder")
+        table = list_files(folder, pattern or ["*"])
+        items, ids = table["path"].astype(str).tolist(), table["id"].astype(str).tolist()
+    else:
+        table = read_parquet(manifest, columns=[column] + ([id_column] if id_column else []))
+        items = table[column].tolist()
+        ids = table[id_column or column].astype(str).tolist()
+    model = _model(root, variant, checkpoint, shared_space)
+    info = build_index(model, modality.value, items, ids, out, shard_size=shard_size, batch_size=batch_size,
+                       num_workers=num_workers, max_failure_rate=max_failure_rate)
+    typer.echo(f"{out}: {info['rows']} {modality.value} items indexed, {info['failed']} failed "
+               f"(see {out / 'failures.parquet'})")
+
+
+@app.command()
+def search(
+    index_dir: Annotated[Path, typer.Option("--index", help="an index folder from `cmcr index`")],
+    query: Annotated[Optional[Path], typer.Option(help="a query file (image, audio, point cloud)")] = None,
+    query_modality: Annotated[Optional[ModalityName], typer.Option(help="the query file's modality")] = None,
+    text: Annotated[Optional[str], typer.Option(help="or a text query")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="how many results")] = 5,
+    root: RootOpt = Path("."),
+    variant: VariantOpt = "K",
+    checkpoint: CheckpointOpt = None,
+    shared_space: SharedOpt = "mean",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the results as JSON")] = None,
+    parquet_out: Annotated[Optional[Path], typer.Option("--parquet", help="also write the results as Parquet")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="also write a page with the query and its results")] = None,
+    chunk: Annotated[int, typer.Option(help="index rows scored at a time (bounds memory)")] = 65_536,
+) -> None:
+    """Top-k items of an index for a query file or text, by cosine similarity in the connected space."""
+    from cmcr.search import search as run_search
+    from cmcr.search import write_results
+
+    _setup_logging()
+    if (query is None) == (text is None):
+        raise typer.BadParameter("give --query FILE (with --query-modality) or --text TEXT")
+    if query is not None:
+        if query_modality is None:
+            raise typer.BadParameter("--query-modality is needed with --query (image, audio or points)")
+        if not query.is_file():
+            raise typer.BadParameter(f"{query}: no such file", param_hint="--query")
+        modality, item = query_modality.value, str(query)
+    else:
+        modality, item = "text", text
+    if k < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--k")
+    model = _model(root, variant, checkpoint, shared_space)
+    results = run_search(model, index_dir, item, modality, k=k, chunk=chunk)
+    typer.echo(results.to_string(index=False, formatters={"score": "{:.4f}".format}))
+    for path in (json_out, parquet_out):
+        if path is not None:
+            write_results(results, path)
+    if html_out is not None:
+        from cmcr.examples import search_page
+
+        search_page(html_out, modality, item, results, index_dir)
+        typer.echo(f"page: {html_out}")
+
+
+def main() -> None:
+    """The ``cmcr`` entry point: a bad input or config (a ConfigError, ArtifactError, EmbeddingError,
+    EncoderError or a missing file — each message names the file or key) prints as one line and exits
+    with status 1; ``CMCR_TRACEBACK=1`` shows the traceback instead. Anything else is a bug and keeps its
+    traceback."""
+    from cmcr.artifacts import ArtifactError
+    from cmcr.checks import EmbeddingError
+    from cmcr.api import EmbedError
+    from cmcr.extraction import EncoderError
+
+    from cmcr.device import configure_threads
+
+    try:
+        configure_threads()
+        app(prog_name="cmcr")
+    except (ConfigError, ArtifactError, EmbeddingError, EncoderError, EmbedError, FileNotFoundError) as exc:
+        if os.environ.get("CMCR_TRACEBACK"):
+            raise
+        print(f"cmcr: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

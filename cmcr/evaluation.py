@@ -8,9 +8,11 @@ compares the two original spaces directly (meaningful only as a floor: they were
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -72,6 +74,31 @@ class BenchmarkData:
     sets: Mapping[str, torch.Tensor]
     tables: Mapping[str, pd.DataFrame]
     options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_benchmark(embeddings: str | Path, benchmark: str, dataset: str, options: Mapping[str, Any] | None = None
+                   ) -> tuple[BenchmarkData, dict[str, int] | None]:
+    """The evaluation sets of ``benchmark`` on ``dataset`` from the pipeline's embeddings folder
+    (``<embeddings>/<space>/<set>@<dataset>.npy`` + ``.parquet``), and the retrieval pairs' coverage.
+
+    Retrieval pairs are joined by ``pair_id`` (a failed item on either side drops its pair); localization
+    (Table 2) keeps only the scenes whose sound source is visible. ArtifactError if a set is missing."""
+    from cmcr.artifacts import load_embedding_set
+    from cmcr.benchmarks import BENCHMARK_SETS, set_name
+
+    sets, tables = {}, {}
+    for key, space, name, columns in BENCHMARK_SETS[benchmark]:
+        matrix, table = load_embedding_set(Path(embeddings) / space, set_name(name, dataset), columns=columns)
+        sets[key], tables[key] = torch.from_numpy(np.asarray(matrix[:])), table
+    coverage = None
+    if benchmark == "retrieval":
+        sets["audio"], tables["audio"], sets["image"], tables["image"], coverage = join_pairs(
+            sets["audio"], tables["audio"], sets["image"], tables["image"], "pair_id", f"{dataset} retrieval")
+    if benchmark == "localization":
+        keep = tables["audio"]["positive"].to_numpy(dtype=bool)
+        tables["audio"] = tables["audio"][keep].reset_index(drop=True)
+        sets["audio"] = sets["audio"][torch.from_numpy(keep)]
+    return BenchmarkData(benchmark, sets, tables, dict(options or {})), coverage
 
 
 def evaluate_model(data: BenchmarkData, embed: Mapping[str, Embed], name: str) -> tuple[dict[str, Any], pd.DataFrame]:

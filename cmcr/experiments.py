@@ -165,3 +165,17 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
     if bad:
         raise ConfigError(f"variants.{name}.exclude_sources: unknown source(s) {sorted(bad)}; known: {SOURCES}")
     return Variant(name, group, str(entry.get("label", name)), config, excluded, official)
+
+
+def training_spec(variant: Variant) -> dict[str, Any]:
+    """What training variant ``variant`` needs and nothing else (no label, no group), as plain JSON: the
+    ``validate`` stage writes it per variant and ``train@<variant>`` depends on that file instead of on
+    params, so a change of params retrains exactly the variants whose effective config changed."""
+    return {"name": variant.name, "config": variant.config.to_dict(), "exclude_sources": list(variant.exclude_sources),
+            "official": dict(variant.official) if variant.official else None}
+
+
+def variant_from_spec(spec: Mapping[str, Any]) -> Variant:
+    """Inverse of :func:`training_spec` (label and group are not part of it: the name stands in)."""
+    return Variant(str(spec["name"]), "", str(spec["name"]), ConnectionConfig.from_dict(spec["config"]),
+                   tuple(spec.get("exclude_sources") or ()), spec.get("official"))

@@ -260,6 +260,14 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
         done += 1
     bar.close()
     merged = merge and all(all(p.exists() for p in shard_paths(shard_dir, k)) for k in range(n_shards))
+    if merged:  # too many failures: write what failed, and no merged embeddings a later step could trust
+        failures = _shard_failures(shard_dir, n_shards)
+        if len(items) and len(failures) / len(items) > max_failure_rate:
+            for stale in (f"{name}.npy", f"{name}.parquet", f"{name}.run"):
+                (out_dir / stale).unlink(missing_ok=True)
+            write_parquet(out_dir / f"{name}.failures.parquet", failures)
+            check_failure_rate(name, len(failures), len(items), max_failure_rate,
+                               f"see {out_dir / (name + '.failures.parquet')}; nothing merged")
     embedded, failed = merge_shards(shard_dir, n_shards, out_dir, name, space.dim) if merged else (0, 0)
     summary = ExtractionSummary(name, len(items), embedded, failed, done, skipped, merged, changed)
     check_failure_rate(name, failed, len(items), max_failure_rate, f"see {out_dir / (name + '.failures.parquet')}")
@@ -267,6 +275,12 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
              name, len(items), embedded, failed, done, changed, skipped,
              "" if merged else " (waiting for other ranks before merging)")
     return summary
+
+
+def _shard_failures(shard_dir: Path, n_shards: int) -> pd.DataFrame:
+    """The failed items recorded in a run's shard tables (id, position, reason)."""
+    table = pd.concat([pd.read_parquet(shard_paths(shard_dir, k)[1]) for k in range(n_shards)], ignore_index=True)
+    return table[~table["ok"]].reset_index(drop=True)[["id", "position", "reason"]]
 
 
 def merge_shards(shard_dir: Path, n_shards: int, out_dir: Path, name: str, dim: int) -> tuple[int, int]:

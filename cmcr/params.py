@@ -1,30 +1,20 @@
-"""Reading and checking ``params.yaml`` — the same way DVC reads it, before any stage runs.
+"""Reading ``params.yaml`` and ``-S key=value`` the same way DVC reads them.
 
 DVC reads ``params.yaml`` (and parses ``-S key=value``) with ruamel.yaml, a YAML 1.2 parser; PyYAML is
 YAML 1.1, where ``5e-4`` is a *string* and ``yes``/``on`` are booleans. Reading with anything else makes
 the pipeline and DVC disagree about what a value is, so every reader in this project goes through
 :func:`load_params` / :func:`parse_value`.
 
-:func:`validate_params` checks the whole resolved configuration — every connection, every variant
-with the demo scale applied, the Eq. 2 settings each aggregate needs, evaluation options, benchmarks,
-extraction, the demo world and the paper setup's settings — and raises :class:`~cmcr.config.ConfigError`
-with one line naming the key, its value and what is allowed. The ``validate`` stage runs it first, so a
-bad ``-S`` value stops ``dvc repro`` / ``dvc exp run`` before any stage deletes its outputs.
+Checking what was read is :mod:`cmcr.validation`'s job.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cmcr.config import ConfigError, deep_merge
-
-#: every top-level group params.yaml may have (README "Parameters")
-TOP_LEVEL = ("setup", "memory", "noise", "projector", "loss", "train", "connections", "demo", "extraction",
-             "paper", "benchmarks", "evaluation", "variants")
-
 
 def _yaml():
     from ruamel.yaml import YAML
@@ -79,138 +69,3 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         cursor[parts[-1]] = parse_value(raw)
         result = deep_merge(result, node)
     return result
-
-
-def _mapping(name: str, value: Any, keys: tuple[str, ...] | None = None) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{name} must be a mapping, got {value!r}")
-    if keys is not None:
-        unknown = sorted(set(value) - set(keys))
-        if unknown:
-            raise ConfigError(f"{name}: unknown key(s) {unknown}; known: {', '.join(keys)}")
-    return value
-
-
-def _int(name: str, value: Any, minimum: int = 0) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_demo(demo: Mapping[str, Any]) -> None:
-    import dataclasses
-
-    from cmcr.world import WorldConfig
-
-    demo = _mapping("demo", demo, ("world", "spaces", "overrides"))
-    world = _mapping("demo.world", demo.get("world"), tuple(f.name for f in dataclasses.fields(WorldConfig)))
-    for key, value in world.items():
-        _int(f"demo.world.{key}", value, minimum=0 if key == "seed" else 1)
-    spaces = _mapping("demo.spaces", demo.get("spaces"), ("dim", "epochs", "batch_size", "lr", "seed"))
-    for key in ("dim", "epochs", "batch_size"):
-        if key in spaces:
-            _int(f"demo.spaces.{key}", spaces[key], minimum=1)
-    if "seed" in spaces:
-        _int("demo.spaces.seed", spaces["seed"])
-    if "lr" in spaces and (not isinstance(spaces["lr"], (int, float)) or isinstance(spaces["lr"], bool)
-                           or not spaces["lr"] > 0):
-        raise ConfigError(f"demo.spaces.lr must be a finite number > 0, got {spaces['lr']!r}")
-
-
-def _check_paper(paper: Mapping[str, Any]) -> None:
-    from cmcr.config import PRECISIONS, _bool, _choice, _device
-
-    paper = _mapping("paper", paper, ("encoders", "texts", "sets", "extraction"))
-    encoders = _mapping("paper.encoders", paper.get("encoders"), ("clip", "clap", "ulip"))
-    for space, kwargs in encoders.items():
-        kwargs = _mapping(f"paper.encoders.{space}", kwargs)
-        if "precision" in kwargs:
-            _choice(f"paper.encoders.{space}.precision", kwargs["precision"], PRECISIONS)
-        if "device" in kwargs:
-            _device(f"paper.encoders.{space}.device", kwargs["device"])
-        for flag in ("trust_checkpoint", "trust_pickled_points", "enable_fusion", "quantize"):
-            if flag in kwargs:
-                _bool(f"paper.encoders.{space}.{flag}", kwargs[flag])
-        for key in ("weights", "tokenizer"):
-            if kwargs.get(key) is not None and not isinstance(kwargs[key], str):
-                raise ConfigError(f"paper.encoders.{space}.{key} must be a path (or null), got {kwargs[key]!r}")
-    texts = _mapping("paper.texts", paper.get("texts"), ("files", "cc3m_subset", "seed"))
-    _mapping("paper.texts.files", texts.get("files"))
-    for key in ("cc3m_subset", "seed"):
-        if key in texts:
-            _int(f"paper.texts.{key}", texts[key])
-    sets = _mapping("paper.sets", paper.get("sets"), ("clip", "clap", "ulip"))
-    for space, entries in sets.items():
-        for name, entry in _mapping(f"paper.sets.{space}", entries).items():
-            entry = _mapping(f"paper.sets.{space}.{name}", entry, ("manifest", "column"))
-            if not isinstance(entry.get("manifest"), str):
-                raise ConfigError(f"paper.sets.{space}.{name}.manifest must be a path, got {entry.get('manifest')!r}")
-    extraction = _mapping("paper.extraction", paper.get("extraction"), ("batch_size", "num_workers", "shard_size"))
-    for key, value in extraction.items():
-        _int(f"paper.extraction.{key}", value, minimum=0 if key == "num_workers" else 1)
-
-
-def _check_benchmarks(benchmarks: Any) -> None:
-    from cmcr.benchmarks import BENCHMARKS
-
-    benchmarks = _mapping("benchmarks", benchmarks, tuple(BENCHMARKS))
-    for name, datasets in benchmarks.items():
-        if datasets is None:
-            continue
-        if not isinstance(datasets, list) or not all(isinstance(d, str) and d for d in datasets):
-            raise ConfigError(f"benchmarks.{name} must be a list of dataset names, e.g. [demo], got {datasets!r}")
-        if len(set(datasets)) != len(datasets):
-            raise ConfigError(f"benchmarks.{name} lists a dataset twice: {datasets}")
-
-
-def validate_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Check everything a ``dvc repro`` would use; return ``{variant: effective config as a dict}``.
-
-    Raises ConfigError (one line: key, value, what is allowed) at the first problem.
-    """
-    from cmcr.evaluation import METRIC_OPTIONS, metric_options
-    from cmcr.experiments import aggregates_needed, resolve_variant, setup_of, variant_names
-
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"params must be a mapping, got {type(params).__name__}")
-    unknown = sorted(set(params) - set(TOP_LEVEL))
-    if unknown:
-        raise ConfigError(f"params: unknown top-level key(s) {unknown}; known: {', '.join(TOP_LEVEL)}")
-    setup_of(params)
-    from cmcr.config import CONNECTIONS
-
-    connections = _mapping("connections", params.get("connections"), tuple(CONNECTIONS))
-    for name, groups in connections.items():
-        _mapping(f"connections.{name}", groups)
-    _check_demo(params.get("demo"))
-    _check_paper(params.get("paper"))
-    _check_benchmarks(params.get("benchmarks"))
-    extraction = _mapping("extraction", params.get("extraction"), ("max_failure_rate",))
-    if "max_failure_rate" in extraction:
-        rate = extraction["max_failure_rate"]
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
-            raise ConfigError(f"extraction.max_failure_rate must be a number in [0, 1], got {rate!r}")
-    evaluation = _mapping("evaluation", params.get("evaluation"), tuple(METRIC_OPTIONS) or None)
-    for benchmark, options in evaluation.items():
-        try:
-            metric_options(benchmark, _mapping(f"evaluation.{benchmark}", options))
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    variants = _mapping("variants", params.get("variants"))
-    if not variants:
-        raise ConfigError("variants: none listed; the pipeline trains and evaluates the variants (at least K)")
-    resolved = {}
-    for name in variant_names(params):
-        try:
-            variant = resolve_variant(params, name)
-        except ConfigError as exc:
-            message = str(exc)
-            if message.startswith(f"variants.{name}") or message.startswith("unknown variant"):
-                raise
-            connection = (variants.get(name) or {}).get("connection", "clip_clap") if isinstance(
-                variants.get(name), Mapping) else "?"
-            raise ConfigError(f"variant {name} (connection {connection}): {message}") from None
-        resolved[name] = {"group": variant.group, "label": variant.label, **variant.config.to_dict()}
-    aggregates_needed(params)  # Eq. 2 settings of every (connection, mode) the variants train with
-    return resolved

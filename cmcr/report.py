@@ -130,16 +130,35 @@ def _map_cells(retrieval: Mapping[str, Any], datasets: list[str], name: str) -> 
     return cells
 
 
-def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool) -> str:
-    """Table 5: ablation rows with their switches (read from each row's resolved config) and mAP."""
+#: config keys Table 5's switch columns show; any other difference from row K is listed in its own column
+_TABLE5_SHOWN = {"memory.mode", "noise.renorm", "noise.enabled", "loss.shared_pair", "loss.pseudo_pair",
+                 "loss.intra_spaces"}
+
+
+def _flat(config: Any) -> dict[str, Any]:
+    out = {}
+    for group, values in config.to_dict().items():
+        if isinstance(values, Mapping):
+            for key, value in values.items():
+                out[f"{group}.{key}"] = value
+    return out
+
+
+def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool, rows: list[str] | None = None) -> str:
+    """Table 5: ablation rows with their switches (read from each row's resolved config) and mAP.
+
+    ``rows``: the variants of group ``table5`` in params order (default: the paper's A–K present in
+    ``configs``); a row the paper does not have gets "–" in the paper columns, and any config value
+    in which a row differs from K beyond the switch columns is named in the last column."""
     datasets, columns = _map_columns(retrieval)
+    rows = [r for r in (rows if rows is not None else list("ABCDEFGHIJK")) if r in configs]
     header = ["Row", "Consistency", "Re-norm", "Noise", "L_ttc", "L_avc", "CLAP", "CLIP"] + columns
     if paper:
         header += ["paper AVE A2I", "paper AVE I2A", "paper Flickr A2I", "paper Flickr I2A"]
-    rows = []
-    for row in "ABCDEFGHIJK":
-        if row not in configs:
-            continue
+    reference = _flat(configs["K"]) if "K" in configs else None
+    header.append("Other changes vs K")
+    body = []
+    for row in rows:
         c = configs[row]
         mode = {"softmax": "softmax", "argmax": "argmax", "random": CROSS}[c.memory.mode]
         tick = lambda b: TICK if b else CROSS  # noqa: E731
@@ -147,10 +166,15 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
                  tick("clap" in c.loss.intra_spaces), tick("clip" in c.loss.intra_spaces)]
         cells += _map_cells(retrieval, datasets, row)
         if paper:
-            cells += [_fmt(v) for v in PAPER_TABLE5[row]]
-        rows.append(cells)
+            cells += [_fmt(v) for v in PAPER_TABLE5[row]] if row in PAPER_TABLE5 else ["–"] * 4
+        other = []
+        if reference is not None:
+            flat = _flat(c)
+            other = [f"{k}={flat[k]!r}" for k in flat if k not in _TABLE5_SHOWN and flat[k] != reference.get(k)]
+        cells.append(", ".join(other) or "–")
+        body.append(cells)
     chance = "; ".join(f"{d} {_fmt(retrieval[d]['random']['A2I']['mAP'])}" for d in datasets)
-    return "# Table 5 — ablations (retrieval mAP)\n\n" + _table(header, rows) + f"\nRandom (expected) mAP: {chance}.\n"
+    return "# Table 5 — ablations (retrieval mAP)\n\n" + _table(header, body) + f"\nRandom (expected) mAP: {chance}.\n"
 
 
 def figure3_points(retrieval: Mapping[str, Any], configs: Mapping[str, Any], names: list[str]) -> list[dict[str, Any]]:
@@ -222,3 +246,52 @@ def plot_losses(histories: Mapping[str, list[dict[str, float]]], path: Path) -> 
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+#: the score per benchmark that `metrics/summary.json` (the pipeline's only DVC metrics file) keeps
+HEADLINE_METRICS = {"retrieval": [("A2I", "mAP"), ("I2A", "mAP")], "localization": [("cIoU",), ("AUC",)],
+                    "counterfactual": [("AP",), ("Max-F1",)], "zeroshot3d": [("top1",)]}
+
+
+def headline(scores: Mapping[str, Mapping[str, Any]], variants: Mapping[str, str]) -> dict[str, Any]:
+    """A small, flat summary for `dvc exp show` / `dvc metrics diff`: per benchmark and dataset, the
+    headline scores of the main variant of the benchmark's connection (``variants[connection]``, e.g.
+    K for CLIP–CLAP, clip_ulip for CLIP–ULIP), rounded to 2 decimals. Details stay in metrics/<benchmark>.json."""
+    from cmcr.benchmarks import BENCHMARKS
+
+    out: dict[str, Any] = {}
+    for benchmark, by_dataset in scores.items():
+        name = variants.get(BENCHMARKS[benchmark])
+        for dataset, by_variant in datasets_of(by_dataset).items():
+            m = by_variant.get(name) if name else None
+            if not isinstance(m, Mapping) or "skipped" in m:
+                continue
+            row = {}
+            for path in HEADLINE_METRICS[benchmark]:
+                value: Any = m
+                for key in path:
+                    value = value.get(key) if isinstance(value, Mapping) else None
+                if isinstance(value, (int, float)):
+                    row[f"{name}_{'_'.join(path)}"] = round(float(value), 2)
+            if row:
+                out.setdefault(benchmark, {})[dataset] = row
+    return out
+
+
+def plots_page(summary: Mapping[str, Any], images: Mapping[str, str], tables: list[str]) -> str:
+    """``results/plots.html``: the pipeline's plots (PNG files beside the page), the headline metrics and
+    links to the tables — the offline counterpart of ``dvc plots show``, whose page loads Vega from a CDN."""
+    import html
+
+    from cmcr.pages import figure, page
+
+    rows = "".join(f"<tr><td>{html.escape(b)}</td><td>{html.escape(d)}</td><td>{html.escape(k)}</td><td>{v:.2f}</td></tr>"
+                   for b, by_dataset in summary.items() for d, values in by_dataset.items() for k, v in values.items())
+    body = ["<h2>Headline metrics (<code>metrics/summary.json</code>)</h2>",
+            "<table><tr><th>benchmark</th><th>dataset</th><th>metric</th><th>value</th></tr>" + rows + "</table>",
+            "<h2>Plots</h2>", "".join(figure(src, caption, width=520) for src, caption in images.items()),
+            "<h2>Tables</h2><ul>" + "".join(f'<li><a href="{html.escape(t)}">{html.escape(t)}</a></li>' for t in tables)
+            + "</ul>",
+            '<p class="small">Static page: no server, no network. <code>dvc plots show</code> renders the same '
+            "curves with Vega, which it loads from a CDN.</p>"]
+    return page("C-MCR results", "\n".join(body))

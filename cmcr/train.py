@@ -68,6 +68,52 @@ class ConnectionData:
             memory={s: load_npy(folder / f, dim=dims.get(s)) for s, f in names["memory"].items()},
         )
 
+    @classmethod
+    def from_pipeline(cls, embeddings: str | Path, aggregated: str | Path, config: ConnectionConfig,
+                      exclude_sources: tuple[str, ...] = ()) -> "ConnectionData":
+        """The training data as the pipeline lays it out: ``<embeddings>/<space>/<shared>.npy`` + ``.parquet``
+        (e.g. ``data/embeddings/clip/text.npy``) and ``<aggregated>/<aggregate>.npy`` (e.g.
+        ``data/aggregated/softmax/clip_image_from_text.npy``, row i = Eq. 2 of shared row i).
+
+        The two spaces' shared items are paired by id (``text_id`` / ``item_id`` / ``path``,
+        :func:`cmcr.pairing.align_by_id`), never by row: texts listed in another order, or an item one
+        space failed to load, still pair correctly; tables without a common id column are an
+        ArtifactError. ``exclude_sources`` drops texts of those sources (appendix A; needs ``source``).
+        """
+        from cmcr.artifacts import ArtifactError, read_parquet
+        from cmcr.pairing import align_by_id
+
+        embeddings, aggregated = Path(embeddings), Path(aggregated)
+        inputs = config.connection.training_inputs()  # per space: (shared-modality set, Eq. 2 aggregate)
+        shared = {s: load_npy(embeddings / f"{src}.npy") for s, (src, _) in inputs.items()}
+        memory = {s: load_npy(aggregated / f"{agg}.npy") for s, (_, agg) in inputs.items()}
+        for s in inputs:
+            check_same_rows(shared[s], str(embeddings / f"{inputs[s][0]}.npy"), memory[s],
+                            str(aggregated / f"{inputs[s][1]}.npy"))
+        tables = {s: read_parquet(embeddings / f"{src}.parquet", rows=shared[s].shape[0]) for s, (src, _) in inputs.items()}
+        first, second = config.connection.spaces
+        try:
+            rows, key = align_by_id(tables, config.connection.shared_modality,
+                                    f"{embeddings / inputs[first][0]} and {embeddings / inputs[second][0]}")
+        except ValueError as exc:
+            raise ArtifactError(str(exc)) from None
+        if rows is not None:
+            log.warning("%s: %d items in both spaces (%s), %s: %d, %s: %d — pairs joined by %s", config.connection.name,
+                        len(rows[first]), config.connection.shared_modality, first, len(tables[first]), second,
+                        len(tables[second]), key)
+            shared = {s: np.asarray(x[rows[s]]) for s, x in shared.items()}
+            memory = {s: np.asarray(x[rows[s]]) for s, x in memory.items()}
+            tables = {s: t.iloc[rows[s]].reset_index(drop=True) for s, t in tables.items()}
+        if exclude_sources:
+            if "source" not in tables[first]:
+                raise ArtifactError(f"{embeddings / inputs[first][0]}.parquet has no 'source' column: "
+                                    "exclude_sources needs it")
+            keep = np.flatnonzero(~tables[first]["source"].isin(list(exclude_sources)).to_numpy())
+            log.info("excluding %s: %d of %d texts kept", list(exclude_sources), len(keep), len(tables[first]))
+            shared = {s: np.asarray(x[keep]) for s, x in shared.items()}
+            memory = {s: np.asarray(x[keep]) for s, x in memory.items()}
+        return cls(shared=shared, memory=memory)
+
     def resolve_dims(self, config: ConnectionConfig) -> ConnectionConfig:
         """``config`` with ``projector.in_dims`` read from the data: each space's width is its shared
         matrix's; a width the params state must agree (``EmbeddingError`` naming both), one they leave

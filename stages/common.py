@@ -9,8 +9,6 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = ROOT / "data" / "world"
 TEXTS = ROOT / "data" / "texts.parquet"
@@ -21,6 +19,7 @@ CONNECTIONS = ROOT / "models" / "connections"
 HISTORY = ROOT / "models" / "history"
 METRICS = ROOT / "metrics"
 RESULTS = ROOT / "results"
+PARAMS_DIR = ROOT / "data" / "params"  # the validate stage's output: valid.txt, <variant>.json
 
 
 BYO = ROOT / "byo" / "embeddings"
@@ -79,8 +78,10 @@ class TracedParams(dict):
 
 
 def params() -> TracedParams:
-    path = ROOT / "params.yaml"
-    traced = TracedParams(yaml.safe_load(path.read_text()) or {})
+    """params.yaml read as DVC reads it (YAML 1.2, :func:`cmcr.params.load_params`), reads traced."""
+    from cmcr.params import load_params
+
+    traced = TracedParams(load_params(ROOT / "params.yaml"))
     trace_dir = os.environ.get("CMCR_PARAMS_TRACE")
     if trace_dir:
         import atexit
@@ -109,9 +110,26 @@ def skipped_marker(folder: Path, reason: str) -> None:
 
 
 def run(main) -> None:
-    """Run a stage's ``main`` as a typer command; errors print as plain (unwrapped) tracebacks."""
+    """Run a stage's ``main`` as a typer command. A bad input or config (ConfigError, ArtifactError,
+    EmbeddingError: the message names the file or key) prints as one line and exits 1; anything else
+    is a bug and keeps its traceback. ``CMCR_TRACEBACK=1`` shows tracebacks for all."""
+    import sys
+
     import typer
+
+    from cmcr.artifacts import ArtifactError
+    from cmcr.checks import EmbeddingError
+    from cmcr.config import ConfigError
+
+    from cmcr.device import configure_threads
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(main)
-    app()
+    try:
+        configure_threads()
+        app()
+    except (ConfigError, ArtifactError, EmbeddingError) as exc:
+        if os.environ.get("CMCR_TRACEBACK"):
+            raise
+        print(f"{Path(sys.argv[0]).stem}: error: {exc}", file=sys.stderr)
+        sys.exit(1)

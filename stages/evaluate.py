@@ -8,36 +8,15 @@ Writes metrics JSON (git-tracked, for `dvc metrics diff`) and per-item results a
 """
 
 import pandas as pd
-import torch
 import typer
 
 from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, run, setup_logging
-from cmcr.artifacts import ArtifactError, load_embedding_set, write_json, write_parquet
+from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
-from cmcr.benchmarks import BENCHMARK_SETS, BENCHMARKS, set_name
-from cmcr.evaluation import (BenchmarkData, evaluate_model, join_pairs, metric_options, no_connection,
-                             random_baseline)
+from cmcr.benchmarks import BENCHMARKS
+from cmcr.evaluation import evaluate_model, load_benchmark, metric_options, no_connection, random_baseline
 from cmcr.experiments import variant_connection, variant_names
 from cmcr.train import load_checkpoint
-
-def load(benchmark: str, dataset: str, options, log) -> tuple[BenchmarkData, dict | None]:
-    sets, tables = {}, {}
-    for key, space, name, columns in BENCHMARK_SETS[benchmark]:
-        matrix, table = load_embedding_set(EMBEDDINGS / space, set_name(name, dataset), columns=columns)
-        sets[key], tables[key] = torch.from_numpy(matrix[:]), table
-    coverage = None
-    if benchmark == "retrieval":  # pairs joined by pair_id: a failed item on either side drops its pair
-        sets["audio"], tables["audio"], sets["image"], tables["image"], coverage = join_pairs(
-            sets["audio"], tables["audio"], sets["image"], tables["image"], "pair_id", f"{dataset} retrieval")
-        if coverage["scored"] < coverage["listed"]:
-            log.warning("%s: %d of %d pairs scored (the others lost an item to a load failure)", dataset,
-                        coverage["scored"], coverage["listed"])
-    if benchmark == "localization":  # Table 2 uses only the pairs whose sound source is visible
-        keep = tables["audio"]["positive"].to_numpy(dtype=bool)
-        tables["audio"] = tables["audio"][keep].reset_index(drop=True)
-        sets["audio"] = sets["audio"][torch.from_numpy(keep)]
-    return BenchmarkData(benchmark, sets, tables, options), coverage
-
 
 def main(benchmark: str) -> None:
     log = setup_logging(f"evaluate@{benchmark}")
@@ -54,11 +33,14 @@ def main(benchmark: str) -> None:
     metrics, items = {}, []
     for dataset in p["benchmarks"][benchmark] or []:
         try:
-            data, coverage = load(benchmark, str(dataset), options, log)
+            data, coverage = load_benchmark(EMBEDDINGS, benchmark, str(dataset), options)
         except ArtifactError as exc:  # e.g. bring-your-own embeddings without this dataset's sets
             log.warning("%s on %s skipped: %s", benchmark, dataset, exc)
             metrics[dataset] = {"skipped": str(exc)}
             continue
+        if coverage and coverage["scored"] < coverage["listed"]:
+            log.warning("%s: %d of %d pairs scored (the others lost an item to a load failure)", dataset,
+                        coverage["scored"], coverage["listed"])
         metrics[dataset] = {"random": random_baseline(data)} | ({"pairs": coverage} if coverage else {})
         widths = {key: int(x.shape[1]) for key, x in data.sets.items()}
         for name, embed in models.items():

@@ -1,10 +1,14 @@
-"""Stage `report`: result tables like the paper's (results/*.md) and plots (results/*.png)."""
+"""Stage `report`: result tables like the paper's (results/*.md), plots (results/*.png, results/plots.html)
+and qualitative examples (results/examples.html)."""
 
 import json
+from pathlib import Path
 
+import pandas as pd
 
-from common import HISTORY, METRICS, RESULTS, params, setup_logging, run
+from common import CONNECTIONS, EMBEDDINGS, HISTORY, METRICS, RESULTS, ROOT, WORLD, params, setup_logging, run
 from cmcr import report
+from cmcr.examples import write_examples
 from cmcr.artifacts import atomic_path, write_json
 from cmcr.experiments import resolve_variant, setup_of, variant_names
 
@@ -31,7 +35,8 @@ def main() -> None:
     retrieval = scores["retrieval"]
     if report.datasets_of(retrieval):
         write_text(RESULTS / "table1_retrieval.md", report.table1(retrieval, paper, extra=extra))
-        write_text(RESULTS / "table5_ablations.md", report.table5(retrieval, configs, paper))
+        write_text(RESULTS / "table5_ablations.md", report.table5(retrieval, configs, paper,
+                                                                   [n for n, v in variants.items() if v.group == "table5"]))
         sweep = [n for n, v in variants.items() if v.group == "figure3"] + ["K"]
         points = report.figure3_points(retrieval, configs, sweep)
         write_json(RESULTS / "figure3.json", points)
@@ -44,8 +49,40 @@ def main() -> None:
                                    ("zeroshot3d", report.table4, "table4_zeroshot3d.md")):
         if report.datasets_of(scores[benchmark]):
             write_text(RESULTS / out, render(scores[benchmark], paper, extra=extra))
+    # the headline metrics (the pipeline's only DVC metrics file): the first trained variant of each connection
+    main_variants: dict[str, str] = {}
+    for n, v in variants.items():
+        if not v.official:
+            main_variants.setdefault(v.config.connection.name, n)
+    summary = report.headline(scores, main_variants)
+    write_json(METRICS / "summary.json", summary)
     histories = {n: json.loads((HISTORY / f"{n}.json").read_text()) for n in variants if not variants[n].official}
     report.plot_losses(histories, RESULTS / "training_losses.png")
+    images = {name: caption for name, caption in (("figure3.png", "Figure 3: retrieval mAP against σ²"),
+                                                  ("training_losses.png", "Training loss per variant"))
+              if (RESULTS / name).is_file()}
+    tables = sorted(p.name for p in RESULTS.glob("*.md"))
+    write_text(RESULTS / "plots.html", report.plots_page(summary, images, tables))
+    setup = setup_of(p)
+
+    def resolve(path):  # demo tables list world-relative paths; the paper's manifests absolute or repo-relative
+        path = Path(str(path))
+        if path.is_absolute():
+            return path
+        return WORLD / path if setup == "demo" else ROOT / path
+
+    def scene_images(dataset):
+        scenes = WORLD / "scenes" / "scenes.parquet"
+        if setup != "demo" or dataset != "demo" or not scenes.is_file():
+            return None
+        table = pd.read_parquet(scenes, columns=["scene_id", "image"])
+        return {str(s): WORLD / str(i) for s, i in zip(table["scene_id"], table["image"])}
+
+    checkpoints = {c: CONNECTIONS / f"{n}.pt" for c, n in main_variants.items()}
+    trust = bool((p["paper"]["encoders"].get("ulip") or {}).get("trust_pickled_points", False))
+    write_examples(RESULTS / "examples.html", EMBEDDINGS, checkpoints,
+                   {b: list(p["benchmarks"][b] or []) for b in ("retrieval", "localization", "zeroshot3d")},
+                   resolve, scene_images, seed=0, trust_pickle=trust)
     log.info("wrote tables and plots to %s", RESULTS)
 
 

@@ -114,3 +114,42 @@ def test_artifacts_get_the_umask_permissions_not_mkstemps(tmp_path):
         os.umask(old)
     for name in ("x.npy", "m.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_a_new_table5_variant_appears_in_table5_in_params_order():
+    """Finding 6: a variant added to group table5 was trained and evaluated but shown in no table."""
+    from cmcr import report
+    from cmcr.experiments import variant_names
+
+    params = {**PARAMS, "variants": {**PARAMS["variants"],
+                                     "L": {"group": "table5", "overrides": {"loss": {"lambda_intra": 0.5}}}}}
+    names = [n for n in variant_names(params) if resolve_variant(params, n).group == "table5"]
+    assert names == list("KABCDEFGHIJ") + ["L"]
+    configs = {n: resolve_variant(params, n).config for n in names}
+    scores = {n: {"A2I": {"mAP": 10.0 + i}, "I2A": {"mAP": 20.0 + i}} for i, n in enumerate(names)}
+    retrieval = {"AVE": {**scores, "random": {"A2I": {"mAP": 1.0}, "I2A": {"mAP": 1.0}}}}
+    table = report.table5(retrieval, configs, paper=True, rows=names)
+    lines = [line for line in table.splitlines() if line.startswith("| ")][1:]
+    assert [line.split("|")[1].strip() for line in lines if not set(line) <= set("|- ")] == names
+    row_l = next(line for line in lines if line.startswith("| L |"))
+    assert "21.00" in row_l or "21.0" in row_l  # its own scores (index 11 → 10 + 11)
+    assert "loss.lambda_intra=0.5" in row_l and row_l.count("–") >= 4  # no paper value for L
+    assert "| K |" in table and "| A |" in table
+
+
+def test_headline_metrics_are_few_flat_and_rounded():
+    """Finding 5: metrics nested {dataset: {variant: {direction: {metric}}}} made `dvc exp show` ~392 columns."""
+    from cmcr import report
+
+    scores = {
+        "retrieval": {"AVE": {"K": {"A2I": {"mAP": 4.114, "R@1": 1.0}, "I2A": {"mAP": 3.999}},
+                              "F": {"A2I": {"mAP": 2.0}, "I2A": {"mAP": 2.0}}, "random": {"A2I": {"mAP": 1.0}}},
+                      "Flickr-SoundNet": {"skipped": "sets absent"}},
+        "localization": {"VGGSS": {"K": {"cIoU": 39.456, "AUC": 38.31}}},
+        "counterfactual": {"Ex-VGGSS": {"K": {"skipped": "different widths"}}},
+        "zeroshot3d": {"ModelNet40": {"clip_ulip": {"top1": 64.9, "top5": 87.0}, "K": {"top1": 1.0}}},
+    }
+    summary = report.headline(scores, {"clip_clap": "K", "clip_ulip": "clip_ulip"})
+    assert summary == {"retrieval": {"AVE": {"K_A2I_mAP": 4.11, "K_I2A_mAP": 4.0}},
+                       "localization": {"VGGSS": {"K_cIoU": 39.46, "K_AUC": 38.31}},
+                       "zeroshot3d": {"ModelNet40": {"clip_ulip_top1": 64.9}}}

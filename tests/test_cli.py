@@ -82,7 +82,80 @@ def test_cli_errors_are_clear(tmp_path):
     assert res.exit_code != 0
     assert "embedding file not found" in str(res.exception) and "clip_text.npy" in str(res.exception)
     res = runner.invoke(app, ["config", "-p", str(params), "-S", "noise.var=-1"])
-    assert res.exit_code != 0 and "variance" in res.output
+    assert res.exit_code != 0 and "variance" in str(res.exception)
+
+
+def test_errors_are_one_line_and_choices_are_checked(tmp_path):
+    """Finding 8: CLI errors printed 36-line tracebacks; --connection / --space took any string."""
+    import subprocess
+    import sys
+
+    params = small_params(tmp_path)
+    cli = [sys.executable, "-m", "cmcr"]
+    for args, needle in ((["config", "-p", str(params), "-S", "noise.var=-1"], "noise.var (sigma^2, a variance) must be"),
+                         (["config", "-p", str(tmp_path / "nope.yaml")], "nope.yaml: params file not found"),
+                         (["train", "--embeddings", str(tmp_path), "--out", str(tmp_path / "p.pt"), "-p", str(params)],
+                          "clip_text.npy")):
+        out = subprocess.run(cli + args, capture_output=True, text=True)
+        assert out.returncode == 1, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("cmcr: error: ") and needle in lines[0], out.stderr
+    res = runner.invoke(app, ["config", "-p", str(params), "--connection", "clip_audio"])
+    assert res.exit_code == 2 and "clip_clap" in res.output and "clip_ulip" in res.output
+    res = runner.invoke(app, ["project", "--checkpoint", "x.pt", "--space", "audio", "--embeddings", "e.npy", "--out", "o.npy"])
+    assert res.exit_code == 2 and "is not one of" in res.output and "'clip'" in res.output
+
+
+def test_config_of_a_variant_is_what_the_pipeline_trains(tmp_path):
+    """Finding 2: `cmcr config` printed 36 epochs / batch 10240 while the demo trained 10 / 256."""
+    root_params = Path(__file__).resolve().parents[1] / "params.yaml"
+    demo = yaml.safe_load(root_params.read_text())["demo"]["overrides"]["train"]
+    res = runner.invoke(app, ["config", "-p", str(root_params), "--variant", "K"])
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.output)
+    assert (spec["config"]["train"]["epochs"], spec["config"]["train"]["batch_size"]) == (demo["epochs"], demo["batch_size"])
+    assert spec["demo_scale"]["applied"] == {"train": demo} and spec["group"] == "table5"
+    res = runner.invoke(app, ["config", "-p", str(root_params), "--variant", "K", "-S", "train.epochs=3"])
+    spec = json.loads(res.output)
+    assert spec["config"]["train"]["epochs"] == 3 and spec["config"]["train"]["batch_size"] == demo["batch_size"]
+    assert "train.epochs=3 kept" in spec["demo_scale"]["not_applied"][0]
+    res = runner.invoke(app, ["config", "-p", str(root_params), "--variant", "I"])
+    assert json.loads(res.output)["config"]["memory"]["mode"] == "argmax"
+
+
+def test_train_reads_the_pipeline_layout_and_pairs_texts_by_id(tmp_path):
+    """Finding 1 / 8: `cmcr train` wanted a flat folder; texts listed in another order by the second space
+    (byo) must pair by text_id — here CLAP's texts are reversed, and training equals the aligned run."""
+    import pandas as pd
+
+    params = small_params(tmp_path)
+    data, _ = toy_world(n_train=600)
+    n = len(data.shared["clip"])
+    ids = [f"t{i}" for i in range(n)]
+    layouts = {}
+    for name, order in (("aligned", np.arange(n)), ("reversed", np.arange(n)[::-1])):
+        emb, agg = tmp_path / name / "embeddings", tmp_path / name / "aggregated"
+        for space, rows in (("clip", np.arange(n)), ("clap", order)):
+            (emb / space).mkdir(parents=True, exist_ok=True)
+            np.save(emb / space / "text.npy", torch.as_tensor(data.shared[space]).numpy()[rows])
+            pd.DataFrame({"text_id": [ids[i] for i in rows]}).to_parquet(emb / space / "text.parquet")
+        agg.mkdir(parents=True)
+        np.save(agg / "clip_image_from_text.npy", torch.as_tensor(data.memory["clip"]).numpy())
+        np.save(agg / "clap_audio_from_text.npy", torch.as_tensor(data.memory["clap"]).numpy()[order])
+        out = tmp_path / f"{name}.pt"
+        res = runner.invoke(app, ["train", "--embeddings", str(emb), "--aggregated", str(agg), "--out", str(out),
+                                  "-p", str(params), "-S", "train.epochs=1"])
+        assert res.exit_code == 0, res.output
+        layouts[name] = torch.load(out, weights_only=True)
+    a, b = layouts["aligned"]["projectors"], layouts["reversed"]["projectors"]
+    for space in a:
+        for key in a[space]:
+            assert torch.equal(a[space][key], b[space][key]), (space, key)
+    # without the id column nothing can be paired: an error naming the files, not a silent row-by-row pairing
+    pd.DataFrame({"text": ["x"] * n}).to_parquet(tmp_path / "reversed" / "embeddings" / "clap" / "text.parquet")
+    res = runner.invoke(app, ["train", "--embeddings", str(tmp_path / "reversed" / "embeddings"), "--aggregated",
+                              str(tmp_path / "reversed" / "aggregated"), "--out", str(tmp_path / "x.pt"), "-p", str(params)])
+    assert res.exit_code != 0 and "no common id column" in str(res.exception)
 
 
 def test_version_and_python_m():

@@ -114,3 +114,19 @@ def test_closure_follows_imports_inside_functions_and_packages(tmp_path):
 if __name__ == "__main__":  # print the deps each stage needs (for editing dvc.yaml)
     for stage, (script, _) in stage_deps(*load()).items():
         print(stage, sorted(str(f.relative_to(ROOT)) for f in import_closure(script)))
+
+
+def test_validate_runs_first_and_training_is_keyed_on_the_effective_config():
+    """Every stage depends on the validate stage's fixed-text output (so DVC runs it first and an invalid
+    param stops before any stage deletes outputs); train@<variant> depends on its resolved config file and
+    on no params (so an unchanged effective config does not retrain)."""
+    dvc, params = load()
+    assert dvc["stages"]["validate"]["params"] == [{"params.yaml": None}]
+    assert dvc["stages"]["validate"]["outs"] == [{"data/params": {"persist": True}}]
+    for name, stage in dvc["stages"].items():
+        if name == "validate":
+            continue
+        body = stage.get("do", stage)
+        assert "data/params/valid.txt" in body["deps"], name
+    train = dvc["stages"]["train"]["do"]
+    assert "data/params/${key}.json" in train["deps"] and "params" not in train

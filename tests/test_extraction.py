@@ -89,9 +89,15 @@ def test_failures_are_recorded_and_the_rate_enforced(space, images, tmp_path):
     assert failures["id"].tolist() == ["img7"] and "bad.png" in failures["reason"][0]
     kept = pd.read_parquet(tmp_path / "f" / "clip_image.parquet")
     assert len(kept) == np.load(tmp_path / "f" / "clip_image.npy").shape[0] == 23 and 7 not in kept["position"].tolist()
-    with pytest.raises(RuntimeError, match=r"1 of 24 items failed .* > 1.0%"):
+    # Finding 8 (issue 13): a run stopped by its failure rate leaves no merged embeddings (even stale ones),
+    # only the failures table
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "x.npy").write_bytes(b"from an earlier run")
+    with pytest.raises(RuntimeError, match=r"1 of 24 items failed .* > 1.0%.*nothing merged"):
         extract_sharded(space, "image", images, [f"i{i}" for i in range(24)], tmp_path / "g", "x", shard_size=50,
                         progress=False, max_failure_rate=0.01)
+    assert sorted(p.name for p in (tmp_path / "g").iterdir() if p.is_file()) == ["x.failures.parquet"]
+    assert pd.read_parquet(tmp_path / "g" / "x.failures.parquet")["position"].tolist() == [7]
 
 
 def test_workers_give_the_same_result(space, images, tmp_path):

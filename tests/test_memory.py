@@ -192,3 +192,17 @@ def test_auto_chunks_resolve_per_device_and_explicit_sizes_win():
     for bad in ("big", 0, -1, 2.5, True):
         with pytest.raises(ConfigError, match="memory.query_chunk"):
             MemoryConfig(query_chunk=bad)
+
+
+def test_thread_setting():
+    from cmcr.device import configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads({}) is None and torch.get_num_threads() == before
+        assert configure_threads({"CMCR_NUM_THREADS": "1"}) == 1 and torch.get_num_threads() == 1
+        for bad in ("0", "two", "-1"):
+            with pytest.raises(ConfigError, match="CMCR_NUM_THREADS must be an integer >= 1"):
+                configure_threads({"CMCR_NUM_THREADS": bad})
+    finally:
+        torch.set_num_threads(before)

@@ -6,7 +6,8 @@ import pytest
 
 from cmcr.config import ConfigError, deep_merge
 from cmcr.experiments import demo_scale, resolve_variant
-from cmcr.params import load_params, parse_overrides, parse_value, validate_params
+from cmcr.params import load_params, parse_overrides, parse_value
+from cmcr.validation import validate_params
 from conftest import ROOT_DIR
 
 PARAMS = load_params(ROOT_DIR / "params.yaml")

@@ -1,0 +1,188 @@
+"""Use a connected space: embed raw files and texts with trained C-MCR projectors.
+
+    from cmcr.api import ConnectedModel
+
+    model = ConnectedModel.from_pipeline(".", variant="K")      # after `dvc repro` (demo or paper setup)
+    audio = model.embed_audio(["dog.wav"])                       # 1×512 float32, L2-normalised
+    images = model.embed_image(["a.jpg", "b.jpg"])
+    scores = audio @ images.T                                    # cosine similarity in the connected space
+
+Inference is the paper's Figure 1 (b): a file goes through its space's frozen encoder — loaded and
+preprocessed by that encoder's own loader, exactly as the extraction stage does — then through that
+space's projector, then L2 normalisation (:meth:`cmcr.projector.Projector.embed`). So the API's
+embedding of a file equals the pipeline's extracted embedding of it after projection.
+
+The connection's *shared* modality (text for CLIP–CLAP, images for CLIP–ULIP) exists in both spaces.
+``shared_space`` says which feeds the connected space: one space's name, or ``mean`` (default: both
+projected embeddings averaged and re-normalised). The paper trains both projections of the shared
+modality to agree (L_ttc, Eq. 5) but states no inference rule for it; ``mean`` uses both encoders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cmcr.config import ConfigError
+from cmcr.encoders.base import EncoderSpace, build_space
+from cmcr.extraction import encode_batch, load_item
+from cmcr.train import TrainResult, load_checkpoint
+
+MODALITIES = ("text", "image", "audio", "points")
+
+
+class EmbedError(ValueError):
+    """An item could not be embedded (the message names the item and why)."""
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE2b of a file's bytes (16 bytes hex): what an index records of the checkpoint it was built with."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ConnectedModel:
+    """Two frozen spaces and their trained projectors: embeds raw items into the connected space."""
+
+    def __init__(self, projectors: TrainResult, spaces: Mapping[str, EncoderSpace], *, shared_space: str = "mean",
+                 batch_size: int = 64, checkpoint_digest: str | None = None) -> None:
+        self.result = projectors
+        self.connection = projectors.config.connection
+        names = set(self.connection.spaces)
+        if set(spaces) != names:
+            raise ConfigError(f"the checkpoint connects {sorted(names)} ({self.connection.name}); encoders were given "
+                              f"for {sorted(spaces)}")
+        in_dims = projectors.config.projector.in_dims
+        for name, space in spaces.items():
+            if in_dims.get(name) is not None and space.dim != in_dims[name]:
+                raise ConfigError(f"the checkpoint's {name} projector takes {in_dims[name]}-d embeddings but the {name} "
+                                  f"encoder ({space.name}) gives {space.dim}-d: another encoder than the one it was "
+                                  "trained on")
+        if shared_space not in (*self.connection.spaces, "mean"):
+            raise ConfigError(f"shared_space must be one of {', '.join((*self.connection.spaces, 'mean'))}; "
+                              f"got {shared_space!r}")
+        self.spaces = dict(spaces)
+        self.shared_space = shared_space
+        self.batch_size = batch_size
+        self.checkpoint_digest = checkpoint_digest
+        self.dim = projectors.config.projector.out_dim
+
+    # -- construction ----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, checkpoint: str | Path, spaces: Mapping[str, EncoderSpace | Mapping[str, Any]], **kwargs: Any
+             ) -> "ConnectedModel":
+        """From a cmcr checkpoint (``cmcr train``, the pipeline, or ``cmcr import-official``) and, per space, an
+        encoder or the keyword arguments of :func:`cmcr.encoders.base.build_space` (as ``paper.encoders``)."""
+        result = load_checkpoint(checkpoint)
+        built = {name: s if isinstance(s, EncoderSpace) else build_space(name, **dict(s)) for name, s in spaces.items()}
+        return cls(result, built, checkpoint_digest=file_digest(checkpoint), **kwargs)
+
+    @classmethod
+    def from_pipeline(cls, root: str | Path = ".", variant: str = "K", *, checkpoint: str | Path | None = None,
+                      **kwargs: Any) -> "ConnectedModel":
+        """The model ``dvc repro`` trained: ``models/connections/<variant>.pt`` (or ``checkpoint``) with the encoders
+        of the project's setup — the demo stand-ins (``models/spaces/<space>.pt``) for ``setup: demo``, the
+        real encoders of ``paper.encoders`` for ``setup: paper``."""
+        from cmcr.experiments import setup_of
+        from cmcr.params import load_params
+
+        root = Path(root)
+        params = load_params(root / "params.yaml")
+        path = Path(checkpoint) if checkpoint is not None else root / "models" / "connections" / f"{variant}.pt"
+        result = load_checkpoint(path)
+        setup = setup_of(params)
+        spaces: dict[str, EncoderSpace] = {}
+        for name in result.config.connection.spaces:
+            if setup == "demo":
+                spaces[name] = build_space(f"demo_{name}", checkpoint=root / "models" / "spaces" / f"{name}.pt")
+            elif setup == "paper":
+                options = dict((params.get("paper") or {}).get("encoders", {}).get(name) or {})
+                weights = options.get("weights")
+                if weights and not Path(weights).is_absolute() and (root / weights).exists():
+                    options["weights"] = str(root / weights)
+                spaces[name] = build_space(name, **options)
+            else:
+                raise ConfigError("setup byo has no encoders (its embeddings were computed elsewhere): embed with "
+                                  "ConnectedModel.load(checkpoint, {space: encoder}) or project your own embeddings "
+                                  "with `cmcr project`")
+        return cls(result, spaces, checkpoint_digest=file_digest(path), **kwargs)
+
+    # -- which space embeds what ------------------------------------------------------------------------
+    def spaces_for(self, modality: str) -> list[str]:
+        """The space(s) whose encoder and projector embed ``modality`` (both for the shared modality under ``mean``)."""
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+        conn = self.connection
+        if modality == conn.shared_modality:
+            return list(conn.spaces) if self.shared_space == "mean" else [self.shared_space]
+        owners = [s for s in conn.spaces if conn.memory_modality[s] == modality]
+        if not owners:
+            raise ValueError(f"the {conn.name} connection embeds {conn.shared_modality} and "
+                             f"{', '.join(conn.memory_modality.values())}, not {modality}")
+        return owners
+
+    def identity(self, modality: str) -> dict[str, Any]:
+        """What decides this model's embeddings of ``modality`` (an index built with another is refused)."""
+        return {"connection": self.connection.name, "checkpoint": self.checkpoint_digest, "modality": modality,
+                "shared_space": self.shared_space if modality == self.connection.shared_modality else None,
+                "spaces": {s: self.spaces[s].identity() for s in self.spaces_for(modality)}}
+
+    # -- embedding --------------------------------------------------------------------------------------
+    def project(self, space: str, embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Map ``space``'s own (L2-normalised) embeddings into the connected space: projector, L2 normalisation."""
+        x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+        with torch.no_grad():
+            return self.result.projectors[space].embed(x).numpy().astype(np.float32, copy=False)
+
+    def encode_raw(self, space: str, modality: str, items: Sequence[Any]) -> np.ndarray:
+        """``space``'s own embeddings of ``items`` through its loader and encoder (as the extraction stage);
+        an item that cannot be loaded is an :class:`EmbedError` naming it."""
+        encoder = self.spaces[space]
+        out = np.empty((len(items), encoder.dim), dtype=np.float32)
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start:start + self.batch_size]
+            batch = []
+            for item in chunk:
+                loaded, reason = load_item(encoder, modality, item)
+                if loaded is None:
+                    raise EmbedError(f"{item}: cannot be read as {modality} by {encoder.name}: {reason}")
+                batch.append(loaded)
+            out[start:start + len(chunk)] = encode_batch(encoder, modality, batch, f"items {start}–{start + len(chunk) - 1}")
+        return out
+
+    def combine(self, projected: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Several spaces' projections of the same items → one (the mean, re-normalised; or the only one)."""
+        stacked = np.stack(list(projected.values()))
+        mean = stacked.mean(axis=0)
+        return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+
+    def embed(self, modality: str, items: Sequence[Any] | Any) -> np.ndarray:
+        """``items`` (paths, :class:`~cmcr.items.Item` s, or strings for text; one item or a list) → N×d float32 rows,
+        L2-normalised, in the connected space."""
+        if isinstance(items, (str, Path)) or not isinstance(items, Sequence):
+            items = [items]
+        items = [str(i) if isinstance(i, Path) else i for i in items]
+        if not items:
+            return np.empty((0, self.dim), dtype=np.float32)
+        projected = {s: self.project(s, self.encode_raw(s, modality, items)) for s in self.spaces_for(modality)}
+        return self.combine(projected)
+
+    def embed_text(self, texts: Sequence[str] | str) -> np.ndarray:
+        return self.embed("text", texts)
+
+    def embed_image(self, images: Sequence[Any] | Any) -> np.ndarray:
+        return self.embed("image", images)
+
+    def embed_audio(self, clips: Sequence[Any] | Any) -> np.ndarray:
+        return self.embed("audio", clips)
+
+    def embed_points(self, clouds: Sequence[Any] | Any) -> np.ndarray:
+        return self.embed("points", clouds)

@@ -1,0 +1,47 @@
+"""Stage `validate`: check the whole resolved params.yaml before any other stage runs.
+
+Every other stage depends on ``data/params/valid.txt``, so DVC runs this stage first: an invalid value
+(``dvc exp run -S noise.var=-1``) stops the pipeline here, before any stage has deleted an output. The
+file's text is fixed, so a valid change of params reruns only the stages that read the changed keys.
+
+It also writes ``data/params/<variant>.json``: what training that variant needs (its effective config,
+demo scale applied). ``train@<variant>`` depends on that file rather than on params, so a change that
+leaves a variant's config as it was (``-S noise.var=…`` for the σ² sweep points) does not retrain it.
+The folder is a persistent output (DVC does not delete it before this stage runs); files of variants
+no longer in params are removed here.
+"""
+
+import json
+
+from common import PARAMS_DIR, ROOT, params, run, setup_logging
+from cmcr.artifacts import atomic_path
+from cmcr.experiments import demo_scale, resolve_variant, training_spec, variant_connection
+from cmcr.validation import validate_params
+
+
+def write_if_changed(path, text: str) -> None:
+    if path.is_file() and path.read_text() == text:
+        return
+    with atomic_path(path, path.suffix) as tmp:
+        tmp.write_text(text)
+
+
+def main() -> None:
+    log = setup_logging("validate")
+    p = params()
+    resolved = validate_params(p)
+    for name in resolved:
+        for note in demo_scale(p, variant_connection(p, name))[1]:
+            log.info("variant %s: %s", name, note)
+        spec = json.dumps(training_spec(resolve_variant(p, name)), indent=1, sort_keys=True) + "\n"
+        write_if_changed(PARAMS_DIR / f"{name}.json", spec)
+    for stale in sorted(PARAMS_DIR.glob("*.json")):
+        if stale.stem not in resolved:
+            log.info("removing %s: variant %s is no longer in params.yaml", stale, stale.stem)
+            stale.unlink()
+    write_if_changed(PARAMS_DIR / "valid.txt", "params.yaml passed cmcr.params.validate_params\n")
+    log.info("%s: valid; %d variants (%s) → %s", ROOT / "params.yaml", len(resolved), ", ".join(resolved), PARAMS_DIR)
+
+
+if __name__ == "__main__":
+    run(main)

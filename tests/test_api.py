@@ -1,0 +1,196 @@
+"""The Python API and index/search over the connected space, on random-weight demo spaces and real files."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import torch
+
+from cmcr.api import ConnectedModel, EmbedError
+from cmcr.artifacts import ArtifactError, save_torch
+from cmcr.config import CONNECTIONS, ConfigError, ConnectionConfig, LossConfig, ProjectorConfig
+from cmcr.encoders.demo import DemoSpace, DemoSpaceModel
+from cmcr.extraction import extract_sharded
+from cmcr.projector import build_projectors
+from cmcr.search import build_index, open_index, search, top_k
+from cmcr.train import TrainResult
+from cmcr.world import SAMPLE_RATE
+
+DIM = 32
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A few real files of each modality (PNG images, WAV sounds, NPY clouds) and demo spaces' checkpoints."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("api")
+    rng = np.random.default_rng(0)
+    out = {"image": [], "audio": [], "points": []}
+    for i in range(7):
+        path = root / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40 + i, 48, 3), dtype=np.uint8)).save(path)
+        out["image"].append(str(path))
+        path = root / f"snd{i}.wav"
+        soundfile.write(path, (0.3 * np.sin(np.arange(SAMPLE_RATE) * (0.01 + 0.01 * i))).astype(np.float32), SAMPLE_RATE)
+        out["audio"].append(str(path))
+        path = root / f"pts{i}.npy"
+        np.save(path, rng.standard_normal((300, 3)).astype(np.float32))
+        out["points"].append(str(path))
+    torch.manual_seed(0)
+    vocab = ["a", "red", "bell", "dog", "barking", "small", "train"]
+    for name in ("clip", "clap", "ulip"):
+        save_torch(root / f"{name}.pt", DemoSpace(DemoSpaceModel(name, DIM, vocab)).checkpoint())
+    for connection in ("clip_clap", "clip_ulip"):
+        conn = CONNECTIONS[connection]
+        config = ConnectionConfig(connection=conn, projector=ProjectorConfig(in_dims={s: DIM for s in conn.spaces},
+                                                                             hidden_dim=48, out_dim=24),
+                                  loss=LossConfig(intra_spaces=conn.spaces))
+        projectors = build_projectors(config.projector, conn.spaces)
+        for module in projectors.modules():  # non-trivial BatchNorm statistics
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+        save_torch(root / f"{connection}.pt", TrainResult(projectors.eval(), config).checkpoint())
+    out["root"] = root
+    return out
+
+
+def model(files, connection="clip_clap", **kwargs) -> ConnectedModel:
+    spaces = {s: {"checkpoint": files["root"] / f"{s}.pt"} for s in CONNECTIONS[connection].spaces}
+    return ConnectedModel.load(files["root"] / f"{connection}.pt",
+                               {s: DemoSpace.from_checkpoint(files["root"] / f"{s}.pt") for s in spaces}, **kwargs)
+
+
+@pytest.mark.parametrize("connection,modality,space", [("clip_clap", "image", "clip"), ("clip_clap", "audio", "clap"),
+                                                       ("clip_ulip", "points", "ulip"), ("clip_ulip", "text", "clip")])
+def test_api_embedding_equals_the_pipelines_projected_embedding(files, tmp_path, connection, modality, space):
+    m = model(files, connection)
+    items = files[modality] if modality != "text" else ["a red bell", "a dog barking", "small train"]
+    ids = [f"i{k}" for k in range(len(items))]
+    # the pipeline: the sharded extraction of the space's encoder, then the projector (Eq. 4) + L2
+    extract_sharded(m.spaces[space], modality, items, ids, tmp_path, "x", shard_size=3, batch_size=2, progress=False)
+    raw = np.load(tmp_path / "x.npy")
+    with torch.no_grad():
+        pipeline = m.result.projectors[space].embed(torch.from_numpy(raw)).numpy()
+    api = m.embed(modality, items)
+    assert api.dtype == np.float32 and api.shape == (len(items), 24)
+    np.testing.assert_allclose(np.linalg.norm(api, axis=1), 1.0, atol=1e-6)
+    assert np.abs(api - pipeline).max() <= 1e-5
+    single = {"image": m.embed_image, "audio": m.embed_audio, "points": m.embed_points, "text": m.embed_text}[modality]
+    assert np.abs(single(items[1]) - pipeline[1:2]).max() <= 1e-5  # one item, not a list
+
+
+def test_shared_modality_from_one_space_or_both(files):
+    texts = ["a red bell", "a dog barking"]
+    by = {mode: model(files, shared_space=mode).embed_text(texts) for mode in ("clip", "clap", "mean")}
+    mean = by["clip"] + by["clap"]
+    np.testing.assert_allclose(by["mean"], mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-6)
+    assert not np.allclose(by["clip"], by["clap"])
+    with pytest.raises(ConfigError, match="shared_space must be one of clip, clap, mean"):
+        model(files, shared_space="ulip")
+    with pytest.raises(ValueError, match="embeds text and image, audio, not points"):
+        model(files).embed_points(files["points"][:1])
+
+
+def test_mismatched_encoders_and_unreadable_files_are_clear_errors(files, tmp_path):
+    with pytest.raises(ConfigError, match=r"connects \['clap', 'clip'\] .* given for \['clip', 'ulip'\]"):
+        ConnectedModel.load(files["root"] / "clip_clap.pt", {s: DemoSpace.from_checkpoint(files["root"] / f"{s}.pt")
+                                                             for s in ("clip", "ulip")})
+    torch.manual_seed(1)
+    wide = DemoSpace(DemoSpaceModel("clap", 64, ["a"]))
+    with pytest.raises(ConfigError, match="clap projector takes 32-d embeddings but the clap encoder .* gives 64-d"):
+        ConnectedModel.load(files["root"] / "clip_clap.pt",
+                            {"clip": DemoSpace.from_checkpoint(files["root"] / "clip.pt"), "clap": wide})
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....not audio")
+    with pytest.raises(EmbedError, match="broken.wav: cannot be read as audio by demo_clap"):
+        model(files).embed_audio([files["audio"][0], str(broken)])
+
+
+def test_official_release_checkpoint_through_the_api(files, tmp_path):
+    """An official release imported by cmcr/official.py embeds like ours (512-d demo spaces stand in for CLIP/ULIP-2)."""
+    from conftest import OFFICIAL
+    from cmcr.official import load_official
+
+    if not (OFFICIAL / "ulip_clip.pt").is_file():
+        pytest.skip("official fixtures not found")
+    save_torch(tmp_path / "official.pt", load_official(OFFICIAL / "ulip_clip.pt", "ulip_clip").checkpoint())
+    torch.manual_seed(2)
+    spaces = {s: DemoSpace(DemoSpaceModel(s, 512, ["a", "dog"])) for s in ("clip", "ulip")}
+    m = ConnectedModel.load(tmp_path / "official.pt", spaces)
+    x = m.embed_points(files["points"][:2])
+    raw = m.encode_raw("ulip", "points", files["points"][:2])
+    with torch.no_grad():
+        np.testing.assert_allclose(x, m.result.projectors["ulip"].embed(torch.from_numpy(raw)).numpy(), atol=1e-5)
+    assert m.embed_text("a dog").shape == (1, m.dim)
+
+
+def test_top_k_streams_in_chunks_and_matches_a_full_sort():
+    rng = np.random.default_rng(3)
+    emb = rng.standard_normal((1000, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    emb[500] = emb[10]  # a tie: the lower row comes first
+    q = emb[[10, 3]]
+    full = q @ emb.T
+    for chunk in (7, 100, 5000):
+        scores, rows = top_k(q, emb, 5, chunk=chunk)
+        expected = np.stack([np.lexsort((np.arange(1000), -s))[:5] for s in full])
+        np.testing.assert_array_equal(rows, expected)
+        np.testing.assert_allclose(scores, np.take_along_axis(full, expected, 1), atol=1e-6)
+    assert rows[0][:2].tolist() == [10, 500]
+    assert top_k(q, emb[:3], 5)[1].shape == (2, 3)  # k larger than the index
+
+
+def test_index_and_search(files, tmp_path):
+    m = model(files)
+    ids = [Path(p).name for p in files["image"]]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    info = build_index(m, "image", files["image"] + [str(bad)], ids + ["bad.png"], tmp_path / "idx", shard_size=3,
+                       progress=False, max_failure_rate=0.5)
+    assert (info["rows"], info["failed"], info["items"]) == (7, 1, 8)
+    assert pd.read_parquet(tmp_path / "idx" / "failures.parquet")["id"].tolist() == ["bad.png"]
+    emb, items, _ = open_index(tmp_path / "idx", m)
+    np.testing.assert_allclose(emb, m.embed_image(files["image"]), atol=1e-5)
+    hits = search(m, tmp_path / "idx", files["audio"][2], "audio", k=3, chunk=2)
+    brute = (m.embed_audio(files["audio"][2]) @ m.embed_image(files["image"]).T)[0]
+    assert hits["item"].tolist() == [files["image"][i] for i in np.argsort(-brute)[:3]]
+    np.testing.assert_allclose(hits["score"], np.sort(brute)[::-1][:3], atol=1e-5)
+    assert hits["rank"].tolist() == [1, 2, 3]
+    # rebuilding resumes from the shards (nothing re-encoded) and gives the same index
+    again = build_index(m, "image", files["image"] + [str(bad)], ids + ["bad.png"], tmp_path / "idx", shard_size=3,
+                        progress=False, max_failure_rate=0.5)
+    assert again == info
+    # an index built with another checkpoint or other encoders is refused
+    other = model(files, shared_space="clip")  # same files; text would differ, images do not: accepted
+    open_index(tmp_path / "idx", other)
+    torch.manual_seed(5)
+    retrained = ConnectedModel(m.result, {"clip": DemoSpace(DemoSpaceModel("clip", DIM, ["a"])), "clap": m.spaces["clap"]},
+                               checkpoint_digest=m.checkpoint_digest)
+    with pytest.raises(ArtifactError, match="built with another clip encoder"):
+        search(retrained, tmp_path / "idx", files["audio"][0], "audio")
+    moved = ConnectedModel(m.result, m.spaces, checkpoint_digest="0" * 32)
+    with pytest.raises(ArtifactError, match="built with checkpoint"):
+        search(moved, tmp_path / "idx", files["audio"][0], "audio")
+    with pytest.raises(ArtifactError, match="not a cmcr index"):
+        open_index(tmp_path)
+
+
+def test_search_page_in_a_browser(files, tmp_path):
+    from cmcr.examples import search_page
+    from cmcr.pages import check_page, find_chromium
+
+    m = model(files)
+    build_index(m, "audio", files["audio"], [f"a{i}" for i in range(7)], tmp_path / "idx", progress=False)
+    hits = search(m, tmp_path / "idx", files["image"][0], "image", k=5)
+    page = search_page(tmp_path / "out.html", "image", files["image"][0], hits, tmp_path / "idx")
+    text = page.read_text()
+    assert text.count("<audio") == 5 and "#1 " in text and "http" not in text.lower()
+    if find_chromium() is None:
+        pytest.skip("no chromium on PATH: the page was written but not opened")
+    check = check_page(page, screenshot=tmp_path / "out.png")
+    assert check.ok and check.images == 6  # the query's image and five waveforms

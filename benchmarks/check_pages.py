@@ -14,7 +14,10 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(pages: list[Path] = typer.Argument(None, help="pages to check (default: results/*.html)"),
-         out: Path = typer.Option(Path("benchmarks/screenshots"), help="where screenshots go")) -> None:
+         out: Path = typer.Option(Path("benchmarks/screenshots"), help="where screenshots go"),
+         width: int = typer.Option(700, help="screenshots are scaled down to this width (smaller files)")) -> None:
+    from PIL import Image
+
     from cmcr.pages import check_page
 
     pages = pages or sorted(Path("results").glob("*.html"))
@@ -23,6 +26,9 @@ def main(pages: list[Path] = typer.Argument(None, help="pages to check (default:
         result = check_page(page, screenshot=out / f"{page.stem}.png", size=(1200, 3000))
         status = "ok" if result.ok else "FAILED"
         failed += not result.ok
+        with Image.open(result.screenshot) as shot:
+            small = shot.convert("RGB").resize((width, round(shot.height * width / shot.width)), Image.LANCZOS)
+        small.quantize(128).save(result.screenshot, optimize=True)  # a palette PNG: a fraction of the size
         typer.echo(f"{page}: {status}; images {result.images_ok}/{result.images}, console errors "
                    f"{len(result.console_errors)}; screenshot {result.screenshot}")
         for error in result.console_errors:

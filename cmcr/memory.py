@@ -193,17 +193,7 @@ def _softmax_aggregate_chunk(q: torch.Tensor, memory_chunks, inv_tau: float, dty
                 _accumulate(acc, weights, mem, dtype)
                 continue
         # First chunk, or the lazy shift is too low for this chunk: recompute with the exact max.
-        logits = (qs @ mem.T).float()
-        chunk_max = logits.amax(dim=1, keepdim=True)
-        new_shift = chunk_max if shift is None else torch.maximum(shift, chunk_max)
-        if shift is not None:
-            rescale = torch.exp(shift - new_shift)
-            run_sum.mul_(rescale)
-            acc.mul_(rescale)
-        shift = new_shift
-        logits.sub_(shift).exp_()
-        run_sum.add_(logits.sum(dim=1, keepdim=True))
-        _accumulate(acc, logits, mem, dtype)
+        shift = _exact_max_step(qs, mem, shift, run_sum, acc, dtype)
     return acc.div_(run_sum)
 
 
@@ -215,20 +205,30 @@ def _online_softmax_chunk(qs: torch.Tensor, memory_chunks, dtype: torch.dtype) -
     the queries scaled by 1/τ1. Never reads a value back to the host.
     """
     rows = qs.shape[0]
-    shift = torch.full((rows, 1), -math.inf, device=qs.device)
+    shift: torch.Tensor | None = None
     run_sum = torch.zeros((rows, 1), device=qs.device)
     acc = torch.zeros((rows, qs.shape[1]), device=qs.device)
     for mem in memory_chunks:
-        logits = (qs @ mem.T).float()
-        new_shift = torch.maximum(shift, logits.amax(dim=1, keepdim=True))
-        rescale = torch.exp(shift - new_shift)  # exp(-inf) = 0 on the first chunk
+        shift = _exact_max_step(qs, mem, shift, run_sum, acc, dtype)
+    return acc.div_(run_sum)
+
+
+def _exact_max_step(qs: torch.Tensor, mem: torch.Tensor, shift: torch.Tensor | None, run_sum: torch.Tensor,
+                    acc: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One chunk of the online softmax with the exact running max: move the shift to ``max(shift, rowmax)``,
+    rescale ``run_sum`` and ``acc`` by ``exp(old - new)``, add this chunk's ``exp(s - shift)`` and its
+    weighted memory. Updates ``run_sum`` / ``acc`` in place; returns the new shift. No host reads."""
+    logits = (qs @ mem.T).float()
+    chunk_max = logits.amax(dim=1, keepdim=True)
+    new_shift = chunk_max if shift is None else torch.maximum(shift, chunk_max)
+    if shift is not None:
+        rescale = torch.exp(shift - new_shift)
         run_sum.mul_(rescale)
         acc.mul_(rescale)
-        shift = new_shift
-        logits.sub_(shift).exp_()
-        run_sum.add_(logits.sum(dim=1, keepdim=True))
-        _accumulate(acc, logits, mem, dtype)
-    return acc.div_(run_sum)
+    logits.sub_(new_shift).exp_()
+    run_sum.add_(logits.sum(dim=1, keepdim=True))
+    _accumulate(acc, logits, mem, dtype)
+    return new_shift
 
 
 def _accumulate(acc: torch.Tensor, weights: torch.Tensor, mem: torch.Tensor, dtype: torch.dtype) -> None:

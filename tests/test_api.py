@@ -194,3 +194,51 @@ def test_search_page_in_a_browser(files, tmp_path):
         pytest.skip("no chromium on PATH: the page was written but not opened")
     check = check_page(page, screenshot=tmp_path / "out.png")
     assert check.ok and check.images == 6  # the query's image and five waveforms
+
+
+def test_cli_index_and_search_on_a_project(files, tmp_path):
+    """`cmcr index` / `cmcr search` on a project folder laid out as `dvc repro` leaves it (setup demo)."""
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from cmcr.cli import app
+    from conftest import ROOT_DIR
+
+    project = tmp_path / "project"
+    (project / "models" / "spaces").mkdir(parents=True)
+    (project / "models" / "connections").mkdir(parents=True)
+    for s in ("clip", "clap"):
+        shutil.copy(files["root"] / f"{s}.pt", project / "models" / "spaces" / f"{s}.pt")
+    shutil.copy(files["root"] / "clip_clap.pt", project / "models" / "connections" / "K.pt")
+    params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in files["image"]:
+        shutil.copy(p, folder)
+    runner = CliRunner()
+    res = runner.invoke(app, ["index", "--root", str(project), "--out", str(tmp_path / "idx"), "--modality", "image",
+                              "--folder", str(folder), "--pattern", "*.png"])
+    assert res.exit_code == 0, res.output
+    assert "7 image items indexed, 0 failed" in res.output
+    res = runner.invoke(app, ["search", "--root", str(project), "--index", str(tmp_path / "idx"), "--query",
+                              files["audio"][1], "--query-modality", "audio", "-k", "4", "--json", str(tmp_path / "h.json"),
+                              "--parquet", str(tmp_path / "h.parquet"), "--html", str(tmp_path / "h.html")])
+    assert res.exit_code == 0, res.output
+    hits = json.loads((tmp_path / "h.json").read_text())
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4] and pd.read_parquet(tmp_path / "h.parquet")["id"].tolist() == [
+        h["id"] for h in hits]
+    m = ConnectedModel.from_pipeline(project, "K")
+    brute = (m.embed_audio(files["audio"][1]) @ m.embed_image(sorted(str(p) for p in folder.glob("*.png"))).T)[0]
+    assert [h["score"] for h in hits] == pytest.approx(sorted(brute, reverse=True)[:4], abs=1e-5)
+    assert all(h["id"] in res.output for h in hits) and (tmp_path / "h.html").is_file()
+    res = runner.invoke(app, ["search", "--root", str(project), "--index", str(tmp_path / "idx"), "--text", "a red bell"])
+    assert res.exit_code == 0 and res.output.count(".png") == 5 * 2  # id and item columns
+    res = runner.invoke(app, ["search", "--root", str(project), "--index", str(tmp_path / "idx"), "--query",
+                              str(tmp_path / "missing.wav"), "--query-modality", "audio"])
+    assert res.exit_code == 2 and "no such file" in res.output
+    res = runner.invoke(app, ["search", "--root", str(project), "--index", str(tmp_path / "idx"), "--variant", "Z",
+                              "--text", "x"])
+    assert res.exit_code != 0 and "projector checkpoint not found" in str(res.exception)

@@ -311,3 +311,29 @@ def test_real_encoders_embed_every_set_and_proposals_as_crops(paper_repo):
     assert pd.read_parquet(emb / "clap" / "scene_audio@Ex-VGGSS.parquet")["positive"].tolist() == [True, True, False]
     status = run(["dvc", "status"], paper_repo["path"], paper_repo["env"]).stdout
     assert "up to date" in status
+
+
+def test_api_and_pages_on_the_paper_setup(paper_repo):
+    """Issue 10 on the real user's path: the API with the real encoders of `paper.encoders` (random weights in the
+    published file formats) embeds a file exactly as the pipeline extracted and projected it; examples.html is
+    written for the paper datasets (and loads in headless Chromium where installed)."""
+    import torch
+
+    from cmcr.api import ConnectedModel
+    from cmcr.pages import check_page, find_chromium
+    from cmcr.train import load_checkpoint
+
+    path = paper_repo["path"]
+    model = ConnectedModel.from_pipeline(path, "K")
+    projectors = load_checkpoint(path / "models" / "connections" / "K.pt").projectors
+    for space, modality, name in (("clip", "image", "eval_image@AVE"), ("clap", "audio", "eval_audio@AVE")):
+        table = pd.read_parquet(path / "data" / "embeddings" / space / f"{name}.parquet")
+        raw = np.load(path / "data" / "embeddings" / space / f"{name}.npy")
+        with torch.no_grad():
+            pipeline = projectors[space].embed(torch.from_numpy(raw[:2])).numpy()
+        api = model.embed(modality, table["path"].tolist()[:2])
+        assert np.abs(api - pipeline).max() <= 1e-5, (space, np.abs(api - pipeline).max())
+    examples = (path / "results" / "examples.html").read_text()
+    assert "Audio–image retrieval (AVE)" in examples and "Zero-shot 3D classification (ModelNet40)" in examples
+    if find_chromium() is not None:
+        assert check_page(path / "results" / "examples.html").ok

@@ -92,6 +92,7 @@ def load_benchmark(embeddings: str | Path, benchmark: str, dataset: str, options
         sets[key], tables[key] = torch.from_numpy(np.asarray(matrix[:])), table
     coverage = None
     if benchmark == "retrieval":
+        tables["audio"] = _with_class_columns(Path(embeddings), tables["audio"], dataset)
         sets["audio"], tables["audio"], sets["image"], tables["image"], coverage = join_pairs(
             sets["audio"], tables["audio"], sets["image"], tables["image"], "pair_id", f"{dataset} retrieval")
     if benchmark == "localization":
@@ -99,6 +100,45 @@ def load_benchmark(embeddings: str | Path, benchmark: str, dataset: str, options
         tables["audio"] = tables["audio"][keep].reset_index(drop=True)
         sets["audio"] = sets["audio"][torch.from_numpy(keep)]
     return BenchmarkData(benchmark, sets, tables, dict(options or {})), coverage
+
+
+#: columns that, when an evaluation table has them, define the retrieval classes (the demo world: a pair's
+#: audio and image share concept and size and nothing else) — see :mod:`cmcr.metrics.ceiling`
+CLASS_COLUMNS = ("concept", "size")
+
+
+def _with_class_columns(embeddings: Path, audio_table: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The retrieval audio table with its class columns (if its Parquet has them), row for row."""
+    import pyarrow.parquet as pq
+
+    from cmcr.benchmarks import BENCHMARK_SETS, set_name
+
+    _, space, name, _ = next(entry for entry in BENCHMARK_SETS["retrieval"] if entry[0] == "audio")
+    path = embeddings / space / f"{set_name(name, dataset)}.parquet"
+    present = [c for c in CLASS_COLUMNS if c in pq.read_schema(path).names and c not in audio_table.columns]
+    if not present:
+        return audio_table
+    extra = pd.read_parquet(path, columns=present)
+    return pd.concat([audio_table.reset_index(drop=True), extra.reset_index(drop=True)], axis=1)
+
+
+def ceiling(data: BenchmarkData) -> dict[str, Any]:
+    """The best score the benchmark can show given its own structure (:mod:`cmcr.metrics.ceiling`): exact."""
+    from cmcr.metrics.ceiling import counterfactual_ceiling, localization_ceiling, retrieval_ceiling
+
+    t = data.tables
+    if data.benchmark == "retrieval":
+        columns = [c for c in CLASS_COLUMNS if c in t["audio"].columns]
+        classes = (list(t["audio"][columns].itertuples(index=False, name=None)) if columns
+                   else list(range(len(t["audio"]))))
+        return {"A2I": retrieval_ceiling(classes), "I2A": retrieval_ceiling(classes)}
+    if data.benchmark == "localization":
+        return localization_ceiling(t["proposals"], t["audio"])
+    if data.benchmark == "counterfactual":
+        return counterfactual_ceiling(t["proposals"], t["audio"], **data.options)
+    if data.benchmark == "zeroshot3d":
+        return {f"top{j}": 100.0 for j in (1, 3, 5)}
+    raise ValueError(f"unknown benchmark {data.benchmark!r}; known: {sorted(BENCHMARKS)}")
 
 
 def evaluate_model(data: BenchmarkData, embed: Mapping[str, Embed], name: str) -> tuple[dict[str, Any], pd.DataFrame]:

@@ -14,7 +14,7 @@ from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, run, setup_lo
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
 from cmcr.benchmarks import BENCHMARKS
-from cmcr.evaluation import evaluate_model, load_benchmark, metric_options, no_connection, random_baseline
+from cmcr.evaluation import ceiling, evaluate_model, load_benchmark, metric_options, no_connection, random_baseline
 from cmcr.experiments import variant_connection, variant_names
 from cmcr.train import load_checkpoint
 
@@ -41,7 +41,7 @@ def main(benchmark: str) -> None:
         if coverage and coverage["scored"] < coverage["listed"]:
             log.warning("%s: %d of %d pairs scored (the others lost an item to a load failure)", dataset,
                         coverage["scored"], coverage["listed"])
-        metrics[dataset] = {"random": random_baseline(data)} | ({"pairs": coverage} if coverage else {})
+        metrics[dataset] = {"random": random_baseline(data), "ceiling": ceiling(data)} | ({"pairs": coverage} if coverage else {})
         widths = {key: int(x.shape[1]) for key, x in data.sets.items()}
         for name, embed in models.items():
             if name == "no_connection" and len(set(widths.values())) > 1:  # nothing to compare directly

@@ -134,3 +134,57 @@ def test_score_scenes_by_hand_and_its_errors():
                      scenes.assign(scene_id=["s1", "s3"]))
     with pytest.raises(EmbeddingError, match="one row per embedding"):
         score_scenes(torch.stack([e[0], e[1]]), proposals, torch.stack([e[0], e[1]]), scenes)
+
+
+def test_retrieval_ceiling_on_hand_built_classes():
+    """Issue 11: classes a, a, b, b, b, c → expected AP 3/4 (a), 11/18 (b), 1 (c); R@1 1/2, 1/3, 1."""
+    from cmcr.metrics.ceiling import retrieval_ceiling
+
+    got = retrieval_ceiling(["a", "a", "b", "b", "b", "c"], ks=(1, 2, 5))
+    assert got["mAP"] == pytest.approx(100 * (2 * 3 / 4 + 3 * 11 / 18 + 1) / 6)  # = 72.22
+    assert got["R@1"] == pytest.approx(100 * (2 * 1 / 2 + 3 * 1 / 3 + 1) / 6)   # = 50
+    assert got["R@2"] == pytest.approx(100 * (2 * 1 + 3 * 2 / 3 + 1) / 6)
+    assert got["R@5"] == pytest.approx(100.0)
+    assert retrieval_ceiling(list(range(7)))["mAP"] == pytest.approx(100.0)  # every pair its own class
+
+
+def test_retrieval_ceiling_equals_enumerating_every_order_within_classes():
+    """Independent check: a class-perfect ranker puts the correct item somewhere among its class; average
+    1/rank and [rank = 1] over every tie-break order of the gallery (all 6! equally likely)."""
+    import itertools
+
+    from cmcr.metrics.ceiling import retrieval_ceiling
+
+    classes = [0, 0, 0, 1, 1, 2]
+    n = len(classes)
+    ap = r1 = 0.0
+    orders = list(itertools.permutations(range(n)))
+    for order in orders:
+        place = {item: k for k, item in enumerate(order)}
+        for i in range(n):
+            rank = 1 + sum(1 for j in range(n) if classes[j] == classes[i] and place[j] < place[i])
+            ap += 1 / rank
+            r1 += rank == 1
+    expected = retrieval_ceiling(classes, ks=(1,))
+    assert 100 * ap / (n * len(orders)) == pytest.approx(expected["mAP"], abs=1e-9)
+    assert 100 * r1 / (n * len(orders)) == pytest.approx(expected["R@1"], abs=1e-9)
+
+
+def test_scene_ceilings_take_the_best_proposal():
+    import pandas as pd
+
+    from cmcr.metrics.ceiling import counterfactual_ceiling, localization_ceiling, oracle_ious
+
+    proposals = pd.DataFrame({"scene_id": ["s0", "s0", "s1", "s1", "s2"], "x1": [0, 0, 0, 5, 0],
+                              "y1": [0, 0, 0, 5, 0], "x2": [10, 5, 10, 10, 4], "y2": [10, 10, 10, 10, 4]})
+    scenes = pd.DataFrame({"scene_id": ["s0", "s1", "s2"], "positive": [True, True, False], "width": [10] * 3,
+                           "height": [10] * 3, "gt_boxes": [[[0, 0, 5, 10]], [[0, 0, 4, 4]], []]})
+    ious = oracle_ious(proposals, scenes)
+    # s0: the box equal to the ground truth (1.0); s1: 16/100 (the full image) beats 0 (the other corner); s2: none
+    assert ious.tolist() == pytest.approx([1.0, 0.16, 0.0])
+    loc = localization_ceiling(proposals, scenes)
+    assert loc["cIoU"] == pytest.approx(100 / 3)
+    cf = counterfactual_ceiling(proposals, scenes)
+    # by hand (Eq. 11-13): only s0 is confident: P 1, R 1/2; then all: TP 1, FP 2 (s1's box misses; s2), FN 0
+    assert cf["Max-F1"] == pytest.approx(100 * 2 * 1 * 0.5 / 1.5)
+    assert cf["AP"] == pytest.approx(100 * (0.5 * 1 + 0.5 * 1 / 3))

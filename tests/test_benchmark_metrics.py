@@ -188,3 +188,19 @@ def test_scene_ceilings_take_the_best_proposal():
     # by hand (Eq. 11-13): only s0 is confident: P 1, R 1/2; then all: TP 1, FP 2 (s1's box misses; s2), FN 0
     assert cf["Max-F1"] == pytest.approx(100 * 2 * 1 * 0.5 / 1.5)
     assert cf["AP"] == pytest.approx(100 * (0.5 * 1 + 0.5 * 1 / 3))
+
+
+def test_space_statistics_by_hand_and_against_the_pairwise_formula():
+    from cmcr.metrics.spaces import cone, modality_gap, paired_cosine, space_statistics
+
+    a = np.array([[1.0, 0.0], [0.0, 1.0]])
+    b = np.array([[-1.0, 0.0], [0.0, -1.0]])
+    assert modality_gap(a, b) == pytest.approx(np.sqrt(2))  # centroids (.5, .5) and (-.5, -.5)
+    assert paired_cosine(a, b) == pytest.approx(-1.0) and paired_cosine(a, a * 3) == pytest.approx(1.0)
+    assert cone(a) == pytest.approx(0.0) and cone(np.array([[1.0, 0], [2.0, 0], [5.0, 0]])) == pytest.approx(1.0)
+    x = np.random.default_rng(0).standard_normal((50, 8)) + 2.0
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    assert cone(x) == pytest.approx((sims.sum() - np.trace(sims)) / (50 * 49))  # every pair, written out
+    stats = space_statistics("image", "text", a, b, a, b)
+    assert set(stats) == {"modality_gap", "paired_cosine", "cone_image", "cone_text"}

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -226,12 +225,6 @@ def train_demo_space(name: str, pairs: dict[str, list[Any]], *, vocab: list[str]
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
     model.eval()
     return space, history
-
-
-def modality_gap(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
-    """Distance between the centroids of two modalities' normalised embeddings (Liang et al. 2022)."""
-    a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
-    return float((F.normalize(a, dim=1).mean(0) - F.normalize(b, dim=1).mean(0)).norm())
 
 
 for _space in DEMO_SPACES:

@@ -13,7 +13,7 @@ no longer in params are removed here.
 
 import json
 
-from common import PARAMS_DIR, ROOT, params, run, setup_logging
+from common import CONNECTIONS, HISTORY, PARAMS_DIR, ROOT, params, run, setup_logging
 from cmcr.artifacts import atomic_path
 from cmcr.experiments import demo_scale, resolve_variant, training_spec, variant_connection
 from cmcr.validation import validate_params
@@ -39,6 +39,11 @@ def main() -> None:
         if stale.stem not in resolved:
             log.info("removing %s: variant %s is no longer in params.yaml", stale, stale.stem)
             stale.unlink()
+    orphans = sorted(str(f.relative_to(ROOT)) for folder, suffix in ((CONNECTIONS, ".pt"), (HISTORY, ".json"))
+                     for f in folder.glob(f"*{suffix}") if f.stem not in resolved)
+    if orphans:  # DVC keeps the outputs of a stage that no longer exists; nothing reads them (stages go by params)
+        log.warning("outputs of variants no longer in params.yaml (not evaluated or reported; delete them with "
+                    "`rm %s`): %s", " ".join(orphans), ", ".join(orphans))
     write_if_changed(PARAMS_DIR / "valid.txt", "params.yaml passed cmcr.params.validate_params\n")
     log.info("%s: valid; %d variants (%s) → %s", ROOT / "params.yaml", len(resolved), ", ".join(resolved), PARAMS_DIR)
 

@@ -44,7 +44,7 @@ def main() -> None:
     if orphans:  # DVC keeps the outputs of a stage that no longer exists; nothing reads them (stages go by params)
         log.warning("outputs of variants no longer in params.yaml (not evaluated or reported; delete them with "
                     "`rm %s`): %s", " ".join(orphans), ", ".join(orphans))
-    write_if_changed(PARAMS_DIR / "valid.txt", "params.yaml passed cmcr.params.validate_params\n")
+    write_if_changed(PARAMS_DIR / "valid.txt", "params.yaml passed the validate stage (cmcr.validation.validate_params)\n")
     log.info("%s: valid; %d variants (%s) → %s", ROOT / "params.yaml", len(resolved), ", ".join(resolved), PARAMS_DIR)
 
 

@@ -30,7 +30,7 @@ import torch
 
 from cmcr.config import ConfigError
 from cmcr.encoders.base import EncoderSpace, build_space
-from cmcr.extraction import encode_batch, load_item
+from cmcr.extraction import extract
 from cmcr.train import TrainResult, load_checkpoint
 
 MODALITIES = ("text", "image", "audio", "points")
@@ -143,20 +143,14 @@ class ConnectedModel:
             return self.result.projectors[space].embed(x).numpy().astype(np.float32, copy=False)
 
     def encode_raw(self, space: str, modality: str, items: Sequence[Any]) -> np.ndarray:
-        """``space``'s own embeddings of ``items`` through its loader and encoder (as the extraction stage);
-        an item that cannot be loaded is an :class:`EmbedError` naming it."""
+        """``space``'s own embeddings of ``items`` through :func:`cmcr.extraction.extract` (the extraction's
+        loaders and batching); an item that cannot be loaded is an :class:`EmbedError` naming it."""
         encoder = self.spaces[space]
-        out = np.empty((len(items), encoder.dim), dtype=np.float32)
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start:start + self.batch_size]
-            batch = []
-            for item in chunk:
-                loaded, reason = load_item(encoder, modality, item)
-                if loaded is None:
-                    raise EmbedError(f"{item}: cannot be read as {modality} by {encoder.name}: {reason}")
-                batch.append(loaded)
-            out[start:start + len(chunk)] = encode_batch(encoder, modality, batch, f"items {start}–{start + len(chunk) - 1}")
-        return out
+        result = extract(encoder, modality, list(items), batch_size=self.batch_size, progress=False)
+        if result.failures:
+            failure = result.failures[0]
+            raise EmbedError(f"{failure['item']}: cannot be read as {modality} by {encoder.name}: {failure['reason']}")
+        return result.embeddings
 
     def combine(self, projected: Mapping[str, np.ndarray]) -> np.ndarray:
         """Several spaces' projections of the same items → one (the mean, re-normalised; or the only one)."""

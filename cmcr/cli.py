@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -19,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything can import trans
 import typer
 
 from cmcr.config import CONNECTIONS, ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
-from cmcr.params import load_params as _read_params
+from cmcr.params import load_params
 from cmcr.params import parse_overrides
 
 app = typer.Typer(
@@ -56,11 +55,6 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="overri
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def load_params(path: Path) -> dict[str, Any]:
-    """A params file read as DVC reads it (YAML 1.2): ConfigError naming the file when it cannot be."""
-    return _read_params(path)
 
 
 def resolve_config(params: Path, connection: ConnectionName | str, overrides: list[str] | None) -> ConnectionConfig:
@@ -458,24 +452,20 @@ def search(
 
 def main() -> None:
     """The ``cmcr`` entry point: a bad input or config (a ConfigError, ArtifactError, EmbeddingError,
-    EncoderError or a missing file — each message names the file or key) prints as one line and exits
-    with status 1; ``CMCR_TRACEBACK=1`` shows the traceback instead. Anything else is a bug and keeps its
+    EncoderError, EmbedError or a missing file — each message names the file or key) prints as one line and
+    exits with status 1; ``CMCR_TRACEBACK=1`` shows the traceback instead. Anything else is a bug and keeps its
     traceback."""
+    from cmcr.api import EmbedError
     from cmcr.artifacts import ArtifactError
     from cmcr.checks import EmbeddingError
-    from cmcr.api import EmbedError
+    from cmcr.device import configure_threads
+    from cmcr.errors import one_line_errors
     from cmcr.extraction import EncoderError
 
-    from cmcr.device import configure_threads
-
-    try:
+    with one_line_errors("cmcr", (ConfigError, ArtifactError, EmbeddingError, EncoderError, EmbedError,
+                                  FileNotFoundError)):
         configure_threads()
         app(prog_name="cmcr")
-    except (ConfigError, ArtifactError, EmbeddingError, EncoderError, EmbedError, FileNotFoundError) as exc:
-        if os.environ.get("CMCR_TRACEBACK"):
-            raise
-        print(f"cmcr: error: {exc}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

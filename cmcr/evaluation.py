@@ -88,11 +88,12 @@ def load_benchmark(embeddings: str | Path, benchmark: str, dataset: str, options
 
     sets, tables = {}, {}
     for key, space, name, columns in BENCHMARK_SETS[benchmark]:
+        if benchmark == "retrieval" and key == "audio":  # with its class columns, when the set has them
+            columns = columns + _class_columns(Path(embeddings) / space / f"{set_name(name, dataset)}.parquet")
         matrix, table = load_embedding_set(Path(embeddings) / space, set_name(name, dataset), columns=columns)
         sets[key], tables[key] = torch.from_numpy(np.asarray(matrix[:])), table
     coverage = None
     if benchmark == "retrieval":
-        tables["audio"] = _with_class_columns(Path(embeddings), tables["audio"], dataset)
         sets["audio"], tables["audio"], sets["image"], tables["image"], coverage = join_pairs(
             sets["audio"], tables["audio"], sets["image"], tables["image"], "pair_id", f"{dataset} retrieval")
     if benchmark == "localization":
@@ -107,19 +108,14 @@ def load_benchmark(embeddings: str | Path, benchmark: str, dataset: str, options
 CLASS_COLUMNS = ("concept", "size")
 
 
-def _with_class_columns(embeddings: Path, audio_table: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """The retrieval audio table with its class columns (if its Parquet has them), row for row."""
+def _class_columns(path: Path) -> list[str]:
+    """The :data:`CLASS_COLUMNS` a set's Parquet has (read from its schema; none when the file is missing)."""
     import pyarrow.parquet as pq
 
-    from cmcr.benchmarks import BENCHMARK_SETS, set_name
-
-    _, space, name, _ = next(entry for entry in BENCHMARK_SETS["retrieval"] if entry[0] == "audio")
-    path = embeddings / space / f"{set_name(name, dataset)}.parquet"
-    present = [c for c in CLASS_COLUMNS if c in pq.read_schema(path).names and c not in audio_table.columns]
-    if not present:
-        return audio_table
-    extra = pd.read_parquet(path, columns=present)
-    return pd.concat([audio_table.reset_index(drop=True), extra.reset_index(drop=True)], axis=1)
+    if not path.is_file():
+        return []  # load_embedding_set names the missing file
+    names = pq.read_schema(path).names
+    return [c for c in CLASS_COLUMNS if c in names]
 
 
 def ceiling(data: BenchmarkData) -> dict[str, Any]:
@@ -131,7 +127,8 @@ def ceiling(data: BenchmarkData) -> dict[str, Any]:
         columns = [c for c in CLASS_COLUMNS if c in t["audio"].columns]
         classes = (list(t["audio"][columns].itertuples(index=False, name=None)) if columns
                    else list(range(len(t["audio"]))))
-        return {"A2I": retrieval_ceiling(classes), "I2A": retrieval_ceiling(classes)}
+        best = retrieval_ceiling(classes)  # the class structure is the same in both directions
+        return {"A2I": best, "I2A": dict(best)}
     if data.benchmark == "localization":
         return localization_ceiling(t["proposals"], t["audio"])
     if data.benchmark == "counterfactual":

@@ -165,6 +165,16 @@ EXTRA_STYLE = """<style>
 </style>"""
 
 
+def page_renderer(out_html: Path) -> Renderer:
+    """A renderer writing into ``<page name>_files/`` beside ``out_html``, emptied first (no stale files)."""
+    import shutil
+
+    folder = out_html.parent / f"{out_html.stem}_files"
+    if folder.exists():
+        shutil.rmtree(folder)
+    return Renderer(folder, out_html.parent)
+
+
 def write_page(path: Path, title: str, sections: Sequence[str]) -> Path:
     """Write a page (atomically) from HTML sections."""
     from cmcr.artifacts import atomic_path
@@ -282,18 +292,13 @@ def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: di
     what the connected space returns (model: ``checkpoints[connection]``). Renderings go to
     ``<page name>_files/`` beside the page. ``resolve(path)`` maps a table's path to a file;
     ``scene_images(dataset)`` gives ``{scene_id: image file}`` for localization (or None)."""
-    import shutil
-
     from cmcr.artifacts import ArtifactError
     from cmcr.benchmarks import BENCHMARKS
     from cmcr.evaluation import load_benchmark
     from cmcr.train import load_checkpoint
 
     out_html = Path(out_html)
-    folder = out_html.parent / f"{out_html.stem}_files"
-    if folder.exists():
-        shutil.rmtree(folder)
-    renderer = Renderer(folder, out_html.parent)
+    renderer = page_renderer(out_html)
     sections = [f"<p class='small'>Seeded sample (seed {seed}) of evaluation queries; models: "
                 + ", ".join(f"{html.escape(c)} = <code>{html.escape(Path(p).name)}</code>" for c, p in checkpoints.items())
                 + ". Scores are cosine similarities in the connected space.</p>"]
@@ -328,14 +333,10 @@ def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: di
 def search_page(out_html: str | Path, query_modality: str, query: Any, results, index_dir: str | Path) -> Path:
     """One query and its search results (``cmcr search --html``): renderings in ``<page name>_files/``."""
     import json
-    import shutil
 
     index_info = json.loads((Path(index_dir) / "index.json").read_text())
     out_html = Path(out_html)
-    folder = out_html.parent / f"{out_html.stem}_files"
-    if folder.exists():
-        shutil.rmtree(folder)
-    renderer = Renderer(folder, out_html.parent)
+    renderer = page_renderer(out_html)
     modality = index_info["model"]["modality"]
     query_tile = renderer.tile(query_modality, query, "query")
     hits = [renderer.tile(modality, item, f"#{rank}  {score:.3f}", extra=[str(item_id)])

@@ -260,33 +260,34 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
         done += 1
     bar.close()
     merged = merge and all(all(p.exists() for p in shard_paths(shard_dir, k)) for k in range(n_shards))
-    if merged:  # too many failures: write what failed, and no merged embeddings a later step could trust
-        failures = _shard_failures(shard_dir, n_shards)
+    embedded = failed = 0
+    if merged:
+        table = _shard_table(shard_dir, n_shards)
+        failures = table[~table["ok"]].reset_index(drop=True)[["id", "position", "reason"]]
         if len(items) and len(failures) / len(items) > max_failure_rate:
+            # too many failures: write what failed, and no merged embeddings a later step could trust
             for stale in (f"{name}.npy", f"{name}.parquet", f"{name}.run"):
                 (out_dir / stale).unlink(missing_ok=True)
             write_parquet(out_dir / f"{name}.failures.parquet", failures)
             check_failure_rate(name, len(failures), len(items), max_failure_rate,
                                f"see {out_dir / (name + '.failures.parquet')}; nothing merged")
-    embedded, failed = merge_shards(shard_dir, n_shards, out_dir, name, space.dim) if merged else (0, 0)
+        embedded, failed = merge_shards(shard_dir, n_shards, out_dir, name, space.dim, table)
     summary = ExtractionSummary(name, len(items), embedded, failed, done, skipped, merged, changed)
-    check_failure_rate(name, failed, len(items), max_failure_rate, f"see {out_dir / (name + '.failures.parquet')}")
     log.info("%s: %d items, %d embedded, %d failed; shards: %d computed (%d for changed files), %d already done%s",
              name, len(items), embedded, failed, done, changed, skipped,
              "" if merged else " (waiting for other ranks before merging)")
     return summary
 
 
-def _shard_failures(shard_dir: Path, n_shards: int) -> pd.DataFrame:
-    """The failed items recorded in a run's shard tables (id, position, reason)."""
-    table = pd.concat([pd.read_parquet(shard_paths(shard_dir, k)[1]) for k in range(n_shards)], ignore_index=True)
-    return table[~table["ok"]].reset_index(drop=True)[["id", "position", "reason"]]
+def _shard_table(shard_dir: Path, n_shards: int) -> pd.DataFrame:
+    """A run's shard tables, concatenated (one row per item: id, position, ok, reason, …)."""
+    return pd.concat([pd.read_parquet(shard_paths(shard_dir, k)[1]) for k in range(n_shards)], ignore_index=True)
 
 
-def merge_shards(shard_dir: Path, n_shards: int, out_dir: Path, name: str, dim: int) -> tuple[int, int]:
-    """Concatenate shards into ``<name>.npy`` + ``<name>.parquet`` (kept items) + ``<name>.failures.parquet``."""
-    tables = [pd.read_parquet(shard_paths(shard_dir, k)[1]) for k in range(n_shards)]
-    table = pd.concat(tables, ignore_index=True)
+def merge_shards(shard_dir: Path, n_shards: int, out_dir: Path, name: str, dim: int,
+                 table: pd.DataFrame) -> tuple[int, int]:
+    """Concatenate shards into ``<name>.npy`` + ``<name>.parquet`` (kept items) + ``<name>.failures.parquet``;
+    ``table`` is the run's shard tables (:func:`_shard_table`)."""
     kept = table[table["ok"]].reset_index(drop=True)
     failures = table[~table["ok"]].reset_index(drop=True)
     with npy_writer(out_dir / f"{name}.npy", (len(kept), dim)) as dest:

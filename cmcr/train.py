@@ -97,21 +97,24 @@ class ConnectionData:
                                     f"{embeddings / inputs[first][0]} and {embeddings / inputs[second][0]}")
         except ValueError as exc:
             raise ArtifactError(str(exc)) from None
-        if rows is not None:
+        gather = rows is not None  # rows dropped or reordered: one gather per matrix, whatever the reasons
+        if gather:
             log.warning("%s: %d items in both spaces (%s), %s: %d, %s: %d — pairs joined by %s", config.connection.name,
                         len(rows[first]), config.connection.shared_modality, first, len(tables[first]), second,
                         len(tables[second]), key)
-            shared = {s: np.asarray(x[rows[s]]) for s, x in shared.items()}
-            memory = {s: np.asarray(x[rows[s]]) for s, x in memory.items()}
-            tables = {s: t.iloc[rows[s]].reset_index(drop=True) for s, t in tables.items()}
+        else:
+            rows = {s: np.arange(len(tables[s])) for s in tables}
         if exclude_sources:
             if "source" not in tables[first]:
                 raise ArtifactError(f"{embeddings / inputs[first][0]}.parquet has no 'source' column: "
                                     "exclude_sources needs it")
-            keep = np.flatnonzero(~tables[first]["source"].isin(list(exclude_sources)).to_numpy())
-            log.info("excluding %s: %d of %d texts kept", list(exclude_sources), len(keep), len(tables[first]))
-            shared = {s: np.asarray(x[keep]) for s, x in shared.items()}
-            memory = {s: np.asarray(x[keep]) for s, x in memory.items()}
+            keep = np.flatnonzero(~tables[first]["source"].iloc[rows[first]].isin(list(exclude_sources)).to_numpy())
+            log.info("excluding %s: %d of %d texts kept", list(exclude_sources), len(keep), len(rows[first]))
+            rows = {s: np.asarray(r)[keep] for s, r in rows.items()}
+            gather = True
+        if gather:  # Eq. 2 row i belongs to shared row i: the same rows of both
+            shared = {s: np.asarray(x[rows[s]]) for s, x in shared.items()}
+            memory = {s: np.asarray(x[rows[s]]) for s, x in memory.items()}
         return cls(shared=shared, memory=memory)
 
     def resolve_dims(self, config: ConnectionConfig) -> ConnectionConfig:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cmcr.config import ConfigError
+from cmcr.config import ConfigError, _positive, _positive_int
 
 #: every top-level group params.yaml may have (README "Parameters")
 TOP_LEVEL = ("setup", "memory", "noise", "projector", "loss", "train", "connections", "demo", "extraction",
@@ -31,11 +31,6 @@ def _mapping(name: str, value: Any, keys: tuple[str, ...] | None = None) -> Mapp
     return value
 
 
-def _int(name: str, value: Any, minimum: int = 0) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _check_demo(demo: Mapping[str, Any]) -> None:
     import dataclasses
 
@@ -44,16 +39,15 @@ def _check_demo(demo: Mapping[str, Any]) -> None:
     demo = _mapping("demo", demo, ("world", "spaces", "overrides"))
     world = _mapping("demo.world", demo.get("world"), tuple(f.name for f in dataclasses.fields(WorldConfig)))
     for key, value in world.items():
-        _int(f"demo.world.{key}", value, minimum=0 if key == "seed" else 1)
+        _positive_int(f"demo.world.{key}", value, minimum=0 if key == "seed" else 1)
     spaces = _mapping("demo.spaces", demo.get("spaces"), ("dim", "epochs", "batch_size", "lr", "seed"))
     for key in ("dim", "epochs", "batch_size"):
         if key in spaces:
-            _int(f"demo.spaces.{key}", spaces[key], minimum=1)
+            _positive_int(f"demo.spaces.{key}", spaces[key], minimum=1)
     if "seed" in spaces:
-        _int("demo.spaces.seed", spaces["seed"])
-    if "lr" in spaces and (not isinstance(spaces["lr"], (int, float)) or isinstance(spaces["lr"], bool)
-                           or not spaces["lr"] > 0):
-        raise ConfigError(f"demo.spaces.lr must be a finite number > 0, got {spaces['lr']!r}")
+        _positive_int("demo.spaces.seed", spaces["seed"], minimum=0)
+    if "lr" in spaces:
+        _positive("demo.spaces.lr", spaces["lr"])
 
 
 def _check_paper(paper: Mapping[str, Any]) -> None:
@@ -77,7 +71,7 @@ def _check_paper(paper: Mapping[str, Any]) -> None:
     _mapping("paper.texts.files", texts.get("files"))
     for key in ("cc3m_subset", "seed"):
         if key in texts:
-            _int(f"paper.texts.{key}", texts[key])
+            _positive_int(f"paper.texts.{key}", texts[key], minimum=0)
     sets = _mapping("paper.sets", paper.get("sets"), ("clip", "clap", "ulip"))
     for space, entries in sets.items():
         for name, entry in _mapping(f"paper.sets.{space}", entries).items():
@@ -86,7 +80,7 @@ def _check_paper(paper: Mapping[str, Any]) -> None:
                 raise ConfigError(f"paper.sets.{space}.{name}.manifest must be a path, got {entry.get('manifest')!r}")
     extraction = _mapping("paper.extraction", paper.get("extraction"), ("batch_size", "num_workers", "shard_size"))
     for key, value in extraction.items():
-        _int(f"paper.extraction.{key}", value, minimum=0 if key == "num_workers" else 1)
+        _positive_int(f"paper.extraction.{key}", value, minimum=0 if key == "num_workers" else 1)
 
 
 def _check_benchmarks(benchmarks: Any) -> None:
@@ -107,6 +101,12 @@ def validate_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
     Raises ConfigError (one line: key, value, what is allowed) at the first problem.
     """
+    return {name: {"group": v.group, "label": v.label, **v.config.to_dict()}
+            for name, v in check_params(params).items()}
+
+
+def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`validate_params`'s checks; returns every variant resolved (``{name: Variant}``)."""
     from cmcr.evaluation import METRIC_OPTIONS, metric_options
     from cmcr.experiments import aggregates_needed, resolve_variant, setup_of, variant_names
 
@@ -149,6 +149,6 @@ def validate_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             connection = (variants.get(name) or {}).get("connection", "clip_clap") if isinstance(
                 variants.get(name), Mapping) else "?"
             raise ConfigError(f"variant {name} (connection {connection}): {message}") from None
-        resolved[name] = {"group": variant.group, "label": variant.label, **variant.config.to_dict()}
+        resolved[name] = variant
     aggregates_needed(params)  # Eq. 2 settings of every (connection, mode) the variants train with
     return resolved

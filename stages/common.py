@@ -120,16 +120,11 @@ def run(main) -> None:
     from cmcr.artifacts import ArtifactError
     from cmcr.checks import EmbeddingError
     from cmcr.config import ConfigError
-
     from cmcr.device import configure_threads
+    from cmcr.errors import one_line_errors
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(main)
-    try:
+    with one_line_errors(Path(sys.argv[0]).stem, (ConfigError, ArtifactError, EmbeddingError)):
         configure_threads()
         app()
-    except (ConfigError, ArtifactError, EmbeddingError) as exc:
-        if os.environ.get("CMCR_TRACEBACK"):
-            raise
-        print(f"{Path(sys.argv[0]).stem}: error: {exc}", file=sys.stderr)
-        sys.exit(1)

@@ -15,8 +15,8 @@ import json
 
 from common import CONNECTIONS, HISTORY, PARAMS_DIR, ROOT, params, run, setup_logging
 from cmcr.artifacts import atomic_path
-from cmcr.experiments import demo_scale, resolve_variant, training_spec, variant_connection
-from cmcr.validation import validate_params
+from cmcr.experiments import demo_scale, training_spec
+from cmcr.validation import check_params
 
 
 def write_if_changed(path, text: str) -> None:
@@ -29,11 +29,11 @@ def write_if_changed(path, text: str) -> None:
 def main() -> None:
     log = setup_logging("validate")
     p = params()
-    resolved = validate_params(p)
-    for name in resolved:
-        for note in demo_scale(p, variant_connection(p, name))[1]:
+    resolved = check_params(p)
+    for name, variant in resolved.items():
+        for note in demo_scale(p, variant.config.connection.name)[1]:
             log.info("variant %s: %s", name, note)
-        spec = json.dumps(training_spec(resolve_variant(p, name)), indent=1, sort_keys=True) + "\n"
+        spec = json.dumps(training_spec(variant), indent=1, sort_keys=True) + "\n"
         write_if_changed(PARAMS_DIR / f"{name}.json", spec)
     for stale in sorted(PARAMS_DIR.glob("*.json")):
         if stale.stem not in resolved:

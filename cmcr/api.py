@@ -86,17 +86,24 @@ class ConnectedModel:
         return cls(result, built, checkpoint_digest=file_digest(checkpoint), **kwargs)
 
     @classmethod
-    def from_pipeline(cls, root: str | Path = ".", variant: str = "K", *, checkpoint: str | Path | None = None,
-                      **kwargs: Any) -> "ConnectedModel":
-        """The model ``dvc repro`` trained: ``models/connections/<variant>.pt`` (or ``checkpoint``) with the encoders
-        of the project's setup — the demo stand-ins (``models/spaces/<space>.pt``) for ``setup: demo``, the
-        real encoders of ``paper.encoders`` for ``setup: paper``."""
-        from cmcr.experiments import setup_of
+    def from_pipeline(cls, root: str | Path = ".", variant: str = "K", *, seed: int | None = None,
+                      checkpoint: str | Path | None = None, **kwargs: Any) -> "ConnectedModel":
+        """The model ``dvc repro`` trained: ``models/connections/<variant>/seed<seed>.pt`` (``seed`` default: the
+        first of params.yaml's ``seeds``; or ``checkpoint``) with the encoders of the project's setup — the
+        demo stand-ins (``models/spaces/<space>.pt``) for ``setup: demo``, the real encoders of
+        ``paper.encoders`` for ``setup: paper``."""
+        from cmcr.experiments import checkpoint_path, seeds_of, setup_of
         from cmcr.params import load_params
 
         root = Path(root)
         params = load_params(root / "params.yaml")
-        path = Path(checkpoint) if checkpoint is not None else root / "models" / "connections" / f"{variant}.pt"
+        if checkpoint is not None:
+            path = Path(checkpoint)
+        else:
+            seeds = seeds_of(params)
+            if seed is not None and seed not in seeds:
+                raise ConfigError(f"seed {seed} is not one of params.yaml's seeds {seeds}: no such checkpoint")
+            path = checkpoint_path(root / "models" / "connections", variant, seeds[0] if seed is None else seed)
         result = load_checkpoint(path)
         setup = setup_of(params)
         spaces: dict[str, EncoderSpace] = {}

@@ -20,14 +20,24 @@ BENCHMARK_SETS = {
     "zeroshot3d": [("points", "ulip", "eval_points", ["concept"]), ("prompts", "clip", "prompts", ["label"])],
 }
 BENCHMARK_SETS["counterfactual"] = BENCHMARK_SETS["localization"]
-#: the modality of each evaluation set (what its space's loader is asked to load)
+#: connection → the true-pair sets its paired-data reference trains on (variants with ``paired: <dataset>``):
+#: (space, set name, modality); on disk ``<space>/<set>@<dataset>``, rows joined by ``pair_id``
+PAIRED_SETS = {"clip_clap": [("clip", "paired_image", "image"), ("clap", "paired_audio", "audio")],
+               "clip_ulip": [("clip", "paired_text", "text"), ("ulip", "paired_points", "points")]}
+#: the modality of each evaluation (or paired-reference) set (what its space's loader is asked to load)
 EVAL_SET_MODALITY = {"eval_audio": "audio", "eval_image": "image", "scene_proposals": "image",
-                     "scene_audio": "audio", "eval_points": "points", "prompts": "text"}
+                     "scene_audio": "audio", "eval_points": "points", "prompts": "text"} | {
+    name: modality for sets in PAIRED_SETS.values() for _, name, modality in sets}
 
 
 def set_name(name: str, dataset: str) -> str:
     """File name (without extension) of an evaluation set of one dataset: ``eval_audio@AVE``."""
     return f"{name}@{dataset}"
+
+
+def paired_sets(connection: str, dataset: str) -> dict[str, str]:
+    """``{space: file name}`` of the true pairs a paired-data reference of ``connection`` trains on."""
+    return {space: set_name(name, dataset) for space, name, _ in PAIRED_SETS[connection]}
 
 
 def evaluation_sets(benchmarks: Mapping[str, Any], space: str) -> dict[str, str]:

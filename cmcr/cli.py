@@ -72,11 +72,12 @@ def show_config(params: ParamsOpt = Path("params.yaml"), connection: ConnOpt = C
     if variant is None:
         typer.echo(json.dumps(resolve_config(params, connection, set_).to_dict(), indent=2))
         return
-    from cmcr.experiments import demo_scale, resolve_variant, setup_of, training_spec, variant_connection
+    from cmcr.experiments import demo_scale, resolve_variant, seeds_of, setup_of, training_spec, variant_connection
 
     p = deep_merge(load_params(params), parse_overrides(set_))
     v = resolve_variant(p, variant)
-    spec = training_spec(v) | {"group": v.group, "label": v.label, "setup": setup_of(p)}
+    # the pipeline trains this config once per seed (train.seed = each of `seeds`)
+    spec = training_spec(v) | {"group": v.group, "label": v.label, "setup": setup_of(p), "seeds": seeds_of(p)}
     applied, notes = demo_scale(p, variant_connection(p, variant))
     spec["demo_scale"] = {"applied": applied, "not_applied": notes} if setup_of(p) == "demo" else None
     typer.echo(json.dumps(spec, indent=2))
@@ -348,15 +349,17 @@ def import_official(
     typer.echo(f"{release}: projectors for {', '.join(result.projectors)} ({result.config.projector.kind}) → {out}")
 
 
-def _model(root: Path, variant: str, checkpoint: Optional[Path], shared_space: str):
+def _model(root: Path, variant: str, seed: Optional[int], checkpoint: Optional[Path], shared_space: str):
     from cmcr.api import ConnectedModel
 
-    return ConnectedModel.from_pipeline(root, variant, checkpoint=checkpoint, shared_space=shared_space)
+    return ConnectedModel.from_pipeline(root, variant, seed=seed, checkpoint=checkpoint, shared_space=shared_space)
 
 
 RootOpt = Annotated[Path, typer.Option("--root", help="the project whose params.yaml says the setup (demo stand-ins "
                                                       "or paper.encoders) and whose models/ hold the checkpoints")]
-VariantOpt = Annotated[str, typer.Option("--variant", "-v", help="which trained variant: models/connections/<variant>.pt")]
+VariantOpt = Annotated[str, typer.Option("--variant", "-v", help="which trained variant: models/connections/<variant>/")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="which of its training seeds (default: the first of params.yaml's "
+                                                     "seeds): models/connections/<variant>/seed<seed>.pt")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option(help="another projector checkpoint (e.g. `cmcr import-official`'s)")]
 SharedOpt = Annotated[str, typer.Option(help="the shared modality (text for CLIP–CLAP, images for CLIP–ULIP) from one "
                                              "space (clip / clap / ulip) or both averaged (mean)")]
@@ -373,6 +376,7 @@ def index(
     id_column: Annotated[Optional[str], typer.Option(help="with --manifest: unique id column (default: the path)")] = None,
     root: RootOpt = Path("."),
     variant: VariantOpt = "K",
+    seed: SeedOpt = None,
     checkpoint: CheckpointOpt = None,
     shared_space: SharedOpt = "mean",
     batch_size: int = 64,
@@ -397,7 +401,7 @@ def index(
         table = read_parquet(manifest, columns=[column] + ([id_column] if id_column else []))
         items = table[column].tolist()
         ids = table[id_column or column].astype(str).tolist()
-    model = _model(root, variant, checkpoint, shared_space)
+    model = _model(root, variant, seed, checkpoint, shared_space)
     info = build_index(model, modality.value, items, ids, out, shard_size=shard_size, batch_size=batch_size,
                        num_workers=num_workers, max_failure_rate=max_failure_rate)
     typer.echo(f"{out}: {info['rows']} {modality.value} items indexed, {info['failed']} failed "
@@ -413,6 +417,7 @@ def search(
     k: Annotated[int, typer.Option("--k", "-k", help="how many results")] = 5,
     root: RootOpt = Path("."),
     variant: VariantOpt = "K",
+    seed: SeedOpt = None,
     checkpoint: CheckpointOpt = None,
     shared_space: SharedOpt = "mean",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the results as JSON")] = None,
@@ -437,7 +442,7 @@ def search(
         modality, item = "text", text
     if k < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--k")
-    model = _model(root, variant, checkpoint, shared_space)
+    model = _model(root, variant, seed, checkpoint, shared_space)
     results = run_search(model, index_dir, item, modality, k=k, chunk=chunk)
     typer.echo(results.to_string(index=False, formatters={"score": "{:.4f}".format}))
     for path in (json_out, parquet_out):
@@ -448,6 +453,21 @@ def search(
 
         search_page(html_out, modality, item, results, index_dir)
         typer.echo(f"page: {html_out}")
+
+
+@app.command()
+def experiments(
+    root: Annotated[Path, typer.Option("--root", help="the DVC project")] = Path("."),
+    width: Annotated[int, typer.Option(help="the widest line to print")] = 200,
+    all_commits: Annotated[bool, typer.Option(help="experiments of every commit, not only HEAD's")] = False,
+) -> None:
+    """DVC experiments, readable: the params that differ between them and the headline metrics
+    (metrics/summary.json) — what `dvc exp show` buries among ~190 columns."""
+    from cmcr.exps import show_experiments
+
+    if width < 40:
+        raise typer.BadParameter("must be >= 40", param_hint="--width")
+    typer.echo(show_experiments(root, width, all_commits), nl=False)
 
 
 def main() -> None:

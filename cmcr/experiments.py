@@ -5,8 +5,10 @@ into a :class:`~cmcr.config.ConnectionConfig`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cmcr.config import (ConfigError, ConnectionConfig, connection_config_from_params, deep_merge,
@@ -14,8 +16,8 @@ from cmcr.config import (ConfigError, ConnectionConfig, connection_config_from_p
 from cmcr.sources.texts import SOURCES
 
 SETUPS = ("demo", "byo", "paper")
-GROUPS = ("table5", "figure3", "text_sources", "table4", "table1")
-_VARIANT_KEYS = {"group", "connection", "overrides", "exclude_sources", "label", "official"}
+GROUPS = ("table5", "figure3", "text_sources", "table4", "table1", "reference")
+_VARIANT_KEYS = {"group", "connection", "overrides", "exclude_sources", "label", "official", "paired"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Variant:
     config: ConnectionConfig
     exclude_sources: tuple[str, ...] = ()
     official: Mapping[str, str] | None = None  # {release, checkpoint}: import instead of training
+    paired: str | None = None  # a dataset of true pairs: the paired-data reference (train on them, not C-MCR)
 
 
 def setup_of(params: Mapping[str, Any]) -> str:
@@ -33,6 +36,24 @@ def setup_of(params: Mapping[str, Any]) -> str:
     if setup not in SETUPS:
         raise ConfigError(f"setup must be one of {SETUPS}, got {setup!r}")
     return setup
+
+
+def seeds_of(params: Mapping[str, Any]) -> list[int]:
+    """The training seeds (``seeds`` in params.yaml, default ``[0]``): every variant trains once per seed.
+    ConfigError unless a non-empty list of distinct integers ≥ 0."""
+    seeds = params.get("seeds", [0])
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise ConfigError(f"seeds must be a non-empty list of integers >= 0, e.g. [0, 1, 2], got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds lists a seed twice: {seeds}")
+    return list(seeds)
+
+
+def checkpoint_path(folder: str | Path, variant: str, seed: int, suffix: str = ".pt") -> Path:
+    """Where ``train@<variant>-<seed>`` writes: ``<folder>/<variant>/seed<seed><suffix>`` (checkpoints in
+    ``models/connections``, training histories in ``models/history`` with suffix ``.json``)."""
+    return Path(folder) / variant / f"seed{seed}{suffix}"
 
 
 def variant_names(params: Mapping[str, Any]) -> list[str]:
@@ -114,8 +135,8 @@ def variant_memory_mode(params: Mapping[str, Any], name: str) -> str | None:
     memory settings (base, connection, demo scale, variant) — so the aggregate stage that asks does not
     depend on σ², λ, epochs…"""
     entry = _variant_entry(params, name)
-    if entry.get("official"):
-        return None
+    if entry.get("official") or entry.get("paired"):
+        return None  # imported, or trained on true pairs: no Eq. 2
     layers = [demo_scale(params, variant_connection(params, name), ("memory",))[0]]
     layers.append(entry.get("overrides") or {})
     mode = None
@@ -164,7 +185,33 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
     bad = set(excluded) - set(SOURCES)
     if bad:
         raise ConfigError(f"variants.{name}.exclude_sources: unknown source(s) {sorted(bad)}; known: {SOURCES}")
-    return Variant(name, group, str(entry.get("label", name)), config, excluded, official)
+    paired = entry.get("paired")
+    if paired is not None:
+        if not isinstance(paired, str) or not paired:
+            raise ConfigError(f"variants.{name}.paired must be the name of a dataset of true pairs (e.g. demo), got {paired!r}")
+        if official or excluded:
+            raise ConfigError(f"variants.{name}: paired (train on true pairs) cannot be combined with "
+                              f"{'official' if official else 'exclude_sources'}")
+        if setup_of(params) == "demo" and paired != "demo":
+            raise ConfigError(f"variants.{name}.paired: the demo world's true pairs are the dataset 'demo', got {paired!r}")
+        if setup_of(params) == "paper":
+            from cmcr.benchmarks import paired_sets
+
+            sets = (params.get("paper") or {}).get("sets") or {}
+            missing = [f"paper.sets.{space}.{file}" for space, file in paired_sets(connection, paired).items()
+                       if file not in (sets.get(space) or {})]
+            if missing:
+                raise ConfigError(f"variants.{name}.paired: {paired!r} needs the manifests {', '.join(missing)} "
+                                  "(true pairs joined by pair_id; README \"Setups\")")
+        # what the paired objective uses, and nothing else: the pair term at τ3, no L_ttc, no Eq. 9, no Eq. 3
+        # noise — so its effective config (and data/params/<name>.json) changes only when those settings do
+        from cmcr.config import LossConfig, MemoryConfig, NoiseConfig
+
+        config = dataclasses.replace(
+            config, memory=MemoryConfig(), noise=NoiseConfig(enabled=False, renorm=False),
+            loss=LossConfig(pseudo_temperature=config.loss.pseudo_temperature, shared_pair=False, pseudo_pair=True,
+                            intra_spaces=(), lambda_intra=0.0))
+    return Variant(name, group, str(entry.get("label", name)), config, excluded, official, paired)
 
 
 def training_spec(variant: Variant) -> dict[str, Any]:
@@ -172,10 +219,10 @@ def training_spec(variant: Variant) -> dict[str, Any]:
     ``validate`` stage writes it per variant and ``train@<variant>`` depends on that file instead of on
     params, so a change of params retrains exactly the variants whose effective config changed."""
     return {"name": variant.name, "config": variant.config.to_dict(), "exclude_sources": list(variant.exclude_sources),
-            "official": dict(variant.official) if variant.official else None}
+            "official": dict(variant.official) if variant.official else None, "paired": variant.paired}
 
 
 def variant_from_spec(spec: Mapping[str, Any]) -> Variant:
     """Inverse of :func:`training_spec` (label and group are not part of it: the name stands in)."""
     return Variant(str(spec["name"]), "", str(spec["name"]), ConnectionConfig.from_dict(spec["config"]),
-                   tuple(spec.get("exclude_sources") or ()), spec.get("official"))
+                   tuple(spec.get("exclude_sources") or ()), spec.get("official"), spec.get("paired"))

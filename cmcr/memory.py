@@ -131,6 +131,11 @@ def aggregate_memory(
 
     bar = tqdm(total=n, desc=desc, unit="q", unit_scale=True, disable=not progress)
     with flush_denormals(dev):
+        if out is None and n <= query_chunk and dev.type == "cpu":  # one call: its own output, no copy
+            result = aggregate_chunk(queries_t.to(dtype=torch.float32)).to(dtype=torch.float32)
+            bar.update(n)
+            bar.close()
+            return result
         for start in range(0, n, query_chunk):
             q = queries_t[start:start + query_chunk].to(dev, dtype=torch.float32)
             out_t[start:start + q.shape[0]] = aggregate_chunk(q).to("cpu", dtype=torch.float32)
@@ -143,12 +148,22 @@ def aggregate_memory(
 #: on the CPU 1024 queries per SDPA call (the memory chunk only matters for the streamed kernel there);
 #: on a GPU, bigger tiles: 8192 × 65536 ran 2.1× faster than 1024 × 4096 in bf16 and 1.27× in fp32
 #: (H200, 50k × 1.8M), for 2 GiB of fp32 logits per tile.
-AUTO_CHUNKS = {"cpu": (1024, 4096), "accelerator": (8192, 65536)}
+AUTO_CHUNKS = {"cpu": (1024, 4096), "cpu_sdpa": (65536, 4096), "accelerator": (8192, 65536)}
 
 
 def resolve_chunks(config: MemoryConfig, device: torch.device) -> tuple[int, int]:
-    """``(query_chunk, memory_chunk)`` for ``device``: the configured integers, or ``AUTO_CHUNKS``."""
-    auto = AUTO_CHUNKS["cpu" if device.type == "cpu" else "accelerator"]
+    """``(query_chunk, memory_chunk)`` for ``device``: the configured integers, or ``AUTO_CHUNKS``.
+
+    With the SDPA kernel on the CPU (softmax, fp32: the default there) ``auto`` sends up to 65,536 queries
+    per call: SDPA streams over the memory itself, so a call holds only its queries and outputs (128 MB at
+    d = 512), and up to that many queries Eq. 2 *is* one SDPA call, its output returned as is (no copy).
+    The streamed and argmax kernels materialise query_chunk × memory_chunk logits: 1024 × 4096 there."""
+    if device.type != "cpu":
+        auto = AUTO_CHUNKS["accelerator"]
+    elif config.mode == "softmax" and resolve_kernel(config, device) == "sdpa":
+        auto = AUTO_CHUNKS["cpu_sdpa"]
+    else:
+        auto = AUTO_CHUNKS["cpu"]
     return (auto[0] if config.query_chunk == "auto" else int(config.query_chunk),
             auto[1] if config.memory_chunk == "auto" else int(config.memory_chunk))
 

@@ -38,6 +38,41 @@ def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
+def _get(m: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(m, Mapping):
+            return None
+        m = m.get(key)
+    return m
+
+
+def cell(m: Mapping[str, Any], *path: str) -> str:
+    """One score: ``mean ± std`` over the training seeds when ``m`` is a seed summary
+    (:func:`cmcr.metrics.seeds.summarize_seeds`, more than one seed), else the number alone."""
+    from cmcr.metrics.seeds import STD
+
+    value, std = _get(m, path), _get(m.get(STD), path) if isinstance(m, Mapping) else None
+    if value is None:
+        return "—"
+    return f"{value:.2f} ± {std:.2f}" if isinstance(std, (int, float)) else _fmt(value)
+
+
+def seeds_note(metrics: Mapping[str, Any]) -> str:
+    """How many training seeds the trained rows' mean ± std are over (read from the metrics themselves)."""
+    from cmcr.metrics.seeds import SEEDS
+
+    counts = sorted({len(m[SEEDS]) for by_variant in datasets_of(metrics).values() for m in by_variant.values()
+                     if isinstance(m, Mapping) and SEEDS in m})
+    if not counts:
+        return ""
+    seeds = sorted({s for by_variant in datasets_of(metrics).values() for m in by_variant.values()
+                    if isinstance(m, Mapping) and SEEDS in m for s in m[SEEDS]}, key=int)
+    if counts == [1]:
+        return f"\nTrained rows: one training seed ({seeds[0]}); no spread is shown (`seeds` in params.yaml).\n"
+    return (f"\nTrained rows: mean ± sample standard deviation over {counts[-1]} training seeds ({', '.join(seeds)}; "
+            "`seeds` in params.yaml). Random, no-connection and ceiling rows involve no training.\n")
+
+
 def _row(cells: list[Any]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -70,10 +105,11 @@ def table1(retrieval: Mapping[str, Any], paper: bool, variant: str = "K", extra:
     for dataset, by_variant in datasets_of(retrieval).items():
         for name, label in _methods(by_variant, variant, extra):
             m = by_variant[name]
-            rows.append([dataset, label] + [_fmt(m[d][k]) for d in ("A2I", "I2A") for k in ("mAP", "R@1", "R@5")])
+            rows.append([dataset, label] + [cell(m, d, k) for d in ("A2I", "I2A") for k in ("mAP", "R@1", "R@5")])
         if paper and dataset in PAPER_TABLE1:
             rows.append([dataset, "C-MCR (paper)"] + [_fmt(v) for d in ("A2I", "I2A") for v in PAPER_TABLE1[dataset][d]])
-    return "# Table 1 — zero-shot audio–image retrieval\n\n" + _table(header, rows) + pairs_note(retrieval)
+    return ("# Table 1 — zero-shot audio–image retrieval\n\n" + _table(header, rows) + pairs_note(retrieval)
+            + seeds_note(retrieval))
 
 
 def pairs_note(retrieval: Mapping[str, Any]) -> str:
@@ -91,10 +127,10 @@ def scene_table(title: str, metrics: Mapping[str, Any], keys: tuple[str, str], p
     for dataset, by_variant in datasets_of(metrics).items():
         for name, label in _methods(by_variant, variant, extra):
             label = "Random proposal and confidence" if name == "random" else label
-            rows.append([dataset, label] + [_fmt(by_variant[name][k]) for k in keys])
+            rows.append([dataset, label] + [cell(by_variant[name], k) for k in keys])
         if paper and dataset in paper_rows:
             rows.append([dataset, "C-MCR (paper)"] + [_fmt(paper_rows[dataset][k]) for k in keys])
-    return f"# {title}\n\n" + _table(["Dataset", "Method", *keys], rows)
+    return f"# {title}\n\n" + _table(["Dataset", "Method", *keys], rows) + seeds_note(metrics)
 
 
 def table2(localization: Mapping[str, Any], paper: bool, extra: Mapping[str, str] | None = None) -> str:
@@ -112,10 +148,11 @@ def table4(zeroshot: Mapping[str, Any], paper: bool, variant: str = "clip_ulip",
     rows = []
     for dataset, by_variant in datasets_of(zeroshot).items():
         for name, label in _methods(by_variant, variant, extra):
-            rows.append([dataset, label] + [_fmt(by_variant[name][k]) for k in ("top1", "top3", "top5")])
+            rows.append([dataset, label] + [cell(by_variant[name], k) for k in ("top1", "top3", "top5")])
         if paper and dataset == "ModelNet40":
             rows.append([dataset, "C-MCR (paper)"] + [_fmt(PAPER_TABLE4[k]) for k in ("top1", "top3", "top5")])
-    return "# Table 4 — zero-shot 3D classification\n\n" + _table(["Dataset", "Method", "Top1", "Top3", "Top5"], rows)
+    return ("# Table 4 — zero-shot 3D classification\n\n" + _table(["Dataset", "Method", "Top1", "Top3", "Top5"], rows)
+            + seeds_note(zeroshot))
 
 
 def _map_columns(retrieval: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -127,7 +164,7 @@ def _map_cells(retrieval: Mapping[str, Any], datasets: list[str], name: str) -> 
     cells = []
     for d in datasets:
         m = retrieval[d].get(name)
-        cells += [_fmt(m[direction]["mAP"]) if m else "—" for direction in ("A2I", "I2A")]
+        cells += [cell(m, direction, "mAP") if m else "—" for direction in ("A2I", "I2A")]
     return cells
 
 
@@ -145,19 +182,57 @@ def _flat(config: Any) -> dict[str, Any]:
     return out
 
 
-def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool, rows: list[str] | None = None) -> str:
-    """Table 5: ablation rows with their switches (read from each row's resolved config) and mAP.
+def _mean_map_per_seed(retrieval: Mapping[str, Any], datasets: list[str], name: str) -> dict[str, float]:
+    """``{seed: mean mAP over every dataset and direction}`` of one trained variant."""
+    from cmcr.metrics.seeds import seed_values
+
+    columns = [seed_values(retrieval[d][name], direction, "mAP") for d in datasets for direction in ("A2I", "I2A")
+               if isinstance(retrieval[d].get(name), Mapping)]
+    if not columns:
+        return {}
+    seeds = set.intersection(*(set(c) for c in columns))
+    return {s: sum(c[s] for c in columns) / len(columns) for s in sorted(seeds, key=int)}
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def reference_lines(retrieval: Mapping[str, Any], datasets: list[str], references: Mapping[str, str] | None) -> list[str]:
+    """The context of a retrieval table, one line each: random, no connection, the paired-data references
+    (``{variant: label}``) and the benchmark's ceiling, A2I and I2A mAP per dataset (mean ± std where trained)."""
+    rows = [("random", "Random (expected) mAP"), ("no_connection", "No connection (original spaces) mAP"),
+            *((n, f"{label} mAP") for n, label in (references or {}).items()),
+            ("ceiling", "Ceiling mAP (a perfect ranker of the benchmark's classes, `cmcr/metrics/ceiling.py`)")]
+    return [f"{label}: " + "; ".join(f"{d} A2I {cell(retrieval[d][key], 'A2I', 'mAP')}, I2A {cell(retrieval[d][key], 'I2A', 'mAP')}"
+                                     for d in datasets if isinstance(retrieval[d].get(key), Mapping)
+                                     and "skipped" not in retrieval[d][key]) + "."
+            for key, label in rows
+            if any(isinstance(retrieval[d].get(key), Mapping) and "skipped" not in retrieval[d][key] for d in datasets)]
+
+
+def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool, rows: list[str] | None = None,
+           references: Mapping[str, str] | None = None) -> str:
+    """Table 5: ablation rows with their switches (read from each row's resolved config), mAP (mean ± std over
+    the training seeds), the paired difference to K and each row relative to K beside the paper's.
 
     ``rows``: the variants of group ``table5`` in params order (default: the paper's A–K present in
     ``configs``); a row the paper does not have gets "–" in the paper columns, and any config value
-    in which a row differs from K beyond the switch columns is named in the last column."""
+    in which a row differs from K beyond the switch columns is named in the last column. A score marked †
+    differs from K's beyond the seed spread (:func:`cmcr.metrics.seeds.paired_difference`). Below the table:
+    random, no connection, the paired-data references (``references``: {variant: label}) and the ceiling."""
+    from cmcr.metrics.seeds import paired_difference, seed_values
+
     datasets, columns = _map_columns(retrieval)
     rows = [r for r in (rows if rows is not None else list("ABCDEFGHIJK")) if r in configs]
     header = ["Row", "Consistency", "Re-norm", "Noise", "L_ttc", "L_avc", "CLAP", "CLIP"] + columns
+    header += ["Δ mean mAP vs K (paired)", "row / K", "paper row / K"]
     if paper:
         header += ["paper AVE A2I", "paper AVE I2A", "paper Flickr A2I", "paper Flickr I2A"]
     reference = _flat(configs["K"]) if "K" in configs else None
     header.append("Other changes vs K")
+    k_seeds = _mean_map_per_seed(retrieval, datasets, "K") if "K" in rows else {}
+    marked = False
     body = []
     for row in rows:
         c = configs[row]
@@ -165,7 +240,26 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
         tick = lambda b: TICK if b else CROSS  # noqa: E731
         cells = [row, mode, tick(c.noise.renorm), tick(c.noise.enabled), tick(c.loss.shared_pair), tick(c.loss.pseudo_pair),
                  tick("clap" in c.loss.intra_spaces), tick("clip" in c.loss.intra_spaces)]
-        cells += _map_cells(retrieval, datasets, row)
+        for d in datasets:
+            for direction in ("A2I", "I2A"):
+                m = retrieval[d].get(row)
+                text = cell(m, direction, "mAP") if isinstance(m, Mapping) else "—"
+                k = retrieval[d].get("K")
+                if row != "K" and isinstance(m, Mapping) and isinstance(k, Mapping) and seed_values(m, direction, "mAP"):
+                    if paired_difference(seed_values(m, direction, "mAP"), seed_values(k, direction, "mAP"))["significant"]:
+                        text, marked = text + " †", True
+                cells.append(text)
+        mine = _mean_map_per_seed(retrieval, datasets, row)
+        if row == "K" or not mine or not k_seeds:
+            cells.append("–")
+        else:
+            diff = paired_difference(mine, k_seeds)
+            spread = "" if diff["std"] is None else f" ± {diff['std']:.2f}"
+            cells.append(f"{_signed(diff['mean'])}{spread}{' †' if diff['significant'] else ''}")
+            marked = marked or diff["significant"]
+        k_mean = sum(k_seeds.values()) / len(k_seeds) if k_seeds else None
+        cells.append(f"{sum(mine.values()) / len(mine) / k_mean:.2f}" if mine and k_mean else "–")
+        cells.append(f"{sum(PAPER_TABLE5[row]) / sum(PAPER_TABLE5['K']):.2f}" if row in PAPER_TABLE5 else "–")
         if paper:
             cells += [_fmt(v) for v in PAPER_TABLE5[row]] if row in PAPER_TABLE5 else ["–"] * 4
         other = []
@@ -174,36 +268,56 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
             other = [f"{k}={flat[k]!r}" for k in flat if k not in _TABLE5_SHOWN and flat[k] != reference.get(k)]
         cells.append(", ".join(other) or "–")
         body.append(cells)
-    chance = "; ".join(f"{d} {_fmt(retrieval[d]['random']['A2I']['mAP'])}" for d in datasets)
-    top = "; ".join(f"{d} {_fmt(retrieval[d]['ceiling']['A2I']['mAP'])}" for d in datasets if "ceiling" in retrieval[d])
-    return ("# Table 5 — ablations (retrieval mAP)\n\n" + _table(header, body) + f"\nRandom (expected) mAP: {chance}.\n"
-            + (f"Ceiling mAP (a perfect ranker of the benchmark's classes, `cmcr/metrics/ceiling.py`): {top}.\n"
-               if top else ""))
+    notes = reference_lines(retrieval, datasets, references)
+    footnote = ("\n† the paired difference to K over the training seeds (same seed, same initial weights and batch "
+                "order) is significant: |mean| > t₀.₉₇₅,ₙ₋₁ · sd / √n (two-sided paired t-test at 5 %, each cell on its "
+                "own: with no correction for the table's many comparisons, about one in twenty is marked by chance). "
+                + ("" if marked else "No row is marked. ")
+                + "`row / K` is the row's mean mAP over every column divided by K's; `paper row / K` the same ratio "
+                "of the paper's four Table 5 numbers.\n")
+    return ("# Table 5 — ablations (retrieval mAP)\n\n" + _table(header, body) + seeds_note(retrieval) + footnote + "\n"
+            + "\n".join(notes) + "\n")
 
 
 def figure3_points(retrieval: Mapping[str, Any], configs: Mapping[str, Any], names: list[str]) -> list[dict[str, Any]]:
-    """σ² sweep points (the figure3 variants and row K) per dataset, sorted by σ²; mean of A2I and I2A mAP."""
+    """σ² sweep points (the figure3 variants and row K) per dataset, sorted by σ²: A2I and I2A mAP and their
+    mean (means over the training seeds, with the std over seeds of each; ``None`` with one seed)."""
+    from cmcr.metrics.seeds import STD, mean_std, seed_values
+
     points = []
     for dataset, by_variant in datasets_of(retrieval).items():
         per_var = {}
         for name in names:
             if name in by_variant and name in configs:
                 m = by_variant[name]
+                a2i, i2a = seed_values(m, "A2I", "mAP"), seed_values(m, "I2A", "mAP")
+                both = {s: (a2i[s] + i2a[s]) / 2 for s in a2i if s in i2a}
+                mean, std = mean_std(list(both.values())) if both else ((m["A2I"]["mAP"] + m["I2A"]["mAP"]) / 2, None)
                 per_var[configs[name].noise.var] = {
                     "dataset": dataset, "var": configs[name].noise.var, "A2I": m["A2I"]["mAP"], "I2A": m["I2A"]["mAP"],
-                    "mean_mAP": (m["A2I"]["mAP"] + m["I2A"]["mAP"]) / 2, "variant": name}
+                    "mean_mAP": mean, "A2I_std": _get(m.get(STD), ("A2I", "mAP")),
+                    "I2A_std": _get(m.get(STD), ("I2A", "mAP")), "mean_mAP_std": std, "variant": name}
         points += [per_var[k] for k in sorted(per_var)]
     return points
 
 
-def figure3_table(points: list[dict[str, Any]]) -> str:
-    rows = [[p["dataset"], f"{p['var']:g}", _fmt(p["A2I"]), _fmt(p["I2A"]), _fmt(p["mean_mAP"]), p["variant"]]
-            for p in points]
+def _pm(mean: float, std: float | None) -> str:
+    return _fmt(mean) if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def figure3_table(points: list[dict[str, Any]], retrieval: Mapping[str, Any] | None = None,
+                  references: Mapping[str, str] | None = None) -> str:
+    rows = [[p["dataset"], f"{p['var']:g}", _pm(p["A2I"], p.get("A2I_std")), _pm(p["I2A"], p.get("I2A_std")),
+             _pm(p["mean_mAP"], p.get("mean_mAP_std")), p["variant"]] for p in points]
+    context = reference_lines(retrieval, list(datasets_of(retrieval)), references) if retrieval else []
     return "# Figure 3 — effect of the noise variance σ² (retrieval mAP)\n\n" + _table(
-        ["Dataset", "σ²", "A2I mAP", "I2A mAP", "mean mAP", "variant"], rows) + "\nPlot: `results/figure3.png`.\n"
+        ["Dataset", "σ²", "A2I mAP", "I2A mAP", "mean mAP", "variant"], rows) + (
+        "\nMean ± std over the training seeds (`seeds` in params.yaml). Plot: `results/figure3.png`.\n") + (
+        "\n" + "\n".join(context) + "\n" if context else "")
 
 
-def text_sources_table(retrieval: Mapping[str, Any], labels: Mapping[str, str], paper: bool) -> str:
+def text_sources_table(retrieval: Mapping[str, Any], labels: Mapping[str, str], paper: bool,
+                       references: Mapping[str, str] | None = None) -> str:
     datasets, columns = _map_columns(retrieval)
     header = ["Texts"] + columns + (["paper AVE A2I", "paper AVE I2A", "paper Flickr A2I", "paper Flickr I2A"]
                                     if paper else [])
@@ -213,7 +327,9 @@ def text_sources_table(retrieval: Mapping[str, Any], labels: Mapping[str, str], 
         if paper:
             cells += [_fmt(v) for v in PAPER_TEXT_SOURCES[name if name != "K" else "full"]]
         rows.append(cells)
-    return "# Appendix A — training texts by source (retrieval mAP)\n\n" + _table(header, rows)
+    context = reference_lines(retrieval, datasets, references)
+    return ("# Appendix A — training texts by source (retrieval mAP)\n\n" + _table(header, rows) + seeds_note(retrieval)
+            + ("\n" + "\n".join(context) + "\n" if context else ""))
 
 
 def plot_figure3(points: list[dict[str, Any]], path: Path) -> None:
@@ -225,7 +341,9 @@ def plot_figure3(points: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
     for dataset in dict.fromkeys(p["dataset"] for p in points):
         mine = [p for p in points if p["dataset"] == dataset]
-        ax.plot([p["var"] for p in mine], [p["mean_mAP"] for p in mine], "o-", label=f"{dataset} (mean of A2I, I2A)")
+        spread = [p.get("mean_mAP_std") or 0.0 for p in mine]
+        ax.errorbar([p["var"] for p in mine], [p["mean_mAP"] for p in mine], yerr=spread, fmt="o-", capsize=3,
+                    label=f"{dataset} (mean of A2I, I2A; ± std over seeds)")
     ax.set_xlabel("noise variance σ²")
     ax.set_ylabel("mAP (%)")
     ax.set_title("Figure 3: σ² sweep")
@@ -235,17 +353,23 @@ def plot_figure3(points: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_losses(histories: Mapping[str, list[dict[str, float]]], path: Path) -> None:
+def plot_losses(histories: Mapping[str, Mapping[int, list[dict[str, float]]]], path: Path) -> None:
+    """Training loss per epoch, one line per variant: the mean over its seeds (``histories[variant][seed]``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=120)
-    for name, history in histories.items():
-        ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], label=name, lw=1)
+    for name, by_seed in histories.items():
+        runs = [h for h in by_seed.values() if h]
+        if not runs:
+            continue
+        epochs = min(len(h) for h in runs)
+        ax.plot([runs[0][e]["epoch"] for e in range(epochs)],
+                [sum(h[e]["loss"] for h in runs) / len(runs) for e in range(epochs)], label=name, lw=1)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss (Eq. 10)")
+    ax.set_ylabel("training loss (Eq. 10), mean over seeds")
     ax.legend(fontsize=6, ncol=3)
     fig.tight_layout()
     fig.savefig(path)

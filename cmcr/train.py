@@ -26,7 +26,7 @@ from cmcr.artifacts import load_npy
 from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_same_rows
 from cmcr.config import ConnectionConfig
 from cmcr.enhance import semantic_completion
-from cmcr.loss import total_loss
+from cmcr.loss import symmetric_info_nce, total_loss
 from cmcr.device import resolve_device
 from cmcr.projector import build_projectors, count_parameters
 
@@ -158,11 +158,15 @@ class TrainResult:
     projectors: nn.ModuleDict
     config: ConnectionConfig
     history: list[dict[str, float]] = field(default_factory=list)
+    #: what the projectors were trained for: "cmcr" (Eq. 10 on the shared modality and Eq. 2 aggregates) or
+    #: "paired" (the paired-data reference, :func:`train_paired`: only ``projector`` and ``train`` of the config apply)
+    objective: str = "cmcr"
 
     def checkpoint(self) -> dict[str, Any]:
         """Projector weights + exact config + per-epoch history; loadable with ``weights_only=True``."""
         return {
             "format": CHECKPOINT_FORMAT,
+            "objective": self.objective,
             "connection": self.config.connection.name,
             "projectors": {s: {k: v.detach().cpu() for k, v in m.state_dict().items()}
                            for s, m in self.projectors.items()},
@@ -191,6 +195,80 @@ def train_connection(data: ConnectionData, config: ConnectionConfig, *, progress
     Input widths missing from ``config.projector.in_dims`` are read from the data (:meth:`ConnectionData.resolve_dims`)."""
     config = data.resolve_dims(config)
     n = data.validate(config)
+    spaces = config.connection.spaces
+
+    def step(projectors: nn.ModuleDict, tensors: Mapping[str, torch.Tensor], idx: torch.Tensor,
+             generator: torch.Generator) -> dict[str, torch.Tensor]:
+        projected_shared = {s: projectors[s](semantic_completion(tensors[f"shared/{s}"][idx], config.noise, generator))
+                            for s in spaces}
+        projected_memory = {s: projectors[s](semantic_completion(tensors[f"memory/{s}"][idx], config.noise, generator))
+                            for s in spaces}
+        return total_loss(projected_shared, projected_memory, spaces, config.loss)
+
+    inputs = {f"shared/{s}": data.shared[s] for s in spaces} | {f"memory/{s}": data.memory[s] for s in spaces}
+    return _fit(inputs, n, config, step, progress=progress)
+
+
+def load_true_pairs(embeddings: str | Path, connection: str, dataset: str) -> dict[str, np.ndarray]:
+    """The true pairs a paired-data reference trains on, from the pipeline's embeddings folder:
+    ``<embeddings>/<space>/<set>@<dataset>`` of :data:`cmcr.benchmarks.PAIRED_SETS`, rows joined by ``pair_id``
+    (an item that failed to load on either side drops its pair). ArtifactError naming a missing file or column."""
+    from cmcr.artifacts import ArtifactError, load_embedding_set
+    from cmcr.benchmarks import paired_sets
+    from cmcr.pairing import pair_rows
+
+    files = paired_sets(connection, dataset)
+    loaded = {space: load_embedding_set(Path(embeddings) / space, file, columns=["pair_id"]) for space, file in files.items()}
+    (first, (m1, t1)), (second, (m2, t2)) = loaded.items()
+    try:
+        rows1, rows2, coverage = pair_rows(t1, t2, "pair_id", f"{dataset} true pairs ({files[first]}, {files[second]})")
+    except ValueError as exc:
+        raise ArtifactError(str(exc)) from None
+    if coverage["scored"] < coverage["listed"]:
+        log.warning("%s true pairs: %d of %d ids on both sides", dataset, coverage["scored"], coverage["listed"])
+    return {first: np.asarray(m1[rows1]), second: np.asarray(m2[rows2])}
+
+
+def train_paired(pairs: Mapping[str, torch.Tensor | np.ndarray], config: ConnectionConfig, *,
+                 progress: bool = True) -> TrainResult:
+    """The paired-data reference: the same two projectors, optimiser, schedule, epochs and batch size as
+    C-MCR, trained directly on *true* pairs of the two non-shared modalities (row i of ``pairs[space]``
+    for each of ``config.connection.spaces``, e.g. an image in CLIP and its own sound in CLAP) with the
+    symmetric InfoNCE of Eq. 1 at τ3 (``loss.pseudo_temperature``, the temperature C-MCR uses for its
+    pseudo audio–image pairs). No Eq. 3 noise and no Eq. 9 term: this is what supervision by paired data
+    reaches, the role the paper's Table 1 gives to methods trained on audio–visual pairs. C-MCR never
+    sees these pairs."""
+    spaces = config.connection.spaces
+    if set(pairs) != set(spaces):
+        raise EmbeddingError(f"paired data must be given for spaces {list(spaces)}, got {sorted(pairs)}")
+    dims = dict(config.projector.in_dims)
+    n = None
+    for space in spaces:
+        name = config.connection.embedding_name(space, config.connection.memory_modality[space]) + " (true pairs)"
+        check_matrix(pairs[space], name, dim=dims.get(space))
+        dims[space] = int(as_tensor(pairs[space][:1]).shape[1])
+        if n is None:
+            n, first = pairs[space].shape[0], (pairs[space], name)
+        else:
+            check_same_rows(first[0], first[1], pairs[space], name)
+    assert n is not None
+    config = dataclasses.replace(config, projector=dataclasses.replace(config.projector, in_dims=dims))
+    first_space, second_space = spaces
+
+    def step(projectors: nn.ModuleDict, tensors: Mapping[str, torch.Tensor], idx: torch.Tensor,
+             generator: torch.Generator) -> dict[str, torch.Tensor]:
+        pair = symmetric_info_nce(projectors[first_space](tensors[first_space][idx]),
+                                  projectors[second_space](tensors[second_space][idx]), config.loss.pseudo_temperature)
+        return {"paired": pair, "loss": pair}
+
+    return dataclasses.replace(_fit(dict(pairs), n, config, step, progress=progress), objective="paired")
+
+
+def _fit(inputs: Mapping[str, torch.Tensor | np.ndarray], n: int, config: ConnectionConfig, step, *,
+         progress: bool) -> TrainResult:
+    """The optimisation loop both trainers share: the inputs moved to the device once, a seeded shuffle per
+    epoch, batches as index slices, ``step(projectors, tensors, idx, generator)`` giving the loss parts,
+    AdamW with the per-step cosine learning rate, a per-epoch history of mean losses."""
     tc = config.train
     spaces = config.connection.spaces
     device = resolve_device(tc.device)
@@ -200,20 +278,16 @@ def train_connection(data: ConnectionData, config: ConnectionConfig, *, progress
 
     torch.manual_seed(tc.seed)  # projector initialisation
     projectors = build_projectors(config.projector, spaces).to(device)
-    log.info("training %s: %d items, %d steps/epoch × %d epochs, %d trainable parameters, device %s",
-             config.connection.name, n, len(slices), tc.epochs, count_parameters(projectors), device)
-
-    def to_device(x: torch.Tensor | np.ndarray) -> torch.Tensor:
-        return as_tensor(x).detach().to(device=device, dtype=torch.float32)  # frozen encoders: no graph back
-
-    shared = {s: to_device(data.shared[s]) for s in spaces}
-    memory = {s: to_device(data.memory[s]) for s in spaces}
+    log.info("training %s: %d items, %d steps/epoch × %d epochs, %d trainable parameters, device %s, seed %d",
+             config.connection.name, n, len(slices), tc.epochs, count_parameters(projectors), device, tc.seed)
+    # frozen encoders: no graph back
+    tensors = {k: as_tensor(x).detach().to(device=device, dtype=torch.float32) for k, x in inputs.items()}
 
     optimizer = torch.optim.AdamW(projectors.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     total_steps = tc.epochs * len(slices)
     generator = torch.Generator(device=device).manual_seed(tc.seed)
     history: list[dict[str, float]] = []
-    step = 0
+    steps = 0
     projectors.train()
     bar = tqdm(total=total_steps, desc=f"train {config.connection.name}", unit="step", disable=not progress)
     for epoch in range(tc.epochs):
@@ -221,19 +295,16 @@ def train_connection(data: ConnectionData, config: ConnectionConfig, *, progress
         order = torch.randperm(n, generator=generator, device=device)
         sums: dict[str, float] = {}
         for sl in slices:
-            lr = cosine_lr(step, total_steps, tc.lr, tc.min_lr) if tc.lr_schedule == "cosine" else tc.lr
+            lr = cosine_lr(steps, total_steps, tc.lr, tc.min_lr) if tc.lr_schedule == "cosine" else tc.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            idx = order[sl]
-            projected_shared = {s: projectors[s](semantic_completion(shared[s][idx], config.noise, generator)) for s in spaces}
-            projected_memory = {s: projectors[s](semantic_completion(memory[s][idx], config.noise, generator)) for s in spaces}
-            parts = total_loss(projected_shared, projected_memory, spaces, config.loss)
+            parts = step(projectors, tensors, order[sl], generator)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             optimizer.step()
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
-            step += 1
+            steps += 1
             bar.update(1)
         # no wall-clock time in the history: it goes into the checkpoint, whose bytes must depend only on
         # the training (identical weights → identical file → no dvc.lock churn); the log has the timing
@@ -262,4 +333,4 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for space, state in payload["projectors"].items():
         projectors[space].load_state_dict(state)
     projectors.eval()
-    return TrainResult(projectors, config, list(payload.get("history", [])))
+    return TrainResult(projectors, config, list(payload.get("history", [])), str(payload.get("objective", "cmcr")))

@@ -15,7 +15,7 @@ from typing import Any
 from cmcr.config import ConfigError, _positive, _positive_int
 
 #: every top-level group params.yaml may have (README "Parameters")
-TOP_LEVEL = ("setup", "memory", "noise", "projector", "loss", "train", "connections", "demo", "extraction",
+TOP_LEVEL = ("setup", "seeds", "memory", "noise", "projector", "loss", "train", "connections", "demo", "extraction",
              "paper", "benchmarks", "evaluation", "variants")
 
 
@@ -96,6 +96,22 @@ def _check_benchmarks(benchmarks: Any) -> None:
             raise ConfigError(f"benchmarks.{name} lists a dataset twice: {datasets}")
 
 
+def _check_no_train_seed(params: Mapping[str, Any]) -> None:
+    """The pipeline's training seeds are ``seeds`` (one run per entry); a ``train.seed`` anywhere in params
+    would be silently replaced, so it is an error naming where it is."""
+    places = [("train", params.get("train"))]
+    places += [(f"connections.{c}.train", (g or {}).get("train")) for c, g in (params.get("connections") or {}).items()
+               if isinstance(g, Mapping)]
+    places += [(f"variants.{v}.overrides.train", ((e or {}).get("overrides") or {}).get("train"))
+               for v, e in (params.get("variants") or {}).items() if isinstance(e, Mapping)
+               and isinstance(e.get("overrides") or {}, Mapping)]
+    places += [("demo.overrides.train", (((params.get("demo") or {}).get("overrides") or {}).get("train")))]
+    for where, group in places:
+        if isinstance(group, Mapping) and "seed" in group:
+            raise ConfigError(f"{where}.seed: the pipeline trains every variant once per entry of `seeds` "
+                              f"(e.g. seeds: [0, 1, 2]); remove {where}.seed = {group['seed']!r} and list it in seeds")
+
+
 def validate_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Check everything a ``dvc repro`` would use; return ``{variant: effective config as a dict}``.
 
@@ -108,7 +124,7 @@ def validate_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`validate_params`'s checks; returns every variant resolved (``{name: Variant}``)."""
     from cmcr.evaluation import METRIC_OPTIONS, metric_options
-    from cmcr.experiments import aggregates_needed, resolve_variant, setup_of, variant_names
+    from cmcr.experiments import aggregates_needed, resolve_variant, seeds_of, setup_of, variant_names
 
     if not isinstance(params, Mapping):
         raise ConfigError(f"params must be a mapping, got {type(params).__name__}")
@@ -116,6 +132,8 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"params: unknown top-level key(s) {unknown}; known: {', '.join(TOP_LEVEL)}")
     setup_of(params)
+    seeds_of(params)
+    _check_no_train_seed(params)
     from cmcr.config import CONNECTIONS
 
     connections = _mapping("connections", params.get("connections"), tuple(CONNECTIONS))

@@ -91,6 +91,8 @@ class WorldConfig:
     eval_points: int = 600         # 3D classification items
     scenes: int = 300              # localization scenes: two objects, the sound of one of them
     scene_negatives: int = 150     # counterfactual negatives: the sound of an object not in the scene
+    reference_pairs: int = 3000    # true audio–image pairs (the paired-data reference trains on them; C-MCR never)
+    reference_points: int = 2000   # true point cloud–caption pairs (the same for CLIP–ULIP)
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -339,6 +341,17 @@ def generate_world(root: str | Path, config: WorldConfig = WorldConfig(), *, pro
     weights = np.array([1.66, 0.58, 0.077]) / (1.66 + 0.58 + 0.077)
     for _ in range(config.corpus):
         add_caption(int(rng.integers(k)), int(rng.integers(3)), SOURCES[rng.choice(3, p=weights)], "corpus")
+    # True pairs of the two modalities C-MCR connects without pairs, for the paired-data reference only
+    # (drawn last, so every item above is the same with or without them).
+    for _ in range(config.reference_pairs):
+        concept, size = int(rng.integers(k)), int(rng.integers(3))
+        add("audio", "reference", concept, size, pair)
+        add("image", "reference", concept, size, pair)
+        pair += 1
+    for _ in range(config.reference_points):
+        concept, size = int(rng.integers(k)), int(rng.integers(3))
+        add("points", "reference", concept, size, pair, add_caption(concept, size, SOURCES[rng.integers(3)], "reference"))
+        pair += 1
     generate_scenes(root, config)
     write_parquet(root / "manifest.parquet", pd.DataFrame(rows))
     write_parquet(root / "captions.parquet", pd.DataFrame(captions))
@@ -418,7 +431,8 @@ class WorldFiles:
 
     #: evaluation set → where its items are in the world
     EVAL = {"eval_image": "eval", "eval_audio": "eval", "eval_points": "eval", "prompts": "prompts",
-            "scene_proposals": "proposals", "scene_audio": "scenes"}
+            "scene_proposals": "proposals", "scene_audio": "scenes", "paired_image": "reference",
+            "paired_audio": "reference", "paired_points": "reference", "paired_text": "reference"}
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -472,8 +486,13 @@ class WorldFiles:
             scenes = self._table("scenes/scenes.parquet")
             return scenes.drop(columns=["image", "audio"]).assign(item=[str(self.root / a) for a in scenes["audio"]])
         manifest = self._table("manifest.parquet")
+        if source == "reference" and modality == "text":  # the captions of the reference point clouds
+            points = manifest[(manifest["modality"] == "points") & (manifest["split"] == "reference")]
+            captions = self._table("captions.parquet").set_index("text_id")
+            rows = points.sort_values("pair_id")[["pair_id", "text_id", "concept", "size"]].reset_index(drop=True)
+            return rows.assign(item=list(captions.loc[rows["text_id"], "text"]))
         rows = manifest[(manifest["modality"] == modality) & (manifest["split"] == source)]
-        rows = rows.sort_values("pair_id" if source == "eval" else "item_id")
+        rows = rows.sort_values("pair_id" if source in ("eval", "reference") else "item_id")
         return rows.assign(item=[str(self.root / p) for p in rows["path"]]).reset_index(drop=True)
 
     def memory_items(self, modality: str, limit: int | None = None) -> list[str]:

@@ -15,7 +15,8 @@ from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
 from cmcr.benchmarks import BENCHMARKS
 from cmcr.evaluation import ceiling, evaluate_model, load_benchmark, metric_options, no_connection, random_baseline
-from cmcr.experiments import variant_connection, variant_names
+from cmcr.experiments import checkpoint_path, seeds_of, variant_connection, variant_names
+from cmcr.metrics.seeds import summarize_seeds
 from cmcr.train import load_checkpoint
 
 def main(benchmark: str) -> None:
@@ -24,11 +25,13 @@ def main(benchmark: str) -> None:
     if benchmark not in BENCHMARKS:
         raise typer.BadParameter(f"unknown benchmark {benchmark!r}; known: {sorted(BENCHMARKS)}")
     spaces = KNOWN_CONNECTIONS[BENCHMARKS[benchmark]].spaces
-    models = {"no_connection": no_connection(spaces)}
-    for name in variant_names(p):
-        if variant_connection(p, name) == BENCHMARKS[benchmark]:
-            projectors = load_checkpoint(CONNECTIONS / f"{name}.pt").projectors
-            models[name] = {s: projectors[s].embed for s in spaces}
+    seeds = seeds_of(p)
+    trained = [name for name in variant_names(p) if variant_connection(p, name) == BENCHMARKS[benchmark]]
+    models = {("no_connection", None): no_connection(spaces)}
+    for name in trained:
+        for seed in seeds:
+            projectors = load_checkpoint(checkpoint_path(CONNECTIONS, name, seed)).projectors
+            models[name, seed] = {s: projectors[s].embed for s in spaces}
     options = metric_options(benchmark, p["evaluation"].get(benchmark))
     metrics, items = {}, []
     for dataset in p["benchmarks"][benchmark] or []:
@@ -43,14 +46,21 @@ def main(benchmark: str) -> None:
                         coverage["scored"], coverage["listed"])
         metrics[dataset] = {"random": random_baseline(data), "ceiling": ceiling(data)} | ({"pairs": coverage} if coverage else {})
         widths = {key: int(x.shape[1]) for key, x in data.sets.items()}
-        for name, embed in models.items():
+        per_seed: dict[str, dict[str, dict]] = {}
+        for (name, seed), embed in models.items():
             if name == "no_connection" and len(set(widths.values())) > 1:  # nothing to compare directly
                 metrics[dataset][name] = {"skipped": f"the original spaces have different widths {widths}"}
                 log.info("%s / no_connection: skipped (widths %s)", dataset, widths)
                 continue
-            metrics[dataset][name], per_item = evaluate_model(data, embed, name)
-            items.append(per_item.assign(dataset=dataset))
-            log.info("%s / %s: %s", dataset, name, metrics[dataset][name])
+            scores, per_item = evaluate_model(data, embed, name)
+            items.append(per_item.assign(dataset=dataset, seed=-1 if seed is None else seed))
+            if seed is None:
+                metrics[dataset][name] = scores
+            else:
+                per_seed.setdefault(name, {})[str(seed)] = scores
+            log.info("%s / %s%s: %s", dataset, name, "" if seed is None else f" seed {seed}", scores)
+        for name, by_seed in per_seed.items():  # mean (where one run's scores were), std and every seed
+            metrics[dataset][name] = summarize_seeds(by_seed)
     write_json(METRICS / f"{benchmark}.json", metrics)
     write_parquet(ROOT / "data" / "eval" / f"{benchmark}_items.parquet",
                   pd.concat(items, ignore_index=True) if items else pd.DataFrame())

@@ -10,7 +10,7 @@ from common import CONNECTIONS, EMBEDDINGS, HISTORY, METRICS, RESULTS, ROOT, WOR
 from cmcr import report
 from cmcr.examples import write_examples
 from cmcr.artifacts import atomic_path, write_json
-from cmcr.experiments import resolve_variant, setup_of, variant_names
+from cmcr.experiments import checkpoint_path, resolve_variant, seeds_of, setup_of, variant_names
 
 
 def write_text(path, text: str) -> None:
@@ -31,19 +31,21 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     # variants of group table1 / table4 other than ours (e.g. the official release) become extra rows
     extra = {"no_connection": "No connection (original spaces, no training)"} | {
-        n: v.label for n, v in variants.items() if v.group in ("table1", "table4") and n not in ("K", "clip_ulip")}
+        n: v.label for n, v in variants.items() if v.group in ("table1", "table4", "reference") and n not in ("K", "clip_ulip")}
     retrieval = scores["retrieval"]
     if report.datasets_of(retrieval):
         write_text(RESULTS / "table1_retrieval.md", report.table1(retrieval, paper, extra=extra))
-        write_text(RESULTS / "table5_ablations.md", report.table5(retrieval, configs, paper,
-                                                                   [n for n, v in variants.items() if v.group == "table5"]))
+        references = {n: v.label for n, v in variants.items()
+                      if v.group == "reference" and v.config.connection.name == "clip_clap"}
+        write_text(RESULTS / "table5_ablations.md", report.table5(
+            retrieval, configs, paper, [n for n, v in variants.items() if v.group == "table5"], references=references))
         sweep = [n for n, v in variants.items() if v.group == "figure3"] + ["K"]
         points = report.figure3_points(retrieval, configs, sweep)
         write_json(RESULTS / "figure3.json", points)
-        write_text(RESULTS / "figure3_noise.md", report.figure3_table(points))
+        write_text(RESULTS / "figure3_noise.md", report.figure3_table(points, retrieval, references))
         report.plot_figure3(points, RESULTS / "figure3.png")
         labels = {"K": "Full"} | {n: v.label for n, v in variants.items() if v.group == "text_sources"}
-        write_text(RESULTS / "appendix_text_sources.md", report.text_sources_table(retrieval, labels, paper))
+        write_text(RESULTS / "appendix_text_sources.md", report.text_sources_table(retrieval, labels, paper, references))
     for benchmark, render, out in (("localization", report.table2, "table2_localization.md"),
                                    ("counterfactual", report.table3, "table3_counterfactual.md"),
                                    ("zeroshot3d", report.table4, "table4_zeroshot3d.md")):
@@ -52,11 +54,13 @@ def main() -> None:
     # the headline metrics (the pipeline's only DVC metrics file): the first trained variant of each connection
     main_variants: dict[str, str] = {}
     for n, v in variants.items():
-        if not v.official:
+        if not v.official and not v.paired:
             main_variants.setdefault(v.config.connection.name, n)
     summary = report.headline(scores, main_variants)
     write_json(METRICS / "summary.json", summary)
-    histories = {n: json.loads((HISTORY / f"{n}.json").read_text()) for n in variants if not variants[n].official}
+    seeds = seeds_of(p)
+    histories = {n: {s: json.loads(checkpoint_path(HISTORY, n, s, ".json").read_text()) for s in seeds}
+                 for n in variants if not variants[n].official}
     report.plot_losses(histories, RESULTS / "training_losses.png")
     images = {name: caption for name, caption in (("figure3.png", "Figure 3: retrieval mAP against σ²"),
                                                   ("training_losses.png", "Training loss per variant"))
@@ -78,7 +82,7 @@ def main() -> None:
         table = pd.read_parquet(scenes, columns=["scene_id", "image"])
         return {str(s): WORLD / str(i) for s, i in zip(table["scene_id"], table["image"])}
 
-    checkpoints = {c: CONNECTIONS / f"{n}.pt" for c, n in main_variants.items()}
+    checkpoints = {c: checkpoint_path(CONNECTIONS, n, seeds[0]) for c, n in main_variants.items()}  # first seed
     trust = bool((p["paper"]["encoders"].get("ulip") or {}).get("trust_pickled_points", False))
     write_examples(RESULTS / "examples.html", EMBEDDINGS, checkpoints,
                    {b: list(p["benchmarks"][b] or []) for b in ("retrieval", "localization", "zeroshot3d")},

@@ -15,7 +15,7 @@ import json
 
 from common import CONNECTIONS, HISTORY, PARAMS_DIR, ROOT, params, run, setup_logging
 from cmcr.artifacts import atomic_path
-from cmcr.experiments import demo_scale, training_spec
+from cmcr.experiments import checkpoint_path, demo_scale, seeds_of, training_spec
 from cmcr.validation import check_params
 
 
@@ -39,13 +39,16 @@ def main() -> None:
         if stale.stem not in resolved:
             log.info("removing %s: variant %s is no longer in params.yaml", stale, stale.stem)
             stale.unlink()
+    expected = {checkpoint_path(folder, name, seed, suffix) for name in resolved for seed in seeds_of(p)
+                for folder, suffix in ((CONNECTIONS, ".pt"), (HISTORY, ".json"))}
     orphans = sorted(str(f.relative_to(ROOT)) for folder, suffix in ((CONNECTIONS, ".pt"), (HISTORY, ".json"))
-                     for f in folder.glob(f"*{suffix}") if f.stem not in resolved)
+                     for f in folder.rglob(f"*{suffix}") if f not in expected)
     if orphans:  # DVC keeps the outputs of a stage that no longer exists; nothing reads them (stages go by params)
-        log.warning("outputs of variants no longer in params.yaml (not evaluated or reported; delete them with "
-                    "`rm %s`): %s", " ".join(orphans), ", ".join(orphans))
+        log.warning("outputs of variants or seeds no longer in params.yaml (not evaluated or reported; delete them "
+                    "with `rm %s`): %s", " ".join(orphans), ", ".join(orphans))
     write_if_changed(PARAMS_DIR / "valid.txt", "params.yaml passed the validate stage (cmcr.validation.validate_params)\n")
-    log.info("%s: valid; %d variants (%s) → %s", ROOT / "params.yaml", len(resolved), ", ".join(resolved), PARAMS_DIR)
+    log.info("%s: valid; %d variants (%s) × seeds %s → %s", ROOT / "params.yaml", len(resolved), ", ".join(resolved),
+             seeds_of(p), PARAMS_DIR)
 
 
 if __name__ == "__main__":

@@ -208,10 +208,10 @@ def test_cli_index_and_search_on_a_project(files, tmp_path):
 
     project = tmp_path / "project"
     (project / "models" / "spaces").mkdir(parents=True)
-    (project / "models" / "connections").mkdir(parents=True)
+    (project / "models" / "connections" / "K").mkdir(parents=True)
     for s in ("clip", "clap"):
         shutil.copy(files["root"] / f"{s}.pt", project / "models" / "spaces" / f"{s}.pt")
-    shutil.copy(files["root"] / "clip_clap.pt", project / "models" / "connections" / "K.pt")
+    shutil.copy(files["root"] / "clip_clap.pt", project / "models" / "connections" / "K" / "seed0.pt")
     params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     folder = tmp_path / "imgs"

@@ -186,7 +186,9 @@ def test_accelerator_online_softmax_matches_the_float64_formula():
 def test_auto_chunks_resolve_per_device_and_explicit_sizes_win():
     from cmcr.memory import AUTO_CHUNKS, resolve_chunks
 
-    assert resolve_chunks(MemoryConfig(), torch.device("cpu")) == (1024, 4096) == AUTO_CHUNKS["cpu"]
+    assert resolve_chunks(MemoryConfig(), torch.device("cpu")) == (65536, 4096) == AUTO_CHUNKS["cpu_sdpa"]
+    assert resolve_chunks(MemoryConfig(kernel="streamed"), torch.device("cpu")) == (1024, 4096) == AUTO_CHUNKS["cpu"]
+    assert resolve_chunks(MemoryConfig(mode="argmax"), torch.device("cpu")) == (1024, 4096)
     assert resolve_chunks(MemoryConfig(), torch.device("cuda")) == (8192, 65536)
     assert resolve_chunks(MemoryConfig(query_chunk=7, memory_chunk="auto"), torch.device("cuda")) == (7, 65536)
     for bad in ("big", 0, -1, 2.5, True):
@@ -206,3 +208,19 @@ def test_thread_setting():
                 configure_threads({"CMCR_NUM_THREADS": bad})
     finally:
         torch.set_num_threads(before)
+
+
+def test_finiteness_check_by_sum_misses_nothing_and_allows_overflowing_finite_values():
+    """check_matrix sums a block first (a finite sum proves every value finite) and falls back to the
+    elementwise check only when the sum is not finite: huge finite values pass, any inf / NaN is found."""
+    import numpy as np
+
+    from cmcr.checks import check_matrix
+
+    check_matrix(torch.full((4, 3), 3e38), "huge")  # the sum overflows to inf; every value is finite
+    check_matrix(np.full((4, 3), -3e38, dtype=np.float32), "huge")
+    for bad in (float("inf"), -float("inf"), float("nan")):
+        for x in (torch.zeros(5, 3), np.zeros((5, 3), dtype=np.float32)):
+            x[3, 1] = bad
+            with pytest.raises(EmbeddingError, match="NaN or infinite values .first bad row 3"):
+                check_matrix(x, "x", chunk_rows=2)

@@ -180,6 +180,13 @@ def write_manifests(media, folder: Path) -> dict[str, dict[str, dict[str, str]]]
                            "gt_boxes": [[w // 4, h // 4, w - 1, h - 1]] if positive else []})
         sets["clip"][f"scene_proposals@{d}"] = manifest(f"{d}_proposals", **pd.DataFrame(proposals).to_dict("list"))
         sets["clap"][f"scene_audio@{d}"] = manifest(f"{d}_scenes", **pd.DataFrame(scenes).to_dict("list"))
+    # true pairs for the paired-data references (e.g. VGGSound clips with their frames; captioned 3D models)
+    sets["clip"]["paired_image@VGGSound"] = manifest("vggsound_frames", path=images[:4], pair_id=range(4))
+    sets["clap"]["paired_audio@VGGSound"] = manifest("vggsound_audio", path=sounds[:4], pair_id=range(4))
+    captions = ["a barbecue grill.", "a white toilet.", "a model train.", "a grill outdoors.", "a toilet seat.", "a train."]
+    sets["clip"]["paired_text@Cap3D"] = {**manifest("cap3d_captions", caption=captions, pair_id=range(6)),
+                                         "column": "caption"}
+    sets["ulip"]["paired_points@Cap3D"] = manifest("cap3d_points", path=clouds, pair_id=range(6))
     classes = ["barbecue", "toilet", "train"]
     sets["ulip"]["eval_points@ModelNet40"] = manifest("modelnet40", path=clouds, concept=[0, 1, 2, 0, 1, 2])
     prompts = [(f"a point cloud of a {c}.", i) for i, c in enumerate(classes)] + [
@@ -212,7 +219,11 @@ def paper_repo(tmp_path_factory):
     params["paper"]["sets"] = write_manifests(media, user / "manifests")
     params["paper"]["extraction"] = {"batch_size": 2, "num_workers": 0, "shard_size": 2}
     params["benchmarks"] = PAPER_DATASETS
+    params["seeds"] = [0, 1]
     params["variants"] = {k: params["variants"][k] for k in ("K", "F", "clip_ulip")}
+    params["variants"]["paired"] = {"group": "reference", "paired": "VGGSound", "label": "Paired-data reference"}
+    params["variants"]["paired_3d"] = {"group": "reference", "connection": "clip_ulip", "paired": "Cap3D",
+                                       "label": "Paired-data reference (3D)"}
     params["variants"]["official"] = {"group": "table4", "label": "C-MCR (official release)",
                                       "official": {"release": "ulip_clip", "checkpoint": str(official_dir / "ulip_clip.pt")}}
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -280,15 +291,19 @@ def test_every_table_has_its_paper_dataset_blocks(paper_repo):
         assert blocks == sorted(blocks), f"{table}: blocks not in the order params lists them"
     assert "| ModelNet40 | C-MCR (paper) | 64.90 | 87.00 | 92.80 |" in (results / "table4_zeroshot3d.md").read_text()
     assert "| ModelNet40 | C-MCR (official release) |" in (results / "table4_zeroshot3d.md").read_text()
+    # the paired-data references, trained on the user's true pairs, are rows of every table; two seeds each
+    assert "| ModelNet40 | Paired-data reference (3D) |" in (results / "table4_zeroshot3d.md").read_text()
+    assert "| AVE | Paired-data reference |" in (results / "table1_retrieval.md").read_text()
     table5 = (results / "table5_ablations.md").read_text()
     assert "AVE A2I mAP" in table5 and "Flickr-SoundNet A2I mAP" in table5 and "paper AVE A2I" in table5
     # pairs are joined by pair_id: the two failed items (different rows) drop two pairs, the rest align
     retrieval = json.loads((paper_repo["path"] / "metrics" / "retrieval.json").read_text())
+    assert set(retrieval["AVE"]["K"]["seeds"]) == set(retrieval["AVE"]["paired"]["seeds"]) == {"0", "1"}
     assert retrieval["Flickr-SoundNet"]["pairs"] == {"scored": 3, "listed": 5}
     assert retrieval["AVE"]["pairs"] == {"scored": 4, "listed": 4}
     assert "Flickr-SoundNet 3 of 5" in (results / "table1_retrieval.md").read_text()
     items = pd.read_parquet(paper_repo["path"] / "data" / "eval" / "retrieval_items.parquet")
-    assert len(items[(items["dataset"] == "Flickr-SoundNet") & (items["variant"] == "K")]) == 2 * 3
+    assert len(items[(items["dataset"] == "Flickr-SoundNet") & (items["variant"] == "K")]) == 2 * 2 * 3  # seeds, directions, pairs
     for benchmark, datasets in PAPER_DATASETS.items():
         metrics = json.loads((paper_repo["path"] / "metrics" / f"{benchmark}.json").read_text())
         assert set(metrics) == set(datasets) and not any("skipped" in m for m in metrics.values())
@@ -325,7 +340,7 @@ def test_api_and_pages_on_the_paper_setup(paper_repo):
 
     path = paper_repo["path"]
     model = ConnectedModel.from_pipeline(path, "K")
-    projectors = load_checkpoint(path / "models" / "connections" / "K.pt").projectors
+    projectors = load_checkpoint(path / "models" / "connections" / "K" / "seed0.pt").projectors
     for space, modality, name in (("clip", "image", "eval_image@AVE"), ("clap", "audio", "eval_audio@AVE")):
         table = pd.read_parquet(path / "data" / "embeddings" / space / f"{name}.parquet")
         raw = np.load(path / "data" / "embeddings" / space / f"{name}.npy")

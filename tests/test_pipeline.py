@@ -34,10 +34,11 @@ def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.
 def reduced_params(params: dict) -> dict:
     params["demo"]["world"].update(pair_captions=1200, ulip_pairs=1200, corpus=1500, memory_images=1000,
                                    memory_audio=1000, memory_points=1000, eval_pairs=300, eval_points=240,
-                                   scenes=120, scene_negatives=60)
+                                   scenes=120, scene_negatives=60, reference_pairs=1000, reference_points=600)
     params["demo"]["spaces"].update(epochs=15)
     params["demo"]["overrides"]["train"].update(epochs=8)
-    params["variants"] = {k: params["variants"][k] for k in ("K", "F", "clip_ulip")}
+    params["seeds"] = [0, 1]  # two seeds: mean ± std and the paired test run end to end
+    params["variants"] = {k: params["variants"][k] for k in ("K", "F", "clip_ulip", "paired", "paired_3d")}
     official = ROOT.parent / "shared" / "fixtures" / "c-mcr-official" / "ulip_clip.pt"
     if official.is_file():  # the released projectors go through the same train/evaluate/report path
         params["variants"]["official"] = {"group": "table4", "label": "C-MCR (official release)",
@@ -72,8 +73,15 @@ def test_reduced_demo_connects_audio_and_images(repo):
     assert chance == pytest.approx(100 * sum(1 / r for r in range(1, 301)) / 300)
     assert metrics["K"]["A2I"]["mAP"] > 3 * chance and metrics["K"]["I2A"]["mAP"] > 3 * chance
     assert metrics["F"]["A2I"]["mAP"] < 2 * chance and metrics["F"]["I2A"]["mAP"] < 2 * chance
+    # every seed is kept; the score where one run's was is their mean (issue 11)
+    per_seed = [metrics["K"]["seeds"][s]["A2I"]["mAP"] for s in ("0", "1")]
+    assert metrics["K"]["A2I"]["mAP"] == pytest.approx(sum(per_seed) / 2)
+    assert metrics["K"]["std"]["A2I"]["mAP"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)
+    # the paired-data references (trained on true pairs the world holds back from C-MCR) beat random
+    assert metrics["paired"]["A2I"]["mAP"] > 3 * chance and metrics["paired"]["I2A"]["mAP"] > 3 * chance
     zeroshot = json.loads((repo["path"] / "metrics/zeroshot3d.json").read_text())["demo"]
     assert zeroshot["clip_ulip"]["top1"] > 3 * zeroshot["random"]["top1"]
+    assert zeroshot["paired_3d"]["top1"] > 3 * zeroshot["random"]["top1"]
     if "official" in zeroshot:  # evaluated, though the demo spaces are not the ones it was trained for
         assert "C-MCR (official release)" in (repo["path"] / "results/table4_zeroshot3d.md").read_text()
     localization = json.loads((repo["path"] / "metrics/localization.json").read_text())["demo"]
@@ -83,9 +91,12 @@ def test_reduced_demo_connects_audio_and_images(repo):
     tables = {p.name for p in (repo["path"] / "results").iterdir()}
     assert {"table1_retrieval.md", "table2_localization.md", "table3_counterfactual.md", "table4_zeroshot3d.md",
             "table5_ablations.md", "figure3.png"} <= tables
-    assert "| demo | C-MCR (ours) |" in (repo["path"] / "results/table1_retrieval.md").read_text()
+    table1 = (repo["path"] / "results/table1_retrieval.md").read_text()
+    assert "| demo | C-MCR (ours) |" in table1 and "| demo | Paired-data reference (true audio-image pairs) |" in table1
+    assert "over 2 training seeds (0, 1" in table1
     table5 = (repo["path"] / "results/table5_ablations.md").read_text()
     assert "| K | softmax |" in table5 and "| F | softmax | ✓ | ✓ | × | × |" in table5
+    assert "Paired-data reference (true audio-image pairs) mAP: demo A2I" in table5 and "Ceiling mAP" in table5
 
 
 def test_second_repro_does_nothing(repo):
@@ -96,9 +107,16 @@ def test_second_repro_does_nothing(repo):
 
 
 def expand_stages(dvc_yaml: dict, params: dict) -> dict[str, list[str]]:
-    """dvc.yaml stage name → declared params, with foreach expanded (as DVC does)."""
+    """dvc.yaml stage name → declared params, with foreach and matrix expanded (as DVC does)."""
+    import itertools
+
     out = {}
     for name, stage in dvc_yaml["stages"].items():
+        if "matrix" in stage:
+            axes = [params[v.strip("${}")] if isinstance(v, str) else v for v in stage["matrix"].values()]
+            for combo in itertools.product(*axes):
+                out[f"{name}@{'-'.join(str(c) for c in combo)}"] = stage.get("params", [])
+            continue
         if "foreach" not in stage:
             out[name] = stage.get("params", [])
             continue
@@ -132,15 +150,23 @@ def test_exp_run_with_noise_override(repo):
     """`-S noise.var` retrains the variants whose effective config changed (K, F) and not the 3D connection,
     which has its own σ²; an explicit `-S train.epochs` wins over the demo scale (issue 13, finding 2)."""
     res = run(["dvc", "exp", "run", "-S", "noise.var=0.002", "-S", "train.epochs=3"], repo["path"], repo["env"])
-    assert "Running stage 'train@K'" in res.stdout and "Running stage 'report'" in res.stdout
-    for untouched in ("world", "spaces@clip", "extract@clap", "aggregate@softmax", "train@clip_ulip"):
+    assert "Running stage 'train@K-0'" in res.stdout and "Running stage 'train@K-1'" in res.stdout
+    assert "Running stage 'report'" in res.stdout
+    for untouched in ("world", "spaces@clip", "extract@clap", "aggregate@softmax", "train@clip_ulip-0", "train@paired-0"):
         assert f"Running stage '{untouched}'" not in res.stdout
     shown = run(["dvc", "exp", "show", "--json"], repo["path"], repo["env"]).stdout
     assert '"var": 0.002' in shown.replace(" ", "").replace('"var":0.002', '"var": 0.002')
     applied = yaml.safe_load((repo["path"] / "params.yaml").read_text())
     assert applied["noise"]["var"] == 0.002
-    history = json.loads((repo["path"] / "models/history/K.json").read_text())
+    history = json.loads((repo["path"] / "models/history/K/seed0.json").read_text())
     assert len(history) == 3  # not the demo scale's 8: the value given on the command line
+    # the readable view of the experiments (issue 13): the differing params and the headline metrics, ≤ 200 columns
+    table = run([sys.executable, "-m", "cmcr", "experiments", "--root", str(repo["path"])], repo["path"], repo["env"]).stdout
+    header = table.splitlines()[0].split()
+    assert {"noise.var", "train.epochs", "K_A2I_mAP", "clip_ulip_top1"} <= set(header), table
+    assert all(len(line) <= 200 for line in table.splitlines()), table
+    column = header.index("noise.var")
+    assert {line.split()[column] for line in table.splitlines()[1:] if len(line.split()) == len(header)} >= {"0.002", "0.004"}, table
     summary = json.loads((repo["path"] / "metrics/summary.json").read_text())
     assert set(summary) == {"retrieval", "localization", "counterfactual", "zeroshot3d"}
     assert set(summary["retrieval"]["demo"]) == {"K_A2I_mAP", "K_I2A_mAP"}
@@ -175,9 +201,9 @@ def test_invalid_param_stops_before_any_output_is_deleted(repo, override, messag
 
 
 def test_unknown_variant_is_a_clear_error(repo):
-    res = run([sys.executable, "stages/train.py", "Z"], repo["path"], repo["env"], check=False)
+    res = run([sys.executable, "stages/train.py", "Z", "0"], repo["path"], repo["env"], check=False)
     assert res.returncode != 0
-    assert "unknown variant 'Z'" in res.stderr and "F, K, clip_ulip" in res.stderr
+    assert "unknown variant 'Z'" in res.stderr and "F, K, clip_ulip" in res.stderr and "paired_3d" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1  # one line, no traceback
 
 
@@ -212,7 +238,7 @@ def test_bring_your_own_embeddings(repo):
                             "zeroshot3d": ["ModelNet40"]}
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     res = run(["dvc", "repro"], path, env)
-    assert "Running stage 'train@K'" in res.stdout
+    assert "Running stage 'train@K-0'" in res.stdout
     assert (path / "data" / "world" / "SKIPPED").exists()
     metrics = json.loads((path / "metrics/retrieval.json").read_text())
     assert metrics["AVE"]["K"]["A2I"]["mAP"] > 3 * metrics["AVE"]["random"]["A2I"]["mAP"]
@@ -221,7 +247,7 @@ def test_bring_your_own_embeddings(repo):
     assert "skipped" in json.loads((path / "metrics/zeroshot3d.json").read_text())["ModelNet40"]
     import torch
 
-    checkpoint = torch.load(path / "models/connections/K.pt", weights_only=True)
+    checkpoint = torch.load(path / "models/connections/K/seed0.pt", weights_only=True)
     assert checkpoint["config"]["projector"]["in_dims"] == {"clip": 512, "clap": 48}
     table1 = (path / "results/table1_retrieval.md").read_text()
     assert "| AVE | C-MCR (paper) | 4.11 | 1.25 | 4.54 | 4.13 | 1.25 | 4.44 |" in table1

@@ -154,3 +154,34 @@ def test_two_runs_of_the_same_training_give_the_same_checkpoint_bytes(tmp_path):
     for name in ("a.pt", "b.pt"):
         save_torch(tmp_path / name, train_connection(data, config, progress=False).checkpoint())
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
+def true_pairs(n: int, seed: int, dim: int = 32, latent: int = 8):
+    """Audio–image pairs of one latent item, each in its own space (the data C-MCR never has)."""
+    g = torch.Generator().manual_seed(seed)
+    maps = {s: torch.randn(latent, dim, generator=torch.Generator().manual_seed(100 + i)) for i, s in enumerate(("clip", "clap"))}
+    u = torch.randn(n, latent, generator=g)
+    return {s: torch.nn.functional.normalize(u @ maps[s] + 0.3 * torch.randn(n, dim, generator=g), dim=1)
+            for s in ("clip", "clap")}
+
+
+def test_paired_reference_learns_from_true_pairs_and_beats_random(tmp_path):
+    from cmcr.train import train_paired
+
+    train, held_out = true_pairs(2000, seed=1), true_pairs(200, seed=2)
+    result = train_paired(train, small_config(), progress=False)
+    assert result.objective == "paired" and set(result.history[0]) == {"epoch", "lr", "paired", "loss"}
+    assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
+    with torch.no_grad():
+        a = result.projectors["clap"].embed(held_out["clap"])
+        i = result.projectors["clip"].embed(held_out["clip"])
+    chance = random_expectation(200)["mAP"]
+    scores = bidirectional_retrieval(a, i)
+    assert scores["A2I"]["mAP"] > 5 * chance and scores["I2A"]["mAP"] > 5 * chance
+    path = tmp_path / "paired.pt"
+    torch.save(result.checkpoint(), path)
+    assert load_checkpoint(path).objective == "paired"
+    with pytest.raises(EmbeddingError, match="same number of rows|rows"):
+        train_paired({"clip": train["clip"], "clap": train["clap"][:-5]}, small_config(), progress=False)
+    with pytest.raises(EmbeddingError, match="must be given for spaces"):
+        train_paired({"clip": train["clip"]}, small_config(), progress=False)

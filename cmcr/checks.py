@@ -48,7 +48,11 @@ def check_matrix(x: ArrayLike, name: str, *, dim: int | None = None, allow_empty
         # A finite sum means every value is finite (an inf or a NaN makes the sum inf or NaN), and one pass of
         # sum is ~10x faster than isfinite().all(); only a non-finite sum (a bad value, or an overflow of
         # huge finite values) needs the elementwise check.
-        total = block.sum() if isinstance(x, torch.Tensor) else np.sum(block)
+        if isinstance(x, torch.Tensor):
+            total = block.detach().sum()
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow here only means "check elementwise"
+                total = np.sum(block)
         if math.isfinite(float(total)):
             continue
         finite = torch.isfinite(block).all().item() if isinstance(x, torch.Tensor) else bool(np.isfinite(block).all())

@@ -220,7 +220,7 @@ def paper_repo(tmp_path_factory):
     params["paper"]["extraction"] = {"batch_size": 2, "num_workers": 0, "shard_size": 2}
     params["benchmarks"] = PAPER_DATASETS
     params["seeds"] = [0, 1]
-    params["variants"] = {k: params["variants"][k] for k in ("K", "F", "clip_ulip")}
+    params["variants"] = {k: params["variants"][k] for k in ("K", "clip_ulip")}  # ablation rows: test_pipeline
     params["variants"]["paired"] = {"group": "reference", "paired": "VGGSound", "label": "Paired-data reference"}
     params["variants"]["paired_3d"] = {"group": "reference", "connection": "clip_ulip", "paired": "Cap3D",
                                        "label": "Paired-data reference (3D)"}

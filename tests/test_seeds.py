@@ -121,3 +121,20 @@ def test_experiment_table_shows_differing_params_and_fits_the_width():
     narrow = experiment_table(rows, metrics, ["noise.var", "train.lr", "loss.intra_spaces"], width=60)
     assert all(len(line) <= 60 for line in narrow.splitlines())
     assert "loss.intra_spaces" not in narrow.splitlines()[0] and "not shown for width: loss.intra_spaces" in narrow
+
+
+def test_paired_reference_config_holds_only_what_it_trains_with():
+    """The paired objective uses the projector, the training settings and τ3: a change of σ² or λ leaves its
+    effective config (data/params/paired.json) as it was, so `-S noise.var=…` does not retrain it."""
+    from pathlib import Path
+
+    from cmcr.experiments import resolve_variant, training_spec
+    from cmcr.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    before = training_spec(resolve_variant(params, "paired"))
+    assert before["config"]["loss"]["shared_pair"] is False and before["config"]["noise"]["enabled"] is False
+    params["noise"]["var"], params["loss"]["lambda_intra"] = 0.002, 0.5
+    assert training_spec(resolve_variant(params, "paired")) == before
+    params["train"]["epochs"] = 3  # explicit: wins over the demo scale
+    assert training_spec(resolve_variant(params, "paired"))["config"]["train"]["epochs"] == 3

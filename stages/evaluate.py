@@ -29,9 +29,11 @@ def main(benchmark: str) -> None:
     trained = [name for name in variant_names(p) if variant_connection(p, name) == BENCHMARKS[benchmark]]
     models = {("no_connection", None): no_connection(spaces)}
     for name in trained:
-        for seed in seeds:
+        # an imported official release is the same file for every seed: scored once, as a single run
+        official = bool((p["variants"][name] or {}).get("official"))
+        for seed in seeds[:1] if official else seeds:
             projectors = load_checkpoint(checkpoint_path(CONNECTIONS, name, seed)).projectors
-            models[name, seed] = {s: projectors[s].embed for s in spaces}
+            models[name, None if official else seed] = {s: projectors[s].embed for s in spaces}
     options = metric_options(benchmark, p["evaluation"].get(benchmark))
     metrics, items = {}, []
     for dataset in p["benchmarks"][benchmark] or []:

@@ -82,14 +82,8 @@ def aggregate_memory(
     if compute_dtype != torch.float32 and dev.type == "cpu":
         log.warning("memory.precision=%s on CPU: reduced precision is meant for GPUs and is slow here", config.precision)
 
-    if out is None:
-        out_t = torch.empty((n, d), dtype=torch.float32)
-        result: torch.Tensor | np.ndarray = out_t
-    else:
-        if tuple(out.shape) != (n, d):
-            raise EmbeddingError(f"out: has shape {tuple(out.shape)}, expected {(n, d)}")
-        out_t = as_tensor(out)
-        result = out
+    if out is not None and tuple(out.shape) != (n, d):
+        raise EmbeddingError(f"out: has shape {tuple(out.shape)}, expected {(n, d)}")
 
     queries_t = as_tensor(queries)
     memory_t = as_tensor(memory)
@@ -98,10 +92,11 @@ def aggregate_memory(
     if config.mode == "random":
         generator = torch.Generator().manual_seed(config.seed)
         index = torch.randint(memory_t.shape[0], (n,), generator=generator)
+        out_t = torch.empty((n, d), dtype=torch.float32) if out is None else as_tensor(out)
         for start in range(0, n, query_chunk):
             rows = index[start:start + query_chunk]
             out_t[start:start + rows.shape[0]] = memory_t[rows].float()
-        return result
+        return out_t if out is None else out
 
     if config.mode == "softmax" and resolve_kernel(config, dev) == "sdpa":
         keys = memory_t.to(dev, dtype=compute_dtype).unsqueeze(0)  # on the CPU a zero-copy view of the memory
@@ -129,19 +124,26 @@ def aggregate_memory(
                 return _softmax_aggregate_chunk(q, chunk_iter(), 1.0 / config.temperature, compute_dtype)
             return _argmax_aggregate_chunk(q, chunk_iter(), compute_dtype)
 
+    # Without ``out``, chunk results are kept and joined once; a single chunk (up to 65,536 queries with
+    # SDPA on the CPU) is returned as computed, with no copy.
+    out_t = None if out is None else as_tensor(out)
+    pieces: list[torch.Tensor] = []
     bar = tqdm(total=n, desc=desc, unit="q", unit_scale=True, disable=not progress)
     with flush_denormals(dev):
-        if out is None and n <= query_chunk and dev.type == "cpu":  # one call: its own output, no copy
-            result = aggregate_chunk(queries_t.to(dtype=torch.float32)).to(dtype=torch.float32)
-            bar.update(n)
-            bar.close()
-            return result
         for start in range(0, n, query_chunk):
             q = queries_t[start:start + query_chunk].to(dev, dtype=torch.float32)
-            out_t[start:start + q.shape[0]] = aggregate_chunk(q).to("cpu", dtype=torch.float32)
+            piece = aggregate_chunk(q).to("cpu", dtype=torch.float32)
+            if out_t is None:
+                pieces.append(piece)
+            else:
+                out_t[start:start + q.shape[0]] = piece
             bar.update(q.shape[0])
     bar.close()
-    return result
+    if out is not None:
+        return out
+    if not pieces:
+        return torch.empty((0, d), dtype=torch.float32)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
 
 
 #: Chunk sizes (query × memory) that ``auto`` means, from ``bench_memory.py sweep`` (benchmarks/RESULTS.md):

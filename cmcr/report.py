@@ -52,21 +52,19 @@ def cell(m: Mapping[str, Any], *path: str) -> str:
     from cmcr.metrics.seeds import STD
 
     value, std = _get(m, path), _get(m.get(STD), path) if isinstance(m, Mapping) else None
-    if value is None:
-        return "—"
-    return f"{value:.2f} ± {std:.2f}" if isinstance(std, (int, float)) else _fmt(value)
+    return _pm(value, std if isinstance(std, (int, float)) else None)
 
 
 def seeds_note(metrics: Mapping[str, Any]) -> str:
     """How many training seeds the trained rows' mean ± std are over (read from the metrics themselves)."""
     from cmcr.metrics.seeds import SEEDS
 
-    counts = sorted({len(m[SEEDS]) for by_variant in datasets_of(metrics).values() for m in by_variant.values()
-                     if isinstance(m, Mapping) and SEEDS in m})
-    if not counts:
+    runs = [m[SEEDS] for by_variant in datasets_of(metrics).values() for m in by_variant.values()
+            if isinstance(m, Mapping) and SEEDS in m]
+    if not runs:
         return ""
-    seeds = sorted({s for by_variant in datasets_of(metrics).values() for m in by_variant.values()
-                    if isinstance(m, Mapping) and SEEDS in m for s in m[SEEDS]}, key=int)
+    counts = sorted({len(r) for r in runs})
+    seeds = sorted({s for r in runs for s in r}, key=int)
     if counts == [1]:
         return f"\nTrained rows: one training seed ({seeds[0]}); no spread is shown (`seeds` in params.yaml).\n"
     return (f"\nTrained rows: mean ± sample standard deviation over {counts[-1]} training seeds ({', '.join(seeds)}; "
@@ -301,8 +299,8 @@ def figure3_points(retrieval: Mapping[str, Any], configs: Mapping[str, Any], nam
     return points
 
 
-def _pm(mean: float, std: float | None) -> str:
-    return _fmt(mean) if std is None else f"{mean:.2f} ± {std:.2f}"
+def _pm(mean: float | None, std: float | None) -> str:
+    return _fmt(mean) if std is None or mean is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def figure3_table(points: list[dict[str, Any]], retrieval: Mapping[str, Any] | None = None,

@@ -104,8 +104,8 @@ def load_benchmark(embeddings: str | Path, benchmark: str, dataset: str, options
 
 
 #: columns that, when an evaluation table has them, define the retrieval classes (the demo world: a pair's
-#: audio and image share concept and size and nothing else) — see :mod:`cmcr.metrics.ceiling`
-CLASS_COLUMNS = ("concept", "size")
+#: audio and image share concept, size and condition and nothing else) — see :mod:`cmcr.metrics.ceiling`
+CLASS_COLUMNS = ("concept", "size", "condition")
 
 
 def _class_columns(path: Path) -> list[str]:

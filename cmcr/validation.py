@@ -40,7 +40,7 @@ def _check_demo(demo: Mapping[str, Any]) -> None:
     world = _mapping("demo.world", demo.get("world"), tuple(f.name for f in dataclasses.fields(WorldConfig)))
     for key, value in world.items():
         _positive_int(f"demo.world.{key}", value, minimum=0 if key == "seed" else 1)
-    spaces = _mapping("demo.spaces", demo.get("spaces"), ("dim", "epochs", "batch_size", "lr", "seed"))
+    spaces = _mapping("demo.spaces", demo.get("spaces"), ("dim", "epochs", "batch_size", "lr", "seed", "geometry"))
     for key in ("dim", "epochs", "batch_size"):
         if key in spaces:
             _positive_int(f"demo.spaces.{key}", spaces[key], minimum=1)
@@ -48,6 +48,10 @@ def _check_demo(demo: Mapping[str, Any]) -> None:
         _positive_int("demo.spaces.seed", spaces["seed"], minimum=0)
     if "lr" in spaces:
         _positive("demo.spaces.lr", spaces["lr"])
+    if "geometry" in spaces:
+        from cmcr.config import _choice
+
+        _choice("demo.spaces.geometry", spaces["geometry"], ("published", "learned"))
 
 
 def _check_paper(paper: Mapping[str, Any]) -> None:

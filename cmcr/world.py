@@ -3,7 +3,7 @@
 Real CLIP / CLAP / ULIP weights and the paper's datasets cannot be used here, so the default pipeline
 generates a small world whose ground truth is known and runs the same stages on it. Every concept has
 a visual form (shape + colour), a sound (pitch, timbre, rhythm), a 3D shape and words (noun, colour,
-action, sound verb). Every generated item varies within its concept (position, size, jitter, noise).
+action, sound verb). Every generated item varies within its concept (position, size, condition, jitter, noise).
 
 Files are written as a real dataset would be: ``images/*.png`` (32×32 RGB), ``audio/*.wav``
 (8 kHz mono 16-bit), ``points/*.npy`` (N×3 float32), plus ``manifest.parquet`` (one row per file:
@@ -63,6 +63,17 @@ SIZE_WORDS = (("small", "tiny", "little"), ("medium-sized", "regular", "ordinary
 SIZE_RADIUS = (0.17, 0.26, 0.36)
 SIZE_PITCH = (1.5, 1.0, 0.66)
 
+#: Every item also has a condition (0 new … 3 battered): an item-specific wear, visible in images (grain on
+#: the object's surface), audible in sounds (hiss and a duller spectrum) and named in most captions. It is the
+#: retrieval benchmark's third class factor (issue 11): with concept × size × condition = 144 classes, items
+#: that share a concept still differ in detail both spaces encode, so the benchmark's exact ceiling sits far
+#: above what a concept-level match reaches.
+CONDITION_WORDS = (("new", "shiny", "pristine"), ("used", "scuffed", "worn"), ("old", "faded", "weathered"),
+                   ("battered", "rusty", "decrepit"))
+CONDITION_GRAIN = (0.0, 28.0, 55.0, 85.0)   # std of the per-pixel grain on the object (0-255 scale)
+CONDITION_HISS = (0.0, 0.05, 0.11, 0.2)     # std of the hiss added to the sound (full scale 1)
+CONDITION_DULL = (1, 1, 2, 3)               # moving-average length: older recordings sound duller
+
 _TEMPLATES = {
     "image-text": ["a photo of a {colour} {noun}", "a {colour} {noun} on a plain background",
                    "a picture showing a {noun}", "a small {colour} {noun}", "a close-up of a {colour} {noun}"],
@@ -106,12 +117,14 @@ def concept_names() -> list[str]:
 
 # ---------------------------------------------------------------- captions
 
-def make_caption(concept: int, size: int, source: str, rng: np.random.Generator) -> str:
-    """A caption of the given source style; 80 % of captions also name the size."""
+def make_caption(concept: int, size: int, source: str, rng: np.random.Generator, condition: int = 0) -> str:
+    """A caption of the given source style; 80 % of captions also name the size, 80 % the condition."""
     name, colour, _, _, action, sound, adj, *_ = CONCEPTS[concept]
     template = _TEMPLATES[source][rng.integers(len(_TEMPLATES[source]))]
     if rng.uniform() < 0.8:
         name = f"{SIZE_WORDS[size][rng.integers(3)]} {name}"
+    if rng.uniform() < 0.8:
+        name = f"{CONDITION_WORDS[condition][rng.integers(3)]} {name}"
     return template.format(noun=name, colour=colour, action=action, sound=sound, adj=adj)
 
 
@@ -165,8 +178,9 @@ def object_colour(concept: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.asarray(CONCEPTS[concept][2], dtype=np.float32) + rng.normal(0, 18, 3), 0, 255)
 
 
-def render_image(concept: int, size_level: int, rng: np.random.Generator) -> np.ndarray:
-    """32×32 RGB uint8: the concept's shape in its colour at the item's size, jittered in place, hue and noise."""
+def render_image(concept: int, size_level: int, rng: np.random.Generator, condition: int = 0) -> np.ndarray:
+    """32×32 RGB uint8: the concept's shape in its colour at the item's size, jittered in place, hue and noise;
+    the object's surface grained by its condition."""
     size = IMAGE_SIZE
     mask = object_mask(concept, size_level, rng)
     background = rng.uniform(0, 255, 3) * 0.5 + 60
@@ -174,15 +188,17 @@ def render_image(concept: int, size_level: int, rng: np.random.Generator) -> np.
     image = np.empty((size, size, 3), dtype=np.float32)
     image[:] = background
     image[mask] = colour
+    if CONDITION_GRAIN[condition] > 0:  # luminance grain on the object only
+        image[mask] += rng.normal(0, CONDITION_GRAIN[condition], (int(mask.sum()), 1))
     image += rng.normal(0, 10, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- sounds
 
-def synthesize_sound(concept: int, size_level: int, rng: np.random.Generator) -> np.ndarray:
+def synthesize_sound(concept: int, size_level: int, rng: np.random.Generator, condition: int = 0) -> np.ndarray:
     """0.5 s mono float32 in [-1, 1]: harmonic tone (or noise) with the concept's pitch, timbre and rhythm,
-    pitch and rhythm scaled by the item's size."""
+    pitch and rhythm scaled by the item's size, hiss and dullness by its condition."""
     *_, f0, decay, am_rate, _ = CONCEPTS[concept]
     f0, am_rate = f0 * SIZE_PITCH[size_level], am_rate * SIZE_PITCH[size_level]
     n = int(SAMPLE_RATE * AUDIO_SECONDS)
@@ -204,6 +220,11 @@ def synthesize_sound(concept: int, size_level: int, rng: np.random.Generator) ->
         signal *= 0.55 + 0.45 * np.sin(2 * np.pi * am_rate * rng.uniform(0.9, 1.1) * t + rng.uniform(0, 6))
     signal /= np.abs(signal).max() + 1e-6
     signal = signal * rng.uniform(0.4, 0.9) + rng.normal(0, 0.03, n)
+    if condition:
+        dull = CONDITION_DULL[condition]
+        if dull > 1:
+            signal = np.convolve(signal, np.ones(dull) / dull, mode="same")
+        signal = signal + rng.normal(0, CONDITION_HISS[condition], n)
     return np.clip(signal, -1, 1).astype(np.float32)
 
 
@@ -288,25 +309,29 @@ def generate_world(root: str | Path, config: WorldConfig = WorldConfig(), *, pro
     rows: list[dict] = []
     captions: list[dict] = []
 
-    def add_caption(concept: int, size: int, source: str, split: str) -> int:
+    def add_caption(concept: int, size: int, condition: int, source: str, split: str) -> int:
         text_id = len(captions)
-        captions.append({"text_id": text_id, "text": make_caption(concept, size, source, rng), "concept": concept,
-                         "size": size, "source": source, "split": split})
+        captions.append({"text_id": text_id, "text": make_caption(concept, size, source, rng, condition),
+                         "concept": concept, "size": size, "condition": condition, "source": source, "split": split})
         return text_id
 
-    def add(modality: str, split: str, concept: int, size: int, pair_id: int = -1, text_id: int = -1) -> None:
+    def add(modality: str, split: str, concept: int, size: int, condition: int, pair_id: int = -1,
+            text_id: int = -1) -> None:
         item_id = f"{modality}_{len(rows):06d}"
         if modality == "image":
             path = f"images/{item_id}.png"
-            Image.fromarray(render_image(concept, size, rng)).save(root / path)
+            Image.fromarray(render_image(concept, size, rng, condition)).save(root / path)
         elif modality == "audio":
             path = f"audio/{item_id}.wav"
-            write_wav(root / path, synthesize_sound(concept, size, rng))
-        else:
+            write_wav(root / path, synthesize_sound(concept, size, rng, condition))
+        else:  # a point cloud is the object's shape: its condition is not visible in it
             path = f"points/{item_id}.npy"
             np.save(root / path, sample_points(concept, rng))
         rows.append({"item_id": item_id, "modality": modality, "split": split, "concept": concept, "size": size,
-                     "pair_id": pair_id, "text_id": text_id, "path": path})
+                     "condition": condition, "pair_id": pair_id, "text_id": text_id, "path": path})
+
+    def draw() -> tuple[int, int, int]:
+        return int(rng.integers(k)), int(rng.integers(3)), int(rng.integers(len(CONDITION_WORDS)))
 
     plan = [("clip_pairs", config.pair_captions), ("clap_pairs", config.pair_captions), ("ulip_pairs", config.ulip_pairs),
             ("memory_images", config.memory_images), ("memory_audio", config.memory_audio),
@@ -315,42 +340,42 @@ def generate_world(root: str | Path, config: WorldConfig = WorldConfig(), *, pro
     pair = 0
     for split, n in plan:
         for _ in range(n):
-            concept, size = int(rng.integers(k)), int(rng.integers(3))
+            item = draw()
             if split == "clip_pairs":  # CLIP stand-in learns image–text from pairs
-                add("image", split, concept, size, pair, add_caption(concept, size, SOURCES[rng.integers(3)], split))
+                add("image", split, *item, pair, add_caption(*item, SOURCES[rng.integers(3)], split))
             elif split == "clap_pairs":  # CLAP stand-in learns audio–text from pairs
-                add("audio", split, concept, size, pair, add_caption(concept, size, SOURCES[rng.integers(3)], split))
+                add("audio", split, *item, pair, add_caption(*item, SOURCES[rng.integers(3)], split))
             elif split == "ulip_pairs":  # ULIP stand-in learns 3D–image from pairs
-                add("image", split, concept, size, pair)
-                add("points", split, concept, size, pair)
+                add("image", split, *item, pair)
+                add("points", split, *item, pair)
             elif split == "memory_images":
-                add("image", "memory", concept, size)
+                add("image", "memory", *item)
             elif split == "memory_audio":
-                add("audio", "memory", concept, size)
+                add("audio", "memory", *item)
             elif split == "memory_points":
-                add("points", "memory", concept, size)
+                add("points", "memory", *item)
             elif split == "eval_pairs":  # AVE-like: an audio and an image of the same event
-                add("audio", "eval", concept, size, pair)
-                add("image", "eval", concept, size, pair)
+                add("audio", "eval", *item, pair)
+                add("image", "eval", *item, pair)
             else:
-                add("points", "eval", concept, size, pair)
+                add("points", "eval", *item, pair)
             pair += 1
             bar.update(1)
     bar.close()
     # The C-MCR text corpus: the three sources of §4.1 in the paper's proportions (1.66M : 0.58M : 77K).
     weights = np.array([1.66, 0.58, 0.077]) / (1.66 + 0.58 + 0.077)
     for _ in range(config.corpus):
-        add_caption(int(rng.integers(k)), int(rng.integers(3)), SOURCES[rng.choice(3, p=weights)], "corpus")
+        add_caption(*draw(), SOURCES[rng.choice(3, p=weights)], "corpus")
     # True pairs of the two modalities C-MCR connects without pairs, for the paired-data reference only
     # (drawn last, so every item above is the same with or without them).
     for _ in range(config.reference_pairs):
-        concept, size = int(rng.integers(k)), int(rng.integers(3))
-        add("audio", "reference", concept, size, pair)
-        add("image", "reference", concept, size, pair)
+        item = draw()
+        add("audio", "reference", *item, pair)
+        add("image", "reference", *item, pair)
         pair += 1
     for _ in range(config.reference_points):
-        concept, size = int(rng.integers(k)), int(rng.integers(3))
-        add("points", "reference", concept, size, pair, add_caption(concept, size, SOURCES[rng.integers(3)], "reference"))
+        item = draw()
+        add("points", "reference", *item, pair, add_caption(*item, SOURCES[rng.integers(3)], "reference"))
         pair += 1
     generate_scenes(root, config)
     write_parquet(root / "manifest.parquet", pd.DataFrame(rows))
@@ -361,7 +386,8 @@ def generate_world(root: str | Path, config: WorldConfig = WorldConfig(), *, pro
 
 
 def render_scene(objects: list[tuple[int, int]], rng: np.random.Generator) -> tuple[np.ndarray, list[list[int]]]:
-    """A 64×64 scene with one object per (concept, size) side by side; returns the image and each object's box."""
+    """A 64×64 scene with one object per (concept, size) side by side, in new condition; returns the image and
+    each object's box."""
     image = np.empty((SCENE_SIZE, SCENE_SIZE, 3), dtype=np.float32)
     image[:] = rng.uniform(0, 255, 3) * 0.5 + 60
     boxes = []
@@ -489,7 +515,7 @@ class WorldFiles:
         if source == "reference" and modality == "text":  # the captions of the reference point clouds
             points = manifest[(manifest["modality"] == "points") & (manifest["split"] == "reference")]
             captions = self._table("captions.parquet").set_index("text_id")
-            rows = points.sort_values("pair_id")[["pair_id", "text_id", "concept", "size"]].reset_index(drop=True)
+            rows = points.sort_values("pair_id")[["pair_id", "text_id", "concept", "size", "condition"]].reset_index(drop=True)
             return rows.assign(item=list(captions.loc[rows["text_id"], "text"]))
         rows = manifest[(manifest["modality"] == modality) & (manifest["split"] == source)]
         rows = rows.sort_values("pair_id" if source in ("eval", "reference") else "item_id")

@@ -1,13 +1,16 @@
-"""Stage `spaces@<space>`: train a demo stand-in contrastive space on its paired world data."""
+"""Stage `spaces@<space>`: train a demo stand-in contrastive space on its paired world data, shaped to the real
+model's published geometry where one is known (`demo.spaces.geometry: published`, cmcr/encoders/geometry.py)."""
 
 import pandas as pd
+import torch
 
 from common import METRICS, SPACES, TEXTS, WORLD, params, setup_logging, run
 from cmcr.artifacts import save_torch, write_json
 from cmcr.encoders.demo import DEMO_SPACES, tokenize, train_demo_space
+from cmcr.encoders.geometry import centre, fit_geometry, geometry_basis, training_temperature
 from cmcr.experiments import setup_of
 from cmcr.extraction import extract
-from cmcr.metrics.spaces import space_statistics
+from cmcr.metrics.spaces import PUBLISHED, shape_targets, space_statistics
 from cmcr.world import WorldFiles
 
 
@@ -22,11 +25,22 @@ def main(space: str) -> None:
     world = WorldFiles(WORLD)
     first, second = DEMO_SPACES[space]
     pairs = world.pairs(space, (first, second))
-    log.info("training demo %s on %d %s–%s pairs", space, len(pairs[first]), first, second)
     cfg = p["demo"]["spaces"]
-    model, history = train_demo_space(space, pairs, vocab=sorted({t for text in world.captions() for t in tokenize(text)}), dim=cfg["dim"], epochs=cfg["epochs"],
-                                      batch_size=cfg["batch_size"], lr=cfg["lr"], seed=cfg["seed"])
-    save_torch(out, model.checkpoint(history))
+    mode = cfg.get("geometry", "published")
+    targets = shape_targets(space, first, second) if mode == "published" else None
+    temperature = basis = None
+    if targets is not None:
+        temperature = training_temperature(targets["temperature"], targets["cone_first"], targets["cone_second"])
+        basis = geometry_basis(cfg["dim"], cfg["seed"])
+        log.info("shaping demo %s to %s: training at tau_u %.4f", space, PUBLISHED[space]["model"], temperature)
+    else:
+        log.info("demo %s: learned geometry (%s)", space,
+                 "no published targets" if mode == "published" else "demo.spaces.geometry=learned")
+    log.info("training demo %s on %d %s–%s pairs", space, len(pairs[first]), first, second)
+    model, history = train_demo_space(space, pairs, vocab=sorted({t for text in world.captions() for t in tokenize(text)}),
+                                      dim=cfg["dim"], epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                                      seed=cfg["seed"], temperature=temperature, basis=basis)
+
     # The stand-in's geometry (cmcr/metrics/spaces.py): gap and cones on unpaired items (held-out memory
     # items, C-MCR's texts), paired cosine on 1,000 of its own training pairs — as measured for real MCRs.
     def emb(modality):
@@ -37,9 +51,23 @@ def main(space: str) -> None:
     def paired(modality):
         return extract(model, modality, pairs[modality][:1000], progress=False).embeddings
 
+    record = {"geometry_mode": "shaped" if targets is not None else "learned"}
+    scale = 1.0
+    if targets is not None:  # centre each modality, fit the offsets, then measure the shaped space
+        units = [torch.from_numpy(emb(m)) for m in (first, second)]
+        centres = torch.stack([u.mean(0) for u in units])
+        geometry = fit_geometry(*(centre(u, c).numpy() for u, c in zip(units, centres)), cone_first=targets["cone_first"],
+                                cone_second=targets["cone_second"], gap=targets["modality_gap"])
+        model.model.set_geometry(basis, geometry, centres)
+        scale = geometry.scale()
+        record["geometry"] = geometry.as_dict()
+        record["training_temperature"] = temperature
+    save_torch(out, model.checkpoint(history))
     stats = space_statistics(first, second, emb(first), emb(second), paired(first), paired(second))
-    write_json(metrics, {"final_loss": history[-1]["loss"], "temperature": history[-1]["temperature"], **stats})
-    log.info("demo %s: final loss %.3f, %s", space, history[-1]["loss"],
+    record |= {"final_loss": history[-1]["loss"], "temperature": history[-1]["temperature"] / scale, **stats}
+    record["published"] = {k: v for k, v in PUBLISHED[space].items() if k != "sources"}
+    write_json(metrics, record)
+    log.info("demo %s: final loss %.3f, temperature %.4f, %s", space, history[-1]["loss"], record["temperature"],
              ", ".join(f"{k} {v:.3f}" for k, v in stats.items()))
 
 

@@ -1,9 +1,15 @@
 """Demo stand-ins for CLIP (image–text), CLAP (audio–text) and ULIP (3D–image).
 
 Small dual encoders trained inside the demo pipeline on paired data of the demo world
-(:mod:`cmcr.world`) with the symmetric InfoNCE loss and a learnable temperature, as their real
-counterparts were. They plug into the same :class:`~cmcr.encoders.base.EncoderSpace` interface as the real
-models: files in, L2-normalised ``dim``-wide embeddings out.
+(:mod:`cmcr.world`) with the symmetric InfoNCE loss, as their real counterparts were. They plug into the same
+:class:`~cmcr.encoders.base.EncoderSpace` interface as the real models: files in, L2-normalised ``dim``-wide
+embeddings out.
+
+A stand-in is either *learned* (learnable temperature, whatever geometry training gives) or *shaped* to a
+real model's published statistics (:data:`cmcr.metrics.spaces.PUBLISHED`): trained at the temperature that
+makes the shaped space's temperature the real one, then given one fixed offset per modality so that its cones
+and modality gap are the real model's (:mod:`cmcr.encoders.geometry`). The offsets are buffers of the model,
+so every embedding the pipeline, the API or a search extracts is shaped.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from tqdm.auto import tqdm
 
 from cmcr.loss import symmetric_info_nce
 from cmcr.encoders.base import EncoderSpace, register
+from cmcr.encoders.geometry import Geometry, centre, offset_vectors, project_out, shape
 from cmcr.items import file_of
 from cmcr.sources.images import load_image
 from cmcr.sources.audio import read_audio
@@ -117,6 +124,37 @@ class DemoSpaceModel(nn.Module):
                   "audio": lambda: AudioTower(dim), "points": lambda: PointTower(dim)}
         self.towers = nn.ModuleDict({m: towers[m]() for m in DEMO_SPACES[name]})
         self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+        # cmcr.encoders.geometry: the offset plane (zero: not shaped) and one offset per modality (row order of
+        # DEMO_SPACES[name]; zero until fitted after training)
+        self.register_buffer("geometry_basis", torch.zeros(2, dim))
+        self.register_buffer("geometry_offsets", torch.zeros(2, dim))
+        self.register_buffer("geometry_centres", torch.zeros(2, dim))
+
+    @property
+    def shaped(self) -> bool:
+        return bool(self.geometry_basis.abs().sum() > 0)
+
+    def embed(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
+        """The space's embedding: the tower's output, shaped when the space is (unnormalised otherwise)."""
+        out = self.towers[modality](batch)
+        if not self.shaped:
+            return out
+        row = DEMO_SPACES[self.name].index(modality)
+        u = project_out(out, self.geometry_basis)
+        if self.geometry_centres[row].abs().sum() > 0:
+            u = centre(u, self.geometry_centres[row])
+        return shape(u, self.geometry_offsets[row])
+
+    def set_geometry(self, basis: torch.Tensor, geometry: Geometry | None = None,
+                     centres: torch.Tensor | None = None) -> None:
+        """Fix the offset plane (before training) and, once fitted, the modality centres and offsets."""
+        self.geometry_basis.copy_(basis)
+        self.geometry_offsets.zero_()
+        self.geometry_centres.zero_()
+        if centres is not None:
+            self.geometry_centres.copy_(centres)
+        if geometry is not None:
+            self.geometry_offsets.copy_(offset_vectors(basis, geometry))
 
 
 class DemoSpace(EncoderSpace):
@@ -141,7 +179,7 @@ class DemoSpace(EncoderSpace):
         raise ValueError(f"unknown modality {modality!r}")
 
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
-        return self.model.towers[modality](batch)
+        return self.model.embed(modality, batch)
 
     # -- persistence -------------------------------------------------------------------------
     def checkpoint(self, history: list[dict] | None = None) -> dict:
@@ -158,7 +196,10 @@ class DemoSpace(EncoderSpace):
         if payload.get("format") != FORMAT:
             raise ValueError(f"{path}: not a demo space checkpoint")
         model = DemoSpaceModel(payload["space"], payload["dim"], payload["vocab"])
-        model.load_state_dict(payload["state"])
+        state = dict(payload["state"])
+        for key in ("geometry_basis", "geometry_offsets", "geometry_centres"):  # checkpoints from before shaping: not shaped
+            state.setdefault(key, torch.zeros(2, payload["dim"]))
+        model.load_state_dict(state)
         return cls(model)
 
 
@@ -193,15 +234,29 @@ def load_points(path: Path) -> torch.Tensor:
 
 
 def train_demo_space(name: str, pairs: dict[str, list[Any]], *, vocab: list[str], dim: int = 512, epochs: int = 15,
-                     batch_size: int = 256, lr: float = 2e-3, seed: int = 0, progress: bool = True) -> tuple[DemoSpace, list[dict]]:
-    """Train a stand-in space contrastively on paired raw items (``pairs[modality][i]`` are pair i)."""
+                     batch_size: int = 256, lr: float = 2e-3, seed: int = 0, temperature: float | None = None,
+                     basis: torch.Tensor | None = None, progress: bool = True) -> tuple[DemoSpace, list[dict]]:
+    """Train a stand-in space contrastively on paired raw items (``pairs[modality][i]`` are pair i).
+
+    ``temperature``: a fixed InfoNCE temperature (``None``: learnable, initialised at 0.07 as CLIP's).
+    ``basis``: the offset plane of a shaped space (:func:`cmcr.encoders.geometry.geometry_basis`); the tower
+    then trains on unit embeddings orthogonal to it, and the offsets are fitted afterwards
+    (:meth:`DemoSpaceModel.set_geometry`).
+    """
     torch.manual_seed(seed)
     model = DemoSpaceModel(name, dim, vocab)
+    if temperature is not None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        model.logit_scale.data.fill_(float(np.log(1 / temperature)))
+        model.logit_scale.requires_grad_(False)
+    if basis is not None:
+        model.set_geometry(basis, None)
     space = DemoSpace(model)
     first, second = DEMO_SPACES[name]
     loaded = {m: [space.load(m, x) for x in pairs[m]] for m in (first, second)}
     n = len(loaded[first])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
     history = []
     model.train()
@@ -213,15 +268,16 @@ def train_demo_space(name: str, pairs: dict[str, list[Any]], *, vocab: list[str]
             idx = order[start:start + batch_size]
             if len(idx) < 2:
                 continue
-            a = model.towers[first]([loaded[first][i] for i in idx])
-            b = model.towers[second]([loaded[second][i] for i in idx])
-            loss = symmetric_info_nce(a, b, 1.0 / model.logit_scale.clamp(max=np.log(100)).exp())
+            a = model.embed(first, [loaded[first][i] for i in idx])
+            b = model.embed(second, [loaded[second][i] for i in idx])
+            scale = model.logit_scale if temperature is not None else model.logit_scale.clamp(max=np.log(100))
+            loss = symmetric_info_nce(a, b, 1.0 / scale.exp())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, steps = total + float(loss), steps + 1
+            total, steps = total + loss.item(), steps + 1
         history.append({"epoch": epoch + 1, "loss": total / max(steps, 1),
-                        "temperature": float(1 / model.logit_scale.exp())})
+                        "temperature": float(1 / model.logit_scale.detach().exp())})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
     model.eval()
     return space, history

@@ -99,3 +99,14 @@ PUBLISHED: dict[str, dict] = {
                            "stand-in is left unshaped and its measured values are reported alone"},
     },
 }
+
+
+def shape_targets(space: str, first: str, second: str) -> dict[str, float] | None:
+    """The published targets a stand-in of ``space`` (modalities ``first``, ``second``) is shaped to, or ``None``
+    when the cones, the gap or the temperature are not all known (the stand-in then keeps its learned geometry)."""
+    published = PUBLISHED.get(space)
+    if published is None:
+        return None
+    values = {"cone_first": published.get(f"cone_{first}"), "cone_second": published.get(f"cone_{second}"),
+              "modality_gap": published.get("modality_gap"), "temperature": published.get("temperature")}
+    return None if any(v is None for v in values.values()) else values

@@ -100,6 +100,29 @@ def test_reduced_demo_connects_audio_and_images(repo):
     assert "Paired-data reference (true audio-image pairs) mAP: demo A2I" in table5 and "Ceiling mAP" in table5
 
 
+def test_stand_ins_have_the_published_geometry_and_the_ceiling_is_far_above(repo):
+    """Issue 11: CLIP / CLAP stand-ins shaped to the published cones, gap and temperature (the offsets are fitted
+    on the very samples measured, so the match is exact); ULIP (no published figures) keeps its learned geometry;
+    each JSON carries the real values with their sources; the retrieval ceiling (classes: concept, size,
+    condition) sits far above the trained rows."""
+    from cmcr.metrics.spaces import PUBLISHED
+
+    for space, first, second in (("clip", "image", "text"), ("clap", "audio", "text")):
+        stats = json.loads((repo["path"] / f"metrics/spaces/{space}.json").read_text())
+        assert stats["geometry_mode"] == "shaped" and all(stats["geometry"]["reached"].values())
+        for key in ("modality_gap", f"cone_{first}", f"cone_{second}"):
+            assert stats[key] == pytest.approx(PUBLISHED[space][key], abs=1e-4), (space, key)
+        assert stats["temperature"] == pytest.approx(0.01, rel=0.1)
+        assert stats["published"]["sources"]["modality_gap"] == PUBLISHED[space]["sources"]["modality_gap"]
+        assert -1 < stats["paired_cosine"] < 1  # reported beside the target, not fitted
+    ulip = json.loads((repo["path"] / "metrics/spaces/ulip.json").read_text())
+    assert ulip["geometry_mode"] == "learned" and ulip["published"]["modality_gap"] is None
+    metrics = json.loads((repo["path"] / "metrics/retrieval.json").read_text())["demo"]
+    for direction in ("A2I", "I2A"):
+        assert metrics["ceiling"][direction]["mAP"] > 1.5 * metrics["paired"][direction]["mAP"]
+        assert metrics["ceiling"][direction]["mAP"] > 1.5 * metrics["K"][direction]["mAP"]
+
+
 def test_second_repro_does_nothing(repo):
     status = run(["dvc", "status"], repo["path"], repo["env"]).stdout
     assert "up to date" in status

@@ -62,11 +62,15 @@ def _torch_libgomp():
         handle = None
         torch_lib = os.path.realpath(os.path.join(os.path.dirname(torch.__file__), "lib"))
         try:
-            with open("/proc/self/maps") as maps:  # Linux: the loaded libraries' paths
-                paths = {line.split()[-1] for line in maps if "libgomp" in line.split()[-1].rsplit("/", 1)[-1]}
-            path = next((p for p in sorted(paths) if p.startswith(torch_lib)), None)
-            if path is None and len(paths) == 1:  # a system libgomp that torch links against
-                path = paths.pop()
+            # the wheel's own copy (libtorch_cpu links it through its rpath, so it is the one loaded): a
+            # directory listing, ~1 ms cheaper than reading the process's memory map
+            bundled = sorted(e.path for e in os.scandir(torch_lib) if e.name.startswith("libgomp") and ".so" in e.name)
+            if bundled:
+                path = bundled[0]
+            else:
+                with open("/proc/self/maps") as maps:  # Linux: the loaded libraries' paths
+                    paths = {line.split()[-1] for line in maps if "libgomp" in line.split()[-1].rsplit("/", 1)[-1]}
+                path = paths.pop() if len(paths) == 1 else None  # a system libgomp that torch links against
             if path:
                 handle = ctypes.CDLL(path)
                 handle.GOMP_parallel.restype = None

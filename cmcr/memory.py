@@ -128,7 +128,8 @@ def aggregate_memory(
     # SDPA on the CPU) is returned as computed, with no copy.
     out_t = None if out is None else as_tensor(out)
     pieces: list[torch.Tensor] = []
-    bar = tqdm(total=n, desc=desc, unit="q", unit_scale=True, disable=not progress)
+    # tqdm's first bar starts a lock and a monitor thread (~2 ms): none when no bar is shown
+    bar = tqdm(total=n, desc=desc, unit="q", unit_scale=True) if progress else None
     with flush_denormals(dev):
         for start in range(0, n, query_chunk):
             q = queries_t[start:start + query_chunk].to(dev, dtype=torch.float32)
@@ -137,8 +138,10 @@ def aggregate_memory(
                 pieces.append(piece)
             else:
                 out_t[start:start + q.shape[0]] = piece
-            bar.update(q.shape[0])
-    bar.close()
+            if bar is not None:
+                bar.update(q.shape[0])
+    if bar is not None:
+        bar.close()
     if out is not None:
         return out
     if not pieces:

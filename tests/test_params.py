@@ -67,6 +67,7 @@ def test_the_committed_params_are_valid_and_resolve_every_variant():
     ("benchmarks.speech=[x]", "benchmarks: unknown key"),
     ("bogus=1", "params: unknown top-level key"),
     ("demo.world.corpus=0", "demo.world.corpus must be an integer >= 1, got 0"),
+    ("demo.spaces.geometry=real", "demo.spaces.geometry must be one of published, learned; got 'real'"),
     ("extraction.max_failure_rate=2", "extraction.max_failure_rate must be a number in \\[0, 1\\], got 2"),
     ("paper.encoders.clip.precision=fp8", "paper.encoders.clip.precision must be one of fp32, bf16, fp16; got 'fp8'"),
     ("paper.encoders.ulip.trust_checkpoint=yes", "paper.encoders.ulip.trust_checkpoint must be true or false"),

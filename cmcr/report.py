@@ -158,11 +158,20 @@ def _map_columns(retrieval: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return datasets, [f"{d} {direction} mAP" for d in datasets for direction in ("A2I", "I2A")]
 
 
-def _map_cells(retrieval: Mapping[str, Any], datasets: list[str], name: str) -> list[str]:
+def _map_cells(retrieval: Mapping[str, Any], datasets: list[str], name: str, against: str | None = None) -> list[str]:
+    """A2I and I2A mAP of ``name`` per dataset; with ``against`` (a variant), a cell whose paired difference to
+    that variant's over the seeds is significant gets a † (:func:`cmcr.metrics.seeds.paired_difference`)."""
+    from cmcr.metrics.seeds import paired_difference, seed_values
+
     cells = []
     for d in datasets:
-        m = retrieval[d].get(name)
-        cells += [cell(m, direction, "mAP") if m else "—" for direction in ("A2I", "I2A")]
+        m, ref = retrieval[d].get(name), retrieval[d].get(against) if against else None
+        for direction in ("A2I", "I2A"):
+            text = cell(m, direction, "mAP") if m else "—"
+            mine = seed_values(m, direction, "mAP") if isinstance(m, Mapping) and isinstance(ref, Mapping) else {}
+            if mine and paired_difference(mine, seed_values(ref, direction, "mAP"))["significant"]:
+                text += " †"
+            cells.append(text)
     return cells
 
 
@@ -219,7 +228,7 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
     in which a row differs from K beyond the switch columns is named in the last column. A score marked †
     differs from K's beyond the seed spread (:func:`cmcr.metrics.seeds.paired_difference`). Below the table:
     random, no connection, the paired-data references (``references``: {variant: label}) and the ceiling."""
-    from cmcr.metrics.seeds import paired_difference, seed_values
+    from cmcr.metrics.seeds import paired_difference
 
     datasets, columns = _map_columns(retrieval)
     rows = [r for r in (rows if rows is not None else list("ABCDEFGHIJK")) if r in configs]
@@ -230,6 +239,7 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
     reference = _flat(configs["K"]) if "K" in configs else None
     header.append("Other changes vs K")
     k_seeds = _mean_map_per_seed(retrieval, datasets, "K") if "K" in rows else {}
+    k_mean = sum(k_seeds.values()) / len(k_seeds) if k_seeds else None
     marked = False
     body = []
     for row in rows:
@@ -238,15 +248,9 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
         tick = lambda b: TICK if b else CROSS  # noqa: E731
         cells = [row, mode, tick(c.noise.renorm), tick(c.noise.enabled), tick(c.loss.shared_pair), tick(c.loss.pseudo_pair),
                  tick("clap" in c.loss.intra_spaces), tick("clip" in c.loss.intra_spaces)]
-        for d in datasets:
-            for direction in ("A2I", "I2A"):
-                m = retrieval[d].get(row)
-                text = cell(m, direction, "mAP") if isinstance(m, Mapping) else "—"
-                k = retrieval[d].get("K")
-                if row != "K" and isinstance(m, Mapping) and isinstance(k, Mapping) and seed_values(m, direction, "mAP"):
-                    if paired_difference(seed_values(m, direction, "mAP"), seed_values(k, direction, "mAP"))["significant"]:
-                        text, marked = text + " †", True
-                cells.append(text)
+        scores = _map_cells(retrieval, datasets, row, against=None if row == "K" else "K")
+        marked = marked or any(c.endswith(" †") for c in scores)
+        cells += scores
         mine = _mean_map_per_seed(retrieval, datasets, row)
         if row == "K" or not mine or not k_seeds:
             cells.append("–")
@@ -255,7 +259,6 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
             spread = "" if diff["std"] is None else f" ± {diff['std']:.2f}"
             cells.append(f"{_signed(diff['mean'])}{spread}{' †' if diff['significant'] else ''}")
             marked = marked or diff["significant"]
-        k_mean = sum(k_seeds.values()) / len(k_seeds) if k_seeds else None
         cells.append(f"{sum(mine.values()) / len(mine) / k_mean:.2f}" if mine and k_mean else "–")
         cells.append(f"{sum(PAPER_TABLE5[row]) / sum(PAPER_TABLE5['K']):.2f}" if row in PAPER_TABLE5 else "–")
         if paper:

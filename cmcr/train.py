@@ -241,19 +241,16 @@ def train_paired(pairs: Mapping[str, torch.Tensor | np.ndarray], config: Connect
     spaces = config.connection.spaces
     if set(pairs) != set(spaces):
         raise EmbeddingError(f"paired data must be given for spaces {list(spaces)}, got {sorted(pairs)}")
-    dims = dict(config.projector.in_dims)
-    n = None
-    for space in spaces:
-        name = config.connection.embedding_name(space, config.connection.memory_modality[space]) + " (true pairs)"
-        check_matrix(pairs[space], name, dim=dims.get(space))
-        dims[space] = int(as_tensor(pairs[space][:1]).shape[1])
-        if n is None:
-            n, first = pairs[space].shape[0], (pairs[space], name)
-        else:
-            check_same_rows(first[0], first[1], pairs[space], name)
-    assert n is not None
-    config = dataclasses.replace(config, projector=dataclasses.replace(config.projector, in_dims=dims))
     first_space, second_space = spaces
+    names = {s: config.connection.embedding_name(s, config.connection.memory_modality[s]) + " (true pairs)"
+             for s in spaces}
+    dims = dict(config.projector.in_dims)
+    for space in spaces:
+        check_matrix(pairs[space], names[space], dim=dims.get(space))
+        dims[space] = int(pairs[space].shape[1])
+    check_same_rows(pairs[first_space], names[first_space], pairs[second_space], names[second_space])
+    n = int(pairs[first_space].shape[0])
+    config = dataclasses.replace(config, projector=dataclasses.replace(config.projector, in_dims=dims))
 
     def step(projectors: nn.ModuleDict, tensors: Mapping[str, torch.Tensor], idx: torch.Tensor,
              generator: torch.Generator) -> dict[str, torch.Tensor]:

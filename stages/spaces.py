@@ -1,6 +1,7 @@
 """Stage `spaces@<space>`: train a demo stand-in contrastive space on its paired world data, shaped to the real
 model's published geometry where one is known (`demo.spaces.geometry: published`, cmcr/encoders/geometry.py)."""
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -43,27 +44,30 @@ def main(space: str) -> None:
 
     # The stand-in's geometry (cmcr/metrics/spaces.py): gap and cones on unpaired items (held-out memory
     # items, C-MCR's texts), paired cosine on 1,000 of its own training pairs — as measured for real MCRs.
-    def emb(modality):
-        if modality == "text":
-            return extract(model, "text", list(pd.read_parquet(TEXTS)["text"])[:2000], progress=False).embeddings
-        return extract(model, modality, world.memory_items(modality, 2000), progress=False).embeddings
-
-    def paired(modality):
-        return extract(model, modality, pairs[modality][:1000], progress=False).embeddings
+    # Each set is extracted once; a shaped space's offsets are fitted on the unit embeddings, which are then
+    # shaped exactly as the space's encoders shape them (DemoSpaceModel.shape_output).
+    texts = list(pd.read_parquet(TEXTS)["text"])[:2000]
+    unpaired = {m: extract(model, m, texts if m == "text" else world.memory_items(m, 2000), progress=False).embeddings
+                for m in (first, second)}
+    paired = {m: extract(model, m, pairs[m][:1000], progress=False).embeddings for m in (first, second)}
 
     record = {"geometry_mode": "shaped" if targets is not None else "learned"}
     scale = 1.0
     if targets is not None:  # centre each modality, fit the offsets, then measure the shaped space
-        units = [torch.from_numpy(emb(m)) for m in (first, second)]
-        centres = torch.stack([u.mean(0) for u in units])
-        geometry = fit_geometry(*(centre(u, c).numpy() for u, c in zip(units, centres)), cone_first=targets["cone_first"],
-                                cone_second=targets["cone_second"], gap=targets["modality_gap"])
+        units = {m: torch.as_tensor(np.asarray(x)) for m, x in unpaired.items()}
+        centres = torch.stack([units[m].mean(0) for m in (first, second)])
+        geometry = fit_geometry(*(centre(units[m], c).numpy() for m, c in zip((first, second), centres)),
+                                cone_first=targets["cone_first"], cone_second=targets["cone_second"],
+                                gap=targets["modality_gap"])
         model.model.set_geometry(basis, geometry, centres)
         scale = geometry.scale()
         record["geometry"] = geometry.as_dict()
         record["training_temperature"] = temperature
+        with torch.no_grad():
+            unpaired, paired = ({m: model.model.shape_output(m, torch.as_tensor(np.asarray(x))).numpy()
+                                 for m, x in sets.items()} for sets in (unpaired, paired))
     save_torch(out, model.checkpoint(history))
-    stats = space_statistics(first, second, emb(first), emb(second), paired(first), paired(second))
+    stats = space_statistics(first, second, unpaired[first], unpaired[second], paired[first], paired[second])
     record |= {"final_loss": history[-1]["loss"], "temperature": history[-1]["temperature"] / scale, **stats}
     record["published"] = PUBLISHED[space]  # the real model's values, with their sources
     write_json(metrics, record)

@@ -29,20 +29,15 @@ def main(variant: str, seed: int) -> None:
     if v.official:  # the released projectors, evaluated by the same code as ours
         result = load_official(ROOT / v.official["checkpoint"], v.official["release"])
         log.info("imported the official %s release from %s", v.official["release"], v.official["checkpoint"])
-        save_torch(checkpoint, result.checkpoint())
-        write_json(history, [])
-        return
-    config = dataclasses.replace(v.config, train=dataclasses.replace(v.config.train, seed=seed))
-    if v.paired:  # the paired-data reference: the same projectors trained on true pairs (never C-MCR's data)
-        result = train_paired(load_true_pairs(EMBEDDINGS, config.connection.name, v.paired), config)
-        save_torch(checkpoint, result.checkpoint())
-        write_json(history, result.history)
-        return
-    data = ConnectionData.from_pipeline(EMBEDDINGS, AGGREGATED / config.memory.mode, config, v.exclude_sources)
-    result = train_connection(data, config)
+    else:
+        config = dataclasses.replace(v.config, train=dataclasses.replace(v.config.train, seed=seed))
+        if v.paired:  # the paired-data reference: the same projectors trained on true pairs (never C-MCR's data)
+            result = train_paired(load_true_pairs(EMBEDDINGS, config.connection.name, v.paired), config)
+        else:
+            data = ConnectionData.from_pipeline(EMBEDDINGS, AGGREGATED / config.memory.mode, config, v.exclude_sources)
+            result = train_connection(data, config)
     save_torch(checkpoint, result.checkpoint())
     write_json(history, result.history)
-
 
 if __name__ == "__main__":
     run(main)

@@ -136,7 +136,11 @@ class DemoSpaceModel(nn.Module):
 
     def embed(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
         """The space's embedding: the tower's output, shaped when the space is (unnormalised otherwise)."""
-        out = self.towers[modality](batch)
+        return self.shape_output(modality, self.towers[modality](batch))
+
+    def shape_output(self, modality: str, out: torch.Tensor) -> torch.Tensor:
+        """A tower's output (or the unit embedding it gave before the offsets were fitted) as the space embeds
+        it: unchanged when not shaped, else projected, centred and offset (:mod:`cmcr.encoders.geometry`)."""
         if not self.shaped:
             return out
         row = DEMO_SPACES[self.name].index(modality)

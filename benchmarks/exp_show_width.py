@@ -21,13 +21,9 @@ from pathlib import Path
 
 import typer
 
+from cmcr.exps import flat_keys
+
 app = typer.Typer(add_completion=False)
-
-
-def _leaves(value, prefix: str = "") -> list[str]:
-    if isinstance(value, dict) and value:
-        return [leaf for k, v in value.items() for leaf in _leaves(v, f"{prefix}{k}.")]
-    return [prefix.rstrip(".")]
 
 
 def exp_show(root: Path, columns: int) -> str:
@@ -42,7 +38,7 @@ def column_counts(root: Path) -> dict[str, int]:
     rows = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, env=env, text=True,
                                      capture_output=True, check=True).stdout)
     data = rows[0]["data"]
-    count = {kind: sum(len(_leaves(f.get("data", {}))) for f in (data.get(kind) or {}).values())
+    count = {kind: sum(len(flat_keys(f.get("data", {}))) for f in (data.get(kind) or {}).values())
              for kind in ("metrics", "params")}
     count["deps"] = len(data.get("deps") or {})
     return count
@@ -77,7 +73,7 @@ def synthetic_repo(path: Path, metrics: dict[str, float], n_params: int) -> None
 def main(root: Path = typer.Option(Path("."), help="the pipeline's repository"),
          synthetic: bool = typer.Option(True, help="also measure synthetic repositories (0-200 params)")) -> None:
     summary = json.loads((root / "metrics" / "summary.json").read_text())
-    names = _leaves(summary)
+    names = flat_keys(summary)
     counts = column_counts(root)
     total = sum(counts.values())
     needed, printed = needed_width(root, names)

@@ -39,5 +39,6 @@ def main(variant: str, seed: int) -> None:
     save_torch(checkpoint, result.checkpoint())
     write_json(history, result.history)
 
+
 if __name__ == "__main__":
     run(main)

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from cmcr.metrics.spaces import cone
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -82,12 +84,6 @@ def shape(u: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     return (u + offset) / math.sqrt(1.0 + float(offset @ offset))
 
 
-def _cone(x: np.ndarray) -> float:
-    n = x.shape[0]
-    total = x.sum(0)
-    return float((total @ total - n) / (n * (n - 1)))
-
-
 def fit_geometry(u_first, u_second, *, cone_first: float, cone_second: float, gap: float) -> Geometry:
     """Offsets that give the shaped space the target cones and modality gap (module docstring).
 
@@ -103,7 +99,7 @@ def fit_geometry(u_first, u_second, *, cone_first: float, cone_second: float, ga
     for name, x, target in (("cone_first", a, cone_first), ("cone_second", b, cone_second)):
         if not 0.0 <= target < 1.0:
             raise ValueError(f"target {name} must be in [0, 1), got {target}")
-        own = _cone(x)
+        own = cone(x)
         reached[name] = target >= own
         radii.append(math.sqrt(max(0.0, (target - own) / (1.0 - target))))
     r_a, r_b = radii

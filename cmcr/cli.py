@@ -278,7 +278,8 @@ def extract(
     encoder = build_space(space, **kwargs)
     ids = table[id_column].astype(str).tolist() if id_column else [str(i) for i in range(len(table))]
     summary = extract_sharded(encoder, modality, table[column].tolist(), ids, out_dir, name, shard_size=shard_size,
-                              batch_size=batch_size, num_workers=num_workers, max_failure_rate=max_failure_rate)
+                              batch_size=batch_size, num_workers=num_workers, max_failure_rate=max_failure_rate,
+                              rate_option="--max-failure-rate")
     if summary.merged:
         typer.echo(f"{summary.name}: {summary.embedded} embedded, {summary.failed} failed of {summary.items}")
     else:
@@ -403,7 +404,7 @@ def index(
         ids = table[id_column or column].astype(str).tolist()
     model = _model(root, variant, seed, checkpoint, shared_space)
     info = build_index(model, modality.value, items, ids, out, shard_size=shard_size, batch_size=batch_size,
-                       num_workers=num_workers, max_failure_rate=max_failure_rate)
+                       num_workers=num_workers, max_failure_rate=max_failure_rate, rate_option="--max-failure-rate")
     typer.echo(f"{out}: {info['rows']} {modality.value} items indexed, {info['failed']} failed "
                f"(see {out / 'failures.parquet'})")
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,11 +86,21 @@ class Extraction:
     failures: list[dict[str, str]] = field(default_factory=list)
 
 
-def check_failure_rate(label: str, failed: int, total: int, limit: float, detail: str) -> None:
-    """Fail a set whose share of failed items exceeds ``limit`` (``detail`` says where to look)."""
+class FailureRateError(ArtifactError):
+    """More items of a set failed to load than ``max_failure_rate`` allows: a bad input, not a bug, so the CLI
+    and the stages print it as one line (the failures file and the option that keeps going)."""
+
+
+def check_failure_rate(label: str, failed: int, total: int, limit: float, detail: str,
+                       option: str = "max_failure_rate") -> None:
+    """Fail a set whose share of failed items exceeds ``limit`` (``detail`` says where to look; ``option`` is
+    what the caller sets to accept more failures: ``--max-failure-rate`` on the command line,
+    ``extraction.max_failure_rate`` in params.yaml)."""
     rate = failed / total if total else 0.0
     if rate > limit:
-        raise RuntimeError(f"{label}: {failed} of {total} items failed ({rate:.1%} > {limit:.1%}); {detail}")
+        enough = math.ceil(rate * 1000) / 1000  # the smallest 0.1 % step that lets this set through
+        raise FailureRateError(f"{label}: {failed} of {total} items failed ({rate:.1%} > {limit:.1%}); {detail}; "
+                               f"to keep going without them, raise {option} (e.g. to {enough:g})")
 
 
 def extract(space: EncoderSpace, modality: str, items: Sequence[Any], *, ids: Sequence[str] | None = None,
@@ -207,8 +218,11 @@ def run_key(space: EncoderSpace, modality: str, items: Sequence[Any], ids: Seque
 def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], ids: Sequence[str], out_dir: str | Path,
                     name: str, *, shard_size: int = 50_000, batch_size: int = 256, num_workers: int = 0,
                     rank: int | None = None, world_size: int | None = None, max_failure_rate: float = 0.01,
-                    progress: bool = True, merge: bool = True) -> ExtractionSummary:
-    """Embed ``items`` shard by shard into ``out_dir/<name>.shards/``, then merge if all shards exist."""
+                    progress: bool = True, merge: bool = True,
+                    rate_option: str = "max_failure_rate") -> ExtractionSummary:
+    """Embed ``items`` shard by shard into ``out_dir/<name>.shards/``, then merge if all shards exist.
+    Too many failures raise :class:`FailureRateError`, whose message names ``rate_option`` (what the caller's
+    user sets to accept more)."""
     if len(items) != len(ids):
         raise ArtifactError(f"{name}: {len(items)} items but {len(ids)} ids")
     if len(set(ids)) != len(ids):
@@ -270,7 +284,7 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
                 (out_dir / stale).unlink(missing_ok=True)
             write_parquet(out_dir / f"{name}.failures.parquet", failures)
             check_failure_rate(name, len(failures), len(items), max_failure_rate,
-                               f"see {out_dir / (name + '.failures.parquet')}; nothing merged")
+                               f"see {out_dir / (name + '.failures.parquet')}; nothing merged", rate_option)
         embedded, failed = merge_shards(shard_dir, n_shards, out_dir, name, space.dim, table)
     summary = ExtractionSummary(name, len(items), embedded, failed, done, skipped, merged, changed)
     log.info("%s: %d items, %d embedded, %d failed; shards: %d computed (%d for changed files), %d already done%s",

@@ -36,8 +36,11 @@ INDEX_FORMAT = "cmcr.index/1"
 
 def build_index(model: ConnectedModel, modality: str, items: Sequence[Any], ids: Sequence[str], out_dir: str | Path, *,
                 shard_size: int = 50_000, batch_size: int = 64, num_workers: int = 0, max_failure_rate: float = 0.01,
-                project_chunk: int = 65_536, progress: bool = True) -> dict[str, Any]:
-    """Embed ``items`` of ``modality`` into an index folder (see the module docstring); returns ``index.json``."""
+                project_chunk: int = 65_536, progress: bool = True,
+                rate_option: str = "max_failure_rate") -> dict[str, Any]:
+    """Embed ``items`` of ``modality`` into an index folder (see the module docstring); returns ``index.json``.
+    More failures than ``max_failure_rate`` stop it (:class:`~cmcr.extraction.FailureRateError` naming
+    ``rate_option``)."""
     out_dir = Path(out_dir)
     if len(set(ids)) != len(ids):
         raise ArtifactError(f"{out_dir}: item ids repeat; every item needs its own id")
@@ -47,7 +50,7 @@ def build_index(model: ConnectedModel, modality: str, items: Sequence[Any], ids:
         name = f"{space}_{modality}"
         extract_sharded(model.spaces[space], modality, list(items), list(ids), out_dir / "raw", name,
                         shard_size=shard_size, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                        max_failure_rate=max_failure_rate)
+                        max_failure_rate=max_failure_rate, rate_option=rate_option)
         raw[space] = (load_npy(out_dir / "raw" / f"{name}.npy"), read_parquet(out_dir / "raw" / f"{name}.parquet"))
     first = spaces[0]
     table = raw[first][1]

@@ -98,7 +98,8 @@ def extract_sets(space: str, sets, tmp, p, log, encoder, rows_of, ext) -> None:
         rows = rows.reset_index(drop=True)
         summary = extract_sharded(encoder, modality, list(rows["item"]), [str(i) for i in range(len(rows))],
                                   shards, name, shard_size=ext["shard_size"], batch_size=ext["batch_size"],
-                                  num_workers=ext["num_workers"], max_failure_rate=p["extraction"]["max_failure_rate"])
+                                  num_workers=ext["num_workers"], max_failure_rate=p["extraction"]["max_failure_rate"],
+                                  rate_option="extraction.max_failure_rate in params.yaml")
         if not summary.merged:
             raise ArtifactError(f"{space}/{name}: shards of other ranks are missing in {shards}; this stage runs one "
                                 "process (unset RANK/WORLD_SIZE), or run `cmcr extract` under torchrun first")

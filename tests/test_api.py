@@ -237,8 +237,44 @@ def test_cli_index_and_search_on_a_project(files, tmp_path):
     res = runner.invoke(app, ["search", "--root", str(project), "--index", str(tmp_path / "idx"), "--text", "a red bell"])
     assert res.exit_code == 0 and res.output.count(".png") == 5 * 2  # id and item columns
     res = runner.invoke(app, ["search", "--root", str(project), "--index", str(tmp_path / "idx"), "--query",
-                              str(tmp_path / "missing.wav"), "--query-modality", "audio"])
+                              str(tmp_path / "missing.wav"), "--query-modality", "audio"],
+                        env={"COLUMNS": "400"})  # typer's error box wraps at the terminal width
     assert res.exit_code == 2 and "no such file" in res.output
     res = runner.invoke(app, ["search", "--root", str(project), "--index", str(tmp_path / "idx"), "--variant", "Z",
                               "--text", "x"])
     assert res.exit_code != 0 and "projector checkpoint not found" in str(res.exception)
+
+
+def test_cli_index_failure_rate_stop_is_one_line(files, tmp_path):
+    """Issue 23, point 7: `cmcr index` over 21 images with one unreadable file stopped with a 40-line traceback.
+    Now: one line naming how many failed, the failures file and the option that keeps going."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import ROOT_DIR
+
+    project = tmp_path / "project"
+    (project / "models" / "spaces").mkdir(parents=True)
+    (project / "models" / "connections" / "K").mkdir(parents=True)
+    for s in ("clip", "clap"):
+        shutil.copy(files["root"] / f"{s}.pt", project / "models" / "spaces" / f"{s}.pt")
+    shutil.copy(files["root"] / "clip_clap.pt", project / "models" / "connections" / "K" / "seed0.pt")
+    (project / "params.yaml").write_text(yaml.safe_dump(yaml.safe_load((ROOT_DIR / "params.yaml").read_text())))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(20):
+        shutil.copy(files["image"][i % 7], folder / f"{i:02d}.png")
+    (folder / "20.png").write_bytes(b"not a png")
+    cli = [sys.executable, "-m", "cmcr", "index", "--root", str(project), "--modality", "image", "--folder", str(folder)]
+    out = subprocess.run(cli + ["--out", str(tmp_path / "idx")], capture_output=True, text=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("cmcr: error: clip_image: 1 of 21 items failed (4.8% > 1.0%); see "), last
+    assert str(tmp_path / "idx" / "raw" / "clip_image.failures.parquet") in last
+    assert last.endswith("to keep going without them, raise --max-failure-rate (e.g. to 0.048)")
+    out = subprocess.run(cli + ["--out", str(tmp_path / "idx"), "--max-failure-rate", "0.048"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "20 image items indexed, 1 failed" in out.stdout, out.stderr

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from cmcr.encoders.demo import DemoSpace, DemoSpaceModel
-from cmcr.extraction import EncoderError, extract_sharded
+from cmcr.extraction import EncoderError, FailureRateError, extract_sharded
 from cmcr.items import Item
 from cmcr.world import render_image
 
@@ -93,9 +93,10 @@ def test_failures_are_recorded_and_the_rate_enforced(space, images, tmp_path):
     # only the failures table
     (tmp_path / "g").mkdir()
     (tmp_path / "g" / "x.npy").write_bytes(b"from an earlier run")
-    with pytest.raises(RuntimeError, match=r"1 of 24 items failed .* > 1.0%.*nothing merged"):
+    with pytest.raises(FailureRateError, match=r"1 of 24 items failed .* > 1.0%.*nothing merged; to keep going "
+                                               r"without them, raise --rate \(e.g. to 0.042\)$"):
         extract_sharded(space, "image", images, [f"i{i}" for i in range(24)], tmp_path / "g", "x", shard_size=50,
-                        progress=False, max_failure_rate=0.01)
+                        progress=False, max_failure_rate=0.01, rate_option="--rate")
     assert sorted(p.name for p in (tmp_path / "g").iterdir() if p.is_file()) == ["x.failures.parquet"]
     assert pd.read_parquet(tmp_path / "g" / "x.failures.parquet")["position"].tolist() == [7]
 

@@ -63,3 +63,73 @@ def test_cli_import_official(official_dir, tmp_path):
                                    "--release", "ulip_clip", "--out", str(tmp_path / "o.pt")])
     assert res.exit_code == 0, res.output
     assert set(load_checkpoint(tmp_path / "o.pt").projectors) == {"clip", "ulip"}
+
+
+class _OfficialMLP(torch.nn.Module):
+    """The module structure of the official ``MLP`` (``cmcr/cmcr_projector.py``), re-created from its description:
+    ``net1`` = Linear(c → c·e), BN, ReLU; ``net2`` = Linear(c·e → c), BN; forward = net2(net1(x))."""
+
+    def __init__(self, channel=512, res_expansion=2.0):
+        super().__init__()
+        hidden = int(channel * res_expansion)
+        self.net1 = torch.nn.Sequential(torch.nn.Linear(channel, hidden), torch.nn.BatchNorm1d(hidden), torch.nn.ReLU())
+        self.net2 = torch.nn.Sequential(torch.nn.Linear(hidden, channel), torch.nn.BatchNorm1d(channel))
+
+    def forward(self, x):
+        return self.net2(self.net1(x))
+
+
+class _OfficialMLPHalf(torch.nn.Module):
+    """The official ``MLP_Half``: ``net`` = Linear(c → c), BN, ReLU."""
+
+    def __init__(self, channel=512):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(channel, channel), torch.nn.BatchNorm1d(channel), torch.nn.ReLU())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class _OfficialHeads(torch.nn.Module):
+    def __init__(self, head):
+        super().__init__()
+        self.Head_A, self.Head_B = head(), head()
+        for module in self.modules():  # trained-looking BatchNorm statistics, so BN is not the identity
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.uniform_(-0.1, 0.1)
+                module.num_batches_tracked.fill_(11)
+        self.eval()
+
+
+@pytest.mark.parametrize("release,head", [("clap_clip", _OfficialMLP), ("ulip_clip", _OfficialMLPHalf)])
+def test_state_dict_of_the_official_module_structure_loads(release, head, tmp_path):
+    """Issue 23, point 1: the released ``clap_clip.pt`` holds ``Head_A.net1.0.weight``, ``Head_A.net2.1.running_var``…
+    (two blocks), which was refused. The keys here come from modules built like the official classes."""
+    torch.manual_seed(0)
+    official = _OfficialHeads(head)
+    state = official.state_dict()
+    if release == "clap_clip":
+        assert "Head_A.net1.1.running_mean" in state and "Head_B.net2.0.weight" in state
+    torch.save(state, tmp_path / f"{release}.pt")
+    result = load_official(tmp_path / f"{release}.pt", release)
+    x = torch.nn.functional.normalize(torch.randn(6, 512), dim=1)
+    spaces = {"clap_clip": ("clap", "clip"), "ulip_clip": ("clip", "ulip")}[release]  # (Head_A's, Head_B's)
+    with torch.no_grad():
+        for space, module in zip(spaces, (official.Head_A, official.Head_B)):
+            torch.testing.assert_close(result.projectors[space].embed(x),
+                                       torch.nn.functional.normalize(module(x), dim=1), rtol=0, atol=1e-6)
+    assert result.config.projector.hidden_dim == (1024 if release == "clap_clip" else 512)
+    save_torch(tmp_path / "ours.pt", result.checkpoint())  # and it round-trips through our format
+    assert load_checkpoint(tmp_path / "ours.pt").config.projector.kind == f"official_{release}"
+
+
+def test_a_head_mixing_layouts_is_refused(tmp_path):
+    torch.manual_seed(0)
+    state = _OfficialHeads(_OfficialMLP).state_dict()
+    state["Head_A.net.0.weight"] = state.pop("Head_A.net1.0.weight")
+    torch.save(state, tmp_path / "mixed.pt")
+    with pytest.raises(ValueError, match="mixes the official MLP layout"):
+        load_official(tmp_path / "mixed.pt", "clap_clip")

@@ -88,7 +88,9 @@ def test_space_samples_mixed_sizes_in_batches_like_one_cloud_at_a_time():
     clouds = [rng.normal(size=(n, 3)).astype(np.float32) for n in (3000, 2048, 3000, 2500, 3000)]
     torch.manual_seed(0)
     space = build_space("ulip", allow_random=True, device="cpu", config=PointBertConfig(npoints=2048, num_group=64))
-    batch = space.prepare_batch([torch.from_numpy(check_points(c, 2048)) for c in clouds])
+    groups = space.prepare_batch([torch.from_numpy(check_points(c, 2048)) for c in clouds])
+    assert len(groups) == 1 and sorted(groups[0][0]) == [0, 1, 2, 3, 4]  # all sampled to 2048: one forward pass
+    batch = groups[0][1][torch.argsort(torch.tensor(groups[0][0]))]
     for k, cloud in enumerate(clouds):
         np.testing.assert_allclose(batch[k].numpy(), prepare_points(cloud, 2048), atol=1e-6)
         # ULIP's order: sample, then centre and scale into the unit sphere
@@ -112,7 +114,7 @@ def test_pickled_objaverse_npy_needs_the_trust_switch(official_dir):
 def test_ulip_space_embeds_real_clouds_and_records_bad_ones(official_dir, tmp_path):
     np.save(tmp_path / "nan.npy", np.full((9000, 3), np.nan, np.float32))
     np.save(tmp_path / "flat.npy", np.zeros((9000, 2), np.float32))
-    np.save(tmp_path / "few.npy", np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32))
+    np.save(tmp_path / "few.npy", np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32))  # < 64 centres
     torch.manual_seed(0)
     space = build_space("ulip", allow_random=True, device="cpu", trust_pickled_points=True,
                         config=PointBertConfig(npoints=2048, num_group=64))
@@ -170,3 +172,35 @@ def test_official_points_input_feeds_the_stored_cloud_as_it_is(official_dir):
         check_points(stored[:10], 64)
     with pytest.raises(ConfigError, match="points_input"):
         build_space("ulip", allow_random=True, device="cpu", points_input="raw")
+
+
+@pytest.mark.parametrize("points_input", ["ulip", "official"])
+def test_clouds_smaller_than_npoints_go_in_whole(points_input, tmp_path):
+    """Issue 23, point 2: 1,000- and 2,048-point clouds (ModelNet / ScanObjectNN sizes) were refused in the ulip
+    mode. ULIP samples only clouds larger than npoints; smaller ones go in whole (centred and scaled in the ulip
+    mode, as stored in the official mode). Checked against Point-BERT run on each cloud alone, by hand."""
+    cfg = PointBertConfig(depth=2)  # the real npoints = 8192 and num_group = 512; 2 blocks for speed
+    rng = np.random.default_rng(3)
+    sizes = {"small": 1000, "scan": 2048, "big": 9000, "tiny": 400}
+    for name, n in sizes.items():
+        np.save(tmp_path / f"{name}.npy", (rng.normal(size=(n, 3)) * [1.0, 0.5, 2.0] + [3, 0, -1]).astype(np.float32))
+    torch.manual_seed(0)
+    space = build_space("ulip", allow_random=True, device="cpu", config=cfg, points_input=points_input)
+    items = [str(tmp_path / f"{name}.npy") for name in sizes]
+    out = extract(space, "points", items, ids=list(sizes), progress=False, batch_size=8)
+    assert out.kept == [0, 1, 2] and [f["id"] for f in out.failures] == ["tiny"]  # 400 < 512 patch centres
+    assert "fewer than the 512 needed" in out.failures[0]["reason"]
+    for k, name in enumerate(["small", "scan", "big"]):
+        cloud = np.load(tmp_path / f"{name}.npy")
+        if points_input == "ulip":
+            picked = cloud[fps_reference(cloud, 8192)] if len(cloud) > 8192 else cloud  # ULIP: FPS only if larger
+            centred = picked - picked.mean(0)
+            xyz = centred / np.linalg.norm(centred, axis=1).max()
+        else:
+            xyz = cloud
+        with torch.no_grad():
+            alone = torch.nn.functional.normalize(space.model.encode_pc(torch.from_numpy(xyz[None].astype(np.float32))),
+                                                  dim=-1)[0].numpy()
+        np.testing.assert_allclose(out.embeddings[k], alone, atol=2e-5, err_msg=name)
+    if points_input == "ulip":
+        np.testing.assert_allclose(prepare_points(np.load(tmp_path / "small.npy"), 8192).shape, (1000, 3))

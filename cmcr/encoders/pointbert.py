@@ -19,7 +19,10 @@ load with a strict check:
 - feature = [cls, max over patches] (768-d); embedding = feature @ ``pc_projection`` (768×512).
 
 Input points as ULIP prepares them: xyz, ``npoints`` = 8192 by farthest point sampling when a cloud has
-more (fewer points are an error), then centred and scaled into the unit sphere. ULIP's numpy sampler
+more; a cloud with fewer points goes in with all its points, unsampled (ULIP's ``ModelNet._get_item``
+samples only ``if self.npoints < point_set.shape[0]``, so its 1,024–2,048-point ModelNet / ScanObjectNN
+files pass through as they are); then centred and scaled into the unit sphere. The least a cloud may have
+is Point-BERT's own ``num_group`` = 512 patch centres (fewer is a recorded per-item failure). ULIP's numpy sampler
 starts from a random point; here it starts from point 0, so extraction is deterministic. Clouds are
 checked where they are decoded (:func:`check_points`: shape, NaN, size) and sampled in batches on the
 encoder's device (:func:`sample_and_normalise`) — the sampling's 8192 sequential steps dominate the
@@ -227,8 +230,8 @@ def load_ulip_weights(model: UlipPointBert, path: Path, trust: bool = False) -> 
 
 
 def check_points(points: np.ndarray, npoints: int) -> np.ndarray:
-    """The xyz (N×3 float32) of a cloud ULIP can take (at least ``npoints`` points); ``ValueError`` naming
-    the problem otherwise. Takes what :func:`~cmcr.sources.points.read_point_cloud` returns (which has
+    """The xyz (N×3 float32) of a cloud Point-BERT can take (at least ``npoints`` points: the encoder passes
+    its ``num_group``); ``ValueError`` naming the problem otherwise. Takes what :func:`~cmcr.sources.points.read_point_cloud` returns (which has
     already refused bad shapes and NaN); runs where the cloud is decoded, before any compute.
     """
     xyz = np.ascontiguousarray(points[:, :3], dtype=np.float32)
@@ -241,16 +244,18 @@ def check_points(points: np.ndarray, npoints: int) -> np.ndarray:
 
 def sample_and_normalise(xyz: torch.Tensor, npoints: int) -> torch.Tensor:
     """ULIP's input from B checked clouds of equal size (B×N×3): farthest point sampling to ``npoints``
-    when N is larger, then ``pc_normalize`` (centred on the mean, scaled into the unit sphere)."""
+    when N is larger (a smaller N stays as it is, as in ULIP), then ``pc_normalize`` (centred on the mean,
+    scaled into the unit sphere). Returns B×min(N, npoints)×3."""
     if xyz.shape[1] > npoints:
         xyz = torch.gather(xyz, 1, farthest_point_sample(xyz, npoints).unsqueeze(-1).expand(-1, -1, 3))
     xyz = xyz - xyz.mean(dim=1, keepdim=True)
     return xyz / xyz.norm(dim=-1).amax(dim=1).view(-1, 1, 1)
 
 
-def prepare_points(points: np.ndarray, npoints: int) -> np.ndarray:
-    """One cloud as ULIP's encoder takes it: :func:`check_points` then :func:`sample_and_normalise`."""
-    xyz = torch.from_numpy(check_points(points, npoints)).unsqueeze(0)
+def prepare_points(points: np.ndarray, npoints: int, least: int = PointBertConfig.num_group) -> np.ndarray:
+    """One cloud as ULIP's encoder takes it: :func:`check_points` (at least ``least`` points) then
+    :func:`sample_and_normalise` (min(N, ``npoints``) points)."""
+    xyz = torch.from_numpy(check_points(points, least)).unsqueeze(0)
     return sample_and_normalise(xyz, npoints)[0].numpy()
 
 
@@ -301,9 +306,8 @@ class UlipSpace(EncoderSpace):
         from cmcr.sources.points import read_point_cloud
 
         points = read_point_cloud(file_of(item, modality), trust_pickle=self.trust_pickled_points)
-        # official: every stored point goes in, so only Point-BERT's own 512 patch centres are needed
-        least = self.cfg.npoints if self.points_input == "ulip" else self.cfg.num_group
-        return torch.from_numpy(check_points(points, least))
+        # both modes: clouds smaller than npoints go in whole, so only Point-BERT's own 512 patch centres are needed
+        return torch.from_numpy(check_points(points, self.cfg.num_group))
 
     def stacked_by_size(self, clouds: list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
         """Clouds grouped by point count: (their positions, G×N×3 float32 on the device) per count."""
@@ -313,19 +317,23 @@ class UlipSpace(EncoderSpace):
         return [(rows, torch.stack([clouds[i] for i in rows]).to(self.device, torch.float32))
                 for rows in by_size.values()]
 
-    def prepare_batch(self, clouds: list[torch.Tensor]) -> torch.Tensor:
-        """Checked clouds (any sizes ≥ ``npoints``) → B×npoints×3 on the device, sampled in batches of equal size."""
-        out = torch.empty(len(clouds), self.cfg.npoints, 3, device=self.device)
+    def prepare_batch(self, clouds: list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
+        """Checked clouds of any sizes → ULIP's inputs grouped by their size after sampling: one group of
+        G×npoints×3 for every cloud of ``npoints`` or more (sampled in batches of equal size), one group per
+        size for the smaller clouds (centred and scaled, not sampled). (positions, tensor on the device) each."""
+        prepared: dict[int, list[tuple[list[int], torch.Tensor]]] = {}
         for rows, xyz in self.stacked_by_size(clouds):
-            out[torch.tensor(rows, device=self.device)] = sample_and_normalise(xyz, self.cfg.npoints)
-        return out
+            ready = sample_and_normalise(xyz, self.cfg.npoints)
+            prepared.setdefault(ready.shape[1], []).append((rows, ready))
+        return [([r for rows, _ in parts for r in rows], torch.cat([x for _, x in parts]))
+                for parts in prepared.values()]
 
     def encode_batch(self, modality: str, batch: list[torch.Tensor]) -> torch.Tensor:
         if modality == "image":
             with torch.autocast(self.device.type, **self.amp):
                 return self.model.encode_image(torch.stack(batch).to(self.device)).float().cpu()
-        if self.points_input == "ulip":  # every cloud sampled to npoints: one forward pass
-            groups = [(list(range(len(batch))), self.prepare_batch(batch))]
+        if self.points_input == "ulip":  # clouds sampled to npoints (smaller ones whole): a forward pass per size
+            groups = self.prepare_batch(batch)
         else:  # the clouds as stored: one forward pass per cloud size
             groups = self.stacked_by_size(batch)
         out = torch.empty(len(batch), self.dim)

@@ -322,3 +322,28 @@ def test_a_changed_file_re_embeds_its_shard_only(space, images, tmp_path):
     assert (third.shards_done, third.shards_skipped, third.failed, third.embedded) == (1, 4, 0, 24)
     again = run(space, local, tmp_path / "out")
     assert (again.shards_done, again.shards_skipped) == (0, 5)
+
+
+def test_a_stage_stopped_by_its_failure_rate_prints_one_line(tmp_path):
+    """Issue 23, point 7, for the stages: `run()` of stages/common.py prints a FailureRateError as one line."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "stage.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / "stages")!r})
+from common import run
+from cmcr.extraction import check_failure_rate
+
+def main() -> None:
+    check_failure_rate("clap_audio", 3, 40, 0.01, "see x.failures.parquet; nothing merged",
+                       "extraction.max_failure_rate in params.yaml")
+
+run(main)
+""")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "stage: error: clap_audio: 3 of 40 items failed (7.5% > 1.0%); see x.failures.parquet; nothing merged; "
+        "to keep going without them, raise extraction.max_failure_rate in params.yaml (e.g. to 0.075)"]

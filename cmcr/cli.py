@@ -471,6 +471,35 @@ def experiments(
     typer.echo(show_experiments(root, width, all_commits), nl=False)
 
 
+@app.command()
+def clean(
+    stale: Annotated[bool, typer.Option("--stale", help="remove checkpoints and training histories of variants or "
+                                                      "seeds no longer in params.yaml (the validate stage's warning)")] = False,
+    root: Annotated[Path, typer.Option("--root", help="the DVC project")] = Path("."),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be removed")] = False,
+) -> None:
+    """Remove outputs nothing reads any more (DVC keeps a removed stage's outputs in the workspace)."""
+    from cmcr.experiments import describe_stale, seeds_of, stale_outputs, variant_names
+
+    if not stale:
+        raise typer.BadParameter("say what to clean: --stale", param_hint="--stale")
+    p = load_params(root / "params.yaml")
+    variants = variant_names(p)
+    doomed = stale_outputs(root, variants, seeds_of(p))
+    if not doomed:
+        typer.echo(f"{root}: no stale checkpoints or histories")
+        return
+    typer.echo(describe_stale(doomed, variants))
+    for path in doomed:
+        typer.echo(f"{'would remove' if dry_run else 'removed'} {path}")
+        if not dry_run:
+            (root / path).unlink()
+            if not any((root / path).parent.iterdir()):
+                (root / path).parent.rmdir()
+    if not dry_run:
+        typer.echo("git-tracked ones (models/history/*.json) show as deleted: commit that with the params change")
+
+
 def main() -> None:
     """The ``cmcr`` entry point: a bad input or config (a ConfigError, ArtifactError, EmbeddingError,
     EncoderError, EmbedError or a missing file — each message names the file or key) prints as one line and

@@ -56,6 +56,40 @@ def checkpoint_path(folder: str | Path, variant: str, seed: int, suffix: str = "
     return Path(folder) / variant / f"seed{seed}{suffix}"
 
 
+#: where the training stages write: (folder under the project root, file suffix)
+TRAINING_OUTPUTS = (("models/connections", ".pt"), ("models/history", ".json"))
+
+
+def stale_outputs(root: str | Path, variants: list[str], seeds: list[int]) -> list[Path]:
+    """Checkpoints and training histories under ``root`` that no ``train@<variant>-<seed>`` of params writes
+    any more (DVC keeps the outputs of a stage that left dvc.yaml's matrix; nothing reads them: evaluation
+    and report go by params). Sorted paths relative to ``root``."""
+    root = Path(root)
+    expected = {checkpoint_path(folder, name, seed, suffix) for name in variants for seed in seeds
+                for folder, suffix in TRAINING_OUTPUTS}
+    return sorted(f.relative_to(root) for folder, suffix in TRAINING_OUTPUTS for f in (root / folder).rglob(f"*{suffix}")
+                  if f.relative_to(root) not in expected)
+
+
+def describe_stale(stale: list[Path], variants: list[str], limit: int = 12) -> str:
+    """One short line saying how many stale files of which variants (removed ones, and seeds no longer
+    trained of kept ones), for the validate stage's log and ``cmcr clean --stale``."""
+    by_variant: dict[str, set[str]] = {}
+    for path in stale:
+        by_variant.setdefault(path.parent.name, set()).add(path.stem.removeprefix("seed"))
+    def part(names: list[str]) -> str:
+        shown = [f"{n} ({len(by_variant[n])} seed{'s' if len(by_variant[n]) != 1 else ''})" for n in names[:limit]]
+        return ", ".join(shown) + (f", … {len(names) - limit} more" if len(names) > limit else "")
+    removed = sorted(n for n in by_variant if n not in variants)
+    kept = sorted(n for n in by_variant if n in variants)
+    parts = []
+    if removed:
+        parts.append(f"{len(removed)} variant(s) no longer in params.yaml: {part(removed)}")
+    if kept:
+        parts.append(f"seeds no longer trained of {len(kept)} variant(s): {part(kept)}")
+    return f"{len(stale)} checkpoint/history file(s) of " + "; ".join(parts)
+
+
 def variant_names(params: Mapping[str, Any]) -> list[str]:
     return list((params.get("variants") or {}).keys())
 

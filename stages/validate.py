@@ -13,9 +13,9 @@ no longer in params are removed here.
 
 import json
 
-from common import CONNECTIONS, HISTORY, PARAMS_DIR, ROOT, params, run, setup_logging
+from common import PARAMS_DIR, ROOT, params, run, setup_logging
 from cmcr.artifacts import atomic_path
-from cmcr.experiments import checkpoint_path, demo_scale, seeds_of, training_spec
+from cmcr.experiments import demo_scale, describe_stale, seeds_of, stale_outputs, training_spec
 from cmcr.validation import check_params
 
 
@@ -39,13 +39,10 @@ def main() -> None:
         if stale.stem not in resolved:
             log.info("removing %s: variant %s is no longer in params.yaml", stale, stale.stem)
             stale.unlink()
-    expected = {checkpoint_path(folder, name, seed, suffix) for name in resolved for seed in seeds_of(p)
-                for folder, suffix in ((CONNECTIONS, ".pt"), (HISTORY, ".json"))}
-    orphans = sorted(str(f.relative_to(ROOT)) for folder, suffix in ((CONNECTIONS, ".pt"), (HISTORY, ".json"))
-                     for f in folder.rglob(f"*{suffix}") if f not in expected)
-    if orphans:  # DVC keeps the outputs of a stage that no longer exists; nothing reads them (stages go by params)
-        log.warning("outputs of variants or seeds no longer in params.yaml (not evaluated or reported; delete them "
-                    "with `rm %s`): %s", " ".join(orphans), ", ".join(orphans))
+    stale = stale_outputs(ROOT, list(resolved), seeds_of(p))
+    if stale:  # DVC keeps the outputs of a stage that no longer exists; nothing reads them (stages go by params)
+        log.warning("%s — not evaluated or reported; list or remove them with `cmcr clean --stale [--dry-run]`",
+                    describe_stale(stale, list(resolved)))
     write_if_changed(PARAMS_DIR / "valid.txt", "params.yaml passed the validate stage (cmcr.validation.validate_params)\n")
     log.info("%s: valid; %d variants (%s) × seeds %s → %s", ROOT / "params.yaml", len(resolved), ", ".join(resolved),
              seeds_of(p), PARAMS_DIR)

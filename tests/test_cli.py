@@ -173,3 +173,46 @@ def test_version_and_python_m():
     assert out.returncode == 0 and out.stdout.strip() == f"cmcr {__version__}"
     assert "convert-weights" in subprocess.run([sys.executable, "-m", "cmcr", "--help"], capture_output=True,
                                                 text=True).stdout
+
+
+def test_stale_outputs_are_summarised_and_cleaned_by_a_command(tmp_path):
+    """Issue 23, point 6: keeping rows K, C, F, J made validate log one ~9,000-character line listing 60 files
+    twice. Now: a summary (how many files of which variants) and `cmcr clean --stale`."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import copy_project
+
+    copy_project(tmp_path)
+    p = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    every = list(p["variants"])
+    for name in every:
+        for seed in (0, 1, 2):
+            for folder, suffix in (("models/connections", ".pt"), ("models/history", ".json")):
+                (tmp_path / folder / name).mkdir(parents=True, exist_ok=True)
+                (tmp_path / folder / name / f"seed{seed}{suffix}").write_text("x")
+    (tmp_path / "models/connections/K/seed7.pt").write_text("x")  # a seed no longer trained of a kept variant
+    p["variants"] = {k: v for k, v in p["variants"].items() if k in ("K", "C", "F", "J")}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    removed = len(every) - 4
+    out = subprocess.run([sys.executable, "stages/validate.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and len(warnings[0]) < 600, warnings
+    assert f"{removed * 6 + 1} checkpoint/history file(s) of {removed} variant(s) no longer in params.yaml: A (3 seeds)" \
+        in warnings[0] and "seeds no longer trained of 1 variant(s): K (1 seed)" in warnings[0]
+    assert "cmcr clean --stale" in warnings[0] and "seed0.pt" not in warnings[0]
+
+    res = runner.invoke(app, ["clean", "--stale", "--root", str(tmp_path), "--dry-run"])
+    assert res.exit_code == 0 and res.output.count("would remove ") == removed * 6 + 1, res.output
+    assert (tmp_path / "models/connections/A/seed0.pt").exists()
+    res = runner.invoke(app, ["clean", "--stale", "--root", str(tmp_path)])
+    assert res.exit_code == 0 and res.output.count("removed ") == removed * 6 + 1, res.output
+    left = sorted(str(f.relative_to(tmp_path)) for f in (tmp_path / "models").rglob("*") if f.is_file())
+    assert left == sorted(f"models/{folder}/{v}/seed{s}{suffix}" for v in ("K", "C", "F", "J") for s in (0, 1, 2)
+                          for folder, suffix in (("connections", ".pt"), ("history", ".json")))
+    assert not (tmp_path / "models/connections/A").exists()  # emptied variant folders go too
+    res = runner.invoke(app, ["clean", "--stale", "--root", str(tmp_path)])
+    assert res.exit_code == 0 and "no stale checkpoints or histories" in res.output

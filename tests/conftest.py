@@ -32,6 +32,27 @@ def copy_project(path: Path) -> None:
             shutil.copy2(src, dst)
 
 
+def have_browser() -> bool:
+    """Whether Chromium is there for the page checks (``cmcr.pages.check_page``). Without one a test skips its
+    browser part, except under CI (``CI=true``): ``.ci/run`` installs Debian's chromium, so a missing browser
+    there is a failure, never a silent skip."""
+    from cmcr.pages import find_chromium
+
+    if find_chromium() is not None:
+        return True
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("CI=true but no chromium on PATH: .ci/run installs it (apt-get install chromium); the page "
+                    "checks must run in CI")
+    return False
+
+
+@pytest.fixture
+def chromium() -> None:
+    """For tests that are all about a page in the browser: skip without Chromium (fail under CI=true)."""
+    if not have_browser():
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+
+
 def unit(*shape: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.nn.functional.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1).to(dtype)

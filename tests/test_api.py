@@ -182,7 +182,7 @@ def test_index_and_search(files, tmp_path):
 
 def test_search_page_in_a_browser(files, tmp_path):
     from cmcr.examples import search_page
-    from cmcr.pages import check_page, find_chromium
+    from cmcr.pages import check_page
 
     m = model(files)
     build_index(m, "audio", files["audio"], [f"a{i}" for i in range(7)], tmp_path / "idx", progress=False)
@@ -190,7 +190,9 @@ def test_search_page_in_a_browser(files, tmp_path):
     page = search_page(tmp_path / "out.html", "image", files["image"][0], hits, tmp_path / "idx")
     text = page.read_text()
     assert text.count("<audio") == 5 and "#1 " in text and "http" not in text.lower()
-    if find_chromium() is None:
+    from conftest import have_browser
+
+    if not have_browser():
         pytest.skip("no chromium on PATH: the page was written but not opened")
     check = check_page(page, screenshot=tmp_path / "out.png")
     assert check.ok and check.images == 6  # the query's image and five waveforms

@@ -335,7 +335,8 @@ def test_api_and_pages_on_the_paper_setup(paper_repo):
     import torch
 
     from cmcr.api import ConnectedModel
-    from cmcr.pages import check_page, find_chromium
+    from cmcr.pages import check_page
+    from conftest import have_browser
     from cmcr.train import load_checkpoint
 
     path = paper_repo["path"]
@@ -350,5 +351,5 @@ def test_api_and_pages_on_the_paper_setup(paper_repo):
         assert np.abs(api - pipeline).max() <= 1e-5, (space, np.abs(api - pipeline).max())
     examples = (path / "results" / "examples.html").read_text()
     assert "Audio–image retrieval (AVE)" in examples and "Zero-shot 3D classification (ModelNet40)" in examples
-    if find_chromium() is not None:
+    if have_browser():
         assert check_page(path / "results" / "examples.html").ok

@@ -289,7 +289,8 @@ def test_bring_your_own_embeddings(repo):
 def test_pages_and_the_readme_api_example(repo):
     """Issue 10: `dvc repro` wrote results/examples.html and results/plots.html; both load every image with
     no console error in headless Chromium (where installed); the README's API example runs as written."""
-    from cmcr.pages import check_page, find_chromium
+    from cmcr.pages import check_page
+    from conftest import have_browser
 
     path, env = repo["path"], repo["env"]
     # byo above changed the setup: back to the demo repro of the fixture
@@ -299,7 +300,7 @@ def test_pages_and_the_readme_api_example(repo):
     examples = (path / "results" / "examples.html").read_text()
     assert "Audio–image retrieval (demo)" in examples and "Zero-shot 3D classification (demo)" in examples
     assert "source localization (demo)" in examples and examples.count("<audio") >= 12
-    if find_chromium() is not None:
+    if have_browser():
         for page in ("examples.html", "plots.html"):
             check = check_page(path / "results" / page)
             assert check.ok and check.images >= 2, (page, check)
@@ -310,5 +311,5 @@ def test_pages_and_the_readme_api_example(repo):
     assert lines[0] == "(1, 512)"
     assert lines[1].split() == ["rank", "score", "id", "item"] and len(lines) == 2 + 5
     assert (path / "demo_search.html").is_file() and (path / "demo_index" / "index.json").is_file()
-    if find_chromium() is not None:
+    if have_browser():
         assert check_page(path / "demo_search.html").ok

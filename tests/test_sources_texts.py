@@ -61,3 +61,24 @@ def test_manifest_of_a_folder(tmp_path):
     assert table["parent"].tolist() == ["n01", "n01", "n02"]
     res = CliRunner().invoke(app, ["manifest", "--folder", str(tmp_path / "none"), "--out", str(tmp_path / "x.parquet")])
     assert res.exit_code != 0 and "folder not found" in str(res.exception)
+
+
+def test_html_entities_are_counted_in_the_collection_log(tmp_path, caplog):
+    """Issue 23, point 3: COCO and CC3M captions carry HTML entities, which open_clip's tokenizer (cmcr) unescapes
+    and the official HF CLIPTokenizerFast does not; the collection log counts them per corpus."""
+    import logging
+
+    from cmcr.sources.texts import count_html_entities
+
+    captions = ["Fish &amp; chips", "a man&#39;s bike", "R&B singer", "a dog", "x &lt;3 y", "AT&T logo", "&copy 2009"]
+    (tmp_path / "coco.json").write_text(json.dumps({"annotations": [{"caption": c} for c in captions]}))
+    (tmp_path / "cc3m.tsv").write_text("plain words\thttp://x/1\nsalt &amp; pepper\thttp://x/2\n")
+    # by hand: &amp; &#39; &lt; and &copy (no semicolon, which html.unescape also undoes) count; R&B, AT&T do not
+    assert count_html_entities(captions) == (4, "Fish &amp; chips")
+    with caplog.at_level(logging.INFO, logger="cmcr.sources.texts"):
+        table = collect_texts({"coco": tmp_path / "coco.json", "cc3m": tmp_path / "cc3m.tsv"})
+    assert "Fish &amp; chips" in table["text"].tolist()  # stored as given; the tokenizer decides
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("coco: 7 captions from") and "; 4 with HTML entities (e.g. 'Fish &amp; chips'" in line
+               for line in lines), lines
+    assert any(line.startswith("cc3m: 2 captions from") and "; 1 with HTML entities" in line for line in lines), lines

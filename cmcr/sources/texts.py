@@ -12,10 +12,16 @@
 Texts are whitespace-normalised and de-duplicated case-insensitively, keeping the first occurrence in
 the order of the table above. The paper's counts after this: image-text 1.66M, video-text 0.58M,
 audio-text 77K (2.33M in all).
+
+Texts are stored as the corpora give them. Some carry HTML entities (``&amp;``, ``&#39;`` in COCO and
+CC3M captions): CLIP's tokenizer in cmcr (open_clip's, OpenAI CLIP's) unescapes them, the official C-MCR
+inference's HF ``CLIPTokenizerFast`` does not (README, "Where the paper and the official code
+disagree"), so the log counts them per corpus (:func:`count_html_entities`).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import re
@@ -74,6 +80,13 @@ def read_dataset(name: str, path: str | Path, *, cc3m_subset: int | None = None,
     return [str(t) for t in texts]
 
 
+def count_html_entities(texts: list[str]) -> tuple[int, str | None]:
+    """How many texts hold an HTML entity (text that ``html.unescape`` changes, what open_clip's tokenizer
+    undoes and HF's does not), and the first such text."""
+    hits = [t for t in texts if "&" in t and html.unescape(t) != t]
+    return len(hits), (hits[0] if hits else None)
+
+
 def normalise(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
@@ -86,7 +99,10 @@ def collect_texts(files: Mapping[str, str | Path], *, cc3m_subset: int | None = 
             continue
         texts = [normalise(t) for t in read_dataset(name, files[name], cc3m_subset=cc3m_subset, seed=seed)]
         frames.append(pd.DataFrame({"text": texts, "source": SOURCE_OF[name], "dataset": name}))
-        log.info("%s: %d captions from %s", name, len(texts), files[name])
+        entities, example = count_html_entities(texts)
+        log.info("%s: %d captions from %s; %d with HTML entities%s", name, len(texts), files[name], entities,
+                 f" (e.g. {example[:80]!r}: unescaped by cmcr's CLIP tokenizer, not by the official HF one)"
+                 if entities else "")
     unknown = set(files) - set(SOURCE_OF)
     if unknown:
         raise ArtifactError(f"unknown text dataset(s) {sorted(unknown)}; known: {sorted(SOURCE_OF)}")

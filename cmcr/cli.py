@@ -255,10 +255,13 @@ def extract(
     num_workers: Annotated[int, typer.Option(help="DataLoader workers for decoding")] = 0,
     shard_size: int = 50_000,
     max_failure_rate: float = 0.01,
+    devices: Annotated[Optional[str], typer.Option(
+        help="start one worker per device and merge once: auto (every visible GPU) | N (first N GPUs; N CPU "
+             "processes without a GPU) | 0,2,5 (those GPUs). Not under torchrun (which starts the ranks itself)")] = None,
 ) -> None:
-    """Embed items with an encoder space: sharded, resumable, split across torchrun ranks."""
+    """Embed items with an encoder space: sharded, resumable, split across devices (--devices) or torchrun ranks."""
     from cmcr.artifacts import read_parquet
-    from cmcr.extraction import extract_sharded
+    from cmcr.extraction import ExtractionJob, extract_on_devices, extract_sharded, resolve_devices
     from cmcr.encoders.base import build_space
 
     _setup_logging()
@@ -275,11 +278,21 @@ def extract(
                 kwargs["tokenizer"] = str(tokenizer)
         if space == "ulip":
             kwargs.update(trust_pickled_points=trust_pickled_points, points_input=points_input)
-    encoder = build_space(space, **kwargs)
     ids = table[id_column].astype(str).tolist() if id_column else [str(i) for i in range(len(table))]
-    summary = extract_sharded(encoder, modality, table[column].tolist(), ids, out_dir, name, shard_size=shard_size,
-                              batch_size=batch_size, num_workers=num_workers, max_failure_rate=max_failure_rate,
-                              rate_option="--max-failure-rate")
+    options = dict(shard_size=shard_size, batch_size=batch_size, num_workers=num_workers,
+                   max_failure_rate=max_failure_rate, rate_option="--max-failure-rate")
+    if devices is not None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise typer.BadParameter("not under torchrun: either --devices or torchrun's ranks", param_hint="--devices")
+        spec: Any = devices if devices == "auto" else (int(devices) if devices.isdigit() else
+                                                        [int(i) for i in devices.split(",") if i.strip().isdigit()])
+        if isinstance(spec, list) and len(spec) != len(devices.split(",")):
+            raise typer.BadParameter(f"auto, a number or GPU ids like 0,2,5; got {devices!r}", param_hint="--devices")
+        job = ExtractionJob(name, modality, table[column].tolist(), ids)
+        summary = extract_on_devices(space, kwargs, [job], out_dir, resolve_devices(spec, "--devices"), **options)[name]
+    else:
+        summary = extract_sharded(build_space(space, **kwargs), modality, table[column].tolist(), ids, out_dir, name,
+                                  **options)
     if summary.merged:
         typer.echo(f"{summary.name}: {summary.embedded} embedded, {summary.failed} failed of {summary.items}")
     else:

@@ -342,3 +342,106 @@ def shard_runs(out_dir: str | Path) -> pd.DataFrame:
 def _merged_key(out_dir: Path, name: str) -> str | None:
     marker = out_dir / f"{name}.run"
     return marker.read_text().strip() if marker.is_file() else None
+
+
+@dataclass(frozen=True)
+class ExtractionJob:
+    """One set to embed: its output name, the items' modality, the items and their unique ids."""
+
+    name: str
+    modality: str
+    items: list[Any]
+    ids: list[str]
+
+
+def resolve_devices(spec: Any, key: str = "paper.extraction.devices") -> list[str | None]:
+    """The extraction workers ``spec`` asks for, one device each: ``auto`` — every visible GPU (one worker on
+    the encoder's own device when there is none or one); ``N`` — the first N GPUs, or N processes on the CPU
+    when there is no GPU; ``[ids]`` — those GPUs. ``None`` stands for "the encoder's own ``device`` setting"
+    (one in-process worker). ConfigError naming ``key`` for anything else."""
+    from cmcr.config import ConfigError
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if spec == "auto":
+        return [f"cuda:{i}" for i in range(gpus)] if gpus > 1 else [None]
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if spec < 1:
+            raise ConfigError(f"{key} must be auto, a number of workers >= 1 or a list of GPU ids, got {spec!r}")
+        if not gpus:
+            return ["cpu"] * spec if spec > 1 else [None]
+        if spec > gpus:
+            raise ConfigError(f"{key} = {spec} but only {gpus} GPU(s) are visible")
+        return [f"cuda:{i}" for i in range(spec)] if spec > 1 else [None]
+    if (isinstance(spec, list) and spec and len(set(spec)) == len(spec)
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in spec)):
+        missing = [i for i in spec if i >= gpus]
+        if missing:
+            raise ConfigError(f"{key} lists GPU(s) {missing}, but {gpus} GPU(s) are visible")
+        return [f"cuda:{i}" for i in spec]
+    raise ConfigError(f"{key} must be auto, a number of workers >= 1 or a list of distinct GPU ids, got {spec!r}")
+
+
+def _build(space: str, kwargs: dict[str, Any], device: str | None) -> EncoderSpace:
+    """The encoder of one worker: on its GPU (``device`` overrides the setting), else as configured (CPU
+    workers, like ``None``, leave the encoder's own ``device`` setting alone)."""
+    from cmcr.encoders.base import build_space
+
+    on_gpu = device is not None and device.startswith("cuda")
+    return build_space(space, **(kwargs | ({"device": device} if on_gpu else {})))
+
+
+def _run_jobs(encoder: EncoderSpace, jobs: Sequence[ExtractionJob], out_dir: Path, rank: int, world_size: int,
+              options: dict[str, Any], merge: bool) -> dict[str, ExtractionSummary]:
+    return {job.name: extract_sharded(encoder, job.modality, job.items, job.ids, out_dir, job.name, rank=rank,
+                                      world_size=world_size, merge=merge, **options) for job in jobs}
+
+
+def _extraction_worker(index: int, space: str, kwargs: dict[str, Any], devices: list[str | None],
+                       jobs: list[ExtractionJob], out_dir: str, options: dict[str, Any], threads: int) -> None:
+    """A spawned worker (rank ``index + 1``): its shards of every job, no merging (the first rank merges).
+    It computes with the parent's CPU thread count: CPU results depend on it (summation order)."""
+    rank = index + 1
+    torch.set_num_threads(threads)
+    encoder = _build(space, kwargs, devices[rank])
+    _run_jobs(encoder, jobs, Path(out_dir), rank, len(devices), options, merge=False)
+
+
+def extract_on_devices(space: str, kwargs: dict[str, Any], jobs: Sequence[ExtractionJob], out_dir: str | Path,
+                       devices: list[str | None], **options: Any) -> dict[str, ExtractionSummary]:
+    """Every job through :func:`extract_sharded`, split across one worker per entry of ``devices``
+    (:func:`resolve_devices`): rank 0 works in this process, ranks 1… are processes started with PyTorch's
+    launcher (``torch.multiprocessing.start_processes``, spawn), each building the encoder ``space`` with
+    ``kwargs`` on its own device and taking shards k ≡ rank (mod workers) of every job — shards need no
+    collective. Once all have finished, this process merges each job once, so the outputs are the bytes a
+    single process writes (the run key never depends on the rank or the device; CPU workers compute with this
+    process's thread count, as CPU results depend on it — set ``CMCR_NUM_THREADS`` to share the cores). A
+    failed worker stops the run with :class:`EncoderError` naming its rank, device and error. ``options`` are
+    :func:`extract_sharded`'s (``shard_size``, ``batch_size``, ``num_workers``, ``max_failure_rate``…)."""
+    out_dir = Path(out_dir)
+    if len(devices) == 1:
+        return _run_jobs(_build(space, kwargs, devices[0]), jobs, out_dir, 0, 1, options, merge=True)
+    import torch.multiprocessing as mp
+
+    log.info("%s: %d extraction workers on %s", space, len(devices), ", ".join(str(d or "default") for d in devices))
+    context = mp.start_processes(_extraction_worker, nprocs=len(devices) - 1, join=False, start_method="spawn",
+                                 args=(space, kwargs, devices, list(jobs), str(out_dir), options,
+                                       torch.get_num_threads()))
+    try:
+        encoder = _build(space, kwargs, devices[0])
+        _run_jobs(encoder, jobs, out_dir, 0, len(devices), options, merge=False)
+        try:
+            while not context.join():
+                pass
+        except mp.ProcessRaisedException as exc:
+            rank = exc.error_index + 1
+            last = [line for line in str(exc).strip().splitlines() if line.strip()][-1]
+            raise EncoderError(f"{space}: extraction worker {rank} ({devices[rank]}) failed: {last}") from exc
+        except mp.ProcessExitedException as exc:
+            rank = exc.error_index + 1
+            raise EncoderError(f"{space}: extraction worker {rank} ({devices[rank]}) died "
+                               f"(exit code {exc.exit_code})") from exc
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+    return _run_jobs(encoder, jobs, out_dir, 0, len(devices), options, merge=True)  # every shard done: merge only

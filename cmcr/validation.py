@@ -82,8 +82,14 @@ def _check_paper(paper: Mapping[str, Any]) -> None:
             entry = _mapping(f"paper.sets.{space}.{name}", entry, ("manifest", "column"))
             if not isinstance(entry.get("manifest"), str):
                 raise ConfigError(f"paper.sets.{space}.{name}.manifest must be a path, got {entry.get('manifest')!r}")
-    extraction = _mapping("paper.extraction", paper.get("extraction"), ("batch_size", "num_workers", "shard_size"))
+    extraction = _mapping("paper.extraction", paper.get("extraction"),
+                          ("batch_size", "num_workers", "shard_size", "devices"))
     for key, value in extraction.items():
+        if key == "devices":
+            from cmcr.extraction import resolve_devices
+
+            resolve_devices(value)  # auto | N | [GPU ids], checked against the GPUs visible here
+            continue
         _positive_int(f"paper.extraction.{key}", value, minimum=0 if key == "num_workers" else 1)
 
 

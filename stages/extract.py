@@ -9,21 +9,22 @@ same sharded, resumable extraction (`cmcr.extraction.extract_sharded`): shards l
 `data/shards/<space>/` (outside DVC's outputs), so a killed stage resumes where it stopped.
 """
 
+import json
+
 import pandas as pd
 
 from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging, skipped_marker
 from cmcr.artifacts import ArtifactError, atomic_dir, load_embedding_set, load_npy, read_parquet, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
 from cmcr.config import CONNECTIONS, extraction_sets
-from cmcr.encoders.base import build_space
 from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, paired_sets
 from cmcr.experiments import connections_used, setup_of, variant_connection, variant_names
-from cmcr.extraction import extract_sharded
+from cmcr.extraction import ExtractionJob, extract_on_devices, resolve_devices
 from cmcr.items import manifest_items
 from cmcr.world import WorldFiles
 
 #: the demo world's extraction settings (its sets are small; paper.extraction is for the real encoders)
-DEMO_EXTRACTION = {"batch_size": 256, "num_workers": 0, "shard_size": 50_000}
+DEMO_EXTRACTION = {"batch_size": 256, "num_workers": 0, "shard_size": 50_000, "devices": 1}
 
 
 def sets_of(space: str, benchmarks, connections: list[str], paired: list[tuple[str, str]] = ()) -> dict[str, tuple[str, bool]]:
@@ -83,10 +84,12 @@ def copy_byo(space: str, sets, tmp, p, log) -> None:
         save_embedding_set(tmp, name, matrix, table)
 
 
-def extract_sets(space: str, sets, tmp, p, log, encoder, rows_of, ext) -> None:
-    """Every set through the sharded extraction; kept rows' tables and all failures written to ``tmp``."""
-    failures = []
+def extract_sets(space: str, sets, tmp, p, log, encoder: tuple[str, dict], rows_of, ext) -> None:
+    """Every set through the sharded extraction — on one worker per device of ``ext['devices']`` (paper:
+    ``paper.extraction.devices``), merged once — and the kept rows' tables and all failures written to ``tmp``.
+    ``encoder`` is the registered space's name and its keyword arguments (each worker builds its own)."""
     shards = ROOT / "data" / "shards" / space
+    jobs, tables = [], {}
     for name, (modality, required) in sets.items():
         rows = rows_of(space, name, modality, p)
         if rows is None:
@@ -95,21 +98,26 @@ def extract_sets(space: str, sets, tmp, p, log, encoder, rows_of, ext) -> None:
                                     "is required")
             log.warning("paper.sets.%s.%s not given: its benchmark will be skipped", space, name)
             continue
-        rows = rows.reset_index(drop=True)
-        summary = extract_sharded(encoder, modality, list(rows["item"]), [str(i) for i in range(len(rows))],
-                                  shards, name, shard_size=ext["shard_size"], batch_size=ext["batch_size"],
-                                  num_workers=ext["num_workers"], max_failure_rate=p["extraction"]["max_failure_rate"],
-                                  rate_option="extraction.max_failure_rate in params.yaml")
+        tables[name] = rows.reset_index(drop=True)
+        jobs.append(ExtractionJob(name, modality, list(tables[name]["item"]), [str(i) for i in range(len(rows))]))
+    devices = resolve_devices(ext.get("devices", "auto"))
+    summaries = extract_on_devices(*encoder, jobs, shards, devices, shard_size=ext["shard_size"],
+                                   batch_size=ext["batch_size"], num_workers=ext["num_workers"],
+                                   max_failure_rate=p["extraction"]["max_failure_rate"],
+                                   rate_option="extraction.max_failure_rate in params.yaml")
+    failures = []
+    for job in jobs:
+        summary, rows = summaries[job.name], tables[job.name]
         if not summary.merged:
-            raise ArtifactError(f"{space}/{name}: shards of other ranks are missing in {shards}; this stage runs one "
-                                "process (unset RANK/WORLD_SIZE), or run `cmcr extract` under torchrun first")
-        kept = read_parquet(shards / f"{name}.parquet")["position"].to_numpy()
+            raise ArtifactError(f"{space}/{job.name}: shards of other ranks are missing in {shards}; this stage "
+                                "starts its own workers (paper.extraction.devices; unset RANK/WORLD_SIZE)")
+        kept = read_parquet(shards / f"{job.name}.parquet")["position"].to_numpy()
         table = rows.iloc[kept].drop(columns=["item"]).reset_index(drop=True)
-        save_embedding_set(tmp, name, load_npy(shards / f"{name}.npy"), table)
-        lost = read_parquet(shards / f"{name}.failures.parquet")
-        failures += [{"id": str(r.id), "item": str(rows["item"].iloc[int(r.position)]), "reason": r.reason, "set": name}
-                     for r in lost.itertuples()]
-        log.info("%s/%s: %d embedded, %d failed", space, name, summary.embedded, summary.failed)
+        save_embedding_set(tmp, job.name, load_npy(shards / f"{job.name}.npy"), table)
+        lost = read_parquet(shards / f"{job.name}.failures.parquet")
+        failures += [{"id": str(r.id), "item": str(rows["item"].iloc[int(r.position)]), "reason": r.reason,
+                      "set": job.name} for r in lost.itertuples()]
+        log.info("%s/%s: %d embedded, %d failed", space, job.name, summary.embedded, summary.failed)
     if failures:
         log.warning("%s: %d item(s) failed to load in all; see %s", space, len(failures),
                     EMBEDDINGS / space / "failures.parquet")
@@ -137,11 +145,11 @@ def main(space: str) -> None:
         if setup == "byo":
             copy_byo(space, sets, tmp, p, log)
         elif setup == "paper":
-            encoder = build_space(space, **dict(p["paper"]["encoders"][space]))
-            extract_sets(space, sets, tmp, p, log, encoder, paper_rows, p["paper"]["extraction"])
+            kwargs = json.loads(json.dumps(p["paper"]["encoders"][space]))  # plain data: workers get a copy
+            extract_sets(space, sets, tmp, p, log, (space, kwargs), paper_rows, p["paper"]["extraction"])
         else:
-            encoder = build_space(f"demo_{space}", checkpoint=SPACES / f"{space}.pt")
-            extract_sets(space, sets, tmp, p, log, encoder, demo_rows, DEMO_EXTRACTION)
+            extract_sets(space, sets, tmp, p, log, (f"demo_{space}", {"checkpoint": str(SPACES / f"{space}.pt")}),
+                         demo_rows, DEMO_EXTRACTION)
 
 
 if __name__ == "__main__":

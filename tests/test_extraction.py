@@ -124,6 +124,14 @@ def test_cli_extract_with_the_demo_space(space, images, tmp_path):
     assert "23 embedded, 1 failed of 24" in res.output
     kept = pd.read_parquet(tmp_path / "out" / "clip_image.parquet")
     assert kept["id"].tolist()[:8] == ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k8"]
+    # --devices 2: two worker processes (no GPU here), the same bytes
+    res = CliRunner().invoke(app, ["extract", "--space", "demo_clip", "--modality", "image", "--items",
+                                   str(tmp_path / "items.parquet"), "--column", "path", "--id-column", "key",
+                                   "--out-dir", str(tmp_path / "two"), "--name", "clip_image", "--weights",
+                                   str(tmp_path / "space.pt"), "--shard-size", "10", "--max-failure-rate", "0.1",
+                                   "--devices", "2"])
+    assert res.exit_code == 0 and "23 embedded, 1 failed of 24" in res.output, res.output
+    assert filecmp.cmp(tmp_path / "out" / "clip_image.npy", tmp_path / "two" / "clip_image.npy", shallow=False)
 
 
 def test_mixed_precision_only_on_cuda():
@@ -347,3 +355,68 @@ run(main)
     assert out.stderr.strip().splitlines() == [
         "stage: error: clap_audio: 3 of 40 items failed (7.5% > 1.0%); see x.failures.parquet; nothing merged; "
         "to keep going without them, raise extraction.max_failure_rate in params.yaml (e.g. to 0.075)"]
+
+
+def test_workers_on_several_devices_merge_to_the_bytes_of_one_process(space, images, tmp_path):
+    """Issue 23, point 4: one `dvc repro` uses every device. The stage starts one worker per device itself
+    (PyTorch's launcher, spawn), each taking its shards; merged once. On the CPU: two worker processes."""
+    import pandas as pd
+
+    from cmcr.artifacts import save_torch
+    from cmcr.extraction import ExtractionJob, extract_on_devices
+
+    save_torch(tmp_path / "space.pt", space.checkpoint())
+    ids = [f"img{i}" for i in range(len(images))]
+    texts = [f"a {w} bell" for w in ("red", "blue", "small", "big", "old", "new")] + [" "]  # a blank text fails
+    jobs = [ExtractionJob("clip_image", "image", images, ids),
+            ExtractionJob("clip_text", "text", texts, [f"t{i}" for i in range(len(texts))])]
+    options = dict(shard_size=4, batch_size=2, progress=False, max_failure_rate=0.2)
+    kwargs = {"checkpoint": str(tmp_path / "space.pt")}
+    one = extract_on_devices("demo_clip", kwargs, jobs, tmp_path / "one", [None], **options)
+    two = extract_on_devices("demo_clip", kwargs, jobs, tmp_path / "two", ["cpu", "cpu"], **options)
+    for name in ("clip_image", "clip_text"):
+        assert two[name].merged and (two[name].embedded, two[name].failed) == (one[name].embedded, one[name].failed)
+        for suffix in (".npy", ".parquet", ".failures.parquet"):
+            assert filecmp.cmp(tmp_path / "one" / f"{name}{suffix}", tmp_path / "two" / f"{name}{suffix}",
+                               shallow=False), name + suffix
+    assert (one["clip_image"].failed, one["clip_text"].failed) == (1, 1)  # bad.png and the empty text
+    # both ranks wrote shards: rank 1 (the spawned process) took the odd ones
+    run_dir = next((tmp_path / "two" / "clip_image.shards").iterdir())
+    assert len(list(run_dir.glob("shard-*.parquet"))) == 6
+    assert pd.read_parquet(tmp_path / "two" / "clip_image.parquet")["id"].tolist() == [i for i in ids if i != "img7"]
+
+
+def test_a_failed_worker_stops_the_run_naming_it(space, images, tmp_path):
+    from cmcr.artifacts import save_torch
+    from cmcr.encoders.base import register
+    from cmcr.encoders.demo import DemoSpace
+    from cmcr.extraction import ExtractionJob, extract_on_devices
+
+    save_torch(tmp_path / "space.pt", space.checkpoint())
+    register("only_in_this_process")(lambda checkpoint: DemoSpace.from_checkpoint(checkpoint))  # unknown to workers
+    jobs = [ExtractionJob("clip_image", "image", images[:6], [f"i{i}" for i in range(6)])]
+    with pytest.raises(EncoderError, match=r"only_in_this_process: extraction worker 1 \(cpu\) failed: "
+                                           r"KeyError: \"unknown encoder space 'only_in_this_process'"):
+        extract_on_devices("only_in_this_process", {"checkpoint": str(tmp_path / "space.pt")}, jobs, tmp_path / "x",
+                           ["cpu", "cpu"], shard_size=2, batch_size=2, progress=False)
+    assert not (tmp_path / "x" / "clip_image.npy").exists()  # nothing merged
+
+
+def test_devices_setting_is_resolved_and_checked(monkeypatch):
+    from cmcr.config import ConfigError
+    from cmcr.extraction import resolve_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert resolve_devices("auto") == [None] and resolve_devices(1) == [None]
+    assert resolve_devices(3) == ["cpu", "cpu", "cpu"]  # no GPU: N processes on the CPU
+    with pytest.raises(ConfigError, match=r"paper.extraction.devices lists GPU\(s\) \[0\], but 0 GPU"):
+        resolve_devices([0])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert resolve_devices("auto") == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert resolve_devices(2) == ["cuda:0", "cuda:1"] and resolve_devices([3, 1]) == ["cuda:3", "cuda:1"]
+    for bad, message in ((5, "= 5 but only 4 GPU"), (0, "got 0"), ("all", "got 'all'"), ([1, 1], "distinct"),
+                         (True, "got True"), ([], "got \\[\\]")):
+        with pytest.raises(ConfigError, match=message):
+            resolve_devices(bad)

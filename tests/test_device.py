@@ -104,3 +104,29 @@ def test_encoders_on_the_device_agree_with_the_cpu(official_dir, tmp_path, preci
             assert summary.embedded == len(items) and summary.failed == 0
             embeddings[device] = torch.from_numpy(np.load(out / f"{name}.npy"))
         assert min_cosine(embeddings[DEVICE], embeddings["cpu"]) > bound, (name, precision)
+
+
+@pytest.mark.skipif(not (DEVICE.startswith("cuda") and torch.cuda.device_count() >= 2), reason="needs 2+ GPUs")
+def test_one_worker_per_gpu_merges_to_the_bytes_of_one_gpu(tmp_path):
+    """Issue 23, point 4 on GPUs: paper.extraction.devices = 2 (one spawned worker per GPU) writes the files
+    one process on one GPU writes (ULIP-2 Point-BERT with random weights; clouds of several sizes)."""
+    import filecmp
+
+    from cmcr.encoders.pointbert import PointBertConfig  # noqa: F401  (the real config, 2 blocks below)
+    from cmcr.extraction import ExtractionJob, extract_on_devices
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, n in enumerate([9000, 2048, 1000, 9000, 8192, 4000] * 3):
+        paths.append(str(tmp_path / f"c{i}.npy"))
+        np.save(paths[-1], rng.normal(size=(n, 3)).astype(np.float32))
+    jobs = [ExtractionJob("ulip_points", "points", paths, [f"c{i}" for i in range(len(paths))])]
+    kwargs = {"allow_random": True, "seed": 0}
+    options = dict(shard_size=4, batch_size=3, progress=False)
+    one = extract_on_devices("ulip", kwargs, jobs, tmp_path / "one", ["cuda:0"], **options)
+    two = extract_on_devices("ulip", kwargs, jobs, tmp_path / "two", ["cuda:0", "cuda:1"], **options)
+    assert one["ulip_points"].embedded == two["ulip_points"].embedded == len(paths)
+    for suffix in (".parquet", ".failures.parquet"):
+        assert filecmp.cmp(tmp_path / "one" / f"ulip_points{suffix}", tmp_path / "two" / f"ulip_points{suffix}")
+    a, b = np.load(tmp_path / "one" / "ulip_points.npy"), np.load(tmp_path / "two" / "ulip_points.npy")
+    np.testing.assert_allclose(a, b, atol=1e-5)  # two GPUs of one model: equal to kernel rounding

@@ -56,6 +56,26 @@ def checkpoint_path(folder: str | Path, variant: str, seed: int, suffix: str = "
     return Path(folder) / variant / f"seed{seed}{suffix}"
 
 
+def space_sets(params: Mapping[str, Any], space: str) -> dict[str, tuple[str, bool]]:
+    """``{file name: (modality, required)}`` a space contributes under ``params``: the training sets of the
+    connections the variants use and the true pairs of the paired-data references (required), then the
+    configured evaluation sets (optional). What ``extract@<space>`` embeds (or copies from ``byo/``)."""
+    from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, paired_sets
+    from cmcr.config import CONNECTIONS, extraction_sets
+
+    training = extraction_sets([CONNECTIONS[c] for c in connections_used(params)]).get(space, {})
+    sets = {modality: (modality, True) for modality in training}
+    for name in variant_names(params):
+        dataset = (params["variants"][name] or {}).get("paired")
+        if dataset:
+            file = paired_sets(variant_connection(params, name), str(dataset)).get(space)
+            if file:
+                sets[file] = (EVAL_SET_MODALITY[file.split("@")[0]], True)
+    for file_name, set_name in evaluation_sets(params["benchmarks"], space).items():
+        sets[file_name] = (EVAL_SET_MODALITY[set_name], False)
+    return sets
+
+
 #: where the training stages write: (folder under the project root, file suffix)
 TRAINING_OUTPUTS = (("models/connections", ".pt"), ("models/history", ".json"))
 

@@ -180,3 +180,46 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         resolved[name] = variant
     aggregates_needed(params)  # Eq. 2 settings of every (connection, mode) the variants train with
     return resolved
+
+
+def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: bool = False) -> int:
+    """``setup: byo``: every required set of every space (:func:`cmcr.experiments.space_sets`) is in ``folder``
+    as ``<space>/<set>.npy`` + ``.parquet`` with the same number of rows, and so is every optional set that is
+    there at all. Reads only the NPY headers and Parquet footers, so it runs before any stage has replaced an
+    output. ``temp_workspace``: the check runs in a copy DVC made (``dvc exp run --temp`` or a queued
+    experiment), which holds git- and DVC-tracked files only — the error then says so. Returns the number of
+    sets checked; raises :class:`~cmcr.artifacts.ArtifactError` naming the first file at fault."""
+    from pathlib import Path
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from cmcr.artifacts import ArtifactError
+    from cmcr.experiments import space_sets
+
+    folder = Path(folder)
+    hint = (" — this is a temporary copy made by `dvc exp run --temp` or the experiment queue, which holds only "
+            "git- and DVC-tracked files: track the embeddings (`dvc add byo/embeddings`, then commit) or run "
+            "`dvc exp run` without --temp" if temp_workspace else "")
+    checked = 0
+    for space in ("clip", "clap", "ulip"):
+        for name, (_, required) in space_sets(params, space).items():
+            npy, table = folder / space / f"{name}.npy", folder / space / f"{name}.parquet"
+            if not npy.exists() and not required:
+                continue
+            for path in (npy, table):
+                if not path.is_file():
+                    raise ArtifactError(f"setup byo: {path} is missing ({'required' if required else 'its pair is there'}"
+                                        f"); layout in byo/embeddings/README.md{hint}")
+            try:
+                rows = np.load(npy, mmap_mode="r").shape[0]
+            except (ValueError, OSError) as exc:
+                raise ArtifactError(f"setup byo: {npy}: not a readable .npy matrix ({exc})") from None
+            try:
+                listed = pq.ParquetFile(table).metadata.num_rows
+            except Exception as exc:  # noqa: BLE001 — any pyarrow error is an unreadable file
+                raise ArtifactError(f"setup byo: {table}: not a readable Parquet table ({exc})") from None
+            if rows != listed:
+                raise ArtifactError(f"setup byo: {npy} has {rows} rows but {table} lists {listed}")
+            checked += 1
+    return checked

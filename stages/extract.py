@@ -16,30 +16,13 @@ import pandas as pd
 from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging, skipped_marker
 from cmcr.artifacts import ArtifactError, atomic_dir, load_embedding_set, load_npy, read_parquet, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
-from cmcr.config import CONNECTIONS, extraction_sets
-from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, paired_sets
-from cmcr.experiments import connections_used, setup_of, variant_connection, variant_names
+from cmcr.experiments import connections_used, setup_of, space_sets
 from cmcr.extraction import ExtractionJob, extract_on_devices, resolve_devices
 from cmcr.items import manifest_items
 from cmcr.world import WorldFiles
 
 #: the demo world's extraction settings (its sets are small; paper.extraction is for the real encoders)
 DEMO_EXTRACTION = {"batch_size": 256, "num_workers": 0, "shard_size": 50_000, "devices": 1}
-
-
-def sets_of(space: str, benchmarks, connections: list[str], paired: list[tuple[str, str]] = ()) -> dict[str, tuple[str, bool]]:
-    """``{file name: (modality, required)}`` for this space: the training sets of the connections the variants
-    use and the true pairs of the paired-data references (``(connection, dataset)``; required), then the
-    configured evaluation sets (optional)."""
-    training = extraction_sets([CONNECTIONS[c] for c in connections]).get(space, {})
-    sets = {modality: (modality, True) for modality in training}
-    for connection, dataset in paired:
-        file = paired_sets(connection, dataset).get(space)
-        if file:
-            sets[file] = (EVAL_SET_MODALITY[file.split("@")[0]], True)
-    for file_name, name in evaluation_sets(benchmarks, space).items():
-        sets[file_name] = (EVAL_SET_MODALITY[name], False)
-    return sets
 
 
 def texts_rows() -> pd.DataFrame:
@@ -128,9 +111,7 @@ def main(space: str) -> None:
     log = setup_logging(f"extract@{space}")
     p = params()
     used = connections_used(p)
-    paired = [(variant_connection(p, n), str(p["variants"][n]["paired"])) for n in variant_names(p)
-              if (p["variants"][n] or {}).get("paired")]
-    sets = sets_of(space, p["benchmarks"], used, paired)
+    sets = space_sets(p, space)
     setup = setup_of(p)
     if setup == "demo":
         others = sorted({f.split("@")[1] for f in sets if "@" in f} - {"demo"})

@@ -13,10 +13,10 @@ no longer in params are removed here.
 
 import json
 
-from common import PARAMS_DIR, ROOT, params, run, setup_logging
+from common import BYO, PARAMS_DIR, ROOT, params, run, setup_logging
 from cmcr.artifacts import atomic_path
-from cmcr.experiments import demo_scale, describe_stale, seeds_of, stale_outputs, training_spec
-from cmcr.validation import check_params
+from cmcr.experiments import demo_scale, describe_stale, seeds_of, setup_of, stale_outputs, training_spec
+from cmcr.validation import check_byo_layout, check_params
 
 
 def write_if_changed(path, text: str) -> None:
@@ -30,6 +30,9 @@ def main() -> None:
     log = setup_logging("validate")
     p = params()
     resolved = check_params(p)
+    if setup_of(p) == "byo":  # before any stage has replaced the demo outputs by SKIPPED markers
+        n = check_byo_layout(p, BYO, temp_workspace=".dvc/tmp/exps" in ROOT.as_posix())
+        log.info("setup byo: %d embedding sets in %s present, rows matching their tables", n, BYO)
     for name, variant in resolved.items():
         for note in demo_scale(p, variant.config.connection.name)[1]:
             log.info("variant %s: %s", name, note)

@@ -284,6 +284,8 @@ def test_bring_your_own_embeddings(repo):
     res = run(["dvc", "repro", "extract@ulip"], path, env, check=False)
     assert res.returncode != 0
     assert "ulip/image.npy is missing (required)" in res.stdout + res.stderr
+    # issue 24, point 4: the validate stage refuses it, before any other stage has run or replaced an output
+    assert "validate: error: setup byo: " in res.stderr and res.stdout.count("Running stage") == 1, res.stdout
 
 
 def test_pages_and_the_readme_api_example(repo):

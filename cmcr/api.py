@@ -145,7 +145,7 @@ class ConnectedModel:
     # -- embedding --------------------------------------------------------------------------------------
     def project(self, space: str, embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
         """Map ``space``'s own (L2-normalised) embeddings into the connected space: projector, L2 normalisation."""
-        x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+        x = torch.from_numpy(np.array(embeddings, dtype=np.float32))  # a writable copy (inputs may be read-only maps)
         with torch.no_grad():
             return self.result.projectors[space].embed(x).numpy().astype(np.float32, copy=False)
 

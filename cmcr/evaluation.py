@@ -91,7 +91,7 @@ def load_benchmark(embeddings: str | Path, benchmark: str, dataset: str, options
         if benchmark == "retrieval" and key == "audio":  # with its class columns, when the set has them
             columns = columns + _class_columns(Path(embeddings) / space / f"{set_name(name, dataset)}.parquet")
         matrix, table = load_embedding_set(Path(embeddings) / space, set_name(name, dataset), columns=columns)
-        sets[key], tables[key] = torch.from_numpy(np.asarray(matrix[:])), table
+        sets[key], tables[key] = torch.from_numpy(np.array(matrix, dtype=np.float32)), table  # a writable copy
     coverage = None
     if benchmark == "retrieval":
         sets["audio"], tables["audio"], sets["image"], tables["image"], coverage = join_pairs(

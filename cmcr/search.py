@@ -107,13 +107,13 @@ def top_k(queries: np.ndarray, embeddings: np.ndarray, k: int, chunk: int = 65_5
     """Cosine top-k of each query row over ``embeddings`` (rows L2-normalised), streamed in chunks of rows:
     ``(scores, rows)``, each Q×k, best first; ties keep the lower row first. Never holds more than
     ``Q × (chunk + k)`` scores."""
-    q = torch.as_tensor(np.asarray(queries, dtype=np.float32))
+    q = torch.from_numpy(np.array(queries, dtype=np.float32))  # writable copy
     n = embeddings.shape[0]
     k = min(k, n)
     best_scores = torch.full((q.shape[0], 0), -float("inf"))
     best_rows = torch.zeros((q.shape[0], 0), dtype=torch.long)
     for start in range(0, n, chunk):
-        block = torch.as_tensor(np.asarray(embeddings[start:start + chunk], dtype=np.float32))
+        block = torch.from_numpy(np.array(embeddings[start:start + chunk], dtype=np.float32))  # one chunk, copied
         scores = q @ block.T
         rows = torch.arange(start, start + block.shape[0]).expand(q.shape[0], -1)
         scores = torch.cat([best_scores, scores], dim=1)

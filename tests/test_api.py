@@ -280,3 +280,34 @@ def test_cli_index_failure_rate_stop_is_one_line(files, tmp_path):
     out = subprocess.run(cli + ["--out", str(tmp_path / "idx"), "--max-failure-rate", "0.048"], capture_output=True,
                          text=True)
     assert out.returncode == 0 and "20 image items indexed, 1 failed" in out.stdout, out.stderr
+
+
+def test_read_only_maps_raise_no_numpy_writable_warning(tmp_path):
+    """Issue 24, point 5: `UserWarning: The given NumPy array is not writable` on every evaluation and search came
+    from tensors made of read-only memory maps. PyTorch warns once per process, so this runs in a fresh one,
+    with every warning an error: top-k over a memory-mapped index, the API's projection of a memory map, and
+    the evaluation loader of a benchmark's memory-mapped sets."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "check.py"
+    script.write_text(f"""
+import numpy as np, pandas as pd, torch
+from pathlib import Path
+from cmcr.search import top_k
+from cmcr.evaluation import load_benchmark
+root = Path({str(tmp_path)!r})
+x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+for space, name in (("clap", "eval_audio@demo"), ("clip", "eval_image@demo")):
+    (root / "emb" / space).mkdir(parents=True, exist_ok=True)
+    np.save(root / "emb" / space / f"{{name}}.npy", x)
+    pd.DataFrame({{"pair_id": np.arange(50)}}).to_parquet(root / "emb" / space / f"{{name}}.parquet")
+index = np.load(root / "emb" / "clip" / "eval_image@demo.npy", mmap_mode="r")
+scores, rows = top_k(index[:2], index, 3, chunk=16)
+assert rows[:, 0].tolist() == [0, 1]
+data, coverage = load_benchmark(root / "emb", "retrieval", "demo")
+print("ok")
+""")
+    out = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,8 +195,27 @@ def _resolve(resolve, table, row: int, column: str = "path"):
     return resolve(table[column].iloc[row])
 
 
+def describe(table, row: int, path: Any, concepts: Mapping[int, str] | None = None) -> tuple[str, list[str]]:
+    """How a page names an item: its file name (else its pair id or row), and a line with its class columns
+    (``concept`` named through ``concepts`` when given, ``size``, ``condition``) where the table has them."""
+    if path is not None:
+        name = Path(str(getattr(path, "path", path))).name
+    elif "pair_id" in table.columns:
+        name = f"pair {table['pair_id'].iloc[row]}"
+    else:
+        name = f"row {row}"
+    detail = []
+    for column in ("concept", "size", "condition"):
+        if column in table.columns:
+            value = table[column].iloc[row]
+            if column == "concept" and concepts:
+                value = concepts.get(int(value), value)
+            detail.append(f"{column} {value}")
+    return name, [" · ".join(detail)] if detail else []
+
+
 def retrieval_section(data, embed, renderer: Renderer, resolve, *, count: int = 3, k: int = 5, seed: int = 0,
-                      dataset: str = "") -> str:
+                      dataset: str = "", concepts: Mapping[int, str] | None = None) -> str:
     """A→I and I→A: sampled queries and their top-k with scores; a hit is correct when it is the query's pair."""
     import torch
 
@@ -210,15 +229,17 @@ def retrieval_section(data, embed, renderer: Renderer, resolve, *, count: int = 
             scores = (queries[q:q + 1] @ gallery.T)[0]
             top = torch.topk(scores, min(k, len(gallery)))
             q_path = _resolve(resolve, q_table, q)
-            query = renderer.tile(q_mod, q_path, f"query: {q_table['pair_id'].iloc[q]}") if q_path else Tile(
-                caption=f"query {q} (no path column)")
+            q_name, q_detail = describe(q_table, q, q_path, concepts)
+            query = (renderer.tile(q_mod, q_path, f"query: {q_name}", extra=q_detail) if q_path
+                     else Tile(caption=f"query: {q_name} (no path column)", extra=q_detail))
             hits = []
             for rank, (score, g) in enumerate(zip(top.values.tolist(), top.indices.tolist()), 1):
                 g_path = _resolve(resolve, g_table, g)
                 correct = bool(g_table["pair_id"].iloc[g] == q_table["pair_id"].iloc[q])
-                caption = f"#{rank}  {score:.3f}"
-                hits.append(renderer.tile(g_mod, g_path, caption, correct) if g_path else Tile(caption=caption,
-                                                                                              correct=correct))
+                g_name, g_detail = describe(g_table, g, g_path, concepts)
+                caption = f"#{rank}  {score:.3f}  {g_name}"
+                hits.append(renderer.tile(g_mod, g_path, caption, correct, extra=g_detail) if g_path
+                            else Tile(caption=caption, correct=correct, extra=g_detail))
             true_rank = int((scores > scores[q]).sum()) + 1
             html_rows.append(row(f"{direction} {dataset}: the correct item ranks #{true_rank} of {len(gallery)}",
                                  query, hits))
@@ -287,11 +308,12 @@ def zeroshot_section(data, embed, renderer: Renderer, resolve, *, count: int = 6
 
 def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: dict[str, str | Path],
                    benchmarks: dict[str, list[str]], resolve, scene_images=None, *, seed: int = 0,
-                   trust_pickle: bool = False) -> Path:
+                   trust_pickle: bool = False, concepts: Mapping[int, str] | None = None) -> Path:
     """``results/examples.html``: for the first dataset of each benchmark, a seeded sample of queries with
     what the connected space returns (model: ``checkpoints[connection]``). Renderings go to
     ``<page name>_files/`` beside the page. ``resolve(path)`` maps a table's path to a file;
-    ``scene_images(dataset)`` gives ``{scene_id: image file}`` for localization (or None)."""
+    ``scene_images(dataset)`` gives ``{scene_id: image file}`` for localization (or None); ``concepts`` names
+    the ``concept`` column's classes (the demo world's) where the tables hold indices."""
     from cmcr.artifacts import ArtifactError
     from cmcr.benchmarks import BENCHMARKS
     from cmcr.evaluation import load_benchmark
@@ -319,7 +341,8 @@ def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: di
                             f"{html.escape(str(exc))}</p>")
             continue
         if benchmark == "retrieval":
-            sections.append(retrieval_section(data, embeds[connection], renderer, resolve, seed=seed, dataset=dataset))
+            sections.append(retrieval_section(data, embeds[connection], renderer, resolve, seed=seed, dataset=dataset,
+                                              concepts=concepts))
         elif benchmark == "localization":
             images = scene_images(dataset) if scene_images else None
             sections.append(localization_section(data, embeds[connection], renderer, images or {}, seed=seed,

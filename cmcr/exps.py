@@ -5,10 +5,18 @@ setting to hide them by default): for this pipeline ~190 columns, every cell an 
 :func:`experiment_table` reads the same data through ``dvc.api.exp_show`` and keeps what a reader compares:
 the experiment's name, the params whose values differ between the rows shown, and the headline metrics of
 ``metrics/summary.json``. ``cmcr experiments`` prints it, fitted to a width (default 200 columns).
+
+Each headline cell is ``mean±std`` over the training seeds (``metrics/summary.json`` keeps every seed's value
+as ``<metric>_seed<s>`` beside the mean and ``<metric>_std``), and an experiment's cell adds its paired
+difference to its baseline commit over the seeds both have, ``(Δ+0.41†)``, with † where a two-sided paired
+t-test at 5 % calls it real (:func:`cmcr.metrics.seeds.paired_difference`) — the same test as Table 5. A row
+DVC has not finished (queued, running, failed) shows its state instead of numbers: DVC fills such a row with
+the baseline's metrics, which are not the experiment's.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,22 +45,68 @@ def _name(row: Mapping[str, Any]) -> str:
     return name or rev[:7] or "workspace"
 
 
+#: headline keys of metrics/summary.json that are not headlines themselves: a spread, or one seed's value
+_DERIVED = re.compile(r"_(std|seed\d+)$")
+#: DVC's experiment states whose metrics are not the experiment's own (DVC shows the baseline's)
+_UNFINISHED = {"queued", "running", "failed"}
+
+
+def seed_columns(row: Mapping[str, Any], key: str) -> dict[str, float]:
+    """``{seed: value}`` of headline ``key`` in an ``exp_show`` row (its ``<key>_seed<s>`` columns)."""
+    out = {}
+    for column, value in row.items():
+        if column.startswith(key + "_seed") and column[len(key) + 5:].isdigit() and isinstance(value, (int, float)):
+            out[column[len(key) + 5:]] = float(value)
+    return out
+
+
+def _metric_cell(row: Mapping[str, Any], key: str, baseline: Mapping[str, Any] | None) -> str:
+    from cmcr.metrics.seeds import mean_std, paired_difference
+
+    state = str(row.get("State") or "").lower()
+    if state in _UNFINISHED:
+        return state
+    seeds = seed_columns(row, key)
+    if not seeds:  # a summary written before seeds were recorded: the mean alone
+        return _text(row.get(key))
+    mean, std = mean_std(list(seeds.values()))
+    text = f"{mean:.2f}" + ("" if std is None else f"±{std:.2f}")
+    if baseline is not None:
+        reference = seed_columns(baseline, key)
+        if any(s in reference for s in seeds):
+            diff = paired_difference(seeds, reference)
+            text += f"(Δ{diff['mean']:+.2f}{'†' if diff['significant'] else ''})"
+    return text
+
+
 def experiment_table(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, str], param_names: Iterable[str],
                      width: int = 200) -> str:
     """Render ``dvc.api.exp_show`` rows as a plain-text table no wider than ``width``.
 
     Columns: the experiment, every param of ``param_names`` whose value differs between the rows, then the
-    metrics (``{column key in the rows: header}``). When the table is still too wide, the widest param
-    columns are dropped first and named in a last line, so every cell shown stays readable.
+    headline metrics (``{column key in the rows: header}``; their ``_std`` / ``_seed<s>`` columns are read,
+    not shown): ``mean±std`` over seeds, and for an experiment its paired difference to the baseline commit
+    above it. When the table is still too wide, the widest param columns are dropped first and named in a
+    last line, so every cell shown stays readable.
     """
-    rows = [r for r in rows if r.get("typ") != "queued"]
+    rows = list(rows)
+    baselines: list[Mapping[str, Any] | None] = []
+    current = None
+    for r in rows:  # exp_show lists each baseline commit, then its experiments
+        if r.get("typ") == "baseline":
+            current = r
+            baselines.append(None)
+        else:
+            baselines.append(current if r.get("typ") != "workspace" else None)
     params = [p for p in param_names if len({_text(r.get(p)) for r in rows}) > 1]
-    metrics = {m: label for m, label in metrics.items() if any(r.get(m) is not None for r in rows)}
+    metrics = {m: label for m, label in metrics.items() if not _DERIVED.search(m) and any(
+        r.get(m) is not None or seed_columns(r, m) for r in rows)}
     headers = {p: p for p in params} | dict(metrics)
 
     def cells(columns: list[str]) -> list[list[str]]:
         return [["experiment", *(headers[c] for c in columns)]] + [
-            [_name(r), *(_text(r.get(c)) for c in columns)] for r in rows]
+            [_name(r), *(_metric_cell(r, c, base) if c in metrics else _text(r.get(c)) for c in columns)]
+            for r, base in zip(rows, baselines)]
 
     def render(columns: list[str]) -> list[str]:
         grid = cells(columns)
@@ -69,6 +123,9 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, st
         lines = render(params + list(metrics))
     if dropped:
         lines.append(f"(also differing, not shown for width: {', '.join(sorted(dropped))})"[:width])
+    if any("(Δ" in line for line in lines):
+        lines.append("mean±std over the training seeds; (Δ…) the experiment's paired difference to its baseline "
+                     "commit over the same seeds, † significant (two-sided paired t-test, 5 %)"[:width])
     return "\n".join(lines) + "\n"
 
 
@@ -96,7 +153,8 @@ def show_experiments(root: str | Path = ".", width: int = 200, all_commits: bool
     root = Path(root)
     rows = dvc.api.exp_show(repo=str(root), num=-1 if all_commits else 1, param_deps=False, force=False)
     summary = root / "metrics" / "summary.json"
-    keys = flat_keys(json.loads(summary.read_text())) if summary.is_file() else []  # benchmark.dataset.metric
+    keys = [k for k in (flat_keys(json.loads(summary.read_text())) if summary.is_file() else [])
+            if not _DERIVED.search(k)]  # benchmark.dataset.metric, headlines only
     datasets = {k.split(".")[1] for k in keys if k.count(".") == 2}
     # DVC names a metric by its dotted path (prefixed with the file only when two files share it)
     metrics = {k if any(k in r for r in rows) else f"metrics/summary.json:{k}":

@@ -90,18 +90,25 @@ def in_order(metrics: Mapping[str, Any], datasets: list[str]) -> dict[str, Any]:
     return {d: metrics[d] for d in datasets if d in metrics} | {d: m for d, m in metrics.items() if d not in datasets}
 
 
-def _methods(by_variant: Mapping[str, Any], variant: str, extra: Mapping[str, str] | None) -> list[tuple[str, str]]:
-    names = ([("random", "Random (expected)"), (variant, "C-MCR (ours)")] + list((extra or {}).items())
+def ours(label: str | None = None) -> str:
+    """The label of our main row: ``C-MCR (ours)``, and the variant's own ``label`` from params.yaml when it has one."""
+    return "C-MCR (ours)" + (f": {label}" if label else "")
+
+
+def _methods(by_variant: Mapping[str, Any], variant: str, extra: Mapping[str, str] | None,
+             label: str | None = None) -> list[tuple[str, str]]:
+    names = ([("random", "Random (expected)"), (variant, ours(label))] + list((extra or {}).items())
              + [("ceiling", "Ceiling (best possible on this benchmark)")])
     return [(n, label) for n, label in names if n in by_variant and "skipped" not in by_variant[n]]
 
 
-def table1(retrieval: Mapping[str, Any], paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None) -> str:
+def table1(retrieval: Mapping[str, Any], paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None,
+           label: str | None = None) -> str:
     """Table 1: zero-shot audio–image retrieval (mAP, R@1, R@5, both directions), one block per dataset."""
     header = ["Dataset", "Method", "A2I mAP", "A2I R@1", "A2I R@5", "I2A mAP", "I2A R@1", "I2A R@5"]
     rows = []
     for dataset, by_variant in datasets_of(retrieval).items():
-        for name, label in _methods(by_variant, variant, extra):
+        for name, label in _methods(by_variant, variant, extra, label):
             m = by_variant[name]
             rows.append([dataset, label] + [cell(m, d, k) for d in ("A2I", "I2A") for k in ("mAP", "R@1", "R@5")])
         if paper and dataset in PAPER_TABLE1:
@@ -119,11 +126,11 @@ def pairs_note(retrieval: Mapping[str, Any]) -> str:
 
 
 def scene_table(title: str, metrics: Mapping[str, Any], keys: tuple[str, str], paper_rows: Mapping[str, Any],
-                paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None) -> str:
+                paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None, label: str | None = None) -> str:
     """Tables 2 and 3: one row per method and dataset with two metrics (cIoU/AUC or AP/Max-F1)."""
     rows = []
     for dataset, by_variant in datasets_of(metrics).items():
-        for name, label in _methods(by_variant, variant, extra):
+        for name, label in _methods(by_variant, variant, extra, label):
             label = "Random proposal and confidence" if name == "random" else label
             rows.append([dataset, label] + [cell(by_variant[name], k) for k in keys])
         if paper and dataset in paper_rows:
@@ -131,21 +138,23 @@ def scene_table(title: str, metrics: Mapping[str, Any], keys: tuple[str, str], p
     return f"# {title}\n\n" + _table(["Dataset", "Method", *keys], rows) + seeds_note(metrics)
 
 
-def table2(localization: Mapping[str, Any], paper: bool, extra: Mapping[str, str] | None = None) -> str:
+def table2(localization: Mapping[str, Any], paper: bool, extra: Mapping[str, str] | None = None,
+           label: str | None = None) -> str:
     return scene_table("Table 2 — zero-shot audio-visual source localization", localization, ("cIoU", "AUC"),
-                       PAPER_TABLE2, paper, extra=extra)
+                       PAPER_TABLE2, paper, extra=extra, label=label)
 
 
-def table3(counterfactual: Mapping[str, Any], paper: bool, extra: Mapping[str, str] | None = None) -> str:
+def table3(counterfactual: Mapping[str, Any], paper: bool, extra: Mapping[str, str] | None = None,
+           label: str | None = None) -> str:
     return scene_table("Table 3 — zero-shot counterfactual audio-image recognition", counterfactual, ("AP", "Max-F1"),
-                       PAPER_TABLE3, paper, extra=extra)
+                       PAPER_TABLE3, paper, extra=extra, label=label)
 
 
 def table4(zeroshot: Mapping[str, Any], paper: bool, variant: str = "clip_ulip",
-           extra: Mapping[str, str] | None = None) -> str:
+           extra: Mapping[str, str] | None = None, label: str | None = None) -> str:
     rows = []
     for dataset, by_variant in datasets_of(zeroshot).items():
-        for name, label in _methods(by_variant, variant, extra):
+        for name, label in _methods(by_variant, variant, extra, label):
             rows.append([dataset, label] + [cell(by_variant[name], k) for k in ("top1", "top3", "top5")])
         if paper and dataset == "ModelNet40":
             rows.append([dataset, "C-MCR (paper)"] + [_fmt(PAPER_TABLE4[k]) for k in ("top1", "top3", "top5")])
@@ -219,12 +228,12 @@ def reference_lines(retrieval: Mapping[str, Any], datasets: list[str], reference
 
 
 def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool, rows: list[str] | None = None,
-           references: Mapping[str, str] | None = None) -> str:
+           references: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None) -> str:
     """Table 5: ablation rows with their switches (read from each row's resolved config), mAP (mean ± std over
     the training seeds), the paired difference to K and each row relative to K beside the paper's.
 
     ``rows``: the variants of group ``table5`` in params order (default: the paper's A–K present in
-    ``configs``); a row the paper does not have gets "–" in the paper columns, and any config value
+    ``configs``), shown by their ``labels`` (params.yaml ``label``) where given; a row the paper does not have gets "–" in the paper columns, and any config value
     in which a row differs from K beyond the switch columns is named in the last column. A score marked †
     differs from K's beyond the seed spread (:func:`cmcr.metrics.seeds.paired_difference`). Below the table:
     random, no connection, the paired-data references (``references``: {variant: label}) and the ceiling."""
@@ -246,7 +255,7 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
         c = configs[row]
         mode = {"softmax": "softmax", "argmax": "argmax", "random": CROSS}[c.memory.mode]
         tick = lambda b: TICK if b else CROSS  # noqa: E731
-        cells = [row, mode, tick(c.noise.renorm), tick(c.noise.enabled), tick(c.loss.shared_pair), tick(c.loss.pseudo_pair),
+        cells = [(labels or {}).get(row, row), mode, tick(c.noise.renorm), tick(c.noise.enabled), tick(c.loss.shared_pair), tick(c.loss.pseudo_pair),
                  tick("clap" in c.loss.intra_spaces), tick("clip" in c.loss.intra_spaces)]
         scores = _map_cells(retrieval, datasets, row, against=None if row == "K" else "K")
         marked = marked or any(c.endswith(" †") for c in scores)
@@ -307,14 +316,34 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 
 def figure3_table(points: list[dict[str, Any]], retrieval: Mapping[str, Any] | None = None,
-                  references: Mapping[str, str] | None = None) -> str:
+                  references: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+                  scenes: Mapping[str, Mapping[str, Any]] | None = None, configs: Mapping[str, Any] | None = None) -> str:
+    """The σ² sweep: retrieval mAP per σ² (the figure's points), then — where ``scenes`` holds the localization /
+    counterfactual metrics — the same variants' cIoU, AUC, AP and Max-F1, since σ² moves those too."""
+    labels = labels or {}
     rows = [[p["dataset"], f"{p['var']:g}", _pm(p["A2I"], p.get("A2I_std")), _pm(p["I2A"], p.get("I2A_std")),
-             _pm(p["mean_mAP"], p.get("mean_mAP_std")), p["variant"]] for p in points]
+             _pm(p["mean_mAP"], p.get("mean_mAP_std")), labels.get(p["variant"], p["variant"])] for p in points]
     context = reference_lines(retrieval, list(datasets_of(retrieval)), references) if retrieval else []
-    return "# Figure 3 — effect of the noise variance σ² (retrieval mAP)\n\n" + _table(
+    text = "# Figure 3 — effect of the noise variance σ² (retrieval mAP)\n\n" + _table(
         ["Dataset", "σ²", "A2I mAP", "I2A mAP", "mean mAP", "variant"], rows) + (
         "\nMean ± std over the training seeds (`seeds` in params.yaml). Plot: `results/figure3.png`.\n") + (
         "\n" + "\n".join(context) + "\n" if context else "")
+    names = list(dict.fromkeys(p["variant"] for p in points))
+    for benchmark, keys, title in (("localization", ("cIoU", "AUC"), "source localization (Table 2's metrics)"),
+                                   ("counterfactual", ("AP", "Max-F1"), "counterfactual recognition (Table 3's metrics)")):
+        metrics = (scenes or {}).get(benchmark) or {}
+        body = []
+        for dataset, by_variant in datasets_of(metrics).items():
+            present = [n for n in names if isinstance(by_variant.get(n), Mapping) and configs and n in configs]
+            for n in sorted(present, key=lambda n: configs[n].noise.var):
+                body.append([dataset, f"{configs[n].noise.var:g}"] + [cell(by_variant[n], k) for k in keys]
+                            + [labels.get(n, n)])
+            for n, label in (("random", "Random proposal and confidence"), ("ceiling", "Ceiling")):
+                if isinstance(by_variant.get(n), Mapping) and "skipped" not in by_variant[n]:
+                    body.append([dataset, "–"] + [cell(by_variant[n], k) for k in keys] + [label])
+        if body:
+            text += f"\n## σ² and {title}\n\n" + _table(["Dataset", "σ²", *keys, "variant"], body)
+    return text
 
 
 def text_sources_table(retrieval: Mapping[str, Any], labels: Mapping[str, str], paper: bool,
@@ -331,6 +360,23 @@ def text_sources_table(retrieval: Mapping[str, Any], labels: Mapping[str, str], 
     context = reference_lines(retrieval, datasets, references)
     return ("# Appendix A — training texts by source (retrieval mAP)\n\n" + _table(header, rows) + seeds_note(retrieval)
             + ("\n" + "\n".join(context) + "\n" if context else ""))
+
+
+def training_note(checkpoints: Mapping[str, Any]) -> str:
+    """What produced a table's trained rows, read from their checkpoints (``{variant: TrainResult}``, e.g.
+    ``load_checkpoint`` of the first seed): projector kind and sizes per space, trainable parameters, epochs,
+    batch size and learning rate — so a ``-S projector.hidden_dim=512`` run's tables say so."""
+    from cmcr.projector import count_parameters
+
+    parts = []
+    for name, result in checkpoints.items():
+        c = result.config
+        sizes = ", ".join(f"{space} {projector.in_dim}→{c.projector.hidden_dim}→{projector.out_dim}"
+                          if c.projector.kind != "official_ulip_clip" else f"{space} {projector.in_dim}→{projector.out_dim}"
+                          for space, projector in result.projectors.items())
+        parts.append(f"{name}: projector `{c.projector.kind}` ({sizes}; {count_parameters(result.projectors) / 1e6:.2f}M "
+                     f"trainable parameters), {c.train.epochs} epochs, batch {c.train.batch_size}, lr {c.train.lr:g}")
+    return ("\nTrained with (from the checkpoints): " + "; ".join(parts) + ".\n") if parts else ""
 
 
 def plot_figure3(points: list[dict[str, Any]], path: Path) -> None:
@@ -354,6 +400,18 @@ def plot_figure3(points: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def line_style(name: str, names: list[str]) -> tuple[Any, str, float]:
+    """A curve's (colour, line style, width), distinct for up to 40 curves: 20 colours of matplotlib's
+    ``tab20`` × two line styles; row K is black, thick and drawn on top, so it can always be found."""
+    if name == "K":
+        return "black", "-", 2.4
+    import matplotlib
+
+    others = [n for n in names if n != "K"]
+    i = others.index(name) if name in others else len(others)
+    return matplotlib.colormaps["tab20"](i % 20), ("-", "--")[(i // 20) % 2], 1.1
+
+
 def plot_losses(histories: Mapping[str, Mapping[int, list[dict[str, float]]]], path: Path) -> None:
     """Training loss per epoch, one line per variant: the mean over its seeds (``histories[variant][seed]``)."""
     import matplotlib
@@ -361,17 +419,19 @@ def plot_losses(histories: Mapping[str, Mapping[int, list[dict[str, float]]]], p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
     for name, by_seed in histories.items():
         runs = [h for h in by_seed.values() if h]
         if not runs:
             continue
         epochs = min(len(h) for h in runs)
+        color, style, width = line_style(name, list(histories))
         ax.plot([runs[0][e]["epoch"] for e in range(epochs)],
-                [sum(h[e]["loss"] for h in runs) / len(runs) for e in range(epochs)], label=name, lw=1)
+                [sum(h[e]["loss"] for h in runs) / len(runs) for e in range(epochs)], label=name, lw=width,
+                color=color, ls=style, zorder=3 if name == "K" else 2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (Eq. 10), mean over seeds")
-    ax.legend(fontsize=6, ncol=3)
+    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -385,8 +445,12 @@ HEADLINE_METRICS = {"retrieval": [("A2I", "mAP"), ("I2A", "mAP")], "localization
 def headline(scores: Mapping[str, Mapping[str, Any]], variants: Mapping[str, str]) -> dict[str, Any]:
     """A small, flat summary for `dvc exp show` / `dvc metrics diff`: per benchmark and dataset, the
     headline scores of the main variant of the benchmark's connection (``variants[connection]``, e.g.
-    K for CLIP–CLAP, clip_ulip for CLIP–ULIP), rounded to 2 decimals. Details stay in metrics/<benchmark>.json."""
+    K for CLIP–CLAP, clip_ulip for CLIP–ULIP): the mean over the training seeds rounded to 2 decimals, with
+    ``<metric>_std`` (sample std, 2 decimals; more than one seed) and ``<metric>_seed<s>`` (each seed, 4
+    decimals) beside it, so `dvc metrics diff` shows the spread and ``cmcr experiments`` a paired test.
+    Details stay in metrics/<benchmark>.json."""
     from cmcr.benchmarks import BENCHMARKS
+    from cmcr.metrics.seeds import STD, seed_values
 
     out: dict[str, Any] = {}
     for benchmark, by_dataset in scores.items():
@@ -401,7 +465,13 @@ def headline(scores: Mapping[str, Mapping[str, Any]], variants: Mapping[str, str
                 for key in path:
                     value = value.get(key) if isinstance(value, Mapping) else None
                 if isinstance(value, (int, float)):
-                    row[f"{name}_{'_'.join(path)}"] = round(float(value), 2)
+                    key = f"{name}_{'_'.join(path)}"
+                    row[key] = round(float(value), 2)
+                    std = _get(m.get(STD), path)
+                    if isinstance(std, (int, float)):
+                        row[f"{key}_std"] = round(float(std), 2)
+                    for seed, v in (seed_values(m, *path) if STD in m else {}).items():
+                        row[f"{key}_seed{seed}"] = round(v, 4)
             if row:
                 out.setdefault(benchmark, {})[dataset] = row
     return out
@@ -414,10 +484,16 @@ def plots_page(summary: Mapping[str, Any], images: Mapping[str, str], tables: li
 
     from cmcr.pages import figure, page
 
-    rows = "".join(f"<tr><td>{html.escape(b)}</td><td>{html.escape(d)}</td><td>{html.escape(k)}</td><td>{v:.2f}</td></tr>"
-                   for b, by_dataset in summary.items() for d, values in by_dataset.items() for k, v in values.items())
+    import re
+
+    derived = re.compile(r"_(std|seed\d+)$")
+    rows = "".join(f"<tr><td>{html.escape(b)}</td><td>{html.escape(d)}</td><td>{html.escape(k)}</td>"
+                   f"<td>{html.escape(_pm(v, values.get(k + '_std')))}</td><td>{len([c for c in values if c.startswith(k + '_seed')]) or 1}</td></tr>"
+                   for b, by_dataset in summary.items() for d, values in by_dataset.items() for k, v in values.items()
+                   if not derived.search(k))
     body = ["<h2>Headline metrics (<code>metrics/summary.json</code>)</h2>",
-            "<table><tr><th>benchmark</th><th>dataset</th><th>metric</th><th>value</th></tr>" + rows + "</table>",
+            "<table><tr><th>benchmark</th><th>dataset</th><th>metric</th><th>mean ± std over seeds</th><th>seeds</th></tr>"
+            + rows + "</table>",
             "<h2>Plots</h2>", "".join(figure(src, caption, width=520) for src, caption in images.items()),
             "<h2>Tables</h2><ul>" + "".join(f'<li><a href="{html.escape(t)}">{html.escape(t)}</a></li>' for t in tables)
             + "</ul>",

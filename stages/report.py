@@ -9,8 +9,11 @@ import pandas as pd
 from common import CONNECTIONS, EMBEDDINGS, HISTORY, METRICS, RESULTS, ROOT, WORLD, params, setup_logging, run
 from cmcr import report
 from cmcr.examples import write_examples
+from cmcr.world import concept_names
 from cmcr.artifacts import atomic_path, write_json
+from cmcr.benchmarks import BENCHMARKS
 from cmcr.experiments import checkpoint_path, resolve_variant, seeds_of, setup_of, variant_names
+from cmcr.train import load_checkpoint
 
 
 def write_text(path, text: str) -> None:
@@ -32,33 +35,43 @@ def main() -> None:
     # variants of group table1 / table4 other than ours (e.g. the official release) become extra rows
     extra = {"no_connection": "No connection (original spaces, no training)"} | {
         n: v.label for n, v in variants.items() if v.group in ("table1", "table4", "reference") and n not in ("K", "clip_ulip")}
-    retrieval = scores["retrieval"]
-    if report.datasets_of(retrieval):
-        write_text(RESULTS / "table1_retrieval.md", report.table1(retrieval, paper, extra=extra))
-        references = {n: v.label for n, v in variants.items()
-                      if v.group == "reference" and v.config.connection.name == "clip_clap"}
-        write_text(RESULTS / "table5_ablations.md", report.table5(
-            retrieval, configs, paper, [n for n, v in variants.items() if v.group == "table5"], references=references))
-        sweep = [n for n, v in variants.items() if v.group == "figure3"] + ["K"]
-        points = report.figure3_points(retrieval, configs, sweep)
-        write_json(RESULTS / "figure3.json", points)
-        write_text(RESULTS / "figure3_noise.md", report.figure3_table(points, retrieval, references))
-        report.plot_figure3(points, RESULTS / "figure3.png")
-        labels = {"K": "Full"} | {n: v.label for n, v in variants.items() if v.group == "text_sources"}
-        write_text(RESULTS / "appendix_text_sources.md", report.text_sources_table(retrieval, labels, paper, references))
-    for benchmark, render, out in (("localization", report.table2, "table2_localization.md"),
-                                   ("counterfactual", report.table3, "table3_counterfactual.md"),
-                                   ("zeroshot3d", report.table4, "table4_zeroshot3d.md")):
-        if report.datasets_of(scores[benchmark]):
-            write_text(RESULTS / out, render(scores[benchmark], paper, extra=extra))
     # the headline metrics (the pipeline's only DVC metrics file): the first trained variant of each connection
     main_variants: dict[str, str] = {}
     for n, v in variants.items():
         if not v.official and not v.paired:
             main_variants.setdefault(v.config.connection.name, n)
+    seeds = seeds_of(p)
+    # what produced the tables' trained rows, from their first seed's checkpoint (projector sizes, epochs, batch)
+    notes = {c: report.training_note({n: load_checkpoint(checkpoint_path(CONNECTIONS, n, seeds[0]))})
+             for c, n in main_variants.items()}
+    labels = {n: v.label for n, v in variants.items() if v.label != n}  # the labels params.yaml gives
+    retrieval = scores["retrieval"]
+    if report.datasets_of(retrieval):
+        write_text(RESULTS / "table1_retrieval.md", report.table1(retrieval, paper, extra=extra,
+                                                                   label=labels.get("K")) + notes.get("clip_clap", ""))
+        references = {n: v.label for n, v in variants.items()
+                      if v.group == "reference" and v.config.connection.name == "clip_clap"}
+        write_text(RESULTS / "table5_ablations.md", report.table5(
+            retrieval, configs, paper, [n for n, v in variants.items() if v.group == "table5"], references=references,
+            labels=labels) + notes.get("clip_clap", ""))
+        sweep = [n for n, v in variants.items() if v.group == "figure3"] + ["K"]
+        points = report.figure3_points(retrieval, configs, sweep)
+        write_json(RESULTS / "figure3.json", points)
+        write_text(RESULTS / "figure3_noise.md", report.figure3_table(
+            points, retrieval, references, labels=labels, configs=configs,
+            scenes={b: scores[b] for b in ("localization", "counterfactual")}) + notes.get("clip_clap", ""))
+        report.plot_figure3(points, RESULTS / "figure3.png")
+        sources = {"K": "Full"} | {n: v.label for n, v in variants.items() if v.group == "text_sources"}
+        write_text(RESULTS / "appendix_text_sources.md", report.text_sources_table(retrieval, sources, paper, references)
+                   + notes.get("clip_clap", ""))
+    for benchmark, render, out, main in (("localization", report.table2, "table2_localization.md", "K"),
+                                         ("counterfactual", report.table3, "table3_counterfactual.md", "K"),
+                                         ("zeroshot3d", report.table4, "table4_zeroshot3d.md", "clip_ulip")):
+        if report.datasets_of(scores[benchmark]):
+            write_text(RESULTS / out, render(scores[benchmark], paper, extra=extra, label=labels.get(main))
+                       + notes.get(BENCHMARKS[benchmark], ""))
     summary = report.headline(scores, main_variants)
     write_json(METRICS / "summary.json", summary)
-    seeds = seeds_of(p)
     histories = {n: {s: json.loads(checkpoint_path(HISTORY, n, s, ".json").read_text()) for s in seeds}
                  for n in variants if not variants[n].official}
     report.plot_losses(histories, RESULTS / "training_losses.png")
@@ -86,7 +99,8 @@ def main() -> None:
     trust = bool((p["paper"]["encoders"].get("ulip") or {}).get("trust_pickled_points", False))
     write_examples(RESULTS / "examples.html", EMBEDDINGS, checkpoints,
                    {b: list(p["benchmarks"][b] or []) for b in ("retrieval", "localization", "zeroshot3d")},
-                   resolve, scene_images, seed=0, trust_pickle=trust)
+                   resolve, scene_images, seed=0, trust_pickle=trust,
+                   concepts=dict(enumerate(concept_names())) if setup == "demo" else None)
     log.info("wrote tables and plots to %s", RESULTS)
 
 

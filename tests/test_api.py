@@ -311,3 +311,15 @@ print("ok")
 """)
     out = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_examples_name_items_by_file_and_class():
+    """Issue 24, point 5: examples.html named a query by a bare pair id; now by its file and its classes."""
+    from cmcr.examples import describe
+
+    table = pd.DataFrame({"pair_id": [7, 8], "path": ["a/snd_0007.wav", "b/x.png"], "concept": [2, 0],
+                          "size": ["small", "big"], "condition": ["old", "new"]})
+    assert describe(table, 0, "/w/a/snd_0007.wav", {2: "bird"}) == ("snd_0007.wav",
+                                                                      ["concept bird · size small · condition old"])
+    assert describe(table, 1, None) == ("pair 8", ["concept 0 · size big · condition new"])
+    assert describe(table[["path"]], 1, None) == ("row 1", [])

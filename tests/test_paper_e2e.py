@@ -284,7 +284,7 @@ def test_every_table_has_its_paper_dataset_blocks(paper_repo):
     for table, datasets in expected.items():
         text = (results / table).read_text()
         for dataset in datasets:
-            assert f"| {dataset} | C-MCR (ours) |" in text, (table, dataset)
+            assert f"| {dataset} | C-MCR (ours)" in text, (table, dataset)
             assert f"| {dataset} | C-MCR (paper) |" in text, (table, dataset)
             assert f"| {dataset} | No connection" in text, (table, dataset)
         blocks = [text.index(f"| {dataset} |") for dataset in datasets]

@@ -93,7 +93,7 @@ def test_reduced_demo_connects_audio_and_images(repo):
     assert {"table1_retrieval.md", "table2_localization.md", "table3_counterfactual.md", "table4_zeroshot3d.md",
             "table5_ablations.md", "figure3.png"} <= tables
     table1 = (repo["path"] / "results/table1_retrieval.md").read_text()
-    assert "| demo | C-MCR (ours) |" in table1 and "| demo | Paired-data reference (true audio-image pairs) |" in table1
+    assert "| demo | C-MCR (ours): row K, full C-MCR |" in table1 and "| demo | Paired-data reference (true audio-image pairs) |" in table1
     assert "over 2 training seeds (0, 1" in table1
     table5 = (repo["path"] / "results/table5_ablations.md").read_text()
     assert "| K | softmax |" in table5 and "| F | softmax | ✓ | ✓ | × | × |" in table5
@@ -195,8 +195,12 @@ def test_exp_run_with_noise_override(repo):
     assert {line.split()[column] for line in table.splitlines()[1:] if len(line.split()) == len(header)} >= {"0.002", "0.004"}, table
     summary = json.loads((repo["path"] / "metrics/summary.json").read_text())
     assert set(summary) == {"retrieval", "localization", "counterfactual", "zeroshot3d"}
-    assert set(summary["retrieval"]["demo"]) == {"K_A2I_mAP", "K_I2A_mAP"}
-    assert set(summary["zeroshot3d"]["demo"]) == {"clip_ulip_top1"}
+    # the means, their std and every seed's value (issue 24, point 3: spread where experiments are compared)
+    assert set(summary["retrieval"]["demo"]) == {f"K_{d}_mAP{suffix}" for d in ("A2I", "I2A")
+                                                 for suffix in ("", "_std", "_seed0", "_seed1")}
+    assert set(summary["zeroshot3d"]["demo"]) == {"clip_ulip_top1", "clip_ulip_top1_std", "clip_ulip_top1_seed0",
+                                                  "clip_ulip_top1_seed1"}
+    assert "±" in table.splitlines()[1] and "(Δ" in table, table  # mean±std; the experiment's paired difference
 
 
 def digests(path: Path) -> dict[str, str]:

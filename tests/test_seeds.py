@@ -138,3 +138,98 @@ def test_paired_reference_config_holds_only_what_it_trains_with():
     assert training_spec(resolve_variant(params, "paired")) == before
     params["train"]["epochs"] = 3  # explicit: wins over the demo scale
     assert training_spec(resolve_variant(params, "paired"))["config"]["train"]["epochs"] == 3
+
+
+def test_experiments_show_spread_and_a_paired_test_against_the_baseline():
+    """Issue 24, point 3: `cmcr experiments` showed means only, and a running experiment the baseline's numbers."""
+    from cmcr.exps import experiment_table
+    from cmcr.metrics.seeds import paired_difference
+
+    def seeds(values):
+        return {"retrieval.demo.K_A2I_mAP": round(sum(values) / len(values), 2)} | {
+            f"retrieval.demo.K_A2I_mAP_seed{s}": v for s, v in enumerate(values)}
+
+    base, better, same = [21.0, 21.5, 21.9], [22.0, 22.4, 23.0], [21.3, 21.2, 22.0]
+    rows = [{"Experiment": None, "rev": "main", "typ": "baseline", "noise.var": 0.004} | seeds(base),
+            {"Experiment": "up", "rev": "aaaaaaa1", "typ": "branch_commit", "noise.var": 0.002, "State": "Success"}
+            | seeds(better),
+            {"Experiment": "flat", "rev": "aaaaaaa2", "typ": "branch_commit", "noise.var": 0.008, "State": "Success"}
+            | seeds(same),
+            {"Experiment": "busy", "rev": "aaaaaaa3", "typ": "branch_base", "noise.var": 0.016, "State": "Running"}
+            | seeds(base)]  # DVC fills a running row with the baseline's metrics
+    text = experiment_table(rows, {"retrieval.demo.K_A2I_mAP": "K_A2I_mAP"}, ["noise.var"], width=200)
+    lines = {line.split()[0]: line.split() for line in text.splitlines()[1:5]}
+    # by hand: base mean 21.4667, sd 0.4509; up − base = (1.0, 0.9, 1.1): mean 1.00, sd 0.1, t = 17.3 > 4.30
+    assert lines["main"][-1] == "21.47±0.45"
+    assert lines["up@aaaaaaa"][-1] == "22.47±0.50(Δ+1.00†)"
+    # flat − base = (0.3, −0.3, 0.1): mean 0.033, not significant
+    assert lines["flat@aaaaaaa"][-1] == "21.50±0.44(Δ+0.03)"
+    assert not paired_difference(dict(enumerate(same)), dict(enumerate(base)))["significant"]
+    assert lines["busy@aaaaaaa"][-1] == "running"  # not the baseline's 21.47
+    assert "paired difference to its baseline" in text.splitlines()[-1]
+    assert all("_seed" not in line and "_std" not in line for line in text.splitlines()[:1])
+
+
+def test_headline_summary_keeps_std_and_every_seed():
+    from cmcr.metrics.seeds import summarize_seeds
+    from cmcr.report import headline, plots_page
+
+    per_seed = {"0": {"A2I": {"mAP": 20.0}, "I2A": {"mAP": 19.0}}, "1": {"A2I": {"mAP": 22.0}, "I2A": {"mAP": 19.5}}}
+    scores = {"retrieval": {"demo": {"K": summarize_seeds(per_seed)}}}
+    summary = headline(scores, {"clip_clap": "K"})
+    assert summary["retrieval"]["demo"] == {"K_A2I_mAP": 21.0, "K_A2I_mAP_std": 1.41, "K_A2I_mAP_seed0": 20.0,
+                                            "K_A2I_mAP_seed1": 22.0, "K_I2A_mAP": 19.25, "K_I2A_mAP_std": 0.35,
+                                            "K_I2A_mAP_seed0": 19.0, "K_I2A_mAP_seed1": 19.5}
+    page = plots_page(summary, {}, [])
+    assert "<td>K_A2I_mAP</td><td>21.00 ± 1.41</td><td>2</td>" in page and "K_A2I_mAP_seed0" not in page
+
+
+def test_loss_curves_are_distinguishable():
+    from cmcr.report import line_style
+
+    names = ["K"] + list("ABCDEFGHIJ") + [f"v{i}" for i in range(10)]  # 21 curves, as the demo plots
+    styles = [line_style(n, names) for n in names]
+    assert styles[0] == ("black", "-", 2.4)
+    assert len({(tuple(c), ls) for c, ls, _ in styles[1:]}) == 20  # no two curves alike
+
+
+def test_tables_say_what_produced_them_and_use_labels(tmp_path):
+    """Issue 24, point 5: a -S projector.hidden_dim=512 run's tables looked like the default's; the σ² sweep hid
+    its effect on localization / counterfactual; a variant's label was not used."""
+    import torch
+
+    from cmcr.config import CONNECTIONS, ConnectionConfig, LossConfig, NoiseConfig, ProjectorConfig, TrainConfig
+    from cmcr.projector import build_projectors
+    from cmcr.report import figure3_table, table1, training_note
+    from cmcr.train import TrainResult
+
+    conn = CONNECTIONS["clip_clap"]
+    config = ConnectionConfig(connection=conn, projector=ProjectorConfig(in_dims={"clip": 512, "clap": 48}, hidden_dim=512,
+                                                                          out_dim=256),
+                              loss=LossConfig(intra_spaces=conn.spaces), train=TrainConfig(epochs=7, batch_size=64, lr=2e-3))
+    result = TrainResult(build_projectors(config.projector, conn.spaces), config)
+    # by hand: clip 512·512+512 + 2·512 (BN) + 512·256+256 + 2·256; clap 48·512+512 + 2·512 + 512·256+256 + 2·256
+    params = (512 * 512 + 512 + 1024 + 512 * 256 + 256 + 512) + (48 * 512 + 512 + 1024 + 512 * 256 + 256 + 512)
+    note = training_note({"K": result})
+    assert (f"K: projector `paper` (clip 512→512→256, clap 48→512→256; {params / 1e6:.2f}M trainable parameters), "
+            "7 epochs, batch 64, lr 0.002") in note
+
+    def m(v):
+        return summarize_seeds({"0": v, "1": {k: x + 1 for k, x in v.items()}})
+
+    retrieval = {"demo": {"K": summarize_seeds({"0": {"A2I": {"mAP": 20.0}, "I2A": {"mAP": 19.0}}})}}
+    assert "| demo | C-MCR (ours): row K, full |" in table1(retrieval, False, label="row K, full")
+    configs = {"K": ConnectionConfig(connection=conn, noise=NoiseConfig(var=0.004)),
+               "s1": ConnectionConfig(connection=conn, noise=NoiseConfig(var=0.001))}
+    scenes = {"localization": {"demo": {"K": m({"cIoU": 60.0, "AUC": 50.0}), "s1": m({"cIoU": 70.0, "AUC": 55.0}),
+                                        "random": {"cIoU": 10.0, "AUC": 11.0}}},
+              "counterfactual": {"demo": {"K": m({"AP": 40.0, "Max-F1": 45.0}), "s1": m({"AP": 42.0, "Max-F1": 44.0})}}}
+    points = [{"dataset": "demo", "var": 0.001, "A2I": 1.0, "I2A": 2.0, "mean_mAP": 1.5, "variant": "s1"},
+              {"dataset": "demo", "var": 0.004, "A2I": 3.0, "I2A": 4.0, "mean_mAP": 3.5, "variant": "K"}]
+    text = figure3_table(points, labels={"K": "row K"}, scenes=scenes, configs=configs)
+    assert "| demo | 0.001 | 1.00 | 2.00 | 1.50 | s1 |" in text and "| demo | 0.004 | 3.00 | 4.00 | 3.50 | row K |" in text
+    assert "## σ² and source localization" in text and "## σ² and counterfactual recognition" in text
+    assert "| demo | 0.001 | 70.50 ± 0.71 | 55.50 ± 0.71 | s1 |" in text  # sorted by σ²; mean ± std over 2 seeds
+    assert "| demo | 0.004 | 60.50 ± 0.71 | 50.50 ± 0.71 | row K |" in text
+    assert "| demo | – | 10.00 | 11.00 | Random proposal and confidence |" in text
+    assert "| demo | 0.001 | 42.50 ± 0.71 | 44.50 ± 0.71 | s1 |" in text

@@ -103,13 +103,21 @@ def seeded_init(seed: int) -> Iterator[None]:
         yield
 
 
-def configure_threads(env: Mapping[str, str] | None = None) -> int | None:
-    """Apply ``CMCR_NUM_THREADS`` (an integer >= 1) to PyTorch's intra-op thread pool; return it (None if unset).
+#: the CPU threads every pipeline stage computes with unless ``CMCR_NUM_THREADS`` says otherwise. CPU results
+#: depend on the thread count (a matrix product or a reduction split across threads sums in another order: the
+#: same training gave weights 0.05 apart with 1 and 2 threads), so the stages use a fixed count, the same on
+#: every machine, and one that never oversubscribes a shared machine.
+STAGE_THREADS = 1
+
+
+def configure_threads(env: Mapping[str, str] | None = None, default: int | None = None) -> int | None:
+    """Apply ``CMCR_NUM_THREADS`` (an integer >= 1), else ``default`` (None: PyTorch's own, one thread per core),
+    to PyTorch's intra-op thread pool; return the count set (None if neither).
 
     PyTorch starts one thread per core. Several processes on one machine (DVC's parallel stages, a shared
     node, loader workers) then oversubscribe the CPU: a training step ran 7× slower that way than with one
-    thread per process. The stages and the ``cmcr`` command call this first; threads never change results
-    beyond float summation order.
+    thread per process. The stages call this with ``default=STAGE_THREADS`` (results independent of the
+    machine's core count), the ``cmcr`` command without (interactive work uses the cores).
     """
     import os
 
@@ -117,7 +125,10 @@ def configure_threads(env: Mapping[str, str] | None = None) -> int | None:
 
     raw = (env if env is not None else os.environ).get("CMCR_NUM_THREADS", "").strip()
     if not raw:
-        return None
+        if default is None:
+            return None
+        torch.set_num_threads(default)
+        return default
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigError(f"CMCR_NUM_THREADS must be an integer >= 1, got {raw!r}")
     torch.set_num_threads(int(raw))

@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Every stage computes with a fixed number of CPU threads (cmcr.device.STAGE_THREADS = 1, or CMCR_NUM_THREADS):
+# CPU results depend on the thread count, so a fixed count makes them the same on every machine. PyTorch's pool
+# is set in run(); NumPy's BLAS and OpenMP read these before they are loaded (nothing heavy is imported yet).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, os.environ.get("CMCR_NUM_THREADS", "").strip() or "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = ROOT / "data" / "world"
@@ -99,8 +104,13 @@ def params() -> TracedParams:
 
 
 def setup_logging(stage: str) -> logging.Logger:
+    import torch
+
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage} %(levelname)s: %(message)s")
-    return logging.getLogger(stage)
+    log = logging.getLogger(stage)
+    log.info("computing with %d CPU thread(s) (fixed, so results do not depend on the machine's cores; "
+             "CMCR_NUM_THREADS changes it)", torch.get_num_threads())
+    return log
 
 
 def skipped_marker(folder: Path, reason: str) -> None:
@@ -177,12 +187,12 @@ def run(main) -> None:
     from cmcr.artifacts import ArtifactError
     from cmcr.checks import EmbeddingError
     from cmcr.config import ConfigError
-    from cmcr.device import configure_threads
+    from cmcr.device import STAGE_THREADS, configure_threads
     from cmcr.errors import one_line_errors
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(main)
     with one_line_errors(Path(sys.argv[0]).stem, (ConfigError, ArtifactError, EmbeddingError)):
-        configure_threads()
+        configure_threads(default=STAGE_THREADS)
         spare_dynamo_import()
         app()

@@ -203,6 +203,8 @@ def test_thread_setting():
     try:
         assert configure_threads({}) is None and torch.get_num_threads() == before
         assert configure_threads({"CMCR_NUM_THREADS": "1"}) == 1 and torch.get_num_threads() == 1
+        assert configure_threads({}, default=2) == 2 and torch.get_num_threads() == 2  # the stages' fixed default
+        assert configure_threads({"CMCR_NUM_THREADS": "1"}, default=2) == 1  # the variable wins
         for bad in ("0", "two", "-1"):
             with pytest.raises(ConfigError, match="CMCR_NUM_THREADS must be an integer >= 1"):
                 configure_threads({"CMCR_NUM_THREADS": bad})

@@ -1,6 +1,7 @@
 """The trainer: it learns, it is deterministic, only projectors get gradients, checkpoints round-trip."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -223,3 +224,58 @@ print("dynamo", "torch._dynamo" in sys.modules)
     assert out == {"plain": "dynamo True", "spare": "dynamo False"}
     plain, spare = (torch.load(tmp_path / f"{m}.pt", weights_only=True) for m in ("plain", "spare"))
     assert plain.keys() == spare.keys() and all(torch.equal(plain[k], spare[k]) for k in plain)
+
+
+def test_stage_training_does_not_depend_on_the_machines_cores(tmp_path):
+    """Issue 24, point 1: the same training gave other weights with 1 and 2 threads (0.051 apart), so results
+    depended on the machine. Stages now compute with a fixed thread count (cmcr.device.STAGE_THREADS): a stage
+    on a 1-core machine (`taskset -c 0`) and on this 2-core one writes the same bytes. The control shows the
+    dependence is real: the same training with 2 threads differs from 1 thread."""
+    import hashlib
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "stage.py"
+    script.write_text(f"""
+import sys
+sys.path[:0] = [{str(root / "stages")!r}, {str(root / "tests")!r}]
+from common import run
+
+def main(out: str) -> None:
+    import torch
+    from conftest import toy_world
+    from cmcr.artifacts import save_torch
+    from cmcr.config import CONNECTIONS, ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
+    from cmcr.train import train_connection
+    data, _ = toy_world(n_train=2000, n_memory=800, n_eval=10, dim=64)
+    conn = CONNECTIONS["clip_clap"]
+    config = ConnectionConfig(connection=conn, loss=LossConfig(intra_spaces=conn.spaces),
+                              projector=ProjectorConfig(in_dims={{"clip": 64, "clap": 64}}, hidden_dim=256, out_dim=64),
+                              train=TrainConfig(epochs=2, batch_size=128, lr=1e-3, seed=0, device="cpu"))
+    save_torch(out, train_connection(data, config).checkpoint())
+    print("threads", torch.get_num_threads())
+
+run(main)
+""")
+    env = {k: v for k, v in os.environ.items() if k not in ("CMCR_NUM_THREADS", "OMP_NUM_THREADS",
+                                                            "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+    def train(name, prefix=(), **extra):
+        out = subprocess.run([*prefix, sys.executable, str(script), str(tmp_path / name)], capture_output=True,
+                             text=True, env=env | extra)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return hashlib.sha256((tmp_path / name).read_bytes()).hexdigest(), out.stdout
+
+    here, log = train("here.pt")
+    assert "threads 1" in log
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        one_core, log = train("one_core.pt", prefix=("taskset", "-c", "0"))
+        assert one_core == here and "threads 1" in log
+    two_threads, _ = train("two.pt", CMCR_NUM_THREADS="2")
+    one_thread, _ = train("one.pt", CMCR_NUM_THREADS="1")
+    assert one_thread == here
+    if (os.cpu_count() or 1) > 1:
+        assert two_threads != one_thread  # the dependence the fixed count removes

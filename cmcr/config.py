@@ -365,17 +365,41 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+def connection_from_params(name: str, entry: Any, key: str) -> Connection:
+    """A connection declared in params (``connections.<name>.link``): ``{spaces: [a, b], shared: <modality>,
+    memory: {a: <modality>, b: <modality>}}`` — a link of the MCR graph between spaces the project has."""
+    if not isinstance(entry, Mapping) or set(entry) != {"spaces", "shared", "memory"}:
+        raise ConfigError(f"{key} must be {{spaces: [a, b], shared: <modality>, memory: {{a: <modality>, "
+                          f"b: <modality>}}}}, got {entry!r}")
+    spaces, shared, memory = entry["spaces"], entry["shared"], entry["memory"]
+    if not isinstance(spaces, list) or not all(isinstance(s, str) for s in spaces):
+        raise ConfigError(f"{key}.spaces must be a list of two space names, got {spaces!r}")
+    if not isinstance(shared, str) or not isinstance(memory, Mapping):
+        raise ConfigError(f"{key}: shared must be a modality name and memory a mapping space → modality")
+    return Connection(name, tuple(spaces), shared, dict(memory))
+
+
+def connection_of(params: Mapping[str, Any], name: str) -> Connection:
+    """A built-in connection (``CONNECTIONS``) or one params declare (``connections.<name>.link``)."""
+    declared = ((params.get("connections") or {}).get(name) or {})
+    if isinstance(declared, Mapping) and "link" in declared:
+        return connection_from_params(name, declared["link"], f"connections.{name}.link")
+    if name not in CONNECTIONS:
+        raise ConfigError(f"unknown connection {name!r}; known: {sorted(CONNECTIONS)} (declare others as "
+                          "connections.<name>.link)")
+    return CONNECTIONS[name]
+
+
 def group_from_params(params: Mapping[str, Any], connection: str, group: str,
                       overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One group's values for a connection: the base group, then ``connections.<name>.<group>``, then
     ``overrides``. Reads nothing else from ``params`` (stages declare exactly what they read)."""
-    if connection not in CONNECTIONS:
-        raise ConfigError(f"unknown connection {connection!r}; known: {sorted(CONNECTIONS)}")
+    connection_of(params, connection)
     if group not in GROUPS:
         raise ConfigError(f"unknown config group {group!r}; known: {list(GROUPS)}")
     values = dict(params.get(group) or {})
     per_connection = (params.get("connections") or {}).get(connection) or {}
-    unknown = set(per_connection) - set(GROUPS)
+    unknown = set(per_connection) - set(GROUPS) - {"link"}
     if unknown:
         raise ConfigError(f"connections.{connection}: unknown group(s) {sorted(unknown)}; known: {list(GROUPS)}")
     values = deep_merge(values, per_connection.get(group) or {})
@@ -402,7 +426,7 @@ def connection_config_from_params(params: Mapping[str, Any], connection: str,
     if bad:
         raise ConfigError(f"override names unknown group(s) {sorted(bad)}; known: {list(GROUPS)}")
     merged = {g: group_from_params(params, connection, g, overrides.get(g)) for g in GROUPS}
-    conn = CONNECTIONS[connection]
+    conn = connection_of(params, connection)
     if "in_dims" in merged["projector"]:
         merged["projector"]["in_dims"] = {s: d for s, d in dict(merged["projector"]["in_dims"]).items() if s in conn.spaces}
     return ConnectionConfig.from_dict({"connection": conn, **merged})

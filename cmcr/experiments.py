@@ -227,6 +227,12 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
                               f"got {dict(official)}")
         official = {"release": str(official["release"]), "checkpoint": str(official["checkpoint"])}
     connection = variant_connection(params, name)
+    from cmcr.config import CONNECTIONS
+
+    if connection not in CONNECTIONS:
+        raise ConfigError(f"variants.{name}.connection: {connection!r} is not one of the pipeline's connections "
+                          f"({', '.join(CONNECTIONS)}); links declared in params (connections.<name>.link) are "
+                          "trained through graphs (cmcr.graph), not as a variant of their own yet")
     entry_overrides = entry.get("overrides") or {}
     if not isinstance(entry_overrides, Mapping):
         raise ConfigError(f"variants.{name}.overrides must be a mapping of groups, got {entry_overrides!r}")

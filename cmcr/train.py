@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from cmcr.projector import build_projectors, count_parameters
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "cmcr.projectors/1"
+#: projector initialisation draws from PyTorch's global RNG: one training at a time (:func:`train_seeds`)
+_INIT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -263,39 +266,58 @@ def train_paired(pairs: Mapping[str, torch.Tensor | np.ndarray], config: Connect
 
 def _fit(inputs: Mapping[str, torch.Tensor | np.ndarray], n: int, config: ConnectionConfig, step, *,
          progress: bool) -> TrainResult:
-    """The optimisation loop both trainers share: the inputs moved to the device once, a seeded shuffle per
-    epoch, batches as index slices, ``step(projectors, tensors, idx, generator)`` giving the loss parts,
-    AdamW with the per-step cosine learning rate, a per-epoch history of mean losses."""
-    tc = config.train
-    spaces = config.connection.spaces
-    device = resolve_device(tc.device)
-    slices = batch_slices(n, tc.batch_size)
-    if not slices:
-        raise EmbeddingError(f"training set has {n} item(s); at least 2 are needed (BatchNorm)")
+    """One stream of ``n`` items (a connection, or true pairs): :func:`fit_streams` with ``step(projectors,
+    tensors, idx, generator)`` taking that stream's batch indices."""
+    return fit_streams(inputs, {"": n}, config, config.connection.spaces,
+                       lambda projectors, tensors, idx, generator: step(projectors, tensors, idx[""], generator),
+                       progress=progress, label=config.connection.name)
 
-    torch.manual_seed(tc.seed)  # projector initialisation
-    projectors = build_projectors(config.projector, spaces).to(device)
-    log.info("training %s: %d items, %d steps/epoch × %d epochs, %d trainable parameters, device %s, seed %d",
-             config.connection.name, n, len(slices), tc.epochs, count_parameters(projectors), device, tc.seed)
+
+def fit_streams(inputs: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[str, int], config: ConnectionConfig,
+                spaces: Sequence[str], step, *, progress: bool, label: str) -> TrainResult:
+    """The optimisation loop every trainer shares: the inputs moved to the device once; one projector per space
+    of ``spaces`` initialised from the seed; per epoch a seeded shuffle of each stream (``sizes``: stream →
+    items, in order; a connection is one stream, a graph one per link); batches as index slices — an epoch
+    has as many steps as the first stream has batches, a stream with fewer starts over —;
+    ``step(projectors, tensors, {stream: idx}, generator)`` giving the loss parts; AdamW with the per-step
+    cosine learning rate; a per-epoch history of mean losses."""
+    tc = config.train
+    device = resolve_device(tc.device)
+    streams = list(sizes)
+    slices = {k: batch_slices(n, tc.batch_size) for k, n in sizes.items()}
+    for k, sl in slices.items():
+        if not sl:
+            raise EmbeddingError(f"training set{' ' + k if k else ''} has {sizes[k]} item(s); at least 2 are needed "
+                                 "(BatchNorm)")
+    steps_per_epoch = len(slices[streams[0]])
+
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):  # projector initialisation from the seed, while no other
+        torch.manual_seed(tc.seed)                          # training (another thread) draws from the global RNG
+        projectors = build_projectors(config.projector, tuple(spaces))
+    projectors = projectors.to(device)
+    log.info("training %s: %s items, %d steps/epoch × %d epochs, %d trainable parameters, device %s, seed %d",
+             label, "/".join(str(n) for n in sizes.values()), steps_per_epoch, tc.epochs,
+             count_parameters(projectors), device, tc.seed)
     # frozen encoders: no graph back
     tensors = {k: as_tensor(x).detach().to(device=device, dtype=torch.float32) for k, x in inputs.items()}
 
     optimizer = torch.optim.AdamW(projectors.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    total_steps = tc.epochs * len(slices)
+    total_steps = tc.epochs * steps_per_epoch
     generator = torch.Generator(device=device).manual_seed(tc.seed)
     history: list[dict[str, float]] = []
     steps = 0
     projectors.train()
-    bar = tqdm(total=total_steps, desc=f"train {config.connection.name}", unit="step", disable=not progress)
+    bar = tqdm(total=total_steps, desc=f"train {label}", unit="step", disable=not progress)
     for epoch in range(tc.epochs):
         started = time.perf_counter()
-        order = torch.randperm(n, generator=generator, device=device)
+        order = {k: torch.randperm(sizes[k], generator=generator, device=device) for k in streams}
         sums: dict[str, float] = {}
-        for sl in slices:
+        for i in range(steps_per_epoch):
             lr = cosine_lr(steps, total_steps, tc.lr, tc.min_lr) if tc.lr_schedule == "cosine" else tc.lr
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            parts = step(projectors, tensors, order[sl], generator)
+            idx = {k: order[k][slices[k][i % len(slices[k])]] for k in streams}
+            parts = step(projectors, tensors, idx, generator)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             optimizer.step()
@@ -306,7 +328,7 @@ def _fit(inputs: Mapping[str, torch.Tensor | np.ndarray], n: int, config: Connec
         # no wall-clock time in the history: it goes into the checkpoint, whose bytes must depend only on
         # the training (identical weights → identical file → no dvc.lock churn); the log has the timing
         record = {"epoch": epoch + 1, "lr": lr}
-        record.update({k: v / len(slices) for k, v in sums.items()})
+        record.update({k: v / steps_per_epoch for k, v in sums.items()})
         history.append(record)
         log.info("epoch %d/%d loss %.4f (%s) lr %.2e, %.2f s", epoch + 1, tc.epochs, record["loss"],
                  ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "lr", "loss")), lr,
@@ -315,6 +337,29 @@ def _fit(inputs: Mapping[str, torch.Tensor | np.ndarray], n: int, config: Connec
     bar.close()
     projectors.eval()
     return TrainResult(projectors.cpu(), config, history)
+
+
+def train_seeds(train_one: Callable[[int], TrainResult], seeds: Sequence[int], workers: int | None = None
+                ) -> dict[int, TrainResult]:
+    """``train_one(seed)`` for every seed, ``workers`` at a time in threads of this process (default: one per
+    CPU core PyTorch's pool leaves free, i.e. cores ÷ intra-op threads). With one intra-op thread (the stages'
+    default) every operation of a training runs in its own calling thread, so a training computes exactly
+    what it computes alone — the results do not depend on how many run side by side (tested) — while the
+    seeds share the cores; the projectors' initialisation takes the global RNG under a lock. Results in the
+    order of ``seeds``; the first failure is raised."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    seeds = list(seeds)
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))
+    workers = max(1, min(workers, len(seeds)))
+    if workers == 1:
+        return {seed: train_one(seed) for seed in seeds}
+    log.info("training seeds %s, %d at a time", seeds, workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seed") as pool:
+        futures = {seed: pool.submit(train_one, seed) for seed in seeds}
+        return {seed: futures[seed].result() for seed in seeds}
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> TrainResult:

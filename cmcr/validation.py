@@ -15,7 +15,7 @@ from typing import Any
 from cmcr.config import ConfigError, _positive, _positive_int
 
 #: every top-level group params.yaml may have (README "Parameters")
-TOP_LEVEL = ("setup", "seeds", "memory", "noise", "projector", "loss", "train", "connections", "demo", "extraction",
+TOP_LEVEL = ("setup", "seeds", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "demo", "extraction",
              "paper", "benchmarks", "evaluation", "variants")
 
 
@@ -146,9 +146,27 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     _check_no_train_seed(params)
     from cmcr.config import CONNECTIONS
 
-    connections = _mapping("connections", params.get("connections"), tuple(CONNECTIONS))
+    connections = _mapping("connections", params.get("connections"))
     for name, groups in connections.items():
-        _mapping(f"connections.{name}", groups)
+        groups = _mapping(f"connections.{name}", groups)
+        if name not in CONNECTIONS and "link" not in groups:
+            raise ConfigError(f"connections: unknown connection {name!r}; known: {', '.join(CONNECTIONS)} — a new "
+                              f"one declares its link: connections.{name}.link: {{spaces, shared, memory}}")
+        if "link" in groups:
+            from cmcr.config import connection_from_params
+            from cmcr.graph import check_link
+
+            check_link(connection_from_params(name, groups["link"], f"connections.{name}.link"),
+                       f"connections.{name}.link")
+            from cmcr.config import connection_config_from_params
+
+            try:  # the link's whole config (base groups + its own), as a graph trains it
+                connection_config_from_params(params, name)
+            except ConfigError as exc:
+                raise ConfigError(f"connections.{name}: {exc}") from None
+    from cmcr.graph import graphs_of
+
+    graphs_of(params)  # the MCR graphs: spaces, links, mode (cmcr/graph.py)
     _check_demo(params.get("demo"))
     _check_paper(params.get("paper"))
     _check_benchmarks(params.get("benchmarks"))

@@ -143,7 +143,7 @@ if __name__ == "__main__":  # print the deps each stage needs (for editing dvc.y
 def test_validate_runs_first_and_training_is_keyed_on_the_effective_config():
     """Every stage depends on the validate stage's fixed-text output (so DVC runs it first and an invalid
     param stops before any stage deletes outputs); train@<variant> depends on its resolved config file and
-    on no params (so an unchanged effective config does not retrain)."""
+    on no params but `seeds` (so an unchanged effective config does not retrain)."""
     dvc, params = load()
     assert dvc["stages"]["validate"]["params"] == [{"params.yaml": None}]
     assert dvc["stages"]["validate"]["outs"] == [{"data/params": {"persist": True}}]
@@ -153,5 +153,5 @@ def test_validate_runs_first_and_training_is_keyed_on_the_effective_config():
         body = stage.get("do", stage)
         assert "data/params/valid.txt" in body["deps"], name
     train = dvc["stages"]["train"]
-    assert "data/params/${item.variant}.json" in train["deps"] and "params" not in train
-    assert set(train["matrix"]) == {"variant", "seed"}  # adding a seed trains only that seed
+    assert train["foreach"] == "${variants}"  # one stage per variant: its seeds train in one process
+    assert "data/params/${key}.json" in train["do"]["deps"] and train["do"]["params"] == ["seeds"]

@@ -279,3 +279,37 @@ run(main)
     assert one_thread == here
     if (os.cpu_count() or 1) > 1:
         assert two_threads != one_thread  # the dependence the fixed count removes
+
+
+def test_seeds_side_by_side_train_what_each_trains_alone():
+    """The train stage trains a variant's seeds in threads of one process (one per free core): each training
+    must give the bytes it gives alone, so the results do not depend on the machine's cores either."""
+    import dataclasses
+
+    from cmcr.config import CONNECTIONS, ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
+    from cmcr.train import train_connection, train_seeds
+    from conftest import toy_world
+
+    data, _ = toy_world(n_train=600, n_memory=300, n_eval=10, dim=32)
+    conn = CONNECTIONS["clip_clap"]
+    config = ConnectionConfig(connection=conn, loss=LossConfig(intra_spaces=conn.spaces),
+                              projector=ProjectorConfig(in_dims={"clip": 32, "clap": 32}, hidden_dim=64, out_dim=32),
+                              train=TrainConfig(epochs=2, batch_size=64, lr=1e-3, device="cpu"))
+
+    def one(seed):
+        return train_connection(data, dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed)),
+                                progress=False)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        together = train_seeds(one, [0, 1, 2, 3], workers=3)
+        alone = {seed: one(seed) for seed in (3, 1, 0, 2)}
+    finally:
+        torch.set_num_threads(before)
+    assert list(together) == [0, 1, 2, 3]
+    for seed in (0, 1, 2, 3):
+        for space in ("clip", "clap"):
+            for key, value in alone[seed].projectors[space].state_dict().items():
+                assert torch.equal(together[seed].projectors[space].state_dict()[key], value), (seed, space, key)
+    assert not torch.equal(together[0].projectors["clip"].net[0].weight, together[1].projectors["clip"].net[0].weight)

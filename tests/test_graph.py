@@ -1,0 +1,174 @@
+"""The MCR graph (issue 22, first part): graphs and links declared as data, checked; joint training of any
+number of spaces, which for two spaces and one link is exactly C-MCR's training."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from cmcr.config import CONNECTIONS, ConfigError, ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
+from cmcr.graph import Graph, check_graph, graphs_of, space_modalities, train_joint
+from cmcr.train import ConnectionData, train_connection
+from conftest import ROOT_DIR, toy_world
+
+
+def params_with(graphs, connections=None):
+    import yaml
+
+    p = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
+    p["graphs"] = graphs
+    if connections:
+        p["connections"] = dict(p.get("connections") or {}) | connections
+    return p
+
+
+def test_space_modalities_come_from_the_encoder_classes():
+    assert space_modalities("clip") == ("image", "text") and space_modalities("ulip") == ("points", "image")
+    with pytest.raises(ConfigError, match="unknown space 'imagebind'"):
+        space_modalities("imagebind")
+
+
+@pytest.mark.parametrize("graph,connections,message", [
+    ({"mode": "joint", "spaces": ["clip", "clap", "imagebind"], "links": ["clip_clap"]}, None,
+     r"^graphs.g.spaces: unknown space 'imagebind'"),
+    ({"mode": "joint", "spaces": ["clap", "ulip"], "links": ["clap_ulip"]},
+     {"clap_ulip": {"link": {"spaces": ["clap", "ulip"], "shared": "text", "memory": {"clap": "audio", "ulip": "points"}}}},
+     r"^connections.clap_ulip.link: spaces \['clap', 'ulip'\] share no 'text': ulip embeds \['points', 'image'\]"),
+    ({"mode": "extend", "base": ["clip", "clap"], "spaces": ["clip", "clap"], "links": ["clip_clap"]}, None,
+     r"^graphs.g.base: extend mode has one base space, got 2"),
+    ({"mode": "extend", "base": "clip", "spaces": ["clip", "clap", "ulip"], "links": ["clip_clap", "clip_ulip", "clap_ulip"]},
+     {"clap_ulip": {"link": {"spaces": ["clap", "ulip"], "shared": "audio", "memory": {"clap": "text", "ulip": "points"}}}},
+     None),  # replaced below: ulip has no audio, so the link itself is refused first
+    ({"mode": "extend", "base": "clip", "spaces": ["clip", "clap", "ulip"], "links": ["clip_clap"]}, None,
+     r"^graphs.g: leaf space\(s\) \['ulip'\] have no path to the base 'clip'"),
+    ({"mode": "joint", "spaces": ["clip", "clap", "ulip"], "links": ["clip_clap"]}, None,
+     r"^graphs.g: space\(s\) \['ulip'\] are not linked"),
+    ({"mode": "joint", "spaces": ["clip", "clap"], "links": ["clip_audio"]}, None,
+     r"^graphs.g.links: unknown connection 'clip_audio'"),
+    ({"mode": "fused", "spaces": ["clip", "clap"], "links": ["clip_clap"]}, None, r"^graphs.g.mode must be one of joint, extend"),
+])
+def test_bad_graphs_are_refused_with_one_line_naming_the_key(graph, connections, message):
+    from cmcr.validation import check_params
+
+    if message is None:
+        message = r"^connections.clap_ulip.link: spaces \['clap', 'ulip'\] share no 'audio'"
+    with pytest.raises(ConfigError, match=message) as info:
+        check_params(params_with({"g": graph}, connections))
+    assert "\n" not in str(info.value)
+
+
+def test_a_cycle_in_extend_mode_is_refused():
+    """Three spaces that all share images (a fourth-space-free cycle): clip–ulip, ulip–toy, toy–clip."""
+    conns = {n: CONNECTIONS["clip_ulip"] for n in ("a",)}
+    from cmcr.config import Connection
+
+    conns = {"a": Connection("a", ("clip", "ulip"), "image", {"clip": "text", "ulip": "points"}),
+             "b": Connection("b", ("clip", "ulip"), "image", {"clip": "text", "ulip": "points"})}
+    with pytest.raises(ConfigError, match=r"^graphs.g.links: extend mode needs a tree .* make a cycle"):
+        check_graph("g", {"mode": "extend", "base": "clip", "spaces": ["clip", "ulip"], "links": ["a", "b"]}, conns)
+
+
+def test_the_paper_graphs_are_valid_and_list_every_modality():
+    graphs = graphs_of(params_with({
+        "joint3": {"mode": "joint", "spaces": ["clip", "clap", "ulip"], "links": ["clip_clap", "clip_ulip"]},
+        "extend3": {"mode": "extend", "base": "clip", "spaces": ["clip", "clap", "ulip"], "links": ["clip_clap", "clip_ulip"]}}))
+    assert graphs["joint3"].modalities() == {"image": "clip", "text": "clip", "audio": "clap", "points": "ulip"}
+    assert graphs["extend3"].toward_base() == {"clap": ("clip", CONNECTIONS["clip_clap"]),
+                                               "ulip": ("clip", CONNECTIONS["clip_ulip"])}
+
+
+def small_config(connection, **train):
+    conn = CONNECTIONS[connection]
+    return ConnectionConfig(connection=conn, loss=LossConfig(intra_spaces=conn.spaces),
+                            projector=ProjectorConfig(in_dims={}, hidden_dim=48, out_dim=24),
+                            train=TrainConfig(epochs=3, batch_size=64, lr=2e-3, seed=4, device="cpu") if not train
+                            else TrainConfig(**train))
+
+
+def test_a_two_space_graph_trains_exactly_what_the_connection_trains():
+    """Joint mode is C-MCR generalised: one link, two spaces → the same bytes and the same losses."""
+    data, _ = toy_world(n_train=500, n_memory=300, n_eval=10, dim=16)
+    config = small_config("clip_clap")
+    alone = train_connection(data, config, progress=False)
+    graph = Graph("g", "joint", ("clip", "clap"), (CONNECTIONS["clip_clap"],))
+    joint = train_joint(graph, {"clip_clap": data}, {"clip_clap": config}, progress=False)
+    assert joint.history == alone.history
+    for space in ("clip", "clap"):
+        for key, value in alone.projectors[space].state_dict().items():
+            assert torch.equal(joint.projectors[space].state_dict()[key], value), (space, key)
+
+
+def toy_link(connection, seed, n=400):
+    """Toy data for a link: ``toy_world`` with its spaces renamed to the link's (shared, memory per space)."""
+    data, _ = toy_world(n_train=n, n_memory=200, n_eval=10, dim=16, seed=seed)
+    first, second = CONNECTIONS[connection].spaces if connection in CONNECTIONS else connection
+    rename = {"clip": first, "clap": second}
+    return ConnectionData(shared={rename[s]: x for s, x in data.shared.items()},
+                          memory={rename[s]: x for s, x in data.memory.items()})
+
+
+def test_three_spaces_train_together_and_share_the_hub_projector():
+    """clip–clap and clip–ulip summed: one clip projector for both links, every link's loss falls, and the
+    history keeps each link's parts. Links of different sizes: the first sets the epoch, the other wraps."""
+    graph = graphs_of(params_with({"j": {"mode": "joint", "spaces": ["clip", "clap", "ulip"],
+                                          "links": ["clip_clap", "clip_ulip"]}}))["j"]
+    data = {"clip_clap": toy_link("clip_clap", 0, 400), "clip_ulip": toy_link("clip_ulip", 1, 250)}
+    configs = {"clip_clap": small_config("clip_clap", epochs=4, batch_size=64, lr=2e-3, seed=0, device="cpu"),
+               "clip_ulip": dataclasses.replace(small_config("clip_ulip"), loss=LossConfig(
+                   intra_spaces=("clip", "ulip"), lambda_intra=0.4))}
+    result = train_joint(graph, data, configs, progress=False)
+    assert set(result.projectors) == {"clip", "clap", "ulip"}
+    first, last = result.history[0], result.history[-1]
+    assert {"clip_clap/loss", "clip_ulip/loss", "clip_ulip/intra", "clip_clap/shared_pair"} <= set(first)
+    assert last["clip_clap/loss"] < first["clip_clap/loss"] and last["clip_ulip/loss"] < first["clip_ulip/loss"]
+    assert last["loss"] == pytest.approx(last["clip_clap/loss"] + last["clip_ulip/loss"], rel=1e-6)
+    assert len(result.history) == 4  # 400 items at batch 64: 7 steps per epoch; the 250-item link wraps (4 batches)
+
+
+def test_a_fourth_space_is_registered_and_linked_from_params_alone():
+    """A user's own space: an encoder class registered under a name (its modalities stated), a link declared
+    in params, a graph over it — no other code."""
+    from cmcr.encoders.base import EncoderSpace, register
+
+    @register("toy_touch")
+    class ToyTouchSpace(EncoderSpace):  # noqa: F811 — a user's encoder (tactile signals + images)
+        modalities = ("touch", "image")
+
+        def load(self, modality, item):
+            raise NotImplementedError
+
+        def encode_batch(self, modality, batch):
+            raise NotImplementedError
+
+    p = params_with({"with_touch": {"mode": "joint", "spaces": ["clip", "clap", "toy_touch"],
+                                    "links": ["clip_clap", "clip_touch"]}},
+                    {"clip_touch": {"link": {"spaces": ["clip", "toy_touch"], "shared": "image",
+                                             "memory": {"clip": "text", "toy_touch": "touch"}},
+                                    "noise": {"var": 0.002}, "loss": {"intra_spaces": ["clip", "toy_touch"]}}})
+    from cmcr.config import connection_config_from_params
+    from cmcr.validation import check_params
+
+    check_params(p)
+    graph = graphs_of(p)["with_touch"]
+    assert graph.modalities()["touch"] == "toy_touch"
+    touch = connection_config_from_params(p, "clip_touch")
+    assert touch.noise.var == 0.002 and touch.connection.shared_modality == "image"
+    touch = dataclasses.replace(touch, projector=ProjectorConfig(in_dims={}, hidden_dim=48, out_dim=24),
+                                train=TrainConfig(epochs=2, batch_size=64, lr=2e-3, seed=0, device="cpu"))
+    av = dataclasses.replace(connection_config_from_params(p, "clip_clap"), projector=touch.projector, train=touch.train)
+    data = {"clip_clap": toy_link("clip_clap", 0, 300), "clip_touch": toy_link(("clip", "toy_touch"), 2, 300)}
+    result = train_joint(graph, data, {"clip_clap": av, "clip_touch": touch}, progress=False)
+    assert set(result.projectors) == {"clip", "clap", "toy_touch"}
+    # the checkpoint carries the declared link, so it loads without the params that declared it
+    from cmcr.train import TrainResult
+
+    assert TrainResult(result.projectors, result.config).checkpoint()["config"]["connection"]["name"] == "clip_clap"
+
+
+def test_a_declared_links_config_is_checked_by_validate():
+    from cmcr.validation import check_params
+
+    p = params_with({}, {"clip_ulip2": {"link": {"spaces": ["clip", "ulip"], "shared": "image",
+                                                 "memory": {"clip": "text", "ulip": "points"}}}})
+    with pytest.raises(ConfigError, match=r"^connections.clip_ulip2: loss.intra_spaces names \['clap'\]"):
+        check_params(p)  # the base loss group's [clip, clap] does not fit this link: say which

@@ -306,6 +306,10 @@ def test_pages_and_the_readme_api_example(repo):
     examples = (path / "results" / "examples.html").read_text()
     assert "Audio–image retrieval (demo)" in examples and "Zero-shot 3D classification (demo)" in examples
     assert "source localization (demo)" in examples and examples.count("<audio") >= 12
+    # queries named by their file and classes (issue 24, point 5), not a bare pair id
+    import re
+
+    assert re.search(r"query: [\w.-]+\.(wav|png)", examples) and re.search(r"concept [a-z]+ · size", examples)
     if have_browser():
         for page in ("examples.html", "plots.html"):
             check = check_page(path / "results" / page)

@@ -19,12 +19,12 @@ from cmcr.train import ConnectionData, load_true_pairs, train_connection, train_
 
 
 def main(variant: str) -> None:
-    log = setup_logging(f"train@{variant}")
     spec_file = PARAMS_DIR / f"{variant}.json"
-    if not spec_file.is_file():
+    if not spec_file.is_file():  # before any log line: a bad argument is one line
         known = sorted(p.stem for p in PARAMS_DIR.glob("*.json"))
         raise ArtifactError(f"{spec_file}: no such variant's config (unknown variant {variant!r}; "
                             f"params.yaml variants are: {', '.join(known) or 'none'}; run the validate stage first)")
+    log = setup_logging(f"train@{variant}")
     v = variant_from_spec(json.loads(spec_file.read_text()))
     seeds = seeds_of(params())
     log.info("config from %s, seeds %s", spec_file, seeds)

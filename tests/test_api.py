@@ -198,14 +198,12 @@ def test_search_page_in_a_browser(files, tmp_path):
     assert check.ok and check.images == 6  # the query's image and five waveforms
 
 
-def test_cli_index_and_search_on_a_project(files, tmp_path):
-    """`cmcr index` / `cmcr search` on a project folder laid out as `dvc repro` leaves it (setup demo)."""
+def demo_project(files, tmp_path) -> Path:
+    """A project folder laid out as `dvc repro` leaves it (setup demo): the stand-ins, K's first seed, params."""
     import shutil
 
     import yaml
-    from typer.testing import CliRunner
 
-    from cmcr.cli import app
     from conftest import ROOT_DIR
 
     project = tmp_path / "project"
@@ -214,8 +212,19 @@ def test_cli_index_and_search_on_a_project(files, tmp_path):
     for s in ("clip", "clap"):
         shutil.copy(files["root"] / f"{s}.pt", project / "models" / "spaces" / f"{s}.pt")
     shutil.copy(files["root"] / "clip_clap.pt", project / "models" / "connections" / "K" / "seed0.pt")
-    params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    (project / "params.yaml").write_text(yaml.safe_dump(yaml.safe_load((ROOT_DIR / "params.yaml").read_text())))
+    return project
+
+
+def test_cli_index_and_search_on_a_project(files, tmp_path):
+    """`cmcr index` / `cmcr search` on a project folder laid out as `dvc repro` leaves it (setup demo)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from cmcr.cli import app
+
+    project = demo_project(files, tmp_path)
     folder = tmp_path / "imgs"
     folder.mkdir()
     for p in files["image"]:
@@ -254,17 +263,7 @@ def test_cli_index_failure_rate_stop_is_one_line(files, tmp_path):
     import subprocess
     import sys
 
-    import yaml
-
-    from conftest import ROOT_DIR
-
-    project = tmp_path / "project"
-    (project / "models" / "spaces").mkdir(parents=True)
-    (project / "models" / "connections" / "K").mkdir(parents=True)
-    for s in ("clip", "clap"):
-        shutil.copy(files["root"] / f"{s}.pt", project / "models" / "spaces" / f"{s}.pt")
-    shutil.copy(files["root"] / "clip_clap.pt", project / "models" / "connections" / "K" / "seed0.pt")
-    (project / "params.yaml").write_text(yaml.safe_dump(yaml.safe_load((ROOT_DIR / "params.yaml").read_text())))
+    project = demo_project(files, tmp_path)
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(20):

@@ -6,8 +6,9 @@ setting to hide them by default): for this pipeline ~190 columns, every cell an 
 the experiment's name, the params whose values differ between the rows shown, and the headline metrics of
 ``metrics/summary.json``. ``cmcr experiments`` prints it, fitted to a width (default 200 columns).
 
-Each headline cell is ``mean±std`` over the training seeds (``metrics/summary.json`` keeps every seed's value
-as ``<metric>_seed<s>`` beside the mean and ``<metric>_std``), and an experiment's cell adds its paired
+Each headline cell is ``mean±std`` over the training seeds (``metrics/summary_seeds.json``, git-tracked beside
+the DVC metrics file, keeps every seed's value as ``<metric>_seed<s>``; each row's is read from its own git
+revision), and an experiment's cell adds its paired
 difference to its baseline commit over the seeds both have, ``(Δ+0.41†)``, with † where a two-sided paired
 t-test at 5 % calls it real (:func:`cmcr.metrics.seeds.paired_difference`) — the same test as Table 5. A row
 DVC has not finished (queued, running, failed) shows its state instead of numbers: DVC fills such a row with
@@ -157,7 +158,46 @@ def show_experiments(root: str | Path = ".", width: int = 200, all_commits: bool
             if not _DERIVED.search(k)]  # benchmark.dataset.metric, headlines only
     datasets = {k.split(".")[1] for k in keys if k.count(".") == 2}
     # DVC names a metric by its dotted path (prefixed with the file only when two files share it)
-    metrics = {k if any(k in r for r in rows) else f"metrics/summary.json:{k}":
-               (k.split(".", 1)[1].replace(".", ":") if len(datasets) > 1 else k.rsplit(".", 1)[-1]) for k in keys}
+    columns = {k: k if any(k in r for r in rows) else f"metrics/summary.json:{k}" for k in keys}
+    metrics = {columns[k]: (k.split(".", 1)[1].replace(".", ":") if len(datasets) > 1 else k.rsplit(".", 1)[-1])
+               for k in keys}
+    rows = [r | seed_values_of(root, r, columns) for r in rows]
     param_names = [p for p in flat_keys(load_params(root / "params.yaml")) if p not in _ROW_FIELDS]
     return experiment_table(rows, metrics, param_names, width)
+
+
+SEEDS_FILE = "metrics/summary_seeds.json"
+
+
+def seed_values_of(root: Path, row: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, float]:
+    """Every seed's headline values of one ``exp_show`` row, read from ``metrics/summary_seeds.json`` as the row's
+    revision has it (git-tracked; the workspace's file for the workspace row), keyed ``<metric column>_seed<s>``
+    (what :func:`experiment_table` reads). Empty where the revision has no such file (an older commit, a
+    queued experiment)."""
+    import json
+    import subprocess
+
+    rev = str(row.get("rev") or "")
+    if row.get("typ") == "workspace" or rev == "workspace":
+        path = root / SEEDS_FILE
+        text = path.read_text() if path.is_file() else ""
+    else:
+        out = subprocess.run(["git", "show", f"{rev}:{SEEDS_FILE}"], cwd=root, capture_output=True, text=True)
+        text = out.stdout if out.returncode == 0 else ""
+    try:
+        data = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    out: dict[str, float] = {}
+    for key, column in columns.items():
+        node: Any = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if not isinstance(node, Mapping):
+            continue
+        prefix = parts[-1] + "_seed"
+        for name, value in node.items():
+            if name.startswith(prefix) and name[len(prefix):].isdigit() and isinstance(value, (int, float)):
+                out[f"{column}_seed{name[len(prefix):]}"] = float(value)
+    return out

@@ -447,8 +447,9 @@ def headline(scores: Mapping[str, Mapping[str, Any]], variants: Mapping[str, str
     headline scores of the main variant of the benchmark's connection (``variants[connection]``, e.g.
     K for CLIP–CLAP, clip_ulip for CLIP–ULIP): the mean over the training seeds rounded to 2 decimals, with
     ``<metric>_std`` (sample std, 2 decimals; more than one seed) and ``<metric>_seed<s>`` (each seed, 4
-    decimals) beside it, so `dvc metrics diff` shows the spread and ``cmcr experiments`` a paired test.
-    Details stay in metrics/<benchmark>.json."""
+    decimals) beside it (``metrics/summary_seeds.json``; :func:`headline_means` is ``metrics/summary.json``),
+    so `dvc metrics diff --targets` shows the spread and ``cmcr experiments`` a paired test. Details stay in
+    metrics/<benchmark>.json."""
     from cmcr.benchmarks import BENCHMARKS
     from cmcr.metrics.seeds import STD, seed_values
 
@@ -475,6 +476,15 @@ def headline(scores: Mapping[str, Mapping[str, Any]], variants: Mapping[str, str
             if row:
                 out.setdefault(benchmark, {})[dataset] = row
     return out
+
+
+def headline_means(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`headline` without the ``_std`` / ``_seed<s>`` keys: the means, ``metrics/summary.json``."""
+    import re
+
+    derived = re.compile(r"_(std|seed\d+)$")
+    return {b: {d: {k: v for k, v in values.items() if not derived.search(k)} for d, values in by_dataset.items()}
+            for b, by_dataset in summary.items()}
 
 
 def plots_page(summary: Mapping[str, Any], images: Mapping[str, str], tables: list[str]) -> str:

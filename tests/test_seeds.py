@@ -180,6 +180,9 @@ def test_headline_summary_keeps_std_and_every_seed():
     assert summary["retrieval"]["demo"] == {"K_A2I_mAP": 21.0, "K_A2I_mAP_std": 1.41, "K_A2I_mAP_seed0": 20.0,
                                             "K_A2I_mAP_seed1": 22.0, "K_I2A_mAP": 19.25, "K_I2A_mAP_std": 0.35,
                                             "K_I2A_mAP_seed0": 19.0, "K_I2A_mAP_seed1": 19.5}
+    from cmcr.report import headline_means
+
+    assert headline_means(summary) == {"retrieval": {"demo": {"K_A2I_mAP": 21.0, "K_I2A_mAP": 19.25}}}
     page = plots_page(summary, {}, [])
     assert "<td>K_A2I_mAP</td><td>21.00 ± 1.41</td><td>2</td>" in page and "K_A2I_mAP_seed0" not in page
 

@@ -17,10 +17,11 @@ the baseline's metrics, which are not the experiment's.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from cmcr.metrics.seeds import SPREAD_KEY, seed_entries
 
 #: columns of ``dvc.api.exp_show`` rows that describe the row, not the experiment's params or metrics
 _ROW_FIELDS = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")
@@ -46,19 +47,8 @@ def _name(row: Mapping[str, Any]) -> str:
     return name or rev[:7] or "workspace"
 
 
-#: headline keys of metrics/summary.json that are not headlines themselves: a spread, or one seed's value
-_DERIVED = re.compile(r"_(std|seed\d+)$")
 #: DVC's experiment states whose metrics are not the experiment's own (DVC shows the baseline's)
 _UNFINISHED = {"queued", "running", "failed"}
-
-
-def seed_columns(row: Mapping[str, Any], key: str) -> dict[str, float]:
-    """``{seed: value}`` of headline ``key`` in an ``exp_show`` row (its ``<key>_seed<s>`` columns)."""
-    out = {}
-    for column, value in row.items():
-        if column.startswith(key + "_seed") and column[len(key) + 5:].isdigit() and isinstance(value, (int, float)):
-            out[column[len(key) + 5:]] = float(value)
-    return out
 
 
 def _metric_cell(row: Mapping[str, Any], key: str, baseline: Mapping[str, Any] | None) -> str:
@@ -67,13 +57,13 @@ def _metric_cell(row: Mapping[str, Any], key: str, baseline: Mapping[str, Any] |
     state = str(row.get("State") or "").lower()
     if state in _UNFINISHED:
         return state
-    seeds = seed_columns(row, key)
+    seeds = seed_entries(row, key)
     if not seeds:  # a summary written before seeds were recorded: the mean alone
         return _text(row.get(key))
     mean, std = mean_std(list(seeds.values()))
     text = f"{mean:.2f}" + ("" if std is None else f"±{std:.2f}")
     if baseline is not None:
-        reference = seed_columns(baseline, key)
+        reference = seed_entries(baseline, key)
         if any(s in reference for s in seeds):
             diff = paired_difference(seeds, reference)
             text += f"(Δ{diff['mean']:+.2f}{'†' if diff['significant'] else ''})"
@@ -100,8 +90,8 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, st
         else:
             baselines.append(current if r.get("typ") != "workspace" else None)
     params = [p for p in param_names if len({_text(r.get(p)) for r in rows}) > 1]
-    metrics = {m: label for m, label in metrics.items() if not _DERIVED.search(m) and any(
-        r.get(m) is not None or seed_columns(r, m) for r in rows)}
+    metrics = {m: label for m, label in metrics.items() if not SPREAD_KEY.search(m) and any(
+        r.get(m) is not None or seed_entries(r, m) for r in rows)}
     headers = {p: p for p in params} | dict(metrics)
 
     def cells(columns: list[str]) -> list[list[str]]:
@@ -155,7 +145,7 @@ def show_experiments(root: str | Path = ".", width: int = 200, all_commits: bool
     rows = dvc.api.exp_show(repo=str(root), num=-1 if all_commits else 1, param_deps=False, force=False)
     summary = root / "metrics" / "summary.json"
     keys = [k for k in (flat_keys(json.loads(summary.read_text())) if summary.is_file() else [])
-            if not _DERIVED.search(k)]  # benchmark.dataset.metric, headlines only
+            if not SPREAD_KEY.search(k)]  # benchmark.dataset.metric, headlines only
     datasets = {k.split(".")[1] for k in keys if k.count(".") == 2}
     # DVC names a metric by its dotted path (prefixed with the file only when two files share it)
     columns = {k: k if any(k in r for r in rows) else f"metrics/summary.json:{k}" for k in keys}
@@ -190,14 +180,10 @@ def seed_values_of(root: Path, row: Mapping[str, Any], columns: Mapping[str, str
         return {}
     out: dict[str, float] = {}
     for key, column in columns.items():
-        node: Any = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, Mapping) else None
-        if not isinstance(node, Mapping):
-            continue
-        prefix = parts[-1] + "_seed"
-        for name, value in node.items():
-            if name.startswith(prefix) and name[len(prefix):].isdigit() and isinstance(value, (int, float)):
-                out[f"{column}_seed{name[len(prefix):]}"] = float(value)
+        *path, headline = key.split(".")  # benchmark.dataset.metric
+        block: Any = data
+        for part in path:
+            block = block.get(part) if isinstance(block, Mapping) else None
+        if isinstance(block, Mapping):
+            out |= {f"{column}_seed{seed}": value for seed, value in seed_entries(block, headline).items()}
     return out

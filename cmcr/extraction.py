@@ -218,11 +218,12 @@ def run_key(space: EncoderSpace, modality: str, items: Sequence[Any], ids: Seque
 def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], ids: Sequence[str], out_dir: str | Path,
                     name: str, *, shard_size: int = 50_000, batch_size: int = 256, num_workers: int = 0,
                     rank: int | None = None, world_size: int | None = None, max_failure_rate: float = 0.01,
-                    progress: bool = True, merge: bool = True,
+                    progress: bool = True, merge: bool = True, compute: bool = True,
                     rate_option: str = "max_failure_rate") -> ExtractionSummary:
     """Embed ``items`` shard by shard into ``out_dir/<name>.shards/``, then merge if all shards exist.
-    Too many failures raise :class:`FailureRateError`, whose message names ``rate_option`` (what the caller's
-    user sets to accept more)."""
+    ``compute=False`` only merges (the shards were embedded by this call's ranks already). Too many failures
+    raise :class:`FailureRateError`, whose message names ``rate_option`` (what the caller's user sets to accept
+    more)."""
     if len(items) != len(ids):
         raise ArtifactError(f"{name}: {len(items)} items but {len(ids)} ids")
     if len(set(ids)) != len(ids):
@@ -239,7 +240,7 @@ def extract_sharded(space: EncoderSpace, modality: str, items: Sequence[Any], id
         log.warning("%s: shards of %d other run(s) (other weights, settings or items) in %s: %s — not used; "
                     "delete them to free the disk", name, len(others), shard_dir.parent, ", ".join(others))
     n_shards = shard_count(len(items), shard_size)
-    mine = [k for k in range(n_shards) if k % world_size == rank]
+    mine = [k for k in range(n_shards) if k % world_size == rank] if compute else []
     done = skipped = changed = 0
     bar = tqdm(total=sum(min(shard_size, len(items) - k * shard_size) for k in mine), desc=f"{name} (rank {rank})",
                unit="item", unit_scale=True, disable=not progress)
@@ -391,9 +392,9 @@ def _build(space: str, kwargs: dict[str, Any], device: str | None) -> EncoderSpa
 
 
 def _run_jobs(encoder: EncoderSpace, jobs: Sequence[ExtractionJob], out_dir: Path, rank: int, world_size: int,
-              options: dict[str, Any], merge: bool) -> dict[str, ExtractionSummary]:
+              options: dict[str, Any], merge: bool, compute: bool = True) -> dict[str, ExtractionSummary]:
     return {job.name: extract_sharded(encoder, job.modality, job.items, job.ids, out_dir, job.name, rank=rank,
-                                      world_size=world_size, merge=merge, **options) for job in jobs}
+                                      world_size=world_size, merge=merge, compute=compute, **options) for job in jobs}
 
 
 def _extraction_worker(index: int, space: str, kwargs: dict[str, Any], devices: list[str | None],
@@ -444,4 +445,4 @@ def extract_on_devices(space: str, kwargs: dict[str, Any], jobs: Sequence[Extrac
         for process in context.processes:
             if process.is_alive():
                 process.terminate()
-    return _run_jobs(encoder, jobs, out_dir, 0, len(devices), options, merge=True)  # every shard done: merge only
+    return _run_jobs(encoder, jobs, out_dir, 0, len(devices), options, merge=True, compute=False)  # merge only

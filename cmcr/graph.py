@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cmcr.config import CONNECTIONS, ConfigError, Connection, ConnectionConfig, connection_from_params
+from cmcr.config import CONNECTIONS, ConfigError, Connection, ConnectionConfig, connection_of
 
 GRAPH_MODES = ("joint", "extend")
 _GRAPH_KEYS = {"mode", "spaces", "links", "base", "label"}
@@ -52,11 +52,13 @@ def space_modalities(space: str) -> tuple[str, ...]:
 
 
 def connections_of(params: Mapping[str, Any]) -> dict[str, Connection]:
-    """The built-in connections and those params declare (``connections.<name>.link``)."""
+    """The built-in connections and those params declare (``connections.<name>.link``), each declared link
+    checked (:func:`check_link`)."""
     out = dict(CONNECTIONS)
     for name, groups in (params.get("connections") or {}).items():
         if isinstance(groups, Mapping) and "link" in groups:
-            out[name] = connection_from_params(name, groups["link"], f"connections.{name}.link")
+            out[name] = connection_of(params, name)
+            check_link(out[name], f"connections.{name}.link")
     return out
 
 
@@ -141,8 +143,7 @@ def check_graph(name: str, entry: Any, connections: Mapping[str, Connection]) ->
         outside = [s for s in link.spaces if s not in spaces]
         if outside:
             raise ConfigError(f"{key}.links: {link_name} links {list(link.spaces)}, but {outside} is not in {key}.spaces")
-        check_link(link, f"{key}.links: {link_name}")
-        links.append(link)
+        links.append(link)  # its modalities were checked where it was declared (connections_of)
     # every space reached: a space no link touches would stay unaligned
     reached, frontier = {spaces[0]}, [spaces[0]]
     while frontier:
@@ -174,12 +175,12 @@ def check_graph(name: str, entry: Any, connections: Mapping[str, Connection]) ->
     return Graph(name, mode, tuple(spaces), tuple(links), base if mode == "extend" else None)
 
 
-def graphs_of(params: Mapping[str, Any]) -> dict[str, Graph]:
-    """Every graph params declare (``graphs``), checked."""
+def graphs_of(params: Mapping[str, Any], connections: Mapping[str, Connection] | None = None) -> dict[str, Graph]:
+    """Every graph params declare (``graphs``), checked; ``connections``: :func:`connections_of` if already read."""
     graphs = params.get("graphs") or {}
     if not isinstance(graphs, Mapping):
         raise ConfigError(f"graphs must be a mapping name → {{mode, spaces, links}}, got {graphs!r}")
-    connections = connections_of(params)
+    connections = connections_of(params) if connections is None else connections
     return {name: check_graph(name, entry, connections) for name, entry in graphs.items()}
 
 

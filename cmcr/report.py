@@ -471,7 +471,7 @@ def headline(scores: Mapping[str, Mapping[str, Any]], variants: Mapping[str, str
                     std = _get(m.get(STD), path)
                     if isinstance(std, (int, float)):
                         row[f"{key}_std"] = round(float(std), 2)
-                    for seed, v in (seed_values(m, *path) if STD in m else {}).items():
+                    for seed, v in seed_values(m, *path).items():
                         row[f"{key}_seed{seed}"] = round(v, 4)
             if row:
                 out.setdefault(benchmark, {})[dataset] = row
@@ -480,10 +480,9 @@ def headline(scores: Mapping[str, Mapping[str, Any]], variants: Mapping[str, str
 
 def headline_means(summary: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`headline` without the ``_std`` / ``_seed<s>`` keys: the means, ``metrics/summary.json``."""
-    import re
+    from cmcr.metrics.seeds import SPREAD_KEY
 
-    derived = re.compile(r"_(std|seed\d+)$")
-    return {b: {d: {k: v for k, v in values.items() if not derived.search(k)} for d, values in by_dataset.items()}
+    return {b: {d: {k: v for k, v in values.items() if not SPREAD_KEY.search(k)} for d, values in by_dataset.items()}
             for b, by_dataset in summary.items()}
 
 
@@ -494,13 +493,15 @@ def plots_page(summary: Mapping[str, Any], images: Mapping[str, str], tables: li
 
     from cmcr.pages import figure, page
 
-    import re
+    from cmcr.metrics.seeds import seed_entries
 
-    derived = re.compile(r"_(std|seed\d+)$")
-    rows = "".join(f"<tr><td>{html.escape(b)}</td><td>{html.escape(d)}</td><td>{html.escape(k)}</td>"
-                   f"<td>{html.escape(_pm(v, values.get(k + '_std')))}</td><td>{len([c for c in values if c.startswith(k + '_seed')]) or 1}</td></tr>"
-                   for b, by_dataset in summary.items() for d, values in by_dataset.items() for k, v in values.items()
-                   if not derived.search(k))
+    rows = ""
+    for b, by_dataset in headline_means(summary).items():
+        for d, means in by_dataset.items():
+            spread = summary[b][d]  # the block with each headline's _std and _seed<s>
+            rows += "".join(f"<tr><td>{html.escape(b)}</td><td>{html.escape(d)}</td><td>{html.escape(k)}</td>"
+                            f"<td>{html.escape(_pm(v, spread.get(k + '_std')))}</td>"
+                            f"<td>{len(seed_entries(spread, k)) or 1}</td></tr>" for k, v in means.items())
     body = ["<h2>Headline metrics (<code>metrics/summary.json</code>)</h2>",
             "<table><tr><th>benchmark</th><th>dataset</th><th>metric</th><th>mean ± std over seeds</th><th>seeds</th></tr>"
             + rows + "</table>",

@@ -152,21 +152,16 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         if name not in CONNECTIONS and "link" not in groups:
             raise ConfigError(f"connections: unknown connection {name!r}; known: {', '.join(CONNECTIONS)} — a new "
                               f"one declares its link: connections.{name}.link: {{spaces, shared, memory}}")
-        if "link" in groups:
-            from cmcr.config import connection_from_params
-            from cmcr.graph import check_link
+    from cmcr.config import connection_config_from_params
+    from cmcr.graph import connections_of, graphs_of
 
-            check_link(connection_from_params(name, groups["link"], f"connections.{name}.link"),
-                       f"connections.{name}.link")
-            from cmcr.config import connection_config_from_params
-
-            try:  # the link's whole config (base groups + its own), as a graph trains it
-                connection_config_from_params(params, name)
-            except ConfigError as exc:
-                raise ConfigError(f"connections.{name}: {exc}") from None
-    from cmcr.graph import graphs_of
-
-    graphs_of(params)  # the MCR graphs: spaces, links, mode (cmcr/graph.py)
+    links = connections_of(params)  # declared links parsed and their modalities checked
+    for name in [n for n in links if n not in CONNECTIONS]:
+        try:  # a declared link's whole config (base groups + its own), as a graph trains it
+            connection_config_from_params(params, name)
+        except ConfigError as exc:
+            raise ConfigError(f"connections.{name}: {exc}") from None
+    graphs_of(params, links)  # the MCR graphs: spaces, links, mode (cmcr/graph.py)
     _check_demo(params.get("demo"))
     _check_paper(params.get("paper"))
     _check_benchmarks(params.get("benchmarks"))

@@ -11,11 +11,23 @@ per-seed differences d_s = X_s − K_s and calls the difference real when a two-
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: keys a seed summary adds beside the mean scores (the scores themselves stay where a single run had them)
 STD, SEEDS = "std", "seeds"
+#: a flat headline key that is a headline's spread or one seed's value (``K_A2I_mAP_std``, ``K_A2I_mAP_seed2``)
+SPREAD_KEY = re.compile(r"_(std|seed\d+)$")
+
+
+def seed_entries(flat: Mapping[str, Any], key: str) -> dict[str, float]:
+    """``{seed: value}`` of headline ``key`` in a flat mapping holding ``<key>_seed<s>`` entries (a
+    ``metrics/summary_seeds.json`` block, or an ``exp_show`` row)."""
+    prefix = key + "_seed"
+    return {name[len(prefix):]: float(value) for name, value in flat.items()
+            if name.startswith(prefix) and name[len(prefix):].isdigit() and isinstance(value, (int, float))
+            and not isinstance(value, bool)}
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float | None]:

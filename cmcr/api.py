@@ -16,6 +16,14 @@ The connection's *shared* modality (text for CLIP–CLAP, images for CLIP–ULIP
 ``shared_space`` says which feeds the connected space: one space's name, or ``mean`` (default: both
 projected embeddings averaged and re-normalised). The paper trains both projections of the shared
 modality to agree (L_ttc, Eq. 5) but states no inference rule for it; ``mean`` uses both encoders.
+
+A *graph* checkpoint (``models/graphs/<name>/seed<s>.pt``, :mod:`cmcr.graph`) works the same way with any
+number of spaces: every modality of the graph is embedded by the one space :meth:`cmcr.graph.Graph.modalities`
+assigns (``extend``: the base embeds what it has; e.g. text and images by CLIP, sounds by CLAP + its projector,
+point clouds by ULIP-2 + its projector), so a sound and a point cloud meet in one space::
+
+    model = ConnectedModel.from_pipeline(".", graph="extend")
+    scores = model.embed_audio(["dog.wav"]) @ model.embed_points(["shape.npy"]).T
 """
 
 from __future__ import annotations
@@ -49,17 +57,45 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-class ConnectedModel:
-    """Two frozen spaces and their trained projectors: embeds raw items into the connected space."""
+def load_any_checkpoint(path: str | Path):
+    """A connection checkpoint (:func:`cmcr.train.load_checkpoint`) or a graph's (:func:`cmcr.graph.load_graph_checkpoint`),
+    whichever ``path`` holds."""
+    from cmcr.graph import GRAPH_FORMAT, load_graph_checkpoint
 
-    def __init__(self, projectors: TrainResult, spaces: Mapping[str, EncoderSpace], *, shared_space: str = "mean",
+    path = Path(path)
+    if path.is_file():
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(payload, dict) and payload.get("format") == GRAPH_FORMAT:
+            return load_graph_checkpoint(path)
+    return load_checkpoint(path)
+
+
+class ConnectedModel:
+    """Frozen spaces and their trained projectors (a connection's two, or a graph's): embeds raw items into the
+    connected space."""
+
+    def __init__(self, projectors: Any, spaces: Mapping[str, EncoderSpace], *, shared_space: str = "mean",
                  batch_size: int = 64, checkpoint_digest: str | None = None) -> None:
+        from cmcr.graph import GraphResult
+
         self.result = projectors
-        self.connection = projectors.config.connection
-        names = set(self.connection.spaces)
+        self.graph = projectors.graph if isinstance(projectors, GraphResult) else None
+        self.connection = None if self.graph else projectors.config.connection
+        names = set(projectors.projectors) if self.graph else set(self.connection.spaces)
         if set(spaces) != names:
-            raise ConfigError(f"the checkpoint connects {sorted(names)} ({self.connection.name}); encoders were given "
+            what = f"graph {self.graph.name}" if self.graph else self.connection.name
+            raise ConfigError(f"the checkpoint connects {sorted(names)} ({what}); encoders were given "
                               f"for {sorted(spaces)}")
+        if self.graph:
+            self.spaces, self.shared_space, self.batch_size = dict(spaces), None, batch_size
+            self.checkpoint_digest = checkpoint_digest
+            for name, space in spaces.items():
+                width = projectors.projectors[name].in_dim
+                if space.dim != width:
+                    raise ConfigError(f"the graph's {name} module takes {width}-d embeddings but the {name} encoder "
+                                      f"({space.name}) gives {space.dim}-d: another encoder than the one it was trained on")
+            self.dim = {m.out_dim for m in projectors.projectors.values()}.pop()
+            return
         in_dims = projectors.config.projector.in_dims
         for name, space in spaces.items():
             if in_dims.get(name) is not None and space.dim != in_dims[name]:
@@ -81,17 +117,17 @@ class ConnectedModel:
              ) -> "ConnectedModel":
         """From a cmcr checkpoint (``cmcr train``, the pipeline, or ``cmcr import-official``) and, per space, an
         encoder or the keyword arguments of :func:`cmcr.encoders.base.build_space` (as ``paper.encoders``)."""
-        result = load_checkpoint(checkpoint)
+        result = load_any_checkpoint(checkpoint)
         built = {name: s if isinstance(s, EncoderSpace) else build_space(name, **dict(s)) for name, s in spaces.items()}
         return cls(result, built, checkpoint_digest=file_digest(checkpoint), **kwargs)
 
     @classmethod
     def from_pipeline(cls, root: str | Path = ".", variant: str = "K", *, seed: int | None = None,
-                      checkpoint: str | Path | None = None, **kwargs: Any) -> "ConnectedModel":
-        """The model ``dvc repro`` trained: ``models/connections/<variant>/seed<seed>.pt`` (``seed`` default: the
-        first of params.yaml's ``seeds``; or ``checkpoint``) with the encoders of the project's setup — the
-        demo stand-ins (``models/spaces/<space>.pt``) for ``setup: demo``, the real encoders of
-        ``paper.encoders`` for ``setup: paper``."""
+                      checkpoint: str | Path | None = None, graph: str | None = None, **kwargs: Any) -> "ConnectedModel":
+        """The model ``dvc repro`` trained: ``models/connections/<variant>/seed<seed>.pt`` — or with ``graph``
+        ``models/graphs/<graph>/seed<seed>.pt`` — (``seed`` default: the first of params.yaml's ``seeds``; or
+        ``checkpoint``) with the encoders of the project's setup — the demo stand-ins (``models/spaces/<space>.pt``)
+        for ``setup: demo``, the real encoders of ``paper.encoders`` for ``setup: paper``."""
         from cmcr.experiments import checkpoint_path, seeds_of, setup_of
         from cmcr.params import load_params
 
@@ -103,11 +139,12 @@ class ConnectedModel:
             seeds = seeds_of(params)
             if seed is not None and seed not in seeds:
                 raise ConfigError(f"seed {seed} is not one of params.yaml's seeds {seeds}: no such checkpoint")
-            path = checkpoint_path(root / "models" / "connections", variant, seeds[0] if seed is None else seed)
-        result = load_checkpoint(path)
+            folder, name = (root / "models" / "graphs", graph) if graph else (root / "models" / "connections", variant)
+            path = checkpoint_path(folder, name, seeds[0] if seed is None else seed)
+        result = load_any_checkpoint(path)
         setup = setup_of(params)
         spaces: dict[str, EncoderSpace] = {}
-        for name in result.config.connection.spaces:
+        for name in (result.projectors if hasattr(result, "graph") else result.config.connection.spaces):
             if setup == "demo":
                 spaces[name] = build_space(f"demo_{name}", checkpoint=root / "models" / "spaces" / f"{name}.pt")
             elif setup == "paper":
@@ -127,6 +164,11 @@ class ConnectedModel:
         """The space(s) whose encoder and projector embed ``modality`` (both for the shared modality under ``mean``)."""
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+        if self.graph:
+            owners = self.graph.modalities()
+            if modality not in owners:
+                raise ValueError(f"graph {self.graph.name} embeds {', '.join(owners)}, not {modality}")
+            return [owners[modality]]
         conn = self.connection
         if modality == conn.shared_modality:
             return list(conn.spaces) if self.shared_space == "mean" else [self.shared_space]
@@ -138,6 +180,9 @@ class ConnectedModel:
 
     def identity(self, modality: str) -> dict[str, Any]:
         """What decides this model's embeddings of ``modality`` (an index built with another is refused)."""
+        if self.graph:
+            return {"graph": self.graph.name, "checkpoint": self.checkpoint_digest, "modality": modality,
+                    "spaces": {s: self.spaces[s].identity() for s in self.spaces_for(modality)}}
         return {"connection": self.connection.name, "checkpoint": self.checkpoint_digest, "modality": modality,
                 "shared_space": self.shared_space if modality == self.connection.shared_modality else None,
                 "spaces": {s: self.spaces[s].identity() for s in self.spaces_for(modality)}}

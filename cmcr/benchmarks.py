@@ -24,15 +24,47 @@ BENCHMARK_SETS["counterfactual"] = BENCHMARK_SETS["localization"]
 #: (space, set name, modality); on disk ``<space>/<set>@<dataset>``, rows joined by ``pair_id``
 PAIRED_SETS = {"clip_clap": [("clip", "paired_image", "image"), ("clap", "paired_audio", "audio")],
                "clip_ulip": [("clip", "paired_text", "text"), ("ulip", "paired_points", "points")]}
+#: The MCR graph's benchmark family (``benchmarks.graph``): every pair of modalities of a unified space, the
+#: emergent ones included. task → (kind, query (key, space, set), gallery (key, space, set), class columns of
+#: the exact ceiling). A sound and a point cloud share only the concept (a shape shows neither size nor
+#: condition); audio–text and audio–image pairs share concept, size and condition.
+GRAPH_TASKS = {
+    "audio_points": ("retrieval", ("audio", "clap", "graph_audio"), ("points", "ulip", "graph_points"), ("concept",)),
+    "audio_text": ("retrieval", ("audio", "clap", "graph_audio"), ("text", "clip", "graph_text"),
+                   ("concept", "size", "condition")),
+    "audio_image": ("retrieval", ("audio", "clap", "eval_audio"), ("image", "clip", "eval_image"),
+                    ("concept", "size", "condition")),
+    "points_text": ("zeroshot", ("points", "ulip", "eval_points"), ("text", "clip", "prompts"), ("concept",)),
+}
+#: the sets the graph family reads (extraction embeds them; each task pairs two of them): (set, space, set, columns)
+BENCHMARK_SETS["graph"] = [(name, space, name, ["label"] if name == "prompts" else ["concept"] if name == "eval_points" else ["pair_id"])
+                           for name, space in {name: space for task in GRAPH_TASKS.values() for _, space, name in task[1:3]}.items()]
 #: the modality of each evaluation (or paired-reference) set (what its space's loader is asked to load)
 EVAL_SET_MODALITY = {"eval_audio": "audio", "eval_image": "image", "scene_proposals": "image",
-                     "scene_audio": "audio", "eval_points": "points", "prompts": "text"} | {
+                     "scene_audio": "audio", "eval_points": "points", "prompts": "text", "graph_audio": "audio",
+                     "graph_points": "points", "graph_text": "text"} | {
     name: modality for sets in PAIRED_SETS.values() for _, name, modality in sets}
 
 
 def set_name(name: str, dataset: str) -> str:
     """File name (without extension) of an evaluation set of one dataset: ``eval_audio@AVE``."""
     return f"{name}@{dataset}"
+
+
+def graph_paired_sets(modalities: Mapping[str, str], dataset: str) -> dict[str, str]:
+    """``{space: file name}`` of the true pairs a paired graph (mode ``paired``) trains on:
+    ``paired_<its modality>_<the other's>@<dataset>`` (the demo's audio–3D: ``clap/paired_audio_points@demo``)."""
+    (a, ma), (b, mb) = modalities.items()
+    return {a: set_name(f"paired_{ma}_{mb}", dataset), b: set_name(f"paired_{mb}_{ma}", dataset)}
+
+
+def set_modality(name: str) -> str:
+    """The modality of a set (file name without ``@<dataset>``); a paired graph's ``paired_<m>_<other>`` is m."""
+    if name in EVAL_SET_MODALITY:
+        return EVAL_SET_MODALITY[name]
+    if name.startswith("paired_") and name.count("_") == 2:
+        return name.split("_")[1]
+    raise KeyError(f"unknown evaluation set {name!r}")
 
 
 def paired_sets(connection: str, dataset: str) -> dict[str, str]:
@@ -42,9 +74,9 @@ def paired_sets(connection: str, dataset: str) -> dict[str, str]:
 
 def evaluation_sets(benchmarks: Mapping[str, Any], space: str) -> dict[str, str]:
     """``{file name: set name}`` of the evaluation sets ``space`` contributes for the configured datasets."""
-    unknown = set(benchmarks) - set(BENCHMARKS)
+    unknown = set(benchmarks) - set(BENCHMARK_SETS)
     if unknown:
-        raise ValueError(f"benchmarks: unknown benchmark(s) {sorted(unknown)}; known: {sorted(BENCHMARKS)}")
+        raise ValueError(f"benchmarks: unknown benchmark(s) {sorted(unknown)}; known: {sorted(BENCHMARK_SETS)}")
     out = {}
     for benchmark, datasets in benchmarks.items():
         for dataset in datasets or []:

@@ -363,10 +363,12 @@ def import_official(
     typer.echo(f"{release}: projectors for {', '.join(result.projectors)} ({result.config.projector.kind}) → {out}")
 
 
-def _model(root: Path, variant: str, seed: Optional[int], checkpoint: Optional[Path], shared_space: str):
+def _model(root: Path, variant: str, seed: Optional[int], checkpoint: Optional[Path], shared_space: str,
+           graph: Optional[str] = None):
     from cmcr.api import ConnectedModel
 
-    return ConnectedModel.from_pipeline(root, variant, seed=seed, checkpoint=checkpoint, shared_space=shared_space)
+    return ConnectedModel.from_pipeline(root, variant, seed=seed, checkpoint=checkpoint, shared_space=shared_space,
+                                        graph=graph)
 
 
 RootOpt = Annotated[Path, typer.Option("--root", help="the project whose params.yaml says the setup (demo stand-ins "
@@ -375,6 +377,8 @@ VariantOpt = Annotated[str, typer.Option("--variant", "-v", help="which trained 
 SeedOpt = Annotated[Optional[int], typer.Option(help="which of its training seeds (default: the first of params.yaml's "
                                                      "seeds): models/connections/<variant>/seed<seed>.pt")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option(help="another projector checkpoint (e.g. `cmcr import-official`'s)")]
+GraphOpt = Annotated[Optional[str], typer.Option(help="a trained MCR graph instead of a variant (models/graphs/<graph>/): "
+                                                      "every modality of the graph in one space, e.g. sounds and point clouds")]
 SharedOpt = Annotated[str, typer.Option(help="the shared modality (text for CLIP–CLAP, images for CLIP–ULIP) from one "
                                              "space (clip / clap / ulip) or both averaged (mean)")]
 
@@ -390,6 +394,7 @@ def index(
     id_column: Annotated[Optional[str], typer.Option(help="with --manifest: unique id column (default: the path)")] = None,
     root: RootOpt = Path("."),
     variant: VariantOpt = "K",
+    graph: GraphOpt = None,
     seed: SeedOpt = None,
     checkpoint: CheckpointOpt = None,
     shared_space: SharedOpt = "mean",
@@ -415,7 +420,7 @@ def index(
         table = read_parquet(manifest, columns=[column] + ([id_column] if id_column else []))
         items = table[column].tolist()
         ids = table[id_column or column].astype(str).tolist()
-    model = _model(root, variant, seed, checkpoint, shared_space)
+    model = _model(root, variant, seed, checkpoint, shared_space, graph)
     info = build_index(model, modality.value, items, ids, out, shard_size=shard_size, batch_size=batch_size,
                        num_workers=num_workers, max_failure_rate=max_failure_rate, rate_option="--max-failure-rate")
     typer.echo(f"{out}: {info['rows']} {modality.value} items indexed, {info['failed']} failed "
@@ -431,6 +436,7 @@ def search(
     k: Annotated[int, typer.Option("--k", "-k", help="how many results")] = 5,
     root: RootOpt = Path("."),
     variant: VariantOpt = "K",
+    graph: GraphOpt = None,
     seed: SeedOpt = None,
     checkpoint: CheckpointOpt = None,
     shared_space: SharedOpt = "mean",
@@ -456,7 +462,7 @@ def search(
         modality, item = "text", text
     if k < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--k")
-    model = _model(root, variant, seed, checkpoint, shared_space)
+    model = _model(root, variant, seed, checkpoint, shared_space, graph)
     results = run_search(model, index_dir, item, modality, k=k, chunk=chunk)
     typer.echo(results.to_string(index=False, formatters={"score": "{:.4f}".format}))
     for path in (json_out, parquet_out):

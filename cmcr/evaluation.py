@@ -89,7 +89,7 @@ def load_benchmark(embeddings: str | Path, benchmark: str, dataset: str, options
     sets, tables = {}, {}
     for key, space, name, columns in BENCHMARK_SETS[benchmark]:
         if benchmark == "retrieval" and key == "audio":  # with its class columns, when the set has them
-            columns = columns + _class_columns(Path(embeddings) / space / f"{set_name(name, dataset)}.parquet")
+            columns = columns + class_columns(Path(embeddings) / space / f"{set_name(name, dataset)}.parquet")
         matrix, table = load_embedding_set(Path(embeddings) / space, set_name(name, dataset), columns=columns)
         sets[key], tables[key] = torch.from_numpy(np.array(matrix, dtype=np.float32)), table  # a writable copy
     coverage = None
@@ -108,7 +108,7 @@ def load_benchmark(embeddings: str | Path, benchmark: str, dataset: str, options
 CLASS_COLUMNS = ("concept", "size", "condition")
 
 
-def _class_columns(path: Path) -> list[str]:
+def class_columns(path: Path) -> list[str]:
     """The :data:`CLASS_COLUMNS` a set's Parquet has (read from its schema; none when the file is missing)."""
     import pyarrow.parquet as pq
 

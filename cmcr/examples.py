@@ -58,6 +58,7 @@ class Renderer:
 
     def __init__(self, folder: Path, page_dir: Path) -> None:
         self.folder, self.page_dir = folder, page_dir
+        self.trust_pickle = False  # the default for point-cloud tiles (pickled .npy files need it)
         folder.mkdir(parents=True, exist_ok=True)
         self.count = 0
 
@@ -137,8 +138,9 @@ class Renderer:
 
     def tile(self, modality: str, item: Any, caption: str, correct: bool | None = None,
              extra: Sequence[str] = (), boxes: Sequence[tuple[Sequence[float], str]] = (),
-             trust_pickle: bool = False) -> Tile:
+             trust_pickle: bool | None = None) -> Tile:
         """A tile of any modality; a file that cannot be rendered becomes a tile saying why."""
+        trust_pickle = self.trust_pickle if trust_pickle is None else trust_pickle
         try:
             if modality == "image":
                 return Tile(image=self.image(item, boxes), caption=caption, correct=correct, extra=list(extra))
@@ -219,12 +221,21 @@ def retrieval_section(data, embed, renderer: Renderer, resolve, *, count: int = 
     """A→I and I→A: sampled queries and their top-k with scores; a hit is correct when it is the query's pair."""
     import torch
 
-    audio_t, image_t = data.tables["audio"], data.tables["image"]
     with torch.no_grad():
         a, i = embed["clap"](data.sets["audio"]), embed["clip"](data.sets["image"])
+    return f"<h2>Audio–image retrieval ({html.escape(dataset)})</h2>" + _retrieval_rows(
+        (a, data.tables["audio"], "audio", "A"), (i, data.tables["image"], "image", "I"), renderer, resolve,
+        count=count, k=k, seed=seed, dataset=dataset, concepts=concepts)
+
+
+def _retrieval_rows(first, second, renderer: Renderer, resolve, *, count: int, k: int, seed: int, dataset: str,
+                    concepts: Mapping[int, str] | None, both: bool = True) -> str:
+    """Between two paired sets ``(embeddings, table, modality, letter)``, first → second (and back when ``both``):
+    sampled queries and their top-k with scores; a hit is correct when it is the query's pair (``pair_id``)."""
+    import torch
+
     html_rows = []
-    for direction, queries, gallery, q_table, g_table, q_mod, g_mod in (
-            ("A→I", a, i, audio_t, image_t, "audio", "image"), ("I→A", i, a, image_t, audio_t, "image", "audio")):
+    for (queries, q_table, q_mod, q_letter), (gallery, g_table, g_mod, g_letter) in ((first, second), (second, first))[:2 if both else 1]:
         for q in _sample(len(queries), count, seed):
             scores = (queries[q:q + 1] @ gallery.T)[0]
             top = torch.topk(scores, min(k, len(gallery)))
@@ -241,9 +252,45 @@ def retrieval_section(data, embed, renderer: Renderer, resolve, *, count: int = 
                 hits.append(renderer.tile(g_mod, g_path, caption, correct, extra=g_detail) if g_path
                             else Tile(caption=caption, correct=correct, extra=g_detail))
             true_rank = int((scores > scores[q]).sum()) + 1
-            html_rows.append(row(f"{direction} {dataset}: the correct item ranks #{true_rank} of {len(gallery)}",
+            html_rows.append(row(f"{q_letter}→{g_letter} {dataset}: the correct item ranks #{true_rank} of {len(gallery)}",
                                  query, hits))
-    return f"<h2>Audio–image retrieval ({html.escape(dataset)})</h2>" + "".join(html_rows)
+    return "".join(html_rows)
+
+
+def graph_section(embeddings: str | Path, graph_checkpoint: str | Path, dataset: str, renderer: Renderer, resolve, *,
+                  count: int = 3, k: int = 5, seed: int = 0, concepts: Mapping[int, str] | None = None,
+                  trust_pickle: bool = False) -> str:
+    """Audio→3D in a graph's unified space (the emergent pair: no link trains it): sampled sounds and the point
+    clouds they retrieve (rendered)."""
+    import torch
+
+    from cmcr.artifacts import ArtifactError, load_embedding_set
+    from cmcr.benchmarks import GRAPH_TASKS, set_name
+    from cmcr.evaluation import join_pairs
+    from cmcr.graph import load_graph_checkpoint
+
+    result = load_graph_checkpoint(graph_checkpoint)
+    title = f"<h2>Audio–3D retrieval in the unified space of graph {html.escape(result.graph.name)} ({html.escape(dataset)})</h2>"
+    _, (_, audio_space, audio_set), (_, points_space, points_set), _ = GRAPH_TASKS["audio_points"]
+    owners = result.graph.modalities()
+    if owners.get("audio") != audio_space or owners.get("points") != points_space:
+        return title + "<p class='small'>not shown: the graph does not embed audio and point clouds</p>"
+    try:
+        (a, ta), (p, tp) = (load_embedding_set(Path(embeddings) / space, set_name(name, dataset), columns=["pair_id"])
+                            for space, name in ((audio_space, audio_set), (points_space, points_set)))
+    except (ArtifactError, FileNotFoundError) as exc:
+        return title + f"<p class='small'>not shown: {html.escape(str(exc))}</p>"
+    a, ta, p, tp, _ = join_pairs(torch.from_numpy(np.array(a, dtype=np.float32)), ta,
+                                 torch.from_numpy(np.array(p, dtype=np.float32)), tp, "pair_id", dataset)
+    embed = result.embedders()
+    with torch.no_grad():
+        a, p = embed[audio_space](a), embed[points_space](p)
+    renderer.trust_pickle = trust_pickle
+    return title + ("<p class='small'>Sounds retrieving point clouds. A sound and a point cloud of one pair share only "
+                    "the concept (a shape shows neither size nor condition): ✓ marks the exact pair, a hit of the same "
+                    "concept is right too.</p>") + \
+        _retrieval_rows((a, ta, "audio", "A"), (p, tp, "points", "3D"), renderer, resolve, count=count, k=k, seed=seed,
+                        dataset=dataset, concepts=concepts, both=False)
 
 
 def localization_section(data, embed, renderer: Renderer, scene_images: dict[str, Any], *, count: int = 4,
@@ -308,12 +355,14 @@ def zeroshot_section(data, embed, renderer: Renderer, resolve, *, count: int = 6
 
 def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: dict[str, str | Path],
                    benchmarks: dict[str, list[str]], resolve, scene_images=None, *, seed: int = 0,
-                   trust_pickle: bool = False, concepts: Mapping[int, str] | None = None) -> Path:
+                   trust_pickle: bool = False, concepts: Mapping[int, str] | None = None,
+                   graphs: Mapping[str, str | Path] | None = None) -> Path:
     """``results/examples.html``: for the first dataset of each benchmark, a seeded sample of queries with
     what the connected space returns (model: ``checkpoints[connection]``). Renderings go to
     ``<page name>_files/`` beside the page. ``resolve(path)`` maps a table's path to a file;
     ``scene_images(dataset)`` gives ``{scene_id: image file}`` for localization (or None); ``concepts`` names
-    the ``concept`` column's classes (the demo world's) where the tables hold indices."""
+    the ``concept`` column's classes (the demo world's) where the tables hold indices; ``graphs`` (``{name:
+    checkpoint}``) adds audio↔3D in each graph's unified space on the first dataset of ``benchmarks["graph"]``."""
     from cmcr.artifacts import ArtifactError
     from cmcr.benchmarks import BENCHMARKS
     from cmcr.evaluation import load_benchmark
@@ -350,6 +399,10 @@ def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: di
         else:
             sections.append(zeroshot_section(data, embeds[connection], renderer, resolve, seed=seed, dataset=dataset,
                                              trust_pickle=trust_pickle))
+    for name, path in (graphs or {}).items():
+        if benchmarks.get("graph"):
+            sections.append(graph_section(embeddings, path, str(benchmarks["graph"][0]), renderer, resolve, seed=seed,
+                                          concepts=concepts, trust_pickle=trust_pickle))
     return write_page(out_html, "C-MCR: qualitative results", sections)
 
 
@@ -364,7 +417,9 @@ def search_page(out_html: str | Path, query_modality: str, query: Any, results, 
     query_tile = renderer.tile(query_modality, query, "query")
     hits = [renderer.tile(modality, item, f"#{rank}  {score:.3f}", extra=[str(item_id)])
             for rank, score, item_id, item in results[["rank", "score", "id", "item"]].itertuples(index=False)]
-    info = (f"<p class='small'>index of {index_info['rows']} {html.escape(modality)} items; connection "
-            f"{html.escape(index_info['model']['connection'])}; scores are cosine similarities in the connected "
+    model = index_info["model"]
+    what = f"graph {model['graph']}" if model.get("graph") else f"connection {model.get('connection')}"
+    info = (f"<p class='small'>index of {index_info['rows']} {html.escape(modality)} items; "
+            f"{html.escape(what)}; scores are cosine similarities in the connected "
             "space</p>")
     return write_page(out_html, "C-MCR search", [info, row(f"{query_modality} → {modality}", query_tile, hits)])

@@ -60,11 +60,17 @@ def space_sets(params: Mapping[str, Any], space: str) -> dict[str, tuple[str, bo
     """``{file name: (modality, required)}`` a space contributes under ``params``: the training sets of the
     connections the variants use and the true pairs of the paired-data references (required), then the
     configured evaluation sets (optional). What ``extract@<space>`` embeds (or copies from ``byo/``)."""
-    from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, paired_sets
+    from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, graph_paired_sets, paired_sets, set_modality
     from cmcr.config import CONNECTIONS, extraction_sets
+    from cmcr.graph import graph_needs
 
-    training = extraction_sets([CONNECTIONS[c] for c in connections_used(params)]).get(space, {})
+    graph_links, graph_pairs = graph_needs(params)
+    training = extraction_sets([CONNECTIONS[c] for c in connections_used(params)] + graph_links).get(space, {})
     sets = {modality: (modality, True) for modality in training}
+    for modalities, dataset in graph_pairs:  # a paired graph's true pairs (the audio–3D reference)
+        file = graph_paired_sets(modalities, dataset).get(space)
+        if file:
+            sets[file] = (set_modality(file.split("@")[0]), True)
     for name in variant_names(params):
         dataset = (params["variants"][name] or {}).get("paired")
         if dataset:
@@ -200,12 +206,18 @@ def variant_memory_mode(params: Mapping[str, Any], name: str) -> str | None:
 
 
 def aggregates_needed(params: Mapping[str, Any]) -> dict[str, set[str]]:
-    """``{connection: {Eq. 2 modes}}`` the variants train with: the aggregates the pipeline must compute."""
+    """``{connection: {Eq. 2 modes}}`` the variants and the graphs' links train with: the aggregates the
+    pipeline must compute."""
+    from cmcr.graph import graph_needs
+
     needed: dict[str, set[str]] = {}
     for name in variant_names(params):
         mode = variant_memory_mode(params, name)
         if mode is not None:
             needed.setdefault(variant_connection(params, name), set()).add(mode)
+    for link in graph_needs(params)[0]:
+        mode = demo_scale(params, link.name, ("memory",))[0].get("memory", {}).get("mode")
+        needed.setdefault(link.name, set()).add(memory_config_from_params(params, link.name, mode).mode)
     return needed
 
 

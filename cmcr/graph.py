@@ -13,8 +13,10 @@ links." A graph is declared as data (``graphs.<name>`` in params.yaml)::
   memory modality), the built-in ones by name or declared in params (``connections.<name>.link``).
 - ``mode``: ``joint`` — C-MCR generalised: one projector per space, the Eq. 10 loss of every link summed,
   trained together, so every modality lands in one new space (:func:`train_joint`); ``extend`` — Ex-MCR:
-  a ``base`` space stays as it is and every other space is extended into it along the links (declared and
-  validated here; its trainer is not implemented yet).
+  a ``base`` space stays as it is and every other space is extended into it along the links
+  (:func:`train_extend`, :mod:`cmcr.exmcr`); ``paired`` — the paired-data reference of a modality pair no
+  link connects (e.g. audio–3D): two spaces' projectors trained on *true* pairs (``pairs: {dataset,
+  modalities: {space: modality}}``), never C-MCR's data.
 
 :func:`check_graph` refuses a bad definition with one line naming the key: an unknown space, a link
 between spaces that do not share its modality, a space no link reaches, in ``extend`` mode two bases, a
@@ -28,13 +30,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import logging
+
 import torch
 from torch import nn
 
+from cmcr.checks import as_tensor
 from cmcr.config import CONNECTIONS, ConfigError, Connection, ConnectionConfig, connection_of
 
-GRAPH_MODES = ("joint", "extend")
-_GRAPH_KEYS = {"mode", "spaces", "links", "base", "label"}
+log = logging.getLogger(__name__)
+
+GRAPH_MODES = ("joint", "extend", "paired")
+_GRAPH_KEYS = {"mode", "spaces", "links", "base", "label", "pairs"}
+GRAPH_FORMAT = "cmcr.graph/1"
 
 
 def space_modalities(space: str) -> tuple[str, ...]:
@@ -85,15 +93,35 @@ class Graph:
     spaces: tuple[str, ...]
     links: tuple[Connection, ...]
     base: str | None = None
+    #: mode paired: ``{"dataset": name, "modalities": {space: modality}}``
+    pairs: Mapping[str, Any] | None = None
 
     def modalities(self) -> dict[str, str]:
-        """``{modality: the space that embeds it}`` for every modality of the graph (the first space listed
-        that has it): what the unified space can embed and compare, including pairs no link trains."""
+        """``{modality: the space that embeds it}`` for every modality of the graph: what the unified space can
+        embed and compare, including pairs no link trains. A modality several spaces embed comes from the base
+        (``extend``: its own alignment is what Ex-MCR keeps), else from the first space listed; mode ``paired``
+        has only its two paired modalities."""
+        if self.mode == "paired":
+            return {m: s for s, m in (self.pairs or {})["modalities"].items()}
         out: dict[str, str] = {}
-        for space in self.spaces:
+        for space in ((self.base,) if self.base else ()) + self.spaces:
             for modality in space_modalities(space):
                 out.setdefault(modality, space)
         return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain form (checkpoints): the links with their definitions, so a checkpoint needs no params."""
+        return {"name": self.name, "mode": self.mode, "spaces": list(self.spaces), "base": self.base,
+                "links": [{"name": c.name, "spaces": list(c.spaces), "shared": c.shared_modality,
+                           "memory": dict(c.memory_modality)} for c in self.links],
+                "pairs": None if self.pairs is None else {"dataset": self.pairs["dataset"],
+                                                          "modalities": dict(self.pairs["modalities"])}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Graph":
+        links = tuple(Connection(l["name"], tuple(l["spaces"]), l["shared"], dict(l["memory"])) for l in data["links"])
+        return cls(str(data["name"]), str(data["mode"]), tuple(data["spaces"]), links, data.get("base"),
+                   data.get("pairs"))
 
     def toward_base(self) -> dict[str, tuple[str, Connection]]:
         """``extend`` mode: each leaf's neighbour one link nearer the base, and that link."""
@@ -131,6 +159,10 @@ def check_graph(name: str, entry: Any, connections: Mapping[str, Connection]) ->
             space_modalities(space)
         except ConfigError as exc:
             raise ConfigError(f"{key}.spaces: {exc}") from None
+    if mode == "paired":
+        return _check_paired(name, key, entry, spaces)
+    if "pairs" in entry:
+        raise ConfigError(f"{key}.pairs is for mode paired (the paired-data reference); mode {mode} trains on links")
     names = entry.get("links")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{key}.links must be a list of connection names, got {names!r}")
@@ -173,6 +205,67 @@ def check_graph(name: str, entry: Any, connections: Mapping[str, Connection]) ->
         if unreached:
             raise ConfigError(f"{key}: space(s) {unreached} are not linked to the others through {key}.links")
     return Graph(name, mode, tuple(spaces), tuple(links), base if mode == "extend" else None)
+
+
+def _check_paired(name: str, key: str, entry: Mapping[str, Any], spaces: list[str]) -> "Graph":
+    """Mode ``paired``: two spaces, no links, ``pairs: {dataset: <name>, modalities: {space: modality}}``."""
+    if len(spaces) != 2:
+        raise ConfigError(f"{key}.spaces: mode paired trains two spaces on true pairs, got {len(spaces)}")
+    if entry.get("links") or entry.get("base") is not None:
+        raise ConfigError(f"{key}: mode paired trains on true pairs, not on links or into a base (remove links/base)")
+    pairs = entry.get("pairs")
+    if not isinstance(pairs, Mapping) or set(pairs) != {"dataset", "modalities"} or not isinstance(pairs["dataset"], str) \
+            or not isinstance(pairs["modalities"], Mapping) or set(pairs["modalities"]) != set(spaces):
+        raise ConfigError(f"{key}.pairs must be {{dataset: <name>, modalities: {{{spaces[0]}: <modality>, "
+                          f"{spaces[1]}: <modality>}}}}, got {pairs!r}")
+    for space, modality in pairs["modalities"].items():
+        if modality not in space_modalities(space):
+            raise ConfigError(f"{key}.pairs.modalities.{space}: {space} embeds {list(space_modalities(space))}, "
+                              f"not {modality!r}")
+    return Graph(name, "paired", tuple(spaces), (), None,
+                 {"dataset": pairs["dataset"], "modalities": {s: pairs["modalities"][s] for s in spaces}})
+
+
+def graph_needs(params: Mapping[str, Any]) -> tuple[list[Connection], list[tuple[dict[str, str], str]]]:
+    """What the declared graphs need from extraction and Eq. 2, reading only ``graphs`` and the definitions of
+    the links they name: the links of ``joint``/``extend`` graphs, and each ``paired`` graph's ``(modalities,
+    dataset)``. Unchecked (the validate stage checks): an entry that does not parse is left out."""
+    links: dict[str, Connection] = {}
+    paired = []
+    graphs = params.get("graphs") or {}
+    for entry in (graphs.values() if isinstance(graphs, Mapping) else ()):
+        if not isinstance(entry, Mapping):
+            continue
+        if entry.get("mode") == "paired":
+            pairs = entry.get("pairs")
+            if isinstance(pairs, Mapping) and isinstance(pairs.get("modalities"), Mapping) and len(pairs["modalities"]) == 2:
+                paired.append(({str(k): str(v) for k, v in pairs["modalities"].items()}, str(pairs.get("dataset"))))
+            continue
+        for name in entry.get("links") or []:
+            try:
+                links.setdefault(name, connection_of(params, name))
+            except ConfigError:
+                continue
+    return list(links.values()), paired
+
+
+def graph_config(params: Mapping[str, Any], graph: "Graph") -> dict[str, ConnectionConfig]:
+    """Each link's effective config (base groups → ``connections.<link>`` → the demo scale), as the
+    variants resolve theirs; mode ``paired``: one config named after the graph, the audio–visual connection's
+    projector and optimisation with the pair term only (as a paired-data reference variant)."""
+    from cmcr.config import LossConfig, MemoryConfig, NoiseConfig, connection_config_from_params
+    from cmcr.experiments import demo_scale
+
+    if graph.mode != "paired":
+        return {link.name: connection_config_from_params(params, link.name, demo_scale(params, link.name)[0])
+                for link in graph.links}
+    base = connection_config_from_params(params, "clip_clap", demo_scale(params, "clip_clap")[0])
+    pair = Connection(graph.name, graph.spaces, "true pairs", dict(graph.pairs["modalities"]))
+    return {graph.name: dataclasses.replace(
+        base, connection=pair, memory=MemoryConfig(), noise=NoiseConfig(enabled=False, renorm=False),
+        projector=dataclasses.replace(base.projector, in_dims={}),
+        loss=LossConfig(pseudo_temperature=base.loss.pseudo_temperature, shared_pair=False, pseudo_pair=True,
+                        intra_spaces=(), lambda_intra=0.0))}
 
 
 def graphs_of(params: Mapping[str, Any], connections: Mapping[str, Connection] | None = None) -> dict[str, Graph]:
@@ -246,3 +339,159 @@ def train_joint(graph: Graph, data: Mapping[str, Any], configs: Mapping[str, Con
     return fit_streams(inputs, sizes, config, graph.spaces, step, progress=progress,
                        label=f"graph {graph.name}" if len(links) > 1 else lead.connection.name)
 
+
+
+# ------------------------------------------------------------------------------------------- extend training
+
+@dataclass
+class ExtendLinkData:
+    """What one ``extend`` link trains on, row-aligned: the shared set in both spaces, each space's memory and
+    the shared set's Eq. 2 aggregates (C-MCR's data of the link)."""
+
+    shared: Mapping[str, Any]
+    memory_sets: Mapping[str, Any]
+    aggregates: Mapping[str, Any]
+
+    @classmethod
+    def from_pipeline(cls, embeddings, aggregated, config: ConnectionConfig) -> "ExtendLinkData":
+        """``<embeddings>/<space>/<modality>.npy`` and ``<aggregated>/<aggregate>.npy`` as the pipeline lays
+        them out (the shared set paired by id across the spaces: :meth:`cmcr.train.ConnectionData.from_pipeline`)."""
+        from pathlib import Path
+
+        from cmcr.artifacts import load_npy
+        from cmcr.train import ConnectionData
+
+        data = ConnectionData.from_pipeline(embeddings, aggregated, config)
+        conn = config.connection
+        memory_sets = {s: load_npy(Path(embeddings) / f"{conn.set_path(s, conn.memory_modality[s])}.npy") for s in conn.spaces}
+        return cls(data.shared, memory_sets, data.memory)
+
+
+def extend_tuples(graph: Graph, data: Mapping[str, ExtendLinkData], configs: Mapping[str, ConnectionConfig],
+                  extend=None) -> dict[str, dict[str, torch.Tensor]]:
+    """Every leaf's training tuples (:func:`cmcr.exmcr.modality_centric_data` of its link toward the base, the
+    centres stacked): computed once, shared by every seed."""
+    from cmcr.exmcr import ExtendConfig, modality_centric_data, stack_centres
+
+    extend = extend or ExtendConfig()
+    out = {}
+    for leaf, (parent, link) in graph.toward_base().items():
+        d, config = data[link.name], configs[link.name]
+        device = "cpu" if config.train.device == "auto" else config.train.device
+        out[leaf] = stack_centres(modality_centric_data(link, leaf, d.shared, d.memory_sets, d.aggregates,
+                                                        config.memory, extend.centres, device=device))
+        log.info("extend %s into %s through %s (%s): %d tuples (%s-centric)", leaf, parent, link.name,
+                 link.shared_modality, out[leaf]["leaf_memory"].shape[0], ", ".join(extend.centres))
+    return out
+
+
+def train_extend(graph: Graph, tuples: Mapping[str, Mapping[str, torch.Tensor]], configs: Mapping[str, ConnectionConfig],
+                 extend=None, *, seeds: Sequence[int] = (0,), workers: int | None = None,
+                 progress: bool = True) -> dict[int, "GraphResult"]:
+    """``extend`` mode (Ex-MCR, :mod:`cmcr.exmcr`) for every seed: the base stays as it is (L2 normalisation);
+    the leaves are trained base-outwards, each leaf's :class:`cmcr.exmcr.ExtendProjector` on its tuples
+    (:func:`extend_tuples`) against its parent's frozen embedding — the base's own, or the same seed's trained
+    projection of a nearer leaf. Each link with its own config (τ, σ², λ, epochs, batch size, learning rate);
+    ``train.seed`` is the seed. Leaves at one distance from the base train side by side with the seeds
+    (threads, one intra-op thread each, as :func:`cmcr.train.train_seeds`: the bytes do not depend on it)."""
+    from cmcr.exmcr import ExtendConfig, Identity, train_leaf
+    from cmcr.train import train_seeds
+
+    if graph.mode != "extend":
+        raise ValueError(f"train_extend trains mode extend, graph {graph.name} is {graph.mode}")
+    extend = extend or ExtendConfig()
+    toward = graph.toward_base()
+    base_width = int(next(t["parent_shared"].shape[1] for leaf, t in tuples.items() if toward[leaf][0] == graph.base))
+    modules = {seed: {graph.base: Identity(base_width)} for seed in seeds}
+    history: dict[int, dict[str, list]] = {seed: {} for seed in seeds}
+    for level in _levels(graph, toward):
+        jobs = [(seed, leaf) for seed in seeds for leaf in level]
+
+        def one(index: int, jobs=jobs):
+            seed, leaf = jobs[index]
+            parent, link = toward[leaf]
+            config = configs[link.name]
+            config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+            return train_leaf(leaf, tuples[leaf], modules[seed][parent].eval().embed, config, extend, progress=progress)
+
+        done = train_seeds(one, list(range(len(jobs))), workers)
+        for index, (seed, leaf) in enumerate(jobs):
+            modules[seed][leaf] = done[index].projectors[leaf]
+            history[seed][leaf] = done[index].history
+    return {seed: GraphResult(graph, nn.ModuleDict({s: modules[seed][s] for s in graph.spaces}), dict(configs),
+                              history[seed], extend.to_dict()) for seed in seeds}
+
+
+def _levels(graph: Graph, toward: Mapping[str, tuple[str, Connection]]) -> list[list[str]]:
+    """The leaves by distance from the base (each level's parents are in earlier levels)."""
+    levels, placed = [], {graph.base}
+    while len(placed) < len(toward) + 1:
+        level = [leaf for leaf in graph.spaces if leaf in toward and leaf not in placed and toward[leaf][0] in placed]
+        levels.append(level)
+        placed.update(level)
+    return levels
+
+
+# ----------------------------------------------------------------------------------- results and checkpoints
+
+@dataclass
+class GraphResult:
+    """A trained graph: one module per space (``joint``/``paired``: :class:`cmcr.projector.Projector`;
+    ``extend``: the base's :class:`cmcr.exmcr.Identity` and the leaves' :class:`cmcr.exmcr.ExtendProjector`),
+    each link's config, the training histories (``{part: per-epoch records}``) and, for ``extend``, its switches."""
+
+    graph: Graph
+    projectors: nn.ModuleDict
+    configs: Mapping[str, ConnectionConfig]
+    history: Mapping[str, list]
+    extend: Mapping[str, Any] | None = None
+
+    def embedders(self) -> dict[str, Any]:
+        """``{space: embed function}`` (L2-normalised outputs) of every space the graph trains."""
+        return {s: m.embed for s, m in self.projectors.items()}
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Plain payload (loadable with ``weights_only=True``): graph definition with its links, per space the
+        module's kind, widths and weights, every link config, histories."""
+        modules = {}
+        for space, m in self.projectors.items():
+            modules[space] = {"kind": m.kind, "in_dim": m.in_dim, "out_dim": m.out_dim,
+                              "hidden_dim": getattr(m, "hidden_dim", None),
+                              "state": {k: v.detach().cpu() for k, v in m.state_dict().items()}}
+        return {"format": GRAPH_FORMAT, "graph": self.graph.to_dict(), "projectors": modules,
+                "configs": {k: c.to_dict() for k, c in self.configs.items()},
+                "history": {k: list(v) for k, v in self.history.items()}, "extend": self.extend}
+
+
+def graph_result_from_training(graph: Graph, result, configs: Mapping[str, ConnectionConfig]) -> GraphResult:
+    """A :func:`train_joint` or paired :class:`cmcr.train.TrainResult` as a :class:`GraphResult`."""
+    return GraphResult(graph, result.projectors, dict(configs), {graph.mode: result.history})
+
+
+def load_graph_checkpoint(path, map_location="cpu") -> GraphResult:
+    """Load a checkpoint of :meth:`GraphResult.checkpoint` (``weights_only=True``); ValueError naming the file
+    when it is not one."""
+    from pathlib import Path
+
+    from cmcr.exmcr import ExtendProjector, Identity
+    from cmcr.projector import Projector
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"graph checkpoint not found: {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != GRAPH_FORMAT:
+        raise ValueError(f"{path}: not a cmcr graph checkpoint (expected format {GRAPH_FORMAT!r})")
+    modules = {}
+    for space, spec in payload["projectors"].items():
+        if spec["kind"] == "identity":
+            module = Identity(spec["in_dim"])
+        elif spec["kind"] == "extend":
+            module = ExtendProjector(spec["in_dim"], spec["hidden_dim"], spec["out_dim"])
+        else:
+            module = Projector(spec["kind"], spec["in_dim"], spec["hidden_dim"], spec["out_dim"])
+        module.load_state_dict(spec["state"])
+        modules[space] = module.eval()
+    configs = {k: ConnectionConfig.from_dict(c) for k, c in payload["configs"].items()}
+    return GraphResult(Graph.from_dict(payload["graph"]), nn.ModuleDict(modules), configs,
+                       dict(payload.get("history") or {}), payload.get("extend"))

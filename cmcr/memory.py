@@ -52,6 +52,7 @@ def aggregate_memory(
     check_inputs: bool = True,
     progress: bool = False,
     desc: str = "Eq. 2 aggregation",
+    values: torch.Tensor | np.ndarray | None = None,
 ) -> torch.Tensor | np.ndarray:
     """Eq. 2: semantically consistent embeddings ``v_i = Σ_k softmax_k(sim(t_i, v_k)/τ1) v_k``.
 
@@ -64,19 +65,31 @@ def aggregate_memory(
             that paper-scale outputs never need to fit in RAM.
         check_inputs: validate shapes, finiteness and unit norms before any compute.
         progress: show a progress bar over query chunks (rates in queries/s).
+        values: M×e embeddings of the same memory items in *another* space (default: ``memory`` itself).
+            The weights come from ``memory`` (the keys), the sum is over ``values``: Ex-MCR's transfer
+            of a query's neighbourhood across two spaces through the items both embed
+            (:func:`cmcr.exmcr.modality_centric_data`, e.g. CLAP texts as keys, the same texts in CLIP as
+            values). Eq. 2 itself is ``values=None``.
 
     Returns:
-        N×d float32 embeddings on the CPU (``out`` itself when given). Rows are convex combinations of
-        memory items, hence *not* unit-norm; Eq. 3 re-normalises them.
+        N×e float32 embeddings on the CPU (``out`` itself when given; e = d without ``values``). Rows are
+        convex combinations of memory items, hence *not* unit-norm; Eq. 3 re-normalises them.
     """
     if check_inputs:
         check_matrix(queries, "queries")
         check_matrix(memory, "memory", dim=queries.shape[1])
         check_unit_norm(queries, "queries")
         check_unit_norm(memory, "memory")
+        if values is not None:
+            check_matrix(values, "values")
+            check_unit_norm(values, "values")
     elif memory.shape[0] == 0:
         raise EmbeddingError("memory: is empty (0 rows)")
-    n, d = queries.shape
+    if values is not None and values.shape[0] != memory.shape[0]:
+        raise EmbeddingError(f"values: has {values.shape[0]} rows but memory has {memory.shape[0]}: row k of both "
+                             "must be the same item")
+    n = queries.shape[0]
+    d = (memory if values is None else values).shape[1]
     dev = resolve_device(device)
     compute_dtype = _DTYPES[config.precision]
     if compute_dtype != torch.float32 and dev.type == "cpu":
@@ -87,6 +100,7 @@ def aggregate_memory(
 
     queries_t = as_tensor(queries)
     memory_t = as_tensor(memory)
+    values_t = memory_t if values is None else as_tensor(values)
 
     query_chunk, memory_chunk = resolve_chunks(config, dev)
     if config.mode == "random":
@@ -95,29 +109,33 @@ def aggregate_memory(
         out_t = torch.empty((n, d), dtype=torch.float32) if out is None else as_tensor(out)
         for start in range(0, n, query_chunk):
             rows = index[start:start + query_chunk]
-            out_t[start:start + rows.shape[0]] = memory_t[rows].float()
+            out_t[start:start + rows.shape[0]] = values_t[rows].float()
         return out_t if out is None else out
 
     if config.mode == "softmax" and resolve_kernel(config, dev) == "sdpa":
         keys = memory_t.to(dev, dtype=compute_dtype).unsqueeze(0)  # on the CPU a zero-copy view of the memory
+        vals = keys if values is None else values_t.to(dev, dtype=compute_dtype).unsqueeze(0)
 
         def aggregate_chunk(q: torch.Tensor) -> torch.Tensor:
             q = q.to(compute_dtype).unsqueeze(0)
-            return F.scaled_dot_product_attention(q, keys, keys, scale=1.0 / config.temperature)[0]
+            return F.scaled_dot_product_attention(q, keys, vals, scale=1.0 / config.temperature)[0]
     else:
         # Memory chunks are staged on the compute device once (on a GPU the whole memory usually fits;
         # on the CPU this is a zero-copy view) and re-read for every query chunk.
-        memory_chunks = [
-            memory_t[s:s + memory_chunk].to(dev, dtype=compute_dtype, non_blocking=True)
-            for s in range(0, memory_t.shape[0], memory_chunk)
-        ] if dev.type != "cpu" else None
+        # Each chunk is (keys, values): the same tensor for Eq. 2.
+        def stage(s: int, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+            key = memory_t[s:s + memory_chunk].to(**kw)
+            return key, (key if values is None else values_t[s:s + memory_chunk].to(**kw))
+
+        memory_chunks = [stage(s, device=dev, dtype=compute_dtype, non_blocking=True)
+                         for s in range(0, memory_t.shape[0], memory_chunk)] if dev.type != "cpu" else None
 
         def chunk_iter():
             if memory_chunks is not None:
                 yield from memory_chunks
             else:
                 for s in range(0, memory_t.shape[0], memory_chunk):
-                    yield memory_t[s:s + memory_chunk].to(dtype=compute_dtype)
+                    yield stage(s, dtype=compute_dtype)
 
         def aggregate_chunk(q: torch.Tensor) -> torch.Tensor:
             if config.mode == "softmax":
@@ -201,8 +219,10 @@ def _softmax_aggregate_chunk(q: torch.Tensor, memory_chunks, inv_tau: float, dty
     rows = q.shape[0]
     shift: torch.Tensor | None = None
     run_sum = torch.zeros((rows, 1), device=q.device)
-    acc = torch.zeros((rows, q.shape[1]), device=q.device)
-    for mem in memory_chunks:
+    acc = None
+    for mem, val in memory_chunks:
+        if acc is None:
+            acc = torch.zeros((rows, val.shape[1]), device=q.device)
         if shift is not None:
             # exp(s/τ1 - m): the shift rides in the product's bias, no separate pass.
             weights = torch.addmm(-shift, qs, mem.T) if dtype == torch.float32 else (qs @ mem.T).float().sub_(shift)
@@ -210,10 +230,10 @@ def _softmax_aggregate_chunk(q: torch.Tensor, memory_chunks, inv_tau: float, dty
             chunk_sum = weights.sum(dim=1, keepdim=True)
             if bool((chunk_sum <= _RESHIFT_ABOVE).all()):  # also False for inf/NaN
                 run_sum.add_(chunk_sum)
-                _accumulate(acc, weights, mem, dtype)
+                _accumulate(acc, weights, val, dtype)
                 continue
         # First chunk, or the lazy shift is too low for this chunk: recompute with the exact max.
-        shift = _exact_max_step(qs, mem, shift, run_sum, acc, dtype)
+        shift = _exact_max_step(qs, mem, val, shift, run_sum, acc, dtype)
     return acc.div_(run_sum)
 
 
@@ -227,17 +247,19 @@ def _online_softmax_chunk(qs: torch.Tensor, memory_chunks, dtype: torch.dtype) -
     rows = qs.shape[0]
     shift: torch.Tensor | None = None
     run_sum = torch.zeros((rows, 1), device=qs.device)
-    acc = torch.zeros((rows, qs.shape[1]), device=qs.device)
-    for mem in memory_chunks:
-        shift = _exact_max_step(qs, mem, shift, run_sum, acc, dtype)
+    acc = None
+    for mem, val in memory_chunks:
+        if acc is None:
+            acc = torch.zeros((rows, val.shape[1]), device=qs.device)
+        shift = _exact_max_step(qs, mem, val, shift, run_sum, acc, dtype)
     return acc.div_(run_sum)
 
 
-def _exact_max_step(qs: torch.Tensor, mem: torch.Tensor, shift: torch.Tensor | None, run_sum: torch.Tensor,
-                    acc: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _exact_max_step(qs: torch.Tensor, mem: torch.Tensor, val: torch.Tensor, shift: torch.Tensor | None,
+                    run_sum: torch.Tensor, acc: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """One chunk of the online softmax with the exact running max: move the shift to ``max(shift, rowmax)``,
     rescale ``run_sum`` and ``acc`` by ``exp(old - new)``, add this chunk's ``exp(s - shift)`` and its
-    weighted memory. Updates ``run_sum`` / ``acc`` in place; returns the new shift. No host reads."""
+    weighted values (``val``: the memory chunk itself for Eq. 2). Updates ``run_sum`` / ``acc`` in place; returns the new shift. No host reads."""
     logits = (qs @ mem.T).float()
     chunk_max = logits.amax(dim=1, keepdim=True)
     new_shift = chunk_max if shift is None else torch.maximum(shift, chunk_max)
@@ -247,7 +269,7 @@ def _exact_max_step(qs: torch.Tensor, mem: torch.Tensor, shift: torch.Tensor | N
         acc.mul_(rescale)
     logits.sub_(new_shift).exp_()
     run_sum.add_(logits.sum(dim=1, keepdim=True))
-    _accumulate(acc, logits, mem, dtype)
+    _accumulate(acc, logits, val, dtype)
     return new_shift
 
 
@@ -263,20 +285,23 @@ def _argmax_aggregate_chunk(q: torch.Tensor, memory_chunks, dtype: torch.dtype) 
     """Table 5 row I: the single most similar memory item (first one on ties)."""
     qs = q.to(dtype)
     best = torch.full((q.shape[0],), -math.inf, device=q.device)
-    best_rows = torch.zeros_like(q)
-    for mem in memory_chunks:
+    best_rows = None
+    for mem, val in memory_chunks:
+        if best_rows is None:
+            best_rows = torch.zeros((q.shape[0], val.shape[1]), device=q.device)
         sims = (qs @ mem.T).float()
         value, index = sims.max(dim=1)
         better = value > best
         best = torch.where(better, value, best)
-        best_rows[better] = mem[index[better]].float()
+        best_rows[better] = val[index[better]].float()
     return best_rows
 
 
-def aggregate_memory_naive(queries: torch.Tensor, memory: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Eq. 2 as printed, materialising the full N×M similarity matrix.
+def aggregate_memory_naive(queries: torch.Tensor, memory: torch.Tensor, temperature: float,
+                           values: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 2 as printed, materialising the full N×M similarity matrix (``values``: see :func:`aggregate_memory`).
 
     Reference for tests and the baseline of ``benchmarks/bench_memory.py``; never use it at scale.
     """
     weights = torch.softmax(queries @ memory.T / temperature, dim=1)
-    return weights @ memory
+    return weights @ (memory if values is None else values)

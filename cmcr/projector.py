@@ -31,7 +31,7 @@ class Projector(nn.Module):
 
     def __init__(self, kind: str, in_dim: int, hidden_dim: int, out_dim: int) -> None:
         super().__init__()
-        self.kind, self.in_dim, self.out_dim = kind, in_dim, out_dim
+        self.kind, self.in_dim, self.hidden_dim, self.out_dim = kind, in_dim, hidden_dim, out_dim
         if kind == "paper":
             layers = [nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(),
                       nn.Linear(hidden_dim, out_dim), nn.BatchNorm1d(out_dim), nn.ReLU()]

@@ -162,6 +162,45 @@ def table4(zeroshot: Mapping[str, Any], paper: bool, variant: str = "clip_ulip",
             + seeds_note(zeroshot))
 
 
+#: the graph table's columns: (task, direction, metric, header)
+GRAPH_COLUMNS = [("audio_points", "A2P", "mAP", "A→3D mAP"), ("audio_points", "P2A", "mAP", "3D→A mAP"),
+                 ("audio_text", "A2T", "mAP", "A→T mAP"), ("audio_text", "T2A", "mAP", "T→A mAP"),
+                 ("audio_image", "A2I", "mAP", "A→I mAP"), ("audio_image", "I2A", "mAP", "I→A mAP"),
+                 ("points_text", "top1", None, "3D→T top1"), ("points_text", "top5", None, "3D→T top5")]
+
+
+def graph_table(metrics: Mapping[str, Any], rows: Mapping[str, str], notes: Mapping[str, str] | None = None) -> str:
+    """The unified space's table (issue 22): per dataset one row per model — random, the no-connection baseline,
+    the single connections, the graphs, the paired-data reference, the exact ceiling — and a column per task and
+    direction (— where a model cannot embed a task's two modalities: see the notes below the table)."""
+    header = ["Dataset", "Method"] + [c[3] for c in GRAPH_COLUMNS]
+    out_rows, skipped = [], set()
+    for dataset, by_task in metrics.items():
+        if not isinstance(by_task, Mapping):
+            continue
+        present = [n for n in rows if any(isinstance(t, Mapping) and n in t for t in by_task.values())]
+        for name in present:
+            cells = []
+            for task, direction, metric, _ in GRAPH_COLUMNS:
+                m = by_task.get(task) or {}
+                if "skipped" in m:
+                    skipped.add(f"{task} on {dataset}: {m['skipped']}")
+                cells.append(cell(m[name], *([direction, metric] if metric else [direction])) if name in m else "—")
+            out_rows.append([dataset, rows[name]] + cells)
+    text = ("# The MCR graph — every modality pair of the unified space\n\n"
+            "Audio↔3D is emergent: no link ever pairs a sound with a shape (CLAP–CLIP through text, ULIP–CLIP through "
+            "images). Retrieval: mAP, both directions, Table 1's protocol; 3D→T: zero-shot classification, Table 4's.\n\n"
+            + _table(header, out_rows) + seeds_note({d: {n: m for t in by_task.values() if isinstance(t, Mapping)
+                                                        for n, m in t.items()} for d, by_task in metrics.items()
+                                                    if isinstance(by_task, Mapping)}))
+    na = sorted({f"{rows.get(n, n)}: {task} — {why}" for by_task in metrics.values() if isinstance(by_task, Mapping)
+                 for task, m in by_task.items() if isinstance(m, Mapping)
+                 for n, why in (m.get("not_applicable") or {}).items() if n in rows})
+    if na or skipped:
+        text += "\nNot scored (—):\n\n" + "".join(f"- {line}\n" for line in na + sorted(skipped))
+    return text + "".join((notes or {}).values())
+
+
 def _map_columns(retrieval: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     datasets = list(datasets_of(retrieval))
     return datasets, [f"{d} {direction} mAP" for d in datasets for direction in ("A2I", "I2A")]
@@ -379,6 +418,23 @@ def training_note(checkpoints: Mapping[str, Any]) -> str:
     return ("\nTrained with (from the checkpoints): " + "; ".join(parts) + ".\n") if parts else ""
 
 
+def graph_note(results: Mapping[str, Any]) -> str:
+    """What produced the graph rows, from their checkpoints (``{graph: GraphResult}``): mode, per space the
+    module (kind, widths), trainable parameters, and each link's epochs / batch / lr (Ex-MCR: its switches)."""
+    parts = []
+    for name, result in results.items():
+        g = result.graph
+        modules = ", ".join(f"{s} {m.kind}" + ("" if m.kind == "identity" else f" {m.in_dim}→{m.hidden_dim}→{m.out_dim}")
+                            for s, m in result.projectors.items())
+        params = sum(p.numel() for p in result.projectors.parameters() if p.requires_grad)
+        links = "; ".join(f"{k} {c.train.epochs} epochs, batch {c.train.batch_size}, lr {c.train.lr:g}"
+                          for k, c in result.configs.items())
+        extra = f", extend {result.extend}" if result.extend else ""
+        parts.append(f"{name} ({g.mode}{', base ' + g.base if g.base else ''}): {modules}; {params / 1e6:.2f}M trainable "
+                     f"parameters; {links}{extra}")
+    return ("\nTrained with (from the checkpoints): " + " | ".join(parts) + ".\n") if parts else ""
+
+
 def plot_figure3(points: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -412,7 +468,8 @@ def line_style(name: str, names: list[str]) -> tuple[Any, str, float]:
     return matplotlib.colormaps["tab20"](i % 20), ("-", "--")[(i // 20) % 2], 1.1
 
 
-def plot_losses(histories: Mapping[str, Mapping[int, list[dict[str, float]]]], path: Path) -> None:
+def plot_losses(histories: Mapping[str, Mapping[int, list[dict[str, float]]]], path: Path,
+                ylabel: str = "training loss (Eq. 10), mean over seeds") -> None:
     """Training loss per epoch, one line per variant: the mean over its seeds (``histories[variant][seed]``)."""
     import matplotlib
 
@@ -430,7 +487,7 @@ def plot_losses(histories: Mapping[str, Mapping[int, list[dict[str, float]]]], p
                 [sum(h[e]["loss"] for h in runs) / len(runs) for e in range(epochs)], label=name, lw=width,
                 color=color, ls=style, zorder=3 if name == "K" else 2)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss (Eq. 10), mean over seeds")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     fig.savefig(path)

@@ -89,7 +89,7 @@ def open_index(index_dir: str | Path, model: ConnectedModel | None = None) -> tu
         raise ArtifactError(f"{info_path}: format {info.get('format')!r}, expected {INDEX_FORMAT!r}")
     if model is not None:
         built, now = info["model"], model.identity(info["model"]["modality"])
-        for key in ("connection", "checkpoint", "shared_space"):
+        for key in ("graph", "connection", "checkpoint", "shared_space"):
             if built.get(key) != now.get(key):
                 raise ArtifactError(f"{index_dir}: built with {key} {built.get(key)!r}, but this model has "
                                     f"{now.get(key)!r}; rebuild the index with this model (`cmcr index`)")

@@ -212,15 +212,17 @@ def train_connection(data: ConnectionData, config: ConnectionConfig, *, progress
     return _fit(inputs, n, config, step, progress=progress)
 
 
-def load_true_pairs(embeddings: str | Path, connection: str, dataset: str) -> dict[str, np.ndarray]:
+def load_true_pairs(embeddings: str | Path, connection: str | None, dataset: str,
+                    files: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """The true pairs a paired-data reference trains on, from the pipeline's embeddings folder:
-    ``<embeddings>/<space>/<set>@<dataset>`` of :data:`cmcr.benchmarks.PAIRED_SETS`, rows joined by ``pair_id``
-    (an item that failed to load on either side drops its pair). ArtifactError naming a missing file or column."""
+    ``<embeddings>/<space>/<set>@<dataset>`` of :data:`cmcr.benchmarks.PAIRED_SETS` (or ``files``: ``{space:
+    file name}``, e.g. a paired graph's), rows joined by ``pair_id`` (an item that failed to load on either
+    side drops its pair). ArtifactError naming a missing file or column."""
     from cmcr.artifacts import ArtifactError, load_embedding_set
     from cmcr.benchmarks import paired_sets
     from cmcr.pairing import pair_rows
 
-    files = paired_sets(connection, dataset)
+    files = paired_sets(connection, dataset) if files is None else dict(files)
     loaded = {space: load_embedding_set(Path(embeddings) / space, file, columns=["pair_id"]) for space, file in files.items()}
     (first, (m1, t1)), (second, (m2, t2)) = loaded.items()
     try:
@@ -274,13 +276,15 @@ def _fit(inputs: Mapping[str, torch.Tensor | np.ndarray], n: int, config: Connec
 
 
 def fit_streams(inputs: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[str, int], config: ConnectionConfig,
-                spaces: Sequence[str], step, *, progress: bool, label: str) -> TrainResult:
+                spaces: Sequence[str], step, *, progress: bool, label: str,
+                build: Callable[[], nn.ModuleDict] | None = None) -> TrainResult:
     """The optimisation loop every trainer shares: the inputs moved to the device once; one projector per space
     of ``spaces`` initialised from the seed; per epoch a seeded shuffle of each stream (``sizes``: stream →
     items, in order; a connection is one stream, a graph one per link); batches as index slices — an epoch
     has as many steps as the first stream has batches, a stream with fewer starts over —;
     ``step(projectors, tensors, {stream: idx}, generator)`` giving the loss parts; AdamW with the per-step
-    cosine learning rate; a per-epoch history of mean losses."""
+    cosine learning rate; a per-epoch history of mean losses. ``build()`` makes the projectors (default: one
+    ``config.projector`` per space of ``spaces``; Ex-MCR's leaves bring their own, :mod:`cmcr.exmcr`)."""
     tc = config.train
     device = resolve_device(tc.device)
     streams = list(sizes)
@@ -293,7 +297,7 @@ def fit_streams(inputs: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[
 
     with _INIT_LOCK, torch.random.fork_rng(devices=[]):  # projector initialisation from the seed, while no other
         torch.manual_seed(tc.seed)                          # training (another thread) draws from the global RNG
-        projectors = build_projectors(config.projector, tuple(spaces))
+        projectors = build_projectors(config.projector, tuple(spaces)) if build is None else build()
     projectors = projectors.to(device)
     log.info("training %s: %s items, %d steps/epoch × %d epochs, %d trainable parameters, device %s, seed %d",
              label, "/".join(str(n) for n in sizes.values()), steps_per_epoch, tc.epochs,

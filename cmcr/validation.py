@@ -15,7 +15,7 @@ from typing import Any
 from cmcr.config import ConfigError, _positive, _positive_int
 
 #: every top-level group params.yaml may have (README "Parameters")
-TOP_LEVEL = ("setup", "seeds", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "demo", "extraction",
+TOP_LEVEL = ("setup", "seeds", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "extend", "demo", "extraction",
              "paper", "benchmarks", "evaluation", "variants")
 
 
@@ -96,7 +96,7 @@ def _check_paper(paper: Mapping[str, Any]) -> None:
 def _check_benchmarks(benchmarks: Any) -> None:
     from cmcr.benchmarks import BENCHMARKS
 
-    benchmarks = _mapping("benchmarks", benchmarks, tuple(BENCHMARKS))
+    benchmarks = _mapping("benchmarks", benchmarks, tuple(BENCHMARKS) + ("graph",))
     for name, datasets in benchmarks.items():
         if datasets is None:
             continue
@@ -161,7 +161,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
             connection_config_from_params(params, name)
         except ConfigError as exc:
             raise ConfigError(f"connections.{name}: {exc}") from None
-    graphs_of(params, links)  # the MCR graphs: spaces, links, mode (cmcr/graph.py)
+    graphs = graphs_of(params, links)  # the MCR graphs: spaces, links, mode (cmcr/graph.py)
     _check_demo(params.get("demo"))
     _check_paper(params.get("paper"))
     _check_benchmarks(params.get("benchmarks"))
@@ -191,8 +191,48 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
                 variants.get(name), Mapping) else "?"
             raise ConfigError(f"variant {name} (connection {connection}): {message}") from None
         resolved[name] = variant
-    aggregates_needed(params)  # Eq. 2 settings of every (connection, mode) the variants train with
+    _check_graphs(params, graphs)  # what the pipeline needs of each graph (after the variants: their messages first)
+    aggregates_needed(params)  # Eq. 2 settings of every (connection, mode) the variants and graphs train with
     return resolved
+
+
+def _check_graphs(params: Mapping[str, Any], graphs: Mapping[str, Any]) -> None:
+    """What the pipeline needs of each checked graph: its links' effective configs, ``extend``'s switches, a
+    paired graph's true pairs (the demo world has audio–3D pairs; setup paper lists their manifests), and links
+    whose data the pipeline's stages compute (the built-in connections')."""
+    from cmcr.benchmarks import graph_paired_sets
+    from cmcr.config import CONNECTIONS
+    from cmcr.exmcr import ExtendConfig
+    from cmcr.experiments import setup_of
+    from cmcr.graph import graph_config
+
+    ExtendConfig.from_params(params)
+    if not graphs:
+        raise ConfigError("graphs: none declared; the pipeline's graph@<name>, evaluate_graph and report stages need "
+                          "at least one (README \"The MCR graph\")")
+    for name, graph in graphs.items():
+        declared = [link.name for link in graph.links if link.name not in CONNECTIONS]
+        if declared:
+            raise ConfigError(f"graphs.{name}.links: {declared} are declared in params; the pipeline's extract and "
+                              f"aggregate stages compute the data of {', '.join(CONNECTIONS)} only — train a graph "
+                              "with declared links from Python (cmcr.graph.train_joint / train_extend)")
+        try:
+            graph_config(params, graph)
+        except ConfigError as exc:
+            raise ConfigError(f"graphs.{name}: {exc}") from None
+        if graph.mode != "paired":
+            continue
+        dataset, modalities = graph.pairs["dataset"], graph.pairs["modalities"]
+        if setup_of(params) == "demo" and (dataset != "demo" or sorted(modalities.values()) != ["audio", "points"]):
+            raise ConfigError(f"graphs.{name}.pairs: the demo world's true pairs of modalities no link connects are "
+                              f"audio-points, dataset demo; got {dict(modalities)} @ {dataset!r}")
+        if setup_of(params) == "paper":
+            sets = (params.get("paper") or {}).get("sets") or {}
+            missing = [f"paper.sets.{space}.{file}" for space, file in graph_paired_sets(modalities, dataset).items()
+                       if file not in (sets.get(space) or {})]
+            if missing:
+                raise ConfigError(f"graphs.{name}.pairs: {dataset!r} needs the manifests {', '.join(missing)} "
+                                  "(true pairs joined by pair_id; README \"The MCR graph\")")
 
 
 def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: bool = False) -> int:

@@ -17,7 +17,9 @@ Splits and what uses them (no audio–image and no 3D–text pair is ever used f
 - captions ``corpus`` (three sources, like §4.1)   → the C-MCR text set;
 - images / audio / points ``memory``               → ImageNet / AudioSet / Objaverse stand-ins;
 - audio + images ``eval`` (same ``pair_id``)       → AVE-like audio–image retrieval pairs;
-- points ``eval``                                  → ModelNet-like 3D classification set.
+- points ``eval``                                  → ModelNet-like 3D classification set;
+- audio + points + captions ``graph_eval``         → the MCR graph's audio↔3D and audio↔text sets (issue 22);
+- audio + points ``graph_reference``               → true audio–3D pairs, for the paired-data reference only.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class WorldConfig:
     scene_negatives: int = 150     # counterfactual negatives: the sound of an object not in the scene
     reference_pairs: int = 3000    # true audio–image pairs (the paired-data reference trains on them; C-MCR never)
     reference_points: int = 2000   # true point cloud–caption pairs (the same for CLIP–ULIP)
+    graph_eval: int = 600          # sound–point cloud–caption triples: the unified space's audio↔3D, audio↔text sets
+    graph_reference: int = 2000    # true sound–point cloud pairs (the audio–3D paired-data reference only)
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -378,6 +382,17 @@ def generate_world(root: str | Path, config: WorldConfig = WorldConfig(), *, pro
         add("points", "reference", *item, pair, add_caption(*item, SOURCES[rng.integers(3)], "reference"))
         pair += 1
     generate_scenes(root, config)
+    # The MCR graph's sets, from their own generator and after everything else: every item above is the same
+    # with or without them. A sound and a point cloud of one triple share the concept (a shape shows neither
+    # size nor condition); its caption is an audio-text caption of the sound's concept, size and condition.
+    rng = np.random.default_rng(config.seed + 2)
+    for split, n in (("graph_eval", config.graph_eval), ("graph_reference", config.graph_reference)):
+        for _ in range(n):
+            item = draw()
+            text_id = add_caption(*item, "audio-text", split) if split == "graph_eval" else -1
+            add("audio", split, *item, pair, text_id)
+            add("points", split, *item, pair, text_id)
+            pair += 1
     write_parquet(root / "manifest.parquet", pd.DataFrame(rows))
     write_parquet(root / "captions.parquet", pd.DataFrame(captions))
     write_parquet(root / "concepts.parquet", pd.DataFrame({"concept": range(k), "name": concept_names()}))
@@ -458,7 +473,9 @@ class WorldFiles:
     #: evaluation set → where its items are in the world
     EVAL = {"eval_image": "eval", "eval_audio": "eval", "eval_points": "eval", "prompts": "prompts",
             "scene_proposals": "proposals", "scene_audio": "scenes", "paired_image": "reference",
-            "paired_audio": "reference", "paired_points": "reference", "paired_text": "reference"}
+            "paired_audio": "reference", "paired_points": "reference", "paired_text": "reference",
+            "graph_audio": "graph_eval", "graph_points": "graph_eval", "graph_text": "graph_eval",
+            "paired_audio_points": "graph_reference", "paired_points_audio": "graph_reference"}
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -512,13 +529,13 @@ class WorldFiles:
             scenes = self._table("scenes/scenes.parquet")
             return scenes.drop(columns=["image", "audio"]).assign(item=[str(self.root / a) for a in scenes["audio"]])
         manifest = self._table("manifest.parquet")
-        if source == "reference" and modality == "text":  # the captions of the reference point clouds
-            points = manifest[(manifest["modality"] == "points") & (manifest["split"] == "reference")]
+        if source in ("reference", "graph_eval") and modality == "text":  # the reference clouds' / triples' captions
+            points = manifest[(manifest["modality"] == "points") & (manifest["split"] == source)]
             captions = self._table("captions.parquet").set_index("text_id")
             rows = points.sort_values("pair_id")[["pair_id", "text_id", "concept", "size", "condition"]].reset_index(drop=True)
             return rows.assign(item=list(captions.loc[rows["text_id"], "text"]))
         rows = manifest[(manifest["modality"] == modality) & (manifest["split"] == source)]
-        rows = rows.sort_values("pair_id" if source in ("eval", "reference") else "item_id")
+        rows = rows.sort_values("pair_id" if source in ("eval", "reference", "graph_eval", "graph_reference") else "item_id")
         return rows.assign(item=[str(self.root / p) for p in rows["path"]]).reset_index(drop=True)
 
     def memory_items(self, modality: str, limit: int | None = None) -> list[str]:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from common import CONNECTIONS, EMBEDDINGS, HISTORY, METRICS, RESULTS, ROOT, WORLD, params, setup_logging, run
+from common import CONNECTIONS, EMBEDDINGS, GRAPH_HISTORY, GRAPHS, HISTORY, METRICS, RESULTS, ROOT, WORLD, params, setup_logging, run
 from cmcr import report
+from cmcr.graph import graphs_of, load_graph_checkpoint
+from cmcr.report import ours
 from cmcr.examples import write_examples
 from cmcr.world import concept_names
 from cmcr.artifacts import atomic_path, write_json
@@ -70,6 +72,15 @@ def main() -> None:
         if report.datasets_of(scores[benchmark]):
             write_text(RESULTS / out, render(scores[benchmark], paper, extra=extra, label=labels.get(main))
                        + notes.get(BENCHMARKS[benchmark], ""))
+    graph_metrics = METRICS / "graph.json"
+    graphs = graphs_of(p)
+    if graphs and graph_metrics.is_file():
+        rows = {"random": "Random (expected)", "no_connection": "No connection (original spaces, no training)"}
+        rows |= {n: f"{ours(labels.get(n))} (single connection)" for n in ("K", "clip_ulip") if n in variants}
+        rows |= {n: str(p["graphs"][n].get("label", n)) for n in graphs}
+        rows["ceiling"] = "Ceiling (best possible on this benchmark)"
+        write_text(RESULTS / "graph.md", report.graph_table(json.loads(graph_metrics.read_text()), rows)
+                   + report.graph_note({n: load_graph_checkpoint(checkpoint_path(GRAPHS, n, seeds[0])) for n in graphs}))
     # the headline means are the DVC metrics (what `dvc exp show` lists); their std and every seed's value sit
     # beside them in a plain git-tracked file (`dvc metrics diff --targets metrics/summary_seeds.json`,
     # `cmcr experiments`), so DVC's table keeps 7 metric columns rather than 35
@@ -79,8 +90,16 @@ def main() -> None:
     histories = {n: {s: json.loads(checkpoint_path(HISTORY, n, s, ".json").read_text()) for s in seeds}
                  for n in variants if not variants[n].official}
     report.plot_losses(histories, RESULTS / "training_losses.png")
+    if graphs:  # one line per graph and trained part (joint: the summed links; extend: each leaf; paired)
+        by_part: dict[str, dict[int, list]] = {}
+        for n in graphs:
+            for s in seeds:
+                for part, h in json.loads(checkpoint_path(GRAPH_HISTORY, n, s, ".json").read_text()).items():
+                    by_part.setdefault(f"{n}/{part}", {})[s] = h
+        report.plot_losses(by_part, RESULTS / "graph_losses.png", "training loss, mean over seeds")
     images = {name: caption for name, caption in (("figure3.png", "Figure 3: retrieval mAP against σ²"),
-                                                  ("training_losses.png", "Training loss per variant"))
+                                                  ("training_losses.png", "Training loss per variant"),
+                                                  ("graph_losses.png", "Training loss per graph (extend: per leaf)"))
               if (RESULTS / name).is_file()}
     tables = sorted(p.name for p in RESULTS.glob("*.md"))
     write_text(RESULTS / "plots.html", report.plots_page(summary, images, tables))
@@ -102,9 +121,10 @@ def main() -> None:
     checkpoints = {c: checkpoint_path(CONNECTIONS, n, seeds[0]) for c, n in main_variants.items()}  # first seed
     trust = bool((p["paper"]["encoders"].get("ulip") or {}).get("trust_pickled_points", False))
     write_examples(RESULTS / "examples.html", EMBEDDINGS, checkpoints,
-                   {b: list(p["benchmarks"][b] or []) for b in ("retrieval", "localization", "zeroshot3d")},
+                   {b: list(p["benchmarks"].get(b) or []) for b in ("retrieval", "localization", "zeroshot3d", "graph")},
                    resolve, scene_images, seed=0, trust_pickle=trust,
-                   concepts=dict(enumerate(concept_names())) if setup == "demo" else None)
+                   concepts=dict(enumerate(concept_names())) if setup == "demo" else None,
+                   graphs={n: checkpoint_path(GRAPHS, n, seeds[0]) for n, g in graphs.items() if g.mode != "paired"})
     log.info("wrote tables and plots to %s", RESULTS)
 
 

@@ -322,3 +322,58 @@ def test_examples_name_items_by_file_and_class():
                                                                       ["concept bird · size small · condition old"])
     assert describe(table, 1, None) == ("pair 8", ["concept 0 · size big · condition new"])
     assert describe(table[["path"]], 1, None) == ("row 1", [])
+
+
+def test_a_graph_checkpoint_searches_point_clouds_with_a_sound(files, tmp_path):
+    """Issue 22: `cmcr index/search --graph` — an `extend` graph (CLIP base; CLAP and ULIP leaves with Ex-MCR
+    projectors) embeds sounds and clouds into one space; the API equals projector + L2 of the raw embedding; a
+    modality the graph does not embed, and an index built with another model, are refused."""
+    import shutil
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from cmcr.cli import app
+    from cmcr.config import CLIP_CLAP, CLIP_ULIP
+    from cmcr.exmcr import ExtendProjector, Identity
+    from cmcr.graph import Graph, GraphResult
+
+    torch.manual_seed(1)
+    graph = Graph("extend", "extend", ("clip", "clap", "ulip"), (CLIP_CLAP, CLIP_ULIP), "clip")
+    modules = torch.nn.ModuleDict({"clip": Identity(DIM), "clap": ExtendProjector(DIM, 40, DIM),
+                                   "ulip": ExtendProjector(DIM, 40, DIM)}).eval()
+    project = demo_project(files, tmp_path)
+    shutil.copy(files["root"] / "ulip.pt", project / "models" / "spaces" / "ulip.pt")
+    save_torch(project / "models" / "graphs" / "extend" / "seed0.pt",
+               GraphResult(graph, modules, {"clip_clap": ConnectionConfig()}, {}).checkpoint())
+    m = ConnectedModel.from_pipeline(project, graph="extend")
+    assert m.spaces_for("audio") == ["clap"] and m.spaces_for("text") == ["clip"] and m.dim == DIM
+    raw = m.encode_raw("ulip", "points", files["points"][:3])
+    with torch.no_grad():
+        want = modules["ulip"].embed(torch.from_numpy(raw)).numpy()
+    assert np.abs(m.embed_points(files["points"][:3]) - want).max() <= 1e-6
+    runner = CliRunner()
+    folder = tmp_path / "clouds"
+    folder.mkdir()
+    for p in files["points"]:
+        shutil.copy(p, folder)
+    res = runner.invoke(app, ["index", "--root", str(project), "--graph", "extend", "--out", str(tmp_path / "idx"),
+                              "--modality", "points", "--folder", str(folder), "--pattern", "*.npy"])
+    assert res.exit_code == 0, res.output
+    assert "7 points items indexed, 0 failed" in res.output
+    res = runner.invoke(app, ["search", "--root", str(project), "--graph", "extend", "--index", str(tmp_path / "idx"),
+                              "--query", files["audio"][2], "--query-modality", "audio", "-k", "3",
+                              "--json", str(tmp_path / "h.json"), "--html", str(tmp_path / "h.html")])
+    assert res.exit_code == 0, res.output
+    hits = json.loads((tmp_path / "h.json").read_text())
+    scores = m.embed_audio(files["audio"][2]) @ m.embed_points(files["points"]).T
+    assert [Path(h["item"]).name for h in hits] == [Path(files["points"][i]).name for i in np.argsort(-scores[0])[:3]]
+    assert "graph extend" in (tmp_path / "h.html").read_text()
+    res = runner.invoke(app, ["search", "--root", str(project), "--index", str(tmp_path / "idx"), "--query",
+                              files["audio"][2], "--query-modality", "audio"])  # variant K cannot embed the index's clouds
+    assert res.exit_code != 0 and "the clip_clap connection embeds text and image, audio, not points" in str(res.exception)
+    paired = Graph("p", "paired", ("clap", "ulip"), (), None, {"dataset": "demo", "modalities": {"clap": "audio", "ulip": "points"}})
+    pm = ConnectedModel(GraphResult(paired, torch.nn.ModuleDict({s: modules[s] for s in ("clap", "ulip")}), {}, {}),
+                        {s: m.spaces[s] for s in ("clap", "ulip")})
+    with pytest.raises(ValueError, match="graph p embeds audio, points, not text"):
+        pm.embed_text("a dog")

@@ -90,5 +90,7 @@ def test_aggregates_needed_reads_only_memory_settings():
     params = {**PARAMS, "connections": {**PARAMS["connections"], "clip_ulip": {
         **PARAMS["connections"]["clip_ulip"], "memory": {"mode": "argmax"}}}}
     assert aggregates_needed(params)["clip_ulip"] == {"argmax"}
-    official = {**PARAMS, "variants": {"o": {"group": "table4", "official": {"release": "ulip_clip", "checkpoint": "x"}}}}
+    official = {**PARAMS, "graphs": {}, "variants": {"o": {"group": "table4", "official": {"release": "ulip_clip", "checkpoint": "x"}}}}
     assert aggregates_needed(official) == {}
+    graphs_only = {**official, "graphs": {"j": {"mode": "joint", "spaces": ["clip", "ulip"], "links": ["clip_ulip"]}}}
+    assert aggregates_needed(graphs_only) == {"clip_ulip": {"softmax"}}  # a graph's links need their Eq. 2 too

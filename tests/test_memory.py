@@ -175,11 +175,12 @@ def test_accelerator_online_softmax_matches_the_float64_formula():
     m = m[torch.argsort(m @ q[0])]  # ascending similarity to query 0
     tau = 0.005
     want = aggregate_memory_naive(q.double(), m.double(), tau)
-    chunks = [m[s:s + 37] for s in range(0, 300, 37)]
+    chunks = [(m[s:s + 37],) * 2 for s in range(0, 300, 37)]
     got = _online_softmax_chunk(q / tau, chunks, torch.float32)
     assert torch.isfinite(got).all()
     assert (got.double() - want).abs().max() < 1e-5
-    got_bf16 = _online_softmax_chunk((q / tau).bfloat16(), [c.bfloat16() for c in chunks], torch.bfloat16)
+    got_bf16 = _online_softmax_chunk((q / tau).bfloat16(), [(c.bfloat16(), c.bfloat16()) for c, _ in chunks],
+                                     torch.bfloat16)
     assert torch.nn.functional.cosine_similarity(got_bf16.double(), want).min() > 0.99
 
 
@@ -226,3 +227,28 @@ def test_finiteness_check_by_sum_misses_nothing_and_allows_overflowing_finite_va
             x[3, 1] = bad
             with pytest.raises(EmbeddingError, match="NaN or infinite values .first bad row 3"):
                 check_matrix(x, "x", chunk_rows=2)
+
+
+@pytest.mark.parametrize("config", [MemoryConfig(), MemoryConfig(kernel="streamed", query_chunk=5, memory_chunk=17),
+                                    MemoryConfig(mode="argmax", query_chunk=5, memory_chunk=17),
+                                    MemoryConfig(mode="random", seed=3)])
+def test_values_from_another_space_weigh_by_the_keys(config):
+    """Ex-MCR's cross-space transfer: weights softmax(q·Kᵀ/τ1) from the keys (one space's embeddings of the
+    memory items), the sum over the values (the same items in another space, another width): every kernel
+    equals the float64 formula, argmax takes the value row of the best key, random the value row of the
+    index Eq. 2's random mode draws."""
+    q, keys, vals = unit(23, 16, seed=4), unit(60, 16, seed=5), unit(60, 24, seed=6)
+    got = aggregate_memory(q, keys, config, values=vals, device="cpu")
+    assert got.shape == (23, 24)
+    if config.mode == "softmax":
+        want = torch.softmax(q.double() @ keys.double().T / config.temperature, 1) @ vals.double()
+        assert (got.double() - want).abs().max() < 1e-5
+        assert torch.allclose(aggregate_memory_naive(q, keys, config.temperature, values=vals), want.float(), atol=1e-5)
+    elif config.mode == "argmax":
+        assert torch.equal(got, vals[(q @ keys.T).argmax(1)])
+    else:
+        rows = aggregate_memory(q, keys, config, device="cpu")  # the same draw picks key rows
+        index = [int((keys == r).all(1).nonzero()[0]) for r in rows]
+        assert torch.equal(got, vals[index])
+    with pytest.raises(EmbeddingError, match="values: has 59 rows but memory has 60"):
+        aggregate_memory(q, keys, config, values=vals[:59], device="cpu")

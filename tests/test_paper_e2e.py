@@ -36,6 +36,8 @@ from conftest import copy_project
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_DATASETS = {"retrieval": ["AVE", "Flickr-SoundNet"], "localization": ["VGGSS", "MUSIC-Solo"],
                   "counterfactual": ["Ex-VGGSS", "Ex-FlickrNet"], "zeroshot3d": ["ModelNet40"]}
+#: the graph family reads each task's sets where a dataset has them (README "The MCR graph")
+GRAPH_DATASETS = ["AudioCaps", "AVE", "ModelNet40", "User-Audio3D"]
 
 pytestmark = pytest.mark.slow
 
@@ -193,6 +195,16 @@ def write_manifests(media, folder: Path) -> dict[str, dict[str, dict[str, str]]]
         (f"a 3D model of a {c}.", i) for i, c in enumerate(classes)]
     sets["clip"]["prompts@ModelNet40"] = {**manifest("modelnet40_prompts", prompt=[p for p, _ in prompts],
                                                      label=[i for _, i in prompts]), "column": "prompt"}
+    # the MCR graph's family: AudioCaps-style audio–caption pairs (no class columns: each pair its own class), a
+    # user's audio–3D test set, and true audio–3D pairs for the paired-data reference graph
+    sets["clap"]["graph_audio@AudioCaps"] = manifest("audiocaps_audio", path=sounds, pair_id=range(6))
+    sets["clip"]["graph_text@AudioCaps"] = {**manifest("audiocaps_captions", caption=captions, pair_id=range(6)),
+                                            "column": "caption"}
+    sets["clap"]["graph_audio@User-Audio3D"] = manifest("audio3d_audio", path=sounds, pair_id=range(6),
+                                                        concept=[0, 1, 2, 0, 1, 2])
+    sets["ulip"]["graph_points@User-Audio3D"] = manifest("audio3d_points", path=clouds, pair_id=range(6))
+    sets["clap"]["paired_audio_points@Audio3D-train"] = manifest("audio3d_train_audio", path=sounds, pair_id=range(6))
+    sets["ulip"]["paired_points_audio@Audio3D-train"] = manifest("audio3d_train_points", path=clouds, pair_id=range(6))
     return sets
 
 
@@ -218,7 +230,8 @@ def paper_repo(tmp_path_factory):
     params["paper"]["texts"]["files"] = {k: str(user / "texts" / v) for k, v in corpora.items()}
     params["paper"]["sets"] = write_manifests(media, user / "manifests")
     params["paper"]["extraction"] = {"batch_size": 2, "num_workers": 0, "shard_size": 2}
-    params["benchmarks"] = PAPER_DATASETS
+    params["benchmarks"] = PAPER_DATASETS | {"graph": GRAPH_DATASETS}
+    params["graphs"]["paired_audio_3d"]["pairs"]["dataset"] = "Audio3D-train"
     params["seeds"] = [0, 1]
     params["variants"] = {k: params["variants"][k] for k in ("K", "clip_ulip")}  # ablation rows: test_pipeline
     params["variants"]["paired"] = {"group": "reference", "paired": "VGGSound", "label": "Paired-data reference"}
@@ -353,3 +366,38 @@ def test_api_and_pages_on_the_paper_setup(paper_repo):
     assert "Audio–image retrieval (AVE)" in examples and "Zero-shot 3D classification (ModelNet40)" in examples
     if have_browser():
         assert check_page(path / "results" / "examples.html").ok
+
+
+def test_the_graphs_train_and_score_on_the_users_sets(paper_repo):
+    """Issue 22 on the real user's path: joint, extend and the audio–3D paired reference train from the real
+    encoders' embeddings (random weights, published formats); each graph task runs on the listed datasets that
+    have its sets (AudioCaps: audio↔text, no class columns → each pair its own class; the user's audio–3D set;
+    AVE; ModelNet40) and is skipped, with its reason, on the others; a graph checkpoint embeds a sound and a point
+    cloud through the API exactly as the pipeline projected them."""
+    import torch
+
+    from cmcr.api import ConnectedModel
+    from cmcr.graph import load_graph_checkpoint
+
+    path = paper_repo["path"]
+    graph = json.loads((path / "metrics" / "graph.json").read_text())
+    assert set(graph) == set(GRAPH_DATASETS)
+    scored = {(d, t) for d, tasks in graph.items() for t, m in tasks.items() if "skipped" not in m}
+    assert scored == {("AudioCaps", "audio_text"), ("AVE", "audio_image"), ("ModelNet40", "points_text"),
+                      ("User-Audio3D", "audio_points")}
+    audio_text = graph["AudioCaps"]["audio_text"]
+    assert audio_text["ceiling"]["A2T"]["mAP"] == 100.0  # no class columns: every caption its own class
+    for name in ("joint", "extend"):
+        assert set(audio_text[name]["seeds"]) == {"0", "1"}
+    assert {"joint", "extend", "paired_audio_3d", "random", "ceiling"} <= set(graph["User-Audio3D"]["audio_points"])
+    table = (path / "results" / "graph.md").read_text()
+    assert "| AudioCaps | Ex-MCR extend: CLAP, ULIP into CLIP |" in table and "| User-Audio3D | Paired-data reference" in table
+    model = ConnectedModel.from_pipeline(path, graph="extend")
+    result = load_graph_checkpoint(path / "models" / "graphs" / "extend" / "seed0.pt")
+    for space, modality, name in (("clap", "audio", "graph_audio@User-Audio3D"), ("ulip", "points", "graph_points@User-Audio3D")):
+        table = pd.read_parquet(path / "data" / "embeddings" / space / f"{name}.parquet")
+        raw = np.load(path / "data" / "embeddings" / space / f"{name}.npy")
+        with torch.no_grad():
+            pipeline = result.projectors[space].embed(torch.from_numpy(raw[:2])).numpy()
+        assert np.abs(model.embed(modality, table["path"].tolist()[:2]) - pipeline).max() <= 1e-5, space
+    assert model.spaces_for("text") == ["clip"] and model.spaces_for("points") == ["ulip"]

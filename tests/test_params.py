@@ -71,6 +71,12 @@ def test_the_committed_params_are_valid_and_resolve_every_variant():
     ("extraction.max_failure_rate=2", "extraction.max_failure_rate must be a number in \\[0, 1\\], got 2"),
     ("paper.encoders.clip.precision=fp8", "paper.encoders.clip.precision must be one of fp32, bf16, fp16; got 'fp8'"),
     ("paper.encoders.ulip.trust_checkpoint=yes", "paper.encoders.ulip.trust_checkpoint must be true or false"),
+    ("graphs=null", "graphs: none declared"),
+    ("graphs.extend.base=imagebind", "graphs.extend.base must name one of graphs.extend.spaces \\(clip, clap, ulip\\)"),
+    ("graphs.joint.spaces=[clip,clap,imagebind]", "graphs.joint.spaces: unknown space 'imagebind'"),
+    ("graphs.paired_audio_3d.pairs.dataset=VGGSound", "graphs.paired_audio_3d.pairs: the demo world's true pairs"),
+    ("extend.dense=maybe", "extend.dense must be true or false"),
+    ("benchmarks.graph=demo", "benchmarks.graph must be a list of dataset names"),
 ])
 def test_every_bad_value_is_one_line_naming_key_value_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError, match=message) as info:

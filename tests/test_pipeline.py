@@ -34,7 +34,8 @@ def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.
 def reduced_params(params: dict) -> dict:
     params["demo"]["world"].update(pair_captions=1200, ulip_pairs=1200, corpus=1500, memory_images=1000,
                                    memory_audio=1000, memory_points=1000, eval_pairs=300, eval_points=240,
-                                   scenes=120, scene_negatives=60, reference_pairs=1000, reference_points=600)
+                                   scenes=120, scene_negatives=60, reference_pairs=1000, reference_points=600,
+                                   graph_eval=240, graph_reference=600)
     params["demo"]["spaces"].update(epochs=15)
     params["demo"]["overrides"]["train"].update(epochs=8)
     params["seeds"] = [0, 1]  # two seeds: mean ± std and the paired test run end to end
@@ -98,6 +99,30 @@ def test_reduced_demo_connects_audio_and_images(repo):
     table5 = (repo["path"] / "results/table5_ablations.md").read_text()
     assert "| row K, full C-MCR | softmax |" in table5 and "| F | softmax | ✓ | ✓ | × | × |" in table5
     assert "Paired-data reference (true audio-image pairs) mAP: demo A2I" in table5 and "Ceiling mAP" in table5
+
+
+def test_the_graph_family_scores_every_modality_pair_of_the_unified_spaces(repo):
+    """Issue 22: joint (C-MCR over three spaces), extend (Ex-MCR into CLIP) and the audio–3D paired reference are
+    trained by graph@<name> and scored on every task; audio↔3D, which no link trains, is scored for both modes
+    and the reference against its chance level and exact ceiling; a single connection scores only its own
+    pairs; the table has every row."""
+    graph = json.loads((repo["path"] / "metrics/graph.json").read_text())["demo"]
+    audio_3d = graph["audio_points"]
+    assert set(audio_3d) >= {"random", "ceiling", "no_connection", "joint", "extend", "paired_audio_3d"}
+    assert audio_3d["not_applicable"]["K"] == "embeds no ulip (points)"
+    for name in ("joint", "extend", "paired_audio_3d"):
+        assert set(audio_3d[name]["seeds"]) == {"0", "1"}
+        for d in ("A2P", "P2A"):
+            assert audio_3d["random"][d]["mAP"] < audio_3d[name][d]["mAP"] <= audio_3d["ceiling"][d]["mAP"] + 1e-9
+    assert audio_3d["paired_audio_3d"]["A2P"]["mAP"] > 2 * audio_3d["random"]["A2P"]["mAP"]
+    assert "paired_audio_3d" in graph["audio_text"]["not_applicable"]
+    for task, name in (("audio_image", "K"), ("points_text", "clip_ulip"), ("audio_text", "K")):
+        assert name in graph[task] and "joint" in graph[task] and "extend" in graph[task], task
+    table = (repo["path"] / "results/graph.md").read_text()
+    for row in ("Random (expected)", "C-MCR joint: one new space", "Ex-MCR extend: CLAP, ULIP into CLIP",
+                "Paired-data reference (true audio-3D pairs)", "Ceiling (best possible on this benchmark)"):
+        assert f"| demo | {row} |" in table, row
+    assert (repo["path"] / "models/graphs/extend/seed1.pt").is_file()
 
 
 def test_stand_ins_have_the_published_geometry_and_the_ceiling_is_far_above(repo):
@@ -312,6 +337,10 @@ def test_pages_and_the_readme_api_example(repo):
     examples = (path / "results" / "examples.html").read_text()
     assert "Audio–image retrieval (demo)" in examples and "Zero-shot 3D classification (demo)" in examples
     assert "source localization (demo)" in examples and examples.count("<audio") >= 12
+    # issue 22: sounds retrieving rendered point clouds in each graph's unified space (not the paired reference)
+    for graph in ("joint", "extend"):
+        assert f"Audio–3D retrieval in the unified space of graph {graph} (demo)" in examples
+    assert "graph paired_audio_3d" not in examples and examples.count("A→3D demo: the correct item ranks") == 6
     # queries named by their file and classes (issue 24, point 5), not a bare pair id
     import re
 

@@ -89,10 +89,11 @@ def score_scenes(proposals: torch.Tensor, proposal_table, audio: torch.Tensor, s
     rows = [np.asarray(groups[s]) for s in scene_table["scene_id"]]
     index, score = best_proposals([proposals[r] for r in rows], audio)
     ious = []
-    for r, k, (_, scene) in zip(rows, index, scene_table.iterrows()):
-        box = proposal_table.iloc[r[k]][["x1", "y1", "x2", "y2"]].to_numpy(dtype=float)
-        h, w = int(scene["height"]), int(scene["width"])
-        gt = box_mask([tuple(b) for b in scene["gt_boxes"]], h, w) if len(scene["gt_boxes"]) else np.zeros((h, w), bool)
-        ious.append(consensus_iou(box_mask([tuple(box)], h, w), gt))
+    boxes = proposal_table[["x1", "y1", "x2", "y2"]].to_numpy(dtype=float)  # columns read once, not per scene
+    for r, k, h, w, gt_boxes in zip(rows, index, scene_table["height"].tolist(), scene_table["width"].tolist(),
+                                    scene_table["gt_boxes"].tolist()):
+        h, w = int(h), int(w)
+        gt = box_mask([tuple(b) for b in gt_boxes], h, w) if len(gt_boxes) else np.zeros((h, w), bool)
+        ious.append(consensus_iou(box_mask([tuple(boxes[r[k]])], h, w), gt))
     return pd.DataFrame({"scene_id": scene_table["scene_id"].to_numpy(), "positive": scene_table["positive"].to_numpy(),
                          "proposal": [int(r[k]) for r, k in zip(rows, index)], "confidence": score, "iou": ious})

@@ -1,0 +1,70 @@
+"""Stage `evaluate_graph`: the MCR graph's benchmark family (``benchmarks.graph``) — every pair of modalities of
+the unified spaces: audio↔3D (emergent: no link trains it), audio↔text, audio↔image (Table 1's protocol), 3D→text
+zero-shot (Table 4's). Rows: chance, the no-connection baseline, each single connection's main variant where it
+can embed both modalities (K, clip_ulip), every graph of params (each seed; mean ± std), the exact ceiling.
+Writes ``metrics/graph.json`` and per-item ranks ``data/eval/graph_items.parquet``.
+"""
+
+import pandas as pd
+import torch.nn.functional as F
+
+from common import CONNECTIONS, EMBEDDINGS, GRAPHS, METRICS, ROOT, params, run, setup_logging
+from cmcr.artifacts import ArtifactError, write_json, write_parquet
+from cmcr.benchmarks import GRAPH_TASKS
+from cmcr.experiments import checkpoint_path, seeds_of, variant_connection, variant_names
+from cmcr.graph import graphs_of, load_graph_checkpoint
+from cmcr.graph_benchmark import SINGLE_CONNECTION_VARIANTS, evaluate_task, load_task, task_ceiling, task_random, unusable
+from cmcr.metrics.seeds import summarize_seeds
+from cmcr.train import load_checkpoint
+
+
+def main() -> None:
+    """The graph family: every task on every listed dataset that has its sets, for the no-connection baseline,
+    each single connection's main variant where it applies, and every graph of params (each seed)."""
+    log = setup_logging("evaluate_graph")
+    p = params()
+    seeds = seeds_of(p)
+    models = {("no_connection", None): ({s: (lambda x: F.normalize(x.float(), dim=-1)) for s in ("clip", "clap", "ulip")}, None)}
+    for connection, variant in SINGLE_CONNECTION_VARIANTS.items():
+        if variant in variant_names(p) and variant_connection(p, variant) == connection:
+            for seed in seeds:
+                projectors = load_checkpoint(checkpoint_path(CONNECTIONS, variant, seed)).projectors
+                models[variant, seed] = ({s: m.embed for s, m in projectors.items()}, None)
+    for name, graph in graphs_of(p).items():
+        for seed in seeds:
+            result = load_graph_checkpoint(checkpoint_path(GRAPHS, name, seed))
+            models[name, seed] = (result.embedders(), graph.modalities())
+    metrics, items = {}, []
+    for dataset in p["benchmarks"]["graph"] or []:
+        metrics[dataset] = {}
+        for task in GRAPH_TASKS:
+            try:
+                data, coverage = load_task(EMBEDDINGS, task, str(dataset))
+            except ArtifactError as exc:  # e.g. a paper dataset that has only some tasks' sets
+                log.warning("graph %s on %s skipped: %s", task, dataset, exc)
+                metrics[dataset][task] = {"skipped": str(exc)}
+                continue
+            out = {"random": task_random(data), "ceiling": task_ceiling(data)} | ({"pairs": coverage} if coverage else {})
+            per_seed: dict[str, dict[str, dict]] = {}
+            for (name, seed), (embed, modality_spaces) in models.items():
+                reason = unusable(data, embed, modality_spaces)
+                if reason:
+                    out.setdefault("not_applicable", {})[name] = reason
+                    continue
+                scores, per_item = evaluate_task(data, embed, name)
+                items.append(per_item.assign(dataset=dataset, seed=-1 if seed is None else seed))
+                if seed is None:
+                    out[name] = scores
+                else:
+                    per_seed.setdefault(name, {})[str(seed)] = scores
+            for name, by_seed in per_seed.items():
+                out[name] = summarize_seeds(by_seed)
+            log.info("%s / %s: %s", dataset, task, {k: v for k, v in out.items() if k not in ("not_applicable",)})
+            metrics[dataset][task] = out
+    write_json(METRICS / "graph.json", metrics)
+    write_parquet(ROOT / "data" / "eval" / "graph_items.parquet",
+                  pd.concat(items, ignore_index=True) if items else pd.DataFrame())
+
+
+if __name__ == "__main__":
+    run(main)

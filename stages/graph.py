@@ -1,0 +1,67 @@
+"""Stage `graph@<name>`: train one MCR graph of params.yaml (``graphs.<name>``) once per seed.
+
+``joint`` — C-MCR generalised (:func:`cmcr.graph.train_joint`): one projector per space, every link's Eq. 10
+loss summed; ``extend`` — Ex-MCR (:func:`cmcr.graph.train_extend`): the leaves extended into the frozen base
+on modality-centric tuples (computed once, shared by the seeds); ``paired`` — the paired-data reference of a
+modality pair no link connects (true pairs, e.g. the demo world's audio–3D reference split). The seeds (and in
+``extend`` the leaves at one distance from the base) train side by side in threads of this one process.
+Writes ``models/graphs/<name>/seed<seed>.pt`` (:meth:`cmcr.graph.GraphResult.checkpoint`) and
+``models/graph_history/<name>/seed<seed>.json``.
+"""
+
+import dataclasses
+
+from common import AGGREGATED, EMBEDDINGS, GRAPH_HISTORY, GRAPHS, params, run, setup_logging
+from cmcr.artifacts import ArtifactError, save_torch, write_json
+from cmcr.benchmarks import graph_paired_sets
+from cmcr.config import ConfigError
+from cmcr.exmcr import ExtendConfig
+from cmcr.experiments import checkpoint_path, seeds_of
+from cmcr.graph import (ExtendLinkData, check_graph, connections_of, extend_tuples, graph_config,
+                        graph_result_from_training, train_extend, train_joint)
+from cmcr.train import ConnectionData, load_true_pairs, train_paired, train_seeds
+
+
+def main(name: str) -> None:
+    p = params()
+    declared = p.get("graphs") or {}
+    if name not in declared:  # before any log line: a bad argument is one line
+        raise ConfigError(f"unknown graph {name!r}; params.yaml graphs are: {', '.join(declared) or 'none'}")
+    log = setup_logging(f"graph@{name}")
+    graph, seeds = check_graph(name, declared[name], connections_of(p)), seeds_of(p)
+    configs = graph_config(p, graph)
+    log.info("graph %s (%s): spaces %s, links %s, seeds %s", name, graph.mode, list(graph.spaces),
+             [link.name for link in graph.links] or graph.pairs, seeds)
+
+    def seeded(config, seed):
+        return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+
+    if graph.mode == "joint":
+        data = {link: ConnectionData.from_pipeline(EMBEDDINGS, AGGREGATED / c.memory.mode, c) for link, c in configs.items()}
+        def joint(seed):
+            links = {k: seeded(c, seed) for k, c in configs.items()}
+            return graph_result_from_training(graph, train_joint(graph, data, links, progress=False), links)
+
+        results = train_seeds(joint, seeds)
+    elif graph.mode == "extend":
+        extend = ExtendConfig.from_params(p)
+        data = {link: ExtendLinkData.from_pipeline(EMBEDDINGS, AGGREGATED / c.memory.mode, c) for link, c in configs.items()}
+        results = train_extend(graph, extend_tuples(graph, data, configs, extend), configs, extend, seeds=seeds, progress=False)
+    else:
+        dataset = graph.pairs["dataset"]
+        files = graph_paired_sets(graph.pairs["modalities"], dataset)
+        try:
+            pairs = load_true_pairs(EMBEDDINGS, None, dataset, files)
+        except (ArtifactError, FileNotFoundError) as exc:
+            raise ArtifactError(f"graph {name}: its true pairs ({', '.join(f'{s}/{f}' for s, f in files.items())}): {exc}") from None
+        (config,) = configs.values()
+        results = train_seeds(lambda seed: graph_result_from_training(
+            graph, train_paired(pairs, seeded(config, seed), progress=False), {name: seeded(config, seed)}), seeds)
+    for seed, result in results.items():
+        save_torch(checkpoint_path(GRAPHS, name, seed), result.checkpoint())
+        write_json(checkpoint_path(GRAPH_HISTORY, name, seed, ".json"), result.history)
+        log.info("seed %d: final loss %s", seed, ", ".join(f"{part} {h[-1]['loss']:.4f}" for part, h in result.history.items() if h))
+
+
+if __name__ == "__main__":
+    run(main)

@@ -139,6 +139,20 @@ def write_json(path: str | Path, data: Any) -> Path:
     return Path(path)
 
 
+def load_torch(path: str | Path, fmt: str, what: str, map_location: Any = "cpu") -> dict:
+    """A project checkpoint's payload (``torch.load(weights_only=True)``: plain data and tensors only), checked to be
+    of format ``fmt``: FileNotFoundError / ValueError naming the file and what was expected (``what``)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise ValueError(f"{path}: not a cmcr {what} (expected format {fmt!r})")
+    return payload
+
+
 def save_torch(path: str | Path, payload: Any) -> Path:
     """Atomically ``torch.save`` a payload, byte-reproducibly.
 

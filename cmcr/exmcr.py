@@ -22,11 +22,14 @@ alignment is untouched. What this module implements, and where each piece comes 
   λ × Eq. 9 on the *linear layer's* outputs ``f_l(s_L), f_l(m_L)`` (the intra-space alignment the decoupled
   design gives the linear layer; on for the leaf when ``loss.intra_spaces`` names it).
 
-The paper's full text could not be read in this environment (only its abstract and the released inference
-code): the loss set above (dense pairs, the linear layer's Eq. 9 term, the temperatures), the Eq. 3 noise on
-the leaf's inputs and the mixing of the three centres into one shuffled set are this project's reading and
-are switchable or stated (README "The MCR graph"). A leaf further from the base trains against its parent's
-*frozen, already trained* projection (links trained base-outwards, :func:`train_extend`).
+The paper's full text could not be read in this environment. A public summary of its figures and tables
+(``deep-diver/neurips2024``, poster PquRXu9pQ6) confirms the modality-centric aggregating (audio, text, images
+each as queries, the tuples pooled; ablated per centre), the dense A–T, T–T, A–V, T–V objective (ablated per
+pair), ``f_l`` for intra- and ``f_m`` for inter-space alignment and λ balancing the two losses. Our choices,
+stated in README "The MCR graph": the intra term's form (Eq. 9's distance on ``f_l``'s outputs), τ2 for T–T and
+τ3 for the other pairs, Eq. 3 noise on the leaf's inputs, each link's own training scale. A leaf further from
+the base trains against its parent's *frozen, already trained* projection (base-outwards,
+:func:`cmcr.graph.train_extend`).
 """
 
 from __future__ import annotations

@@ -82,6 +82,21 @@ def space_sets(params: Mapping[str, Any], space: str) -> dict[str, tuple[str, bo
     return sets
 
 
+#: the spaces dvc.yaml's extract stage embeds (``extract@<space>``; setup demo: each has a stand-in,
+#: ``spaces@<space>``): a pipeline graph's links must stay among them (tests/test_dvc_deps.py keeps them in step)
+PIPELINE_SPACES = ("clip", "clap", "ulip")
+
+
+def aggregate_folder(aggregated: str | Path, mode: str, connection: str) -> Path:
+    """Where the pipeline keeps a connection's Eq. 2 aggregates of ``mode``: ``<aggregated>/<mode>`` for the
+    built-in connections, ``<aggregated>/<mode>/<connection>`` for one declared in params (its own τ1 or
+    memory settings must not overwrite a built-in link's file of the same name)."""
+    from cmcr.config import CONNECTIONS
+
+    folder = Path(aggregated) / mode
+    return folder if connection in CONNECTIONS else folder / connection
+
+
 #: where the training stages write: (folder under the project root, file suffix)
 TRAINING_OUTPUTS = (("models/connections", ".pt"), ("models/history", ".json"))
 
@@ -269,12 +284,7 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
         if setup_of(params) == "paper":
             from cmcr.benchmarks import paired_sets
 
-            sets = (params.get("paper") or {}).get("sets") or {}
-            missing = [f"paper.sets.{space}.{file}" for space, file in paired_sets(connection, paired).items()
-                       if file not in (sets.get(space) or {})]
-            if missing:
-                raise ConfigError(f"variants.{name}.paired: {paired!r} needs the manifests {', '.join(missing)} "
-                                  "(true pairs joined by pair_id; README \"Setups\")")
+            require_manifests(params, paired_sets(connection, paired), f"variants.{name}.paired: {paired!r}", "Setups")
         # what the paired objective uses, and nothing else: the pair term at τ3, no L_ttc, no Eq. 9, no Eq. 3
         # noise — so its effective config (and data/params/<name>.json) changes only when those settings do
         from cmcr.config import LossConfig, MemoryConfig, NoiseConfig
@@ -284,6 +294,16 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
             loss=LossConfig(pseudo_temperature=config.loss.pseudo_temperature, shared_pair=False, pseudo_pair=True,
                             intra_spaces=(), lambda_intra=0.0))
     return Variant(name, group, str(entry.get("label", name)), config, excluded, official, paired)
+
+
+def require_manifests(params: Mapping[str, Any], files: Mapping[str, str], what: str, section: str) -> None:
+    """``setup: paper``: every ``{space: set file}`` of true pairs listed in ``paper.sets``; ConfigError naming the
+    missing ``paper.sets.<space>.<file>`` keys otherwise (``what`` starts the message, ``section`` the README's)."""
+    sets = (params.get("paper") or {}).get("sets") or {}
+    missing = [f"paper.sets.{space}.{file}" for space, file in files.items() if file not in (sets.get(space) or {})]
+    if missing:
+        raise ConfigError(f"{what} needs the manifests {', '.join(missing)} (true pairs joined by pair_id; "
+                          f"README \"{section}\")")
 
 
 def training_spec(variant: Variant) -> dict[str, Any]:

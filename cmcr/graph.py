@@ -418,7 +418,10 @@ def train_extend(graph: Graph, tuples: Mapping[str, Mapping[str, torch.Tensor]],
         for index, (seed, leaf) in enumerate(jobs):
             modules[seed][leaf] = done[index].projectors[leaf]
             history[seed][leaf] = done[index].history
-    return {seed: GraphResult(graph, nn.ModuleDict({s: modules[seed][s] for s in graph.spaces}), dict(configs),
+    def seeded(seed: int) -> dict[str, ConnectionConfig]:  # what each seed's leaves were trained with
+        return {k: dataclasses.replace(c, train=dataclasses.replace(c.train, seed=seed)) for k, c in configs.items()}
+
+    return {seed: GraphResult(graph, nn.ModuleDict({s: modules[seed][s] for s in graph.spaces}), seeded(seed),
                               history[seed], extend.to_dict()) for seed in seeds}
 
 
@@ -471,17 +474,11 @@ def graph_result_from_training(graph: Graph, result, configs: Mapping[str, Conne
 def load_graph_checkpoint(path, map_location="cpu") -> GraphResult:
     """Load a checkpoint of :meth:`GraphResult.checkpoint` (``weights_only=True``); ValueError naming the file
     when it is not one."""
-    from pathlib import Path
-
+    from cmcr.artifacts import load_torch
     from cmcr.exmcr import ExtendProjector, Identity
     from cmcr.projector import Projector
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"graph checkpoint not found: {path}")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != GRAPH_FORMAT:
-        raise ValueError(f"{path}: not a cmcr graph checkpoint (expected format {GRAPH_FORMAT!r})")
+    payload = load_torch(path, GRAPH_FORMAT, "graph checkpoint", map_location)
     modules = {}
     for space, spec in payload["projectors"].items():
         if spec["kind"] == "identity":

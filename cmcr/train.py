@@ -368,12 +368,9 @@ def train_seeds(train_one: Callable[[int], TrainResult], seeds: Sequence[int], w
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> TrainResult:
     """Load a checkpoint written from :meth:`TrainResult.checkpoint` (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"projector checkpoint not found: {path}")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a cmcr projector checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    from cmcr.artifacts import load_torch
+
+    payload = load_torch(path, CHECKPOINT_FORMAT, "projector checkpoint", map_location)
     config = ConnectionConfig.from_dict(payload["config"])
     projectors = build_projectors(config.projector, config.connection.spaces)
     for space, state in payload["projectors"].items():

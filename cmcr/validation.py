@@ -201,21 +201,23 @@ def _check_graphs(params: Mapping[str, Any], graphs: Mapping[str, Any]) -> None:
     paired graph's true pairs (the demo world has audio–3D pairs; setup paper lists their manifests), and links
     whose data the pipeline's stages compute (the built-in connections')."""
     from cmcr.benchmarks import graph_paired_sets
-    from cmcr.config import CONNECTIONS
     from cmcr.exmcr import ExtendConfig
-    from cmcr.experiments import setup_of
+    from cmcr.experiments import require_manifests, setup_of
     from cmcr.graph import graph_config
 
     ExtendConfig.from_params(params)
     if not graphs:
         raise ConfigError("graphs: none declared; the pipeline's graph@<name>, evaluate_graph and report stages need "
                           "at least one (README \"The MCR graph\")")
+    from cmcr.experiments import PIPELINE_SPACES
+
     for name, graph in graphs.items():
-        declared = [link.name for link in graph.links if link.name not in CONNECTIONS]
-        if declared:
-            raise ConfigError(f"graphs.{name}.links: {declared} are declared in params; the pipeline's extract and "
-                              f"aggregate stages compute the data of {', '.join(CONNECTIONS)} only — train a graph "
-                              "with declared links from Python (cmcr.graph.train_joint / train_extend)")
+        outside = [s for s in graph.spaces if s not in PIPELINE_SPACES]
+        if outside:
+            raise ConfigError(f"graphs.{name}.spaces: {outside} has no extract stage in dvc.yaml (the pipeline embeds "
+                              f"{', '.join(PIPELINE_SPACES)}); add it to extract's foreach and to "
+                              "cmcr.experiments.PIPELINE_SPACES (setup paper: its encoder in paper.encoders), or train the "
+                              "graph from Python (cmcr.graph.train_joint / train_extend on your embeddings)")
         try:
             graph_config(params, graph)
         except ConfigError as exc:
@@ -227,12 +229,8 @@ def _check_graphs(params: Mapping[str, Any], graphs: Mapping[str, Any]) -> None:
             raise ConfigError(f"graphs.{name}.pairs: the demo world's true pairs of modalities no link connects are "
                               f"audio-points, dataset demo; got {dict(modalities)} @ {dataset!r}")
         if setup_of(params) == "paper":
-            sets = (params.get("paper") or {}).get("sets") or {}
-            missing = [f"paper.sets.{space}.{file}" for space, file in graph_paired_sets(modalities, dataset).items()
-                       if file not in (sets.get(space) or {})]
-            if missing:
-                raise ConfigError(f"graphs.{name}.pairs: {dataset!r} needs the manifests {', '.join(missing)} "
-                                  "(true pairs joined by pair_id; README \"The MCR graph\")")
+            require_manifests(params, graph_paired_sets(modalities, dataset), f"graphs.{name}.pairs: {dataset!r}",
+                              "The MCR graph")
 
 
 def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: bool = False) -> int:

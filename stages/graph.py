@@ -16,7 +16,7 @@ from cmcr.artifacts import ArtifactError, save_torch, write_json
 from cmcr.benchmarks import graph_paired_sets
 from cmcr.config import ConfigError
 from cmcr.exmcr import ExtendConfig
-from cmcr.experiments import checkpoint_path, seeds_of
+from cmcr.experiments import aggregate_folder, checkpoint_path, seeds_of
 from cmcr.graph import (ExtendLinkData, check_graph, connections_of, extend_tuples, graph_config,
                         graph_result_from_training, train_extend, train_joint)
 from cmcr.train import ConnectionData, load_true_pairs, train_paired, train_seeds
@@ -37,7 +37,7 @@ def main(name: str) -> None:
         return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
 
     if graph.mode == "joint":
-        data = {link: ConnectionData.from_pipeline(EMBEDDINGS, AGGREGATED / c.memory.mode, c) for link, c in configs.items()}
+        data = {link: ConnectionData.from_pipeline(EMBEDDINGS, aggregate_folder(AGGREGATED, c.memory.mode, link), c) for link, c in configs.items()}
         def joint(seed):
             links = {k: seeded(c, seed) for k, c in configs.items()}
             return graph_result_from_training(graph, train_joint(graph, data, links, progress=False), links)
@@ -45,7 +45,7 @@ def main(name: str) -> None:
         results = train_seeds(joint, seeds)
     elif graph.mode == "extend":
         extend = ExtendConfig.from_params(p)
-        data = {link: ExtendLinkData.from_pipeline(EMBEDDINGS, AGGREGATED / c.memory.mode, c) for link, c in configs.items()}
+        data = {link: ExtendLinkData.from_pipeline(EMBEDDINGS, aggregate_folder(AGGREGATED, c.memory.mode, link), c) for link, c in configs.items()}
         results = train_extend(graph, extend_tuples(graph, data, configs, extend), configs, extend, seeds=seeds, progress=False)
     else:
         dataset = graph.pairs["dataset"]

@@ -23,6 +23,7 @@ def params():
     p = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
     p["setup"] = "byo"
     p["variants"] = {"K": p["variants"]["K"]}  # the audio-visual connection only
+    p["graphs"] = {"av": {"mode": "extend", "base": "clip", "spaces": ["clip", "clap"], "links": ["clip_clap"]}}
     p["benchmarks"] = {"retrieval": ["AVE"], "localization": [], "counterfactual": [], "zeroshot3d": []}
     return p
 

@@ -155,3 +155,13 @@ def test_validate_runs_first_and_training_is_keyed_on_the_effective_config():
     train = dvc["stages"]["train"]
     assert train["foreach"] == "${variants}"  # one stage per variant: its seeds train in one process
     assert "data/params/${key}.json" in train["do"]["deps"] and train["do"]["params"] == ["seeds"]
+
+
+def test_the_pipeline_spaces_are_the_extract_stages():
+    """cmcr.experiments.PIPELINE_SPACES (what validate lets a pipeline graph use) is dvc.yaml's extract foreach."""
+    import yaml
+
+    from cmcr.experiments import PIPELINE_SPACES
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert tuple(stages["extract"]["foreach"]) == PIPELINE_SPACES == tuple(stages["spaces"]["foreach"])

@@ -273,3 +273,9 @@ def test_graph_tasks_score_against_their_exact_ceiling_and_skip_what_a_model_can
 
     with pytest.raises((ArtifactError, FileNotFoundError), match="graph_text@d"):
         load_task(tmp_path, "audio_text", "d")
+
+
+def test_each_seeds_checkpoint_records_its_own_seed():
+    graph, data, configs = small_links()
+    results = train_extend(graph, extend_tuples(graph, data, configs), configs, seeds=[3, 5], progress=False)
+    assert {s: r.configs["clip_clap"].train.seed for s, r in results.items()} == {3: 3, 5: 5}

@@ -146,9 +146,8 @@ def test_a_fourth_space_is_registered_and_linked_from_params_alone():
     from cmcr.validation import check_params
 
     graph = graphs_of(p)["with_touch"]  # the graph and the declared link are checked (spaces, modalities, config)
-    # the pipeline's extract/aggregate stages do not compute a declared link's data yet: validate says so in one line
-    with pytest.raises(ConfigError, match=r"^graphs.with_touch.links: \['clip_touch'\] are declared in params; the "
-                                          r"pipeline's extract and aggregate stages compute the data of clip_clap, clip_ulip only"):
+    # the pipeline has no extract stage for a space it does not list: validate says so (and what to add) in one line
+    with pytest.raises(ConfigError, match=r"^graphs.with_touch.spaces: \['toy_touch'\] has no extract stage in dvc.yaml"):
         check_params(p)
     assert graph.modalities()["touch"] == "toy_touch"
     touch = connection_config_from_params(p, "clip_touch")
@@ -172,3 +171,22 @@ def test_a_declared_links_config_is_checked_by_validate():
                                                  "memory": {"clip": "text", "ulip": "points"}}}})
     with pytest.raises(ConfigError, match=r"^connections.clip_ulip2: loss.intra_spaces names \['clap'\]"):
         check_params(p)  # the base loss group's [clip, clap] does not fit this link: say which
+
+
+def test_a_declared_link_between_pipeline_spaces_gets_its_own_eq2_folder_and_passes_validate():
+    """A second CLIP–CLAP link with its own τ1 and σ²: validate accepts a graph over it; the aggregate stage computes
+    its Eq. 2 (aggregates_needed) into its own folder, so the built-in link's files of the same name stay as they are."""
+    from pathlib import Path
+
+    from cmcr.experiments import aggregate_folder, aggregates_needed
+    from cmcr.validation import check_params
+
+    p = params_with({"joint": {"mode": "joint", "spaces": ["clip", "clap", "ulip"], "links": ["clip_clap_t2", "clip_ulip"]},
+                     "extend": {"mode": "extend", "base": "clip", "spaces": ["clip", "clap"], "links": ["clip_clap_t2"]}},
+                    {"clip_clap_t2": {"link": {"spaces": ["clip", "clap"], "shared": "text",
+                                               "memory": {"clip": "image", "clap": "audio"}},
+                                      "memory": {"temperature": 0.02}, "noise": {"var": 0.002}}})
+    check_params(p)
+    assert aggregates_needed(p)["clip_clap_t2"] == {"softmax"}
+    assert aggregate_folder("data/aggregated", "softmax", "clip_clap_t2") == Path("data/aggregated/softmax/clip_clap_t2")
+    assert aggregate_folder("data/aggregated", "softmax", "clip_clap") == Path("data/aggregated/softmax")

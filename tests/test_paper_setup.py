@@ -61,6 +61,10 @@ def test_paper_setup_extracts_with_real_encoders(official_dir, tmp_path):
            "paper.sets.clap.paired_audio@demo" in err, err
     params["variants"] = {k: v for k, v in params["variants"].items() if "paired" not in v}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    err = stage("stages/validate.py", ok=False)  # the same for the audio–3D paired-data reference graph
+    assert "graphs.paired_audio_3d.pairs: 'demo' needs the manifests paper.sets.clap.paired_audio_points@demo" in err, err
+    params["graphs"].pop("paired_audio_3d")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage("stages/validate.py")
     stage("stages/texts.py")
     texts = pd.read_parquet(tmp_path / "data/texts.parquet")

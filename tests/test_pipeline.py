@@ -40,6 +40,11 @@ def reduced_params(params: dict) -> dict:
     params["demo"]["overrides"]["train"].update(epochs=8)
     params["seeds"] = [0, 1]  # two seeds: mean ± std and the paired test run end to end
     params["variants"] = {k: params["variants"][k] for k in ("K", "F", "clip_ulip", "paired", "paired_3d")}
+    # the joint graph over a link declared in params (a second CLIP–CLAP link with its own τ1): no code, its own Eq. 2
+    params["connections"]["clip_clap_t2"] = {"link": {"spaces": ["clip", "clap"], "shared": "text",
+                                                      "memory": {"clip": "image", "clap": "audio"}},
+                                             "memory": {"temperature": 0.02}}
+    params["graphs"]["joint"]["links"] = ["clip_clap_t2", "clip_ulip"]
     official = ROOT.parent / "shared" / "fixtures" / "c-mcr-official" / "ulip_clip.pt"
     if official.is_file():  # the released projectors go through the same train/evaluate/report path
         params["variants"]["official"] = {"group": "table4", "label": "C-MCR (official release)",
@@ -123,6 +128,19 @@ def test_the_graph_family_scores_every_modality_pair_of_the_unified_spaces(repo)
                 "Paired-data reference (true audio-3D pairs)", "Ceiling (best possible on this benchmark)"):
         assert f"| demo | {row} |" in table, row
     assert (repo["path"] / "models/graphs/extend/seed1.pt").is_file()
+    # the joint graph's declared link: its Eq. 2 (τ1 0.02) in its own folder, beside the built-in link's (τ1 0.01)
+    softmax = repo["path"] / "data/aggregated/softmax"
+    import numpy as np
+
+    own, builtin = np.load(softmax / "clip_clap_t2/clip_image_from_text.npy"), np.load(softmax / "clip_image_from_text.npy")
+    assert own.shape == builtin.shape and not np.allclose(own, builtin)
+    assert json.loads((softmax / "aggregates.json").read_text())["computed"]["clip_clap_t2"] == [
+        "clip_image_from_text", "clap_audio_from_text"]
+    from cmcr.graph import load_graph_checkpoint
+
+    joint = load_graph_checkpoint(repo["path"] / "models/graphs/joint/seed0.pt")
+    assert [link.name for link in joint.graph.links] == ["clip_clap_t2", "clip_ulip"]
+    assert joint.configs["clip_clap_t2"].memory.temperature == 0.02
 
 
 def test_stand_ins_have_the_published_geometry_and_the_ceiling_is_far_above(repo):

@@ -106,13 +106,18 @@ def task_random(data: TaskData) -> dict[str, Any]:
 
 
 def unusable(data: TaskData, model: Mapping[str, Embed], modality_spaces: Mapping[str, str] | None = None) -> str | None:
-    """Why ``model`` cannot score ``data`` (None when it can): a space it does not embed, or (a graph) a
-    modality it embeds from another space than the set's."""
+    """Why ``model`` cannot score ``data`` (None when it can): a space it does not embed, (a graph) a modality it
+    embeds from another space than the set's, or outputs of different widths (the no-connection baseline over
+    spaces of different widths)."""
     for modality, (space, _, _) in data.sets.items():  # a set's key is its modality
         if space not in model:
             return f"embeds no {space} ({modality})"
         if modality_spaces is not None and modality_spaces.get(modality) != space:
             return f"embeds {modality} from {modality_spaces.get(modality)}, the set is {space}'s"
+    with torch.no_grad():  # e.g. the no-connection baseline over spaces of different widths: nothing to compare
+        widths = {space: int(model[space](x[:2]).shape[1]) for space, x, _ in data.sets.values()}
+    if len(set(widths.values())) > 1:
+        return f"embeds to different widths {widths}"
     return None
 
 

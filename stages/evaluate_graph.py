@@ -12,7 +12,7 @@ from common import CONNECTIONS, EMBEDDINGS, GRAPHS, METRICS, ROOT, params, run, 
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.benchmarks import GRAPH_TASKS
 from cmcr.experiments import checkpoint_path, seeds_of, variant_connection, variant_names
-from cmcr.graph import graphs_of, load_graph_checkpoint
+from cmcr.graph import load_graph_checkpoint
 from cmcr.graph_benchmark import SINGLE_CONNECTION_VARIANTS, evaluate_task, load_task, task_ceiling, task_random, unusable
 from cmcr.metrics.seeds import summarize_seeds
 from cmcr.train import load_checkpoint
@@ -30,12 +30,12 @@ def main() -> None:
             for seed in seeds:
                 projectors = load_checkpoint(checkpoint_path(CONNECTIONS, variant, seed)).projectors
                 models[variant, seed] = ({s: m.embed for s, m in projectors.items()}, None)
-    for name, graph in graphs_of(p).items():
+    for name in p["graphs"]:  # each checkpoint holds its graph (spaces, links, which space embeds each modality)
         for seed in seeds:
             result = load_graph_checkpoint(checkpoint_path(GRAPHS, name, seed))
-            models[name, seed] = (result.embedders(), graph.modalities())
+            models[name, seed] = (result.embedders(), result.graph.modalities())
     metrics, items = {}, []
-    for dataset in p["benchmarks"]["graph"] or []:
+    for dataset in p["benchmarks"].get("graph") or []:
         metrics[dataset] = {}
         for task in GRAPH_TASKS:
             try:

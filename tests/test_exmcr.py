@@ -269,6 +269,8 @@ def test_graph_tasks_score_against_their_exact_ceiling_and_skip_what_a_model_can
     assert unusable(data, {"clap": identity["clap"]}) == "embeds no ulip (points)"
     assert unusable(data, identity, {"audio": "clap", "points": "clip"}) == "embeds points from clip, the set is ulip's"
     assert unusable(data, identity, {"audio": "clap", "points": "ulip"}) is None
+    narrow = {"clap": identity["clap"], "ulip": lambda x: F.normalize(x[:, :3], dim=-1)}
+    assert unusable(data, narrow) == "embeds to different widths {'clap': 5, 'ulip': 3}"
     from cmcr.artifacts import ArtifactError
 
     with pytest.raises((ArtifactError, FileNotFoundError), match="graph_text@d"):

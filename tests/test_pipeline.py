@@ -313,8 +313,14 @@ def test_bring_your_own_embeddings(repo):
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["setup"] = "byo"
     params["variants"] = {k: params["variants"][k] for k in ("K", "F")}
+    # a graph over the two spaces given: CLAP (48-d) extended into CLIP (512-d) — the linear layer maps the widths —
+    # through a declared CLIP–CLAP link with its own (short) training, as byo has no demo scale
+    params["connections"]["av_link"] = {"link": {"spaces": ["clip", "clap"], "shared": "text",
+                                                 "memory": {"clip": "image", "clap": "audio"}},
+                                        "train": {"epochs": 3, "batch_size": 512}}
+    params["graphs"] = {"av": {"mode": "extend", "base": "clip", "spaces": ["clip", "clap"], "links": ["av_link"]}}
     params["benchmarks"] = {"retrieval": ["AVE", "Flickr-SoundNet"], "localization": [], "counterfactual": [],
-                            "zeroshot3d": ["ModelNet40"]}
+                            "zeroshot3d": ["ModelNet40"], "graph": ["AVE"]}
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     res = run(["dvc", "repro"], path, env)
     assert "Running stage 'train@K'" in res.stdout
@@ -331,6 +337,14 @@ def test_bring_your_own_embeddings(repo):
     table1 = (path / "results/table1_retrieval.md").read_text()
     assert "| AVE | C-MCR (paper) | 4.11 | 1.25 | 4.54 | 4.13 | 1.25 | 4.44 |" in table1
     assert "| AVE | No connection" not in table1
+    from cmcr.graph import load_graph_checkpoint
+
+    av = load_graph_checkpoint(path / "models/graphs/av/seed0.pt").projectors["clap"]
+    assert (av.in_dim, av.out_dim) == (48, 512)
+    graph = json.loads((path / "metrics/graph.json").read_text())["AVE"]  # audio↔image from the byo AVE sets
+    assert graph["audio_image"]["av"]["A2I"]["mAP"] > 3 * graph["audio_image"]["random"]["A2I"]["mAP"]
+    assert "skipped" in graph["audio_points"]  # no 3D sets given
+    assert graph["audio_image"]["not_applicable"]["no_connection"].startswith("embeds to different widths")
 
     params["variants"]["clip_ulip"] = {"group": "table4", "connection": "clip_ulip"}  # now the 3D sets are needed
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -53,6 +53,32 @@ def test_memory_aggregation_on_the_device():
                            aggregate_memory(queries, memory, mode_cfg, device="cpu"))
 
 
+def test_cross_space_aggregation_and_extend_training_on_the_device():
+    """Ex-MCR's Eq. 2 with values from another space (streamed kernel on the device) and a leaf's training there."""
+    from cmcr.config import CLIP_CLAP
+    from cmcr.exmcr import modality_centric_data, stack_centres, train_leaf
+
+    g = torch.Generator().manual_seed(1)
+    centres = F.normalize(torch.randn(40, 64, generator=g), dim=-1)
+    q, keys = clustered(2000, g, centres), clustered(5000, g, centres)
+    values = F.normalize(torch.randn(5000, 48, generator=g), dim=-1)
+    config = MemoryConfig(query_chunk=700, memory_chunk=1500)
+    cpu = aggregate_memory(q, keys, config, device="cpu", values=values)
+    assert float((aggregate_memory(q, keys, config, device=DEVICE, values=values) - cpu).abs().max()) < 1e-4
+    shared = {"clip": clustered(600, g, centres), "clap": clustered(600, g, centres)}
+    memory_sets = {"clip": clustered(400, g, centres), "clap": clustered(500, g, centres)}
+    aggregates = {s: aggregate_memory(shared[s], memory_sets[s], MemoryConfig(), device="cpu") for s in shared}
+    tuples = stack_centres(modality_centric_data(CLIP_CLAP, "clap", shared, memory_sets, aggregates, MemoryConfig(),
+                                                 device=DEVICE))
+    train = ConnectionConfig(projector=ProjectorConfig(hidden_dim=128, out_dim=64),
+                             train=TrainConfig(epochs=3, batch_size=256, device=DEVICE))
+    result = train_leaf("clap", tuples, lambda x: F.normalize(x, dim=-1), train, progress=False)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    again = train_leaf("clap", tuples, lambda x: F.normalize(x, dim=-1), train, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(result.projectors["clap"].state_dict().values(),
+                                                 again.projectors["clap"].state_dict().values()))
+
+
 def test_farthest_point_sampling_on_the_device_picks_the_cpus_points():
     from cmcr.encoders.pointbert import farthest_point_sample
 

@@ -39,7 +39,7 @@ import torch
 from cmcr.config import ConfigError
 from cmcr.encoders.base import EncoderSpace, build_space
 from cmcr.extraction import extract
-from cmcr.train import TrainResult, load_checkpoint
+from cmcr.train import load_checkpoint
 
 MODALITIES = ("text", "image", "audio", "points")
 

@@ -35,7 +35,6 @@ import logging
 import torch
 from torch import nn
 
-from cmcr.checks import as_tensor
 from cmcr.config import CONNECTIONS, ConfigError, Connection, ConnectionConfig, connection_of
 
 log = logging.getLogger(__name__)

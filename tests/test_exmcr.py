@@ -14,7 +14,7 @@ from cmcr.config import CLIP_CLAP, CLIP_ULIP, ConfigError, Connection, Connectio
     NoiseConfig, ProjectorConfig, TrainConfig
 from cmcr.exmcr import (ROLES, ExtendConfig, ExtendProjector, Identity, dense_alignment, extend_loss,
                         modality_centric_data, stack_centres)
-from cmcr.graph import (Graph, GraphResult, check_graph, extend_tuples, graph_result_from_training, load_graph_checkpoint,
+from cmcr.graph import (Graph, check_graph, extend_tuples, graph_result_from_training, load_graph_checkpoint,
                         train_extend, train_joint, ExtendLinkData)
 from conftest import unit
 

@@ -39,7 +39,6 @@ import torch
 from cmcr.config import ConfigError
 from cmcr.encoders.base import EncoderSpace, build_space
 from cmcr.extraction import extract
-from cmcr.train import load_checkpoint
 
 MODALITIES = ("text", "image", "audio", "points")
 
@@ -60,14 +59,17 @@ def file_digest(path: str | Path) -> str:
 def load_any_checkpoint(path: str | Path):
     """A connection checkpoint (:func:`cmcr.train.load_checkpoint`) or a graph's (:func:`cmcr.graph.load_graph_checkpoint`),
     whichever ``path`` holds."""
-    from cmcr.graph import GRAPH_FORMAT, load_graph_checkpoint
+    from cmcr.artifacts import load_torch
+    from cmcr.graph import GRAPH_FORMAT, graph_from_payload
+    from cmcr.train import CHECKPOINT_FORMAT, result_from_payload
 
     path = Path(path)
-    if path.is_file():
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(payload, dict) and payload.get("format") == GRAPH_FORMAT:
-            return load_graph_checkpoint(path)
-    return load_checkpoint(path)
+    payload = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+    if isinstance(payload, dict) and payload.get("format") == GRAPH_FORMAT:
+        return graph_from_payload(payload)
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        return result_from_payload(payload)
+    return result_from_payload(load_torch(path, CHECKPOINT_FORMAT, "projector checkpoint"))  # its error, named
 
 
 class ConnectedModel:

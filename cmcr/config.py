@@ -307,6 +307,10 @@ class ConnectionConfig:
         if not (self.loss.shared_pair or self.loss.pseudo_pair or (self.loss.intra_spaces and self.loss.lambda_intra > 0)):
             raise ConfigError("loss: every term is switched off (shared_pair, pseudo_pair and intra); nothing to train")
 
+    def with_seed(self, seed: int) -> "ConnectionConfig":
+        """The same config trained from ``seed`` (``train.seed``: initialisation, shuffling, Eq. 3 noise)."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (str/int/float/bool/list/dict only): safe for ``torch.load(weights_only=True)``."""
 

@@ -409,19 +409,16 @@ def train_extend(graph: Graph, tuples: Mapping[str, Mapping[str, torch.Tensor]],
         def one(index: int, jobs=jobs):
             seed, leaf = jobs[index]
             parent, link = toward[leaf]
-            config = configs[link.name]
-            config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
-            return train_leaf(leaf, tuples[leaf], modules[seed][parent].eval().embed, config, extend, progress=progress)
+            return train_leaf(leaf, tuples[leaf], modules[seed][parent].eval().embed, configs[link.name].with_seed(seed),
+                              extend, progress=progress)
 
         done = train_seeds(one, list(range(len(jobs))), workers)
         for index, (seed, leaf) in enumerate(jobs):
             modules[seed][leaf] = done[index].projectors[leaf]
             history[seed][leaf] = done[index].history
-    def seeded(seed: int) -> dict[str, ConnectionConfig]:  # what each seed's leaves were trained with
-        return {k: dataclasses.replace(c, train=dataclasses.replace(c.train, seed=seed)) for k, c in configs.items()}
-
-    return {seed: GraphResult(graph, nn.ModuleDict({s: modules[seed][s] for s in graph.spaces}), seeded(seed),
-                              history[seed], extend.to_dict()) for seed in seeds}
+    return {seed: GraphResult(graph, nn.ModuleDict({s: modules[seed][s] for s in graph.spaces}),
+                              {k: c.with_seed(seed) for k, c in configs.items()}, history[seed], extend.to_dict())
+            for seed in seeds}
 
 
 def _levels(graph: Graph, toward: Mapping[str, tuple[str, Connection]]) -> list[list[str]]:
@@ -474,10 +471,15 @@ def load_graph_checkpoint(path, map_location="cpu") -> GraphResult:
     """Load a checkpoint of :meth:`GraphResult.checkpoint` (``weights_only=True``); ValueError naming the file
     when it is not one."""
     from cmcr.artifacts import load_torch
+
+    return graph_from_payload(load_torch(path, GRAPH_FORMAT, "graph checkpoint", map_location))
+
+
+def graph_from_payload(payload: Mapping[str, Any]) -> GraphResult:
+    """A :class:`GraphResult` from a checkpoint payload already read (:meth:`GraphResult.checkpoint`'s dict)."""
     from cmcr.exmcr import ExtendProjector, Identity
     from cmcr.projector import Projector
 
-    payload = load_torch(path, GRAPH_FORMAT, "graph checkpoint", map_location)
     modules = {}
     for space, spec in payload["projectors"].items():
         if spec["kind"] == "identity":

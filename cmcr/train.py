@@ -370,7 +370,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint written from :meth:`TrainResult.checkpoint` (``weights_only=True``)."""
     from cmcr.artifacts import load_torch
 
-    payload = load_torch(path, CHECKPOINT_FORMAT, "projector checkpoint", map_location)
+    return result_from_payload(load_torch(path, CHECKPOINT_FORMAT, "projector checkpoint", map_location))
+
+
+def result_from_payload(payload: Mapping[str, Any]) -> TrainResult:
+    """A :class:`TrainResult` from a checkpoint payload already read (:meth:`TrainResult.checkpoint`'s dict)."""
     config = ConnectionConfig.from_dict(payload["config"])
     projectors = build_projectors(config.projector, config.connection.spaces)
     for space, state in payload["projectors"].items():

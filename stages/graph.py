@@ -9,8 +9,6 @@ Writes ``models/graphs/<name>/seed<seed>.pt`` (:meth:`cmcr.graph.GraphResult.che
 ``models/graph_history/<name>/seed<seed>.json``.
 """
 
-import dataclasses
-
 from common import AGGREGATED, EMBEDDINGS, GRAPH_HISTORY, GRAPHS, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, save_torch, write_json
 from cmcr.benchmarks import graph_paired_sets
@@ -33,13 +31,10 @@ def main(name: str) -> None:
     log.info("graph %s (%s): spaces %s, links %s, seeds %s", name, graph.mode, list(graph.spaces),
              [link.name for link in graph.links] or graph.pairs, seeds)
 
-    def seeded(config, seed):
-        return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
-
     if graph.mode == "joint":
         data = {link: ConnectionData.from_pipeline(EMBEDDINGS, aggregate_folder(AGGREGATED, c.memory.mode, link), c) for link, c in configs.items()}
         def joint(seed):
-            links = {k: seeded(c, seed) for k, c in configs.items()}
+            links = {k: c.with_seed(seed) for k, c in configs.items()}
             return graph_result_from_training(graph, train_joint(graph, data, links, progress=False), links)
 
         results = train_seeds(joint, seeds)
@@ -56,7 +51,7 @@ def main(name: str) -> None:
             raise ArtifactError(f"graph {name}: its true pairs ({', '.join(f'{s}/{f}' for s, f in files.items())}): {exc}") from None
         (config,) = configs.values()
         results = train_seeds(lambda seed: graph_result_from_training(
-            graph, train_paired(pairs, seeded(config, seed), progress=False), {name: seeded(config, seed)}), seeds)
+            graph, train_paired(pairs, config.with_seed(seed), progress=False), {name: config.with_seed(seed)}), seeds)
     for seed, result in results.items():
         save_torch(checkpoint_path(GRAPHS, name, seed), result.checkpoint())
         write_json(checkpoint_path(GRAPH_HISTORY, name, seed, ".json"), result.history)

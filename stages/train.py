@@ -8,7 +8,6 @@ not from params.yaml: a change of params that leaves this variant's config as it
 Writes ``models/connections/<variant>/seed<seed>.pt`` and ``models/history/<variant>/seed<seed>.json``.
 """
 
-import dataclasses
 import json
 
 from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, PARAMS_DIR, ROOT, params, run, setup_logging
@@ -34,19 +33,15 @@ def main(variant: str) -> None:
         results = {seed: result for seed in seeds}
     elif v.paired:  # the paired-data reference: the same projectors trained on true pairs (never C-MCR's data)
         pairs = load_true_pairs(EMBEDDINGS, v.config.connection.name, v.paired)
-        results = train_seeds(lambda seed: train_paired(pairs, seeded(v.config, seed), progress=False), seeds)
+        results = train_seeds(lambda seed: train_paired(pairs, v.config.with_seed(seed), progress=False), seeds)
     else:
         data = ConnectionData.from_pipeline(EMBEDDINGS, AGGREGATED / v.config.memory.mode, v.config, v.exclude_sources)
-        results = train_seeds(lambda seed: train_connection(data, seeded(v.config, seed), progress=False), seeds)
+        results = train_seeds(lambda seed: train_connection(data, v.config.with_seed(seed), progress=False), seeds)
     for seed, result in results.items():
         save_torch(checkpoint_path(CONNECTIONS, variant, seed), result.checkpoint())
         write_json(checkpoint_path(HISTORY, variant, seed, ".json"), result.history)
         if result.history:
             log.info("seed %d: final loss %.4f", seed, result.history[-1]["loss"])
-
-
-def seeded(config, seed: int):
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
 
 
 if __name__ == "__main__":

@@ -151,9 +151,10 @@ class ConnectedModel:
                 spaces[name] = build_space(f"demo_{name}", checkpoint=root / "models" / "spaces" / f"{name}.pt")
             elif setup == "paper":
                 options = dict((params.get("paper") or {}).get("encoders", {}).get(name) or {})
-                weights = options.get("weights")
-                if weights and not Path(weights).is_absolute() and (root / weights).exists():
-                    options["weights"] = str(root / weights)
+                for key in ("weights", "plugin"):  # relative to the project (a plugin always is: plugins/<file>.py)
+                    value = options.get(key)
+                    if value and not Path(value).is_absolute() and (root / value).exists():
+                        options[key] = str(root / value)
                 spaces[name] = build_space(name, **options)
             else:
                 raise ConfigError("setup byo has no encoders (its embeddings were computed elsewhere): embed with "
@@ -164,13 +165,13 @@ class ConnectedModel:
     # -- which space embeds what ------------------------------------------------------------------------
     def spaces_for(self, modality: str) -> list[str]:
         """The space(s) whose encoder and projector embed ``modality`` (both for the shared modality under ``mean``)."""
-        if modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
-        if self.graph:
+        if self.graph:  # a graph embeds every modality of its spaces, a space of your own's (e.g. touch) included
             owners = self.graph.modalities()
             if modality not in owners:
                 raise ValueError(f"graph {self.graph.name} embeds {', '.join(owners)}, not {modality}")
             return [owners[modality]]
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
         conn = self.connection
         if modality == conn.shared_modality:
             return list(conn.spaces) if self.shared_space == "mean" else [self.shared_space]

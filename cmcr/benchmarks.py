@@ -62,6 +62,8 @@ def set_modality(name: str) -> str:
     """The modality of a set (file name without ``@<dataset>``); a paired graph's ``paired_<m>_<other>`` is m."""
     if name in EVAL_SET_MODALITY:
         return EVAL_SET_MODALITY[name]
+    if name.startswith("graph_") and name.count("_") == 1:  # a graph task of your own's set: graph_<modality>
+        return name.split("_", 1)[1]
     if name.startswith("paired_") and name.count("_") == 2:
         return name.split("_")[1]
     raise KeyError(f"unknown evaluation set {name!r}")
@@ -72,15 +74,44 @@ def paired_sets(connection: str, dataset: str) -> dict[str, str]:
     return {space: set_name(name, dataset) for space, name, _ in PAIRED_SETS[connection]}
 
 
-def evaluation_sets(benchmarks: Mapping[str, Any], space: str) -> dict[str, str]:
-    """``{file name: set name}`` of the evaluation sets ``space`` contributes for the configured datasets."""
+def evaluation_sets(benchmarks: Mapping[str, Any], space: str, tasks: Mapping[str, tuple] | None = None
+                    ) -> dict[str, str]:
+    """``{file name: set name}`` of the evaluation sets ``space`` contributes for the configured datasets;
+    ``tasks``: the graph family's tasks when params declare some of their own (:func:`graph_tasks`)."""
     unknown = set(benchmarks) - set(BENCHMARK_SETS)
     if unknown:
         raise ValueError(f"benchmarks: unknown benchmark(s) {sorted(unknown)}; known: {sorted(BENCHMARK_SETS)}")
     out = {}
     for benchmark, datasets in benchmarks.items():
+        sets = [(s, n) for _, s, n, _ in BENCHMARK_SETS[benchmark]]
+        if benchmark == "graph" and tasks:
+            sets += [(s, n) for task in tasks.values() for _, s, n in task[1:3] if (s, n) not in sets]
         for dataset in datasets or []:
-            for _, set_space, name, _ in BENCHMARK_SETS[benchmark]:
+            for set_space, name in sets:
                 if set_space == space:
                     out[set_name(name, str(dataset))] = name
+    return out
+
+
+#: the keys of a graph task of your own (``graph_tasks.<name>``) and of each of its two sides
+GRAPH_TASK_KEYS, GRAPH_SIDE_KEYS = ("query", "gallery", "classes"), ("space", "modality")
+
+
+def graph_tasks(params: Mapping[str, Any]) -> dict[str, tuple]:
+    """The graph family's tasks: the built-in :data:`GRAPH_TASKS` and the retrieval tasks params declare —
+    ``graph_tasks.<name>: {query: {space, modality}, gallery: {space, modality}, classes: [columns]}`` — for the
+    modalities of spaces of your own (e.g. touch↔image). A declared side reads the set ``<space>/graph_<modality>@<D>``
+    (rows joined by ``pair_id``; ``classes``: the query table's columns the exact ceiling groups by, default none:
+    each pair its own class). Unchecked here (the validate stage checks: :func:`cmcr.validation`)."""
+    declared = params.get("graph_tasks") or {}
+    out = dict(GRAPH_TASKS)
+    for name, entry in (declared.items() if isinstance(declared, Mapping) else ()):
+        if not isinstance(entry, Mapping):
+            continue
+        sides = []
+        for key in ("query", "gallery"):
+            side = entry.get(key) or {}
+            modality = str(side.get("modality")) if isinstance(side, Mapping) else "?"
+            sides.append((modality, str(side.get("space")) if isinstance(side, Mapping) else "?", f"graph_{modality}"))
+        out[str(name)] = ("retrieval", sides[0], sides[1], tuple(entry.get("classes") or ()))
     return out

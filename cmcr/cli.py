@@ -383,10 +383,19 @@ SharedOpt = Annotated[str, typer.Option(help="the shared modality (text for CLIP
                                              "space (clip / clap / ulip) or both averaged (mean)")]
 
 
+def _check_modality(model: Any, modality: str, option: str) -> None:
+    """``modality`` is one the model embeds (a connection's two spaces' modalities; a graph's, any space's)."""
+    try:
+        model.spaces_for(modality)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
 @app.command()
 def index(
     out: Annotated[Path, typer.Option(help="index folder to write (embeddings.npy, items.parquet, index.json, raw/)")],
-    modality: Annotated[ModalityName, typer.Option(help="what the items are")],
+    modality: Annotated[str, typer.Option(help="what the items are: image, text, audio, points — or, with --graph, "
+                                               "any modality of the graph's spaces (a space of your own's, e.g. touch)")],
     folder: Annotated[Optional[Path], typer.Option(help="index every file under this folder (see --pattern)")] = None,
     pattern: Annotated[Optional[list[str]], typer.Option(help="with --folder: glob(s), e.g. '*.jpg' (repeatable)")] = None,
     manifest: Annotated[Optional[Path], typer.Option(help="or a Parquet listing the items")] = None,
@@ -421,9 +430,10 @@ def index(
         items = table[column].tolist()
         ids = table[id_column or column].astype(str).tolist()
     model = _model(root, variant, seed, checkpoint, shared_space, graph)
-    info = build_index(model, modality.value, items, ids, out, shard_size=shard_size, batch_size=batch_size,
+    _check_modality(model, modality, "--modality")
+    info = build_index(model, modality, items, ids, out, shard_size=shard_size, batch_size=batch_size,
                        num_workers=num_workers, max_failure_rate=max_failure_rate, rate_option="--max-failure-rate")
-    typer.echo(f"{out}: {info['rows']} {modality.value} items indexed, {info['failed']} failed "
+    typer.echo(f"{out}: {info['rows']} {modality} items indexed, {info['failed']} failed "
                f"(see {out / 'failures.parquet'})")
 
 
@@ -431,7 +441,8 @@ def index(
 def search(
     index_dir: Annotated[Path, typer.Option("--index", help="an index folder from `cmcr index`")],
     query: Annotated[Optional[Path], typer.Option(help="a query file (image, audio, point cloud)")] = None,
-    query_modality: Annotated[Optional[ModalityName], typer.Option(help="the query file's modality")] = None,
+    query_modality: Annotated[Optional[str], typer.Option(help="the query file's modality (image, audio, points; with "
+                                                                "--graph any of the graph's)")] = None,
     text: Annotated[Optional[str], typer.Option(help="or a text query")] = None,
     k: Annotated[int, typer.Option("--k", "-k", help="how many results")] = 5,
     root: RootOpt = Path("."),
@@ -457,12 +468,13 @@ def search(
             raise typer.BadParameter("--query-modality is needed with --query (image, audio or points)")
         if not query.is_file():
             raise typer.BadParameter(f"{query}: no such file", param_hint="--query")
-        modality, item = query_modality.value, str(query)
+        modality, item = query_modality, str(query)
     else:
         modality, item = "text", text
     if k < 1:
         raise typer.BadParameter("must be >= 1", param_hint="--k")
     model = _model(root, variant, seed, checkpoint, shared_space, graph)
+    _check_modality(model, modality, "--query-modality")
     results = run_search(model, index_dir, item, modality, k=k, chunk=chunk)
     typer.echo(results.to_string(index=False, formatters={"score": "{:.4f}".format}))
     for path in (json_out, parquet_out):

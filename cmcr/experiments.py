@@ -60,7 +60,7 @@ def space_sets(params: Mapping[str, Any], space: str) -> dict[str, tuple[str, bo
     """``{file name: (modality, required)}`` a space contributes under ``params``: the training sets of the
     connections the variants use and the true pairs of the paired-data references (required), then the
     configured evaluation sets (optional). What ``extract@<space>`` embeds (or copies from ``byo/``)."""
-    from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, graph_paired_sets, paired_sets, set_modality
+    from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, graph_paired_sets, graph_tasks, paired_sets, set_modality
     from cmcr.config import CONNECTIONS, extraction_sets
     from cmcr.graph import graph_needs
 
@@ -77,14 +77,56 @@ def space_sets(params: Mapping[str, Any], space: str) -> dict[str, tuple[str, bo
             file = paired_sets(variant_connection(params, name), str(dataset)).get(space)
             if file:
                 sets[file] = (EVAL_SET_MODALITY[file.split("@")[0]], True)
-    for file_name, set_name in evaluation_sets(params["benchmarks"], space).items():
-        sets[file_name] = (EVAL_SET_MODALITY[set_name], False)
+    tasks = graph_tasks(params) if params.get("graph_tasks") else None  # tasks of your own add their sets
+    for file_name, set_name in evaluation_sets(params["benchmarks"], space, tasks).items():
+        sets[file_name] = (set_modality(set_name), False)
     return sets
 
 
-#: the spaces dvc.yaml's extract stage embeds (``extract@<space>``; setup demo: each has a stand-in,
-#: ``spaces@<space>``): a pipeline graph's links must stay among them (tests/test_dvc_deps.py keeps them in step)
-PIPELINE_SPACES = ("clip", "clap", "ulip")
+#: params ``spaces`` when a params file has none: the paper's three
+DEFAULT_SPACES = ("clip", "clap", "ulip")
+
+
+def pipeline_spaces(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """params ``spaces``: the contrastive spaces the pipeline embeds — dvc.yaml's ``spaces@<space>`` (setup demo:
+    its stand-in) and ``extract@<space>`` stages run over this list (``foreach: ${spaces}``), and every stage that
+    reads embeddings depends on their common folder, so a space added here needs no dvc.yaml edit."""
+    spaces = params.get("spaces", DEFAULT_SPACES)
+    return tuple(spaces) if isinstance(spaces, (list, tuple)) else ()
+
+
+def register_paper_encoders(params: Mapping[str, Any]) -> None:
+    """Setup paper: make every ``paper.encoders.<space>`` buildable by its space's name — import its ``plugin``
+    (a .py file under the project's ``plugins/`` folder, which dvc.yaml tracks, registering the user's encoder
+    class) and register an ``encoder`` alias (space ``clip_l`` with ``encoder: clip``) — so a link's and a
+    graph's checks know the space's modalities. ConfigError naming the key for a bad path or a failed import."""
+    from cmcr.encoders.base import _REGISTRY, registered
+
+    if setup_of(params) != "paper":
+        return
+    encoders = (params.get("paper") or {}).get("encoders") or {}
+    for space, options in (encoders.items() if isinstance(encoders, Mapping) else ()):
+        if not isinstance(options, Mapping) or (options.get("plugin") is None and options.get("encoder") is None):
+            continue
+        plugin, encoder = options.get("plugin"), options.get("encoder") or space
+        key = f"paper.encoders.{space}"
+        for name, value in (("plugin", plugin), ("encoder", encoder)):
+            if value is not None and not (isinstance(value, str) and value):
+                raise ConfigError(f"{key}.{name} must be a string (or null), got {value!r}")
+        if plugin is not None:
+            path = Path(str(plugin))
+            if path.is_absolute() or path.parts[:1] != ("plugins",) or ".." in path.parts or path.suffix != ".py":
+                raise ConfigError(f"{key}.plugin: {plugin!r} must be a .py file under the project's plugins/ folder "
+                                  "(e.g. plugins/touch.py): dvc.yaml tracks that folder, so an edit re-extracts")
+            if not path.is_file():
+                raise ConfigError(f"{key}.plugin: {plugin} does not exist (paths are relative to the project root)")
+        try:
+            factory = registered(str(encoder), plugin)
+        except KeyError as exc:
+            raise ConfigError(f"{key}: {exc.args[0]}") from None
+        except Exception as exc:  # noqa: BLE001 — any error while importing the user's file is reported as such
+            raise ConfigError(f"{key}.plugin: importing {plugin} failed: {type(exc).__name__}: {exc}") from None
+        _REGISTRY.setdefault(space, factory)  # a built-in space keeps its own entry (same modalities)
 
 
 def aggregate_folder(aggregated: str | Path, mode: str, connection: str) -> Path:

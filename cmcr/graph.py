@@ -44,6 +44,14 @@ _GRAPH_KEYS = {"mode", "spaces", "links", "base", "label", "pairs"}
 GRAPH_FORMAT = "cmcr.graph/1"
 
 
+def is_registered(space: str) -> bool:
+    """Whether an encoder space registered under ``space`` states its modalities."""
+    import cmcr.encoders  # noqa: F401  (registers the built-in spaces)
+    from cmcr.encoders.base import _REGISTRY
+
+    return isinstance(getattr(_REGISTRY.get(space), "modalities", None), (tuple, list))
+
+
 def space_modalities(space: str) -> tuple[str, ...]:
     """The modalities a registered encoder space embeds (its class's ``modalities``); ConfigError if unknown."""
     import cmcr.encoders  # noqa: F401  (registers the built-in spaces)
@@ -58,6 +66,31 @@ def space_modalities(space: str) -> tuple[str, ...]:
     return tuple(modalities)
 
 
+def stated_modalities(space: str, links: Any) -> tuple[str, ...]:
+    """What ``space`` embeds: its registered encoder's modalities, or — a space of your own whose encoder is not
+    imported here (setup byo; a checkpoint read without its plugin) — those the ``links`` through it state."""
+    if is_registered(space):
+        return space_modalities(space)
+    return tuple(dict.fromkeys(m for link in links if space in link.spaces
+                               for m in (link.shared_modality, link.memory_modality[space])))
+
+
+def declared_spaces(params: Mapping[str, Any], spaces: Any = ()) -> tuple[str, ...]:
+    """Those of ``spaces`` that no registered encoder describes but params lists (``spaces``) — setup byo's spaces
+    of your own, whose embeddings you bring: their modalities are those their links state. Setup paper registers
+    its encoders first (``paper.encoders.<space>.plugin`` / ``encoder``). Reads ``spaces`` only when one of
+    ``spaces`` is unregistered (a stage over the built-in spaces does not depend on the list)."""
+    from cmcr.experiments import pipeline_spaces, register_paper_encoders
+
+    register_paper_encoders(params)
+    missing = [s for s in (spaces if isinstance(spaces, (list, tuple)) else ()) if isinstance(s, str)
+               and not is_registered(s)]
+    if not missing:
+        return ()
+    listed = pipeline_spaces(params)
+    return tuple(s for s in missing if s in listed)
+
+
 def connections_of(params: Mapping[str, Any]) -> dict[str, Connection]:
     """The built-in connections and those params declare (``connections.<name>.link``), each declared link
     checked (:func:`check_link`)."""
@@ -65,15 +98,25 @@ def connections_of(params: Mapping[str, Any]) -> dict[str, Connection]:
     for name, groups in (params.get("connections") or {}).items():
         if isinstance(groups, Mapping) and "link" in groups:
             out[name] = connection_of(params, name)
-            check_link(out[name], f"connections.{name}.link")
+            check_link(out[name], f"connections.{name}.link", declared_spaces(params, out[name].spaces))
     return out
 
 
-def check_link(connection: Connection, key: str) -> None:
+def check_link(connection: Connection, key: str, declared: tuple[str, ...] = ()) -> None:
     """A link's modalities exist in its spaces: the shared one in both, each memory modality in its own space
-    and different from the shared one. ConfigError naming ``key`` otherwise."""
+    and different from the shared one. ConfigError naming ``key`` otherwise. A ``declared`` space (listed in
+    params, no encoder registered: setup byo) has the modalities the link states (its files are checked later)."""
     for space in connection.spaces:
-        modalities = space_modalities(space)
+        if space in declared:
+            if connection.memory_modality[space] == connection.shared_modality:
+                raise ConfigError(f"{key}: memory modality of {space} must differ from the shared "
+                                  f"{connection.shared_modality!r}")
+            continue
+        try:
+            modalities = space_modalities(space)
+        except ConfigError as exc:
+            raise ConfigError(f"{key}: {exc}; a space of your own is listed in spaces (setup paper: with its "
+                              "encoder, paper.encoders.<space>.plugin)") from None
         if connection.shared_modality not in modalities:
             raise ConfigError(f"{key}: spaces {list(connection.spaces)} share no {connection.shared_modality!r}: "
                               f"{space} embeds {list(modalities)}")
@@ -104,7 +147,7 @@ class Graph:
             return {m: s for s, m in (self.pairs or {})["modalities"].items()}
         out: dict[str, str] = {}
         for space in ((self.base,) if self.base else ()) + self.spaces:
-            for modality in space_modalities(space):
+            for modality in stated_modalities(space, self.links):
                 out.setdefault(modality, space)
         return out
 
@@ -138,8 +181,9 @@ class Graph:
         return out
 
 
-def check_graph(name: str, entry: Any, connections: Mapping[str, Connection]) -> Graph:
-    """``graphs.<name>`` of params as a :class:`Graph`; ConfigError with the key for any bad definition."""
+def check_graph(name: str, entry: Any, connections: Mapping[str, Connection], declared: tuple[str, ...] = ()) -> Graph:
+    """``graphs.<name>`` of params as a :class:`Graph`; ConfigError with the key for any bad definition (a
+    ``declared`` space: see :func:`check_link`)."""
     key = f"graphs.{name}"
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{key} must be a mapping {{mode, spaces, links[, base]}}, got {entry!r}")
@@ -154,12 +198,14 @@ def check_graph(name: str, entry: Any, connections: Mapping[str, Connection]) ->
             or len(set(spaces)) != len(spaces):
         raise ConfigError(f"{key}.spaces must be a list of two or more distinct space names, got {spaces!r}")
     for space in spaces:
+        if space in declared:
+            continue
         try:
             space_modalities(space)
         except ConfigError as exc:
             raise ConfigError(f"{key}.spaces: {exc}") from None
     if mode == "paired":
-        return _check_paired(name, key, entry, spaces)
+        return _check_paired(name, key, entry, spaces, declared)
     if "pairs" in entry:
         raise ConfigError(f"{key}.pairs is for mode paired (the paired-data reference); mode {mode} trains on links")
     names = entry.get("links")
@@ -206,7 +252,8 @@ def check_graph(name: str, entry: Any, connections: Mapping[str, Connection]) ->
     return Graph(name, mode, tuple(spaces), tuple(links), base if mode == "extend" else None)
 
 
-def _check_paired(name: str, key: str, entry: Mapping[str, Any], spaces: list[str]) -> "Graph":
+def _check_paired(name: str, key: str, entry: Mapping[str, Any], spaces: list[str], declared: tuple[str, ...] = ()
+                  ) -> "Graph":
     """Mode ``paired``: two spaces, no links, ``pairs: {dataset: <name>, modalities: {space: modality}}``."""
     if len(spaces) != 2:
         raise ConfigError(f"{key}.spaces: mode paired trains two spaces on true pairs, got {len(spaces)}")
@@ -218,7 +265,7 @@ def _check_paired(name: str, key: str, entry: Mapping[str, Any], spaces: list[st
         raise ConfigError(f"{key}.pairs must be {{dataset: <name>, modalities: {{{spaces[0]}: <modality>, "
                           f"{spaces[1]}: <modality>}}}}, got {pairs!r}")
     for space, modality in pairs["modalities"].items():
-        if modality not in space_modalities(space):
+        if space not in declared and modality not in space_modalities(space):
             raise ConfigError(f"{key}.pairs.modalities.{space}: {space} embeds {list(space_modalities(space))}, "
                               f"not {modality!r}")
     return Graph(name, "paired", tuple(spaces), (), None,
@@ -273,7 +320,9 @@ def graphs_of(params: Mapping[str, Any], connections: Mapping[str, Connection] |
     if not isinstance(graphs, Mapping):
         raise ConfigError(f"graphs must be a mapping name → {{mode, spaces, links}}, got {graphs!r}")
     connections = connections_of(params) if connections is None else connections
-    return {name: check_graph(name, entry, connections) for name, entry in graphs.items()}
+    return {name: check_graph(name, entry, connections, declared_spaces(params, (entry or {}).get("spaces")
+                                                                         if isinstance(entry, Mapping) else ()))
+            for name, entry in graphs.items()}
 
 
 # ---------------------------------------------------------------------------------------------- joint training

@@ -2,7 +2,8 @@
 
 Tasks (:data:`cmcr.benchmarks.GRAPH_TASKS`): ``audio_points`` (audio↔3D retrieval — emergent: no link ever
 trains audio with 3D), ``audio_text`` (AudioCaps/Clotho-style retrieval), ``audio_image`` (Table 1's
-protocol) and ``points_text`` (Table 4's zero-shot 3D classification). A retrieval task scores both
+protocol) and ``points_text`` (Table 4's zero-shot 3D classification), plus retrieval tasks params declare for
+modalities of spaces of your own (``graph_tasks``, :func:`cmcr.benchmarks.graph_tasks`). A retrieval task scores both
 directions with Table 1's metrics (mAP, R@1, R@5) and has an exact ceiling (:mod:`cmcr.metrics.ceiling`: the
 best mAP reachable when items of one class — the attributes both modalities show — cannot be told apart)
 and an analytic chance level; zero-shot has 100 % and 1/k·j.
@@ -48,19 +49,26 @@ class TaskData:
         return tuple(self.sets)  # (query key, gallery key)
 
     def directions(self) -> tuple[str, str]:
-        a, b = (LETTER[k] for k in self.keys)
-        return f"{a}2{b}", f"{b}2{a}"
+        return task_directions(*self.keys)
 
 
-def load_task(embeddings: str | Path, task: str, dataset: str) -> tuple[TaskData, dict[str, int] | None]:
+def task_directions(first: str, second: str) -> tuple[str, str]:
+    """A retrieval task's two direction labels: ``A2P`` / ``P2A`` (a modality of your own by its name: ``touch2I``)."""
+    a, b = (LETTER.get(k, k) for k in (first, second))
+    return f"{a}2{b}", f"{b}2{a}"
+
+
+def load_task(embeddings: str | Path, task: str, dataset: str, spec: tuple | None = None
+              ) -> tuple[TaskData, dict[str, int] | None]:
     """The two sets of ``task`` on ``dataset`` (``<embeddings>/<space>/<set>@<dataset>``); retrieval pairs
-    joined by ``pair_id`` (coverage returned). ArtifactError (from the loader) naming a missing set."""
+    joined by ``pair_id`` (coverage returned). ArtifactError (from the loader) naming a missing set. ``spec``:
+    the task's definition when it is not built in (:func:`cmcr.benchmarks.graph_tasks`)."""
     from cmcr.artifacts import load_embedding_set
     from cmcr.evaluation import join_pairs
 
     from cmcr.evaluation import class_columns
 
-    kind, first, second, classes = GRAPH_TASKS[task]
+    kind, first, second, classes = spec if spec is not None else GRAPH_TASKS[task]
     loaded = {}
     for key, space, name in (first, second):
         if kind == "zeroshot":

@@ -169,11 +169,28 @@ GRAPH_COLUMNS = [("audio_points", "A2P", "mAP", "A→3D mAP"), ("audio_points", 
                  ("points_text", "top1", None, "3D→T top1"), ("points_text", "top5", None, "3D→T top5")]
 
 
+def _own_task_columns(metrics: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Columns of the graph tasks of your own (``graph_tasks``) that ``metrics`` has: both retrieval directions'
+    mAP, in the order the ceiling lists them (``touch2I`` → header ``touch→I mAP``)."""
+    built_in = {c[0] for c in GRAPH_COLUMNS}
+    out: list[tuple[str, str, str, str]] = []
+    for by_task in metrics.values():
+        for task, m in (by_task.items() if isinstance(by_task, Mapping) else ()):
+            if task in built_in or not isinstance(m, Mapping) or not isinstance(m.get("ceiling"), Mapping):
+                continue
+            for direction in m["ceiling"]:
+                column = (task, direction, "mAP", f"{direction.replace('2', '→', 1)} mAP")
+                if column not in out:
+                    out.append(column)
+    return out
+
+
 def graph_table(metrics: Mapping[str, Any], rows: Mapping[str, str], notes: Mapping[str, str] | None = None) -> str:
     """The unified space's table (issue 22): per dataset one row per model — random, the no-connection baseline,
     the single connections, the graphs, the paired-data reference, the exact ceiling — and a column per task and
     direction (— where a model cannot embed a task's two modalities: see the notes below the table)."""
-    header = ["Dataset", "Method"] + [c[3] for c in GRAPH_COLUMNS]
+    columns = GRAPH_COLUMNS + _own_task_columns(metrics)
+    header = ["Dataset", "Method"] + [c[3] for c in columns]
     out_rows, skipped = [], set()
     for dataset, by_task in metrics.items():
         if not isinstance(by_task, Mapping):
@@ -181,7 +198,7 @@ def graph_table(metrics: Mapping[str, Any], rows: Mapping[str, str], notes: Mapp
         present = [n for n in rows if any(isinstance(t, Mapping) and n in t for t in by_task.values())]
         for name in present:
             cells = []
-            for task, direction, metric, _ in GRAPH_COLUMNS:
+            for task, direction, metric, _ in columns:
                 m = by_task.get(task) or {}
                 if "skipped" in m:
                     skipped.add(f"{task} on {dataset}: {m['skipped']}")

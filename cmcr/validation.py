@@ -15,7 +15,7 @@ from typing import Any
 from cmcr.config import ConfigError, _positive, _positive_int
 
 #: every top-level group params.yaml may have (README "Parameters")
-TOP_LEVEL = ("setup", "seeds", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "extend", "demo", "extraction",
+TOP_LEVEL = ("setup", "seeds", "spaces", "graph_tasks", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "extend", "demo", "extraction",
              "paper", "benchmarks", "evaluation", "variants")
 
 
@@ -54,13 +54,16 @@ def _check_demo(demo: Mapping[str, Any]) -> None:
         _choice("demo.spaces.geometry", spaces["geometry"], ("published", "learned"))
 
 
-def _check_paper(paper: Mapping[str, Any]) -> None:
+def _check_paper(paper: Mapping[str, Any], spaces: tuple[str, ...]) -> None:
     from cmcr.config import PRECISIONS, _bool, _choice, _device
 
     paper = _mapping("paper", paper, ("encoders", "texts", "sets", "extraction"))
-    encoders = _mapping("paper.encoders", paper.get("encoders"), ("clip", "clap", "ulip"))
+    encoders = _mapping("paper.encoders", paper.get("encoders"), spaces)
     for space, kwargs in encoders.items():
         kwargs = _mapping(f"paper.encoders.{space}", kwargs)
+        for key in ("plugin", "encoder"):
+            if kwargs.get(key) is not None and not (isinstance(kwargs[key], str) and kwargs[key]):
+                raise ConfigError(f"paper.encoders.{space}.{key} must be a string (or null), got {kwargs[key]!r}")
         if "precision" in kwargs:
             _choice(f"paper.encoders.{space}.precision", kwargs["precision"], PRECISIONS)
         if "device" in kwargs:
@@ -76,7 +79,7 @@ def _check_paper(paper: Mapping[str, Any]) -> None:
     for key in ("cc3m_subset", "seed"):
         if key in texts:
             _positive_int(f"paper.texts.{key}", texts[key], minimum=0)
-    sets = _mapping("paper.sets", paper.get("sets"), ("clip", "clap", "ulip"))
+    sets = _mapping("paper.sets", paper.get("sets"), spaces)
     for space, entries in sets.items():
         for name, entry in _mapping(f"paper.sets.{space}", entries).items():
             entry = _mapping(f"paper.sets.{space}.{name}", entry, ("manifest", "column"))
@@ -91,6 +94,107 @@ def _check_paper(paper: Mapping[str, Any]) -> None:
             resolve_devices(value)  # auto | N | [GPU ids], checked against the GPUs visible here
             continue
         _positive_int(f"paper.extraction.{key}", value, minimum=0 if key == "num_workers" else 1)
+
+
+#: a space's name is a folder name and a dvc.yaml stage key (``extract@<space>``)
+_SPACE_NAME = r"[a-z][a-z0-9_]*"
+
+
+def _check_spaces(params: Mapping[str, Any], links: Mapping[str, Any], graphs: Mapping[str, Any]) -> tuple[str, ...]:
+    """``spaces``: the contrastive spaces the pipeline embeds (dvc.yaml's ``spaces@`` / ``extract@`` run over it).
+    Setup demo: each has a stand-in; setup paper: each has an encoder (built in, or ``paper.encoders.<space>``'s
+    ``plugin`` / ``encoder``, imported here so a missing class stops the pipeline before anything runs); every
+    connection a variant uses and every graph stays among them. Returns the list."""
+    import re
+
+    from cmcr.experiments import connections_used, pipeline_spaces, setup_of
+
+    spaces = pipeline_spaces(params)
+    if not spaces or not all(isinstance(s, str) and re.fullmatch(_SPACE_NAME, s) for s in spaces):
+        raise ConfigError(f"spaces must be a non-empty list of names (lower case, digits, _), e.g. [clip, clap, ulip]; "
+                          f"got {params.get('spaces')!r}")
+    if len(set(spaces)) != len(spaces):
+        raise ConfigError(f"spaces lists a space twice: {list(spaces)}")
+    setup = setup_of(params)
+    if setup == "demo":
+        from cmcr.encoders.demo import DEMO_SPACES
+
+        missing = [s for s in spaces if s not in DEMO_SPACES]
+        if missing:
+            raise ConfigError(f"spaces: {missing} has no demo stand-in (the demo world's spaces are "
+                              f"{', '.join(DEMO_SPACES)}); a space of your own runs in setup paper (its encoder: "
+                              "paper.encoders) or byo (its embeddings) — README \"Adding a space of your own\"")
+    if setup == "paper":
+        from cmcr.experiments import register_paper_encoders
+
+        register_paper_encoders(params)  # (done already when links or graphs were parsed; once per plugin file)
+        for space in spaces:
+            _check_encoder(space)
+    for name in connections_used(params):
+        outside = [s for s in links[name].spaces if s not in spaces]
+        if outside:
+            raise ConfigError(f"spaces: {outside} not listed, but the variants use connection {name} "
+                              f"({' + '.join(links[name].spaces)}); add it to spaces or drop those variants")
+    for name, graph in graphs.items():
+        outside = [s for s in graph.spaces if s not in spaces]
+        if outside:
+            raise ConfigError(f"graphs.{name}.spaces: {outside} not in spaces ({', '.join(spaces)}), so the pipeline "
+                              "embeds nothing for it; add it to spaces (setup paper: its encoder in paper.encoders)")
+    return spaces
+
+
+def _check_graph_tasks(params: Mapping[str, Any], spaces: tuple[str, ...], links: Mapping[str, Any]) -> None:
+    """``graph_tasks``: retrieval tasks of your own for the graph family — each side a listed space and a modality
+    it embeds (registered, or stated by its links), two different modalities, ``classes`` a list of column names.
+    The demo world has sets for the built-in tasks only."""
+    import re
+
+    from cmcr.benchmarks import GRAPH_SIDE_KEYS, GRAPH_TASK_KEYS, GRAPH_TASKS
+    from cmcr.experiments import setup_of
+    from cmcr.graph import stated_modalities
+
+    tasks = _mapping("graph_tasks", params.get("graph_tasks"))
+    if tasks and setup_of(params) == "demo":
+        raise ConfigError(f"graph_tasks: {sorted(tasks)} read sets of your own (<space>/graph_<modality>@<dataset>); "
+                          "the demo world has sets for the built-in tasks only — use setup paper or byo")
+    for name, entry in tasks.items():
+        key = f"graph_tasks.{name}"
+        if not re.fullmatch(_SPACE_NAME, str(name)) or name in GRAPH_TASKS:
+            raise ConfigError(f"{key}: a task name is lower case, digits and _, and not a built-in one "
+                              f"({', '.join(GRAPH_TASKS)})")
+        entry = _mapping(key, entry, GRAPH_TASK_KEYS)
+        chosen = []
+        for side in ("query", "gallery"):
+            value = _mapping(f"{key}.{side}", entry.get(side), GRAPH_SIDE_KEYS)
+            space, modality = value.get("space"), value.get("modality")
+            if space not in spaces:
+                raise ConfigError(f"{key}.{side}.space must be one of spaces ({', '.join(spaces)}), got {space!r}")
+            if not isinstance(modality, str) or not re.fullmatch(r"[a-z]+(_[a-z]+)*", modality):
+                raise ConfigError(f"{key}.{side}.modality must be a modality name (lower case letters and _), "
+                                  f"got {modality!r}")
+            embeds = stated_modalities(space, links.values())
+            if modality not in embeds:
+                raise ConfigError(f"{key}.{side}.modality: {space} embeds {list(embeds)}, not {modality!r}")
+            chosen.append(modality)
+        if chosen[0] == chosen[1]:
+            raise ConfigError(f"{key}: query and gallery are both {chosen[0]}; a task retrieves one modality with another")
+        classes = entry.get("classes", [])
+        if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+            raise ConfigError(f"{key}.classes must be a list of column names of the query set (the ceiling's "
+                              f"classes), got {classes!r}")
+
+
+def _check_encoder(space: str) -> None:
+    """Setup paper: ``space`` has an encoder — built in, or registered by its ``paper.encoders.<space>.plugin``
+    (imported by :func:`cmcr.experiments.register_paper_encoders` when the links were parsed)."""
+    from cmcr.encoders.base import registered
+
+    try:
+        registered(space)
+    except KeyError:
+        raise ConfigError(f"paper.encoders.{space}: no encoder registered as {space!r} — a space of your own names the "
+                          f"file that registers it (plugin: plugins/<file>.py) or a registered encoder (encoder: clip); "
+                          "README \"Adding a space of your own\"") from None
 
 
 def _check_benchmarks(benchmarks: Any) -> None:
@@ -163,7 +267,9 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"connections.{name}: {exc}") from None
     graphs = graphs_of(params, links)  # the MCR graphs: spaces, links, mode (cmcr/graph.py)
     _check_demo(params.get("demo"))
-    _check_paper(params.get("paper"))
+    spaces = _check_spaces(params, links, graphs)
+    _check_graph_tasks(params, spaces, links)
+    _check_paper(params.get("paper"), spaces)
     _check_benchmarks(params.get("benchmarks"))
     extraction = _mapping("extraction", params.get("extraction"), ("max_failure_rate",))
     if "max_failure_rate" in extraction:
@@ -209,15 +315,7 @@ def _check_graphs(params: Mapping[str, Any], graphs: Mapping[str, Any]) -> None:
     if not graphs:
         raise ConfigError("graphs: none declared; the pipeline's graph@<name>, evaluate_graph and report stages need "
                           "at least one (README \"The MCR graph\")")
-    from cmcr.experiments import PIPELINE_SPACES
-
     for name, graph in graphs.items():
-        outside = [s for s in graph.spaces if s not in PIPELINE_SPACES]
-        if outside:
-            raise ConfigError(f"graphs.{name}.spaces: {outside} has no extract stage in dvc.yaml (the pipeline embeds "
-                              f"{', '.join(PIPELINE_SPACES)}); add it to extract's foreach and to "
-                              "cmcr.experiments.PIPELINE_SPACES (setup paper: its encoder in paper.encoders), or train the "
-                              "graph from Python (cmcr.graph.train_joint / train_extend on your embeddings)")
         try:
             graph_config(params, graph)
         except ConfigError as exc:
@@ -253,7 +351,9 @@ def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: boo
             "git- and DVC-tracked files: track the embeddings (`dvc add byo/embeddings`, then commit) or run "
             "`dvc exp run` without --temp" if temp_workspace else "")
     checked = 0
-    for space in ("clip", "clap", "ulip"):
+    from cmcr.experiments import pipeline_spaces
+
+    for space in pipeline_spaces(params):
         for name, (_, required) in space_sets(params, space).items():
             npy, table = folder / space / f"{name}.npy", folder / space / f"{name}.parquet"
             if not npy.exists() and not required:

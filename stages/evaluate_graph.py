@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from common import CONNECTIONS, EMBEDDINGS, GRAPHS, METRICS, ROOT, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
-from cmcr.benchmarks import GRAPH_TASKS
-from cmcr.experiments import checkpoint_path, seeds_of, variant_connection, variant_names
+from cmcr.benchmarks import graph_tasks
+from cmcr.experiments import checkpoint_path, pipeline_spaces, seeds_of, variant_connection, variant_names
 from cmcr.graph import load_graph_checkpoint
 from cmcr.graph_benchmark import SINGLE_CONNECTION_VARIANTS, evaluate_task, load_task, task_ceiling, task_random, unusable
 from cmcr.metrics.seeds import summarize_seeds
@@ -24,7 +24,7 @@ def main() -> None:
     log = setup_logging("evaluate_graph")
     p = params()
     seeds = seeds_of(p)
-    models = {("no_connection", None): ({s: (lambda x: F.normalize(x.float(), dim=-1)) for s in ("clip", "clap", "ulip")}, None)}
+    models = {("no_connection", None): ({s: (lambda x: F.normalize(x.float(), dim=-1)) for s in pipeline_spaces(p)}, None)}
     for connection, variant in SINGLE_CONNECTION_VARIANTS.items():
         if variant in variant_names(p) and variant_connection(p, variant) == connection:
             for seed in seeds:
@@ -34,12 +34,12 @@ def main() -> None:
         for seed in seeds:
             result = load_graph_checkpoint(checkpoint_path(GRAPHS, name, seed))
             models[name, seed] = (result.embedders(), result.graph.modalities())
-    metrics, items = {}, []
+    metrics, items, tasks = {}, [], graph_tasks(p)  # the built-in four and any of your own (graph_tasks)
     for dataset in p["benchmarks"].get("graph") or []:
         metrics[dataset] = {}
-        for task in GRAPH_TASKS:
+        for task, spec in tasks.items():
             try:
-                data, coverage = load_task(EMBEDDINGS, task, str(dataset))
+                data, coverage = load_task(EMBEDDINGS, task, str(dataset), spec)
             except ArtifactError as exc:  # e.g. a paper dataset that has only some tasks' sets
                 log.warning("graph %s on %s skipped: %s", task, dataset, exc)
                 metrics[dataset][task] = {"skipped": str(exc)}

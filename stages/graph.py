@@ -15,7 +15,7 @@ from cmcr.benchmarks import graph_paired_sets
 from cmcr.config import ConfigError
 from cmcr.exmcr import ExtendConfig
 from cmcr.experiments import aggregate_folder, checkpoint_path, seeds_of
-from cmcr.graph import (ExtendLinkData, check_graph, connections_of, extend_tuples, graph_config,
+from cmcr.graph import (ExtendLinkData, check_graph, connections_of, declared_spaces, extend_tuples, graph_config,
                         graph_result_from_training, train_extend, train_joint)
 from cmcr.train import ConnectionData, load_true_pairs, train_paired, train_seeds
 
@@ -26,7 +26,7 @@ def main(name: str) -> None:
     if name not in declared:  # before any log line: a bad argument is one line
         raise ConfigError(f"unknown graph {name!r}; params.yaml graphs are: {', '.join(declared) or 'none'}")
     log = setup_logging(f"graph@{name}")
-    graph, seeds = check_graph(name, declared[name], connections_of(p)), seeds_of(p)
+    graph, seeds = check_graph(name, declared[name], connections_of(p), declared_spaces(p, declared[name].get("spaces"))), seeds_of(p)
     configs = graph_config(p, graph)
     log.info("graph %s (%s): spaces %s, links %s, seeds %s", name, graph.mode, list(graph.spaces),
              [link.name for link in graph.links] or graph.pairs, seeds)

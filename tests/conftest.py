@@ -15,7 +15,8 @@ OFFICIAL = Path(os.environ.get("CMCR_OFFICIAL_FIXTURES") or SHARED / "fixtures" 
 
 
 #: what an end-to-end test copies into its temporary repository to run `dvc repro` there
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "cmcr", ".dvc/config", ".dvcignore", "byo/embeddings/README.md"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "cmcr", ".dvc/config", ".dvcignore", "byo/embeddings/README.md",
+                 "plugins/README.md"]
 
 
 def copy_project(path: Path) -> None:

@@ -157,11 +157,38 @@ def test_validate_runs_first_and_training_is_keyed_on_the_effective_config():
     assert "data/params/${key}.json" in train["do"]["deps"] and train["do"]["params"] == ["seeds"]
 
 
-def test_the_pipeline_spaces_are_the_extract_stages():
-    """cmcr.experiments.PIPELINE_SPACES (what validate lets a pipeline graph use) is dvc.yaml's extract foreach."""
+def test_the_space_list_is_a_param_and_every_reader_depends_on_all_embeddings(tmp_path):
+    """params.yaml ``spaces`` drives the spaces@ / extract@ stages (foreach), and every stage that reads embeddings
+    depends on their folder, so a space added in params needs no dvc.yaml edit: DVC itself (``dvc stage list``,
+    ``dvc dag``) makes extract@<new space> and puts it upstream of the graph stages; plugins/ (the encoders of
+    your own spaces) is a dependency of validate and extract."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
     import yaml
 
-    from cmcr.experiments import PIPELINE_SPACES
-
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert tuple(stages["extract"]["foreach"]) == PIPELINE_SPACES == tuple(stages["spaces"]["foreach"])
+    assert stages["spaces"]["foreach"] == stages["extract"]["foreach"] == "${spaces}"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params["spaces"] == ["clip", "clap", "ulip"]
+    for name, stage in stages.items():
+        deps = stage.get("do", stage)["deps"]
+        assert not [d for d in deps if str(d).startswith("data/embeddings/")], name  # the folder, not one space's
+    assert "plugins" in stages["validate"]["deps"] and "plugins" in stages["extract"]["do"]["deps"]
+    assert (ROOT / "plugins").is_dir()
+
+    for item in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / item, tmp_path / item)
+    params["spaces"] = ["clip", "clap", "ulip", "touch"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True, env=env)
+    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert {"extract@touch", "spaces@touch", "extract@clip"} <= set(listed)
+    upstream = subprocess.run(["dvc", "dag", "--dot", "graph@joint"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, check=True).stdout
+    assert '"extract@touch"' in upstream and '"extract@ulip"' in upstream, upstream

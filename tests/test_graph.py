@@ -146,9 +146,12 @@ def test_a_fourth_space_is_registered_and_linked_from_params_alone():
     from cmcr.validation import check_params
 
     graph = graphs_of(p)["with_touch"]  # the graph and the declared link are checked (spaces, modalities, config)
-    # the pipeline has no extract stage for a space it does not list: validate says so (and what to add) in one line
-    with pytest.raises(ConfigError, match=r"^graphs.with_touch.spaces: \['toy_touch'\] has no extract stage in dvc.yaml"):
+    # the pipeline embeds the spaces params lists: validate names what to add, in one line
+    with pytest.raises(ConfigError, match=r"^graphs.with_touch.spaces: \['toy_touch'\] not in spaces \(clip, clap, ulip\)"):
         check_params(p)
+    # listed, it has no stand-in in the demo world: run it in setup paper (its encoder) or byo (its embeddings)
+    with pytest.raises(ConfigError, match=r"^spaces: \['toy_touch'\] has no demo stand-in"):
+        check_params({**p, "spaces": ["clip", "clap", "ulip", "toy_touch"]})
     assert graph.modalities()["touch"] == "toy_touch"
     touch = connection_config_from_params(p, "clip_touch")
     assert touch.noise.var == 0.002 and touch.connection.shared_modality == "image"

@@ -140,8 +140,13 @@ def write_media(official: Path, folder: Path) -> dict[str, list[str]]:
             clouds.append(str(folder / f"{n}_xyz.npy"))
     (folder / "broken.jpeg").write_bytes(b"\xff\xd8 not a jpeg")
     (folder / "empty.wav").write_bytes(b"")
+    touches = []  # a space of your own (tests/plugins/touch.py): one force signal per file, and one that is not 1-D
+    for i in range(6):
+        np.save(folder / f"touch{i}.npy", np.sin(np.linspace(0, 3 + i, 50 + 10 * i)).astype(np.float32))
+        touches.append(str(folder / f"touch{i}.npy"))
+    np.save(folder / "touch_bad.npy", np.zeros((4, 4), np.float32))
     return {"images": images, "sounds": sounds, "clouds": clouds, "broken": [str(folder / "broken.jpeg")],
-            "broken_audio": [str(folder / "empty.wav")]}
+            "broken_audio": [str(folder / "empty.wav")], "touches": touches, "broken_touch": [str(folder / "touch_bad.npy")]}
 
 
 def write_manifests(media, folder: Path) -> dict[str, dict[str, dict[str, str]]]:
@@ -203,6 +208,12 @@ def write_manifests(media, folder: Path) -> dict[str, dict[str, dict[str, str]]]
     sets["clap"]["graph_audio@User-Audio3D"] = manifest("audio3d_audio", path=sounds, pair_id=range(6),
                                                         concept=[0, 1, 2, 0, 1, 2])
     sets["ulip"]["graph_points@User-Audio3D"] = manifest("audio3d_points", path=clouds, pair_id=range(6))
+    # a space of your own (plugins/touch.py): its images (shared with CLIP) and its memory of touch signals
+    sets["touch"] = {"image": manifest("imagenet", path=images + media["broken"]),
+                     "touch": manifest("touch_memory", path=media["touches"] + media["broken_touch"])}
+    # a graph task of its own (graph_tasks.touch_image): Touch-and-Go-style touch–image pairs
+    sets["touch"]["graph_touch@TouchAndGo"] = manifest("tag_touch", path=media["touches"], pair_id=range(6))
+    sets["clip"]["graph_image@TouchAndGo"] = manifest("tag_images", path=images, pair_id=range(6))
     sets["clap"]["paired_audio_points@Audio3D-train"] = manifest("audio3d_train_audio", path=sounds, pair_id=range(6))
     sets["ulip"]["paired_points_audio@Audio3D-train"] = manifest("audio3d_train_points", path=clouds, pair_id=range(6))
     return sets
@@ -227,10 +238,26 @@ def paper_repo(tmp_path_factory):
         "clip": {"weights": weights["clip"], "model_name": "ViT-B-32-quickgelu", "device": "cpu"},
         "clap": {"weights": weights["clap"], "tokenizer": weights["tokenizer"], "device": "cpu"},
         "ulip": {"weights": weights["ulip"], "trust_checkpoint": True, "trust_pickled_points": True, "device": "cpu"}}
+    # a fourth space, the user's own: listed in spaces, its encoder from plugins/touch.py, linked to CLIP through
+    # images (a declared link) and extended into CLIP by a graph — no code or dvc.yaml change
+    shutil.copy(ROOT / "tests" / "plugins" / "touch.py", path / "plugins" / "touch.py")
+    from cmcr.encoders.base import load_plugin
+
+    load_plugin(path / "plugins" / "touch.py")[0].random_weights(str(user / "weights" / "touch.pt"), dim=32)
+    params["spaces"] = ["clip", "clap", "ulip", "touch"]
+    params["paper"]["encoders"]["touch"] = {"plugin": "plugins/touch.py", "weights": str(user / "weights" / "touch.pt"),
+                                            "device": "cpu"}
+    params["connections"]["clip_touch"] = {"link": {"spaces": ["clip", "touch"], "shared": "image",
+                                                    "memory": {"clip": "text", "touch": "touch"}},
+                                           "loss": {"intra_spaces": ["clip", "touch"]}}
+    params["graphs"]["touch_into_clip"] = {"mode": "extend", "base": "clip", "spaces": ["clip", "touch"],
+                                           "links": ["clip_touch"], "label": "Touch extended into CLIP"}
+    params["graph_tasks"] = {"touch_image": {"query": {"space": "touch", "modality": "touch"},
+                                             "gallery": {"space": "clip", "modality": "image"}}}
     params["paper"]["texts"]["files"] = {k: str(user / "texts" / v) for k, v in corpora.items()}
     params["paper"]["sets"] = write_manifests(media, user / "manifests")
     params["paper"]["extraction"] = {"batch_size": 2, "num_workers": 0, "shard_size": 2}
-    params["benchmarks"] = PAPER_DATASETS | {"graph": GRAPH_DATASETS}
+    params["benchmarks"] = PAPER_DATASETS | {"graph": GRAPH_DATASETS + ["TouchAndGo"]}
     params["graphs"]["paired_audio_3d"]["pairs"]["dataset"] = "Audio3D-train"
     params["seeds"] = [0, 1]
     params["variants"] = {k: params["variants"][k] for k in ("K", "clip_ulip")}  # ablation rows: test_pipeline
@@ -381,10 +408,10 @@ def test_the_graphs_train_and_score_on_the_users_sets(paper_repo):
 
     path = paper_repo["path"]
     graph = json.loads((path / "metrics" / "graph.json").read_text())
-    assert set(graph) == set(GRAPH_DATASETS)
+    assert set(graph) == set(GRAPH_DATASETS) | {"TouchAndGo"}
     scored = {(d, t) for d, tasks in graph.items() for t, m in tasks.items() if "skipped" not in m}
     assert scored == {("AudioCaps", "audio_text"), ("AVE", "audio_image"), ("ModelNet40", "points_text"),
-                      ("User-Audio3D", "audio_points")}
+                      ("User-Audio3D", "audio_points"), ("TouchAndGo", "touch_image")}
     audio_text = graph["AudioCaps"]["audio_text"]
     assert audio_text["ceiling"]["A2T"]["mAP"] == 100.0  # no class columns: every caption its own class
     for name in ("joint", "extend"):
@@ -401,3 +428,67 @@ def test_the_graphs_train_and_score_on_the_users_sets(paper_repo):
             pipeline = result.projectors[space].embed(torch.from_numpy(raw[:2])).numpy()
         assert np.abs(model.embed(modality, table["path"].tolist()[:2]) - pipeline).max() <= 1e-5, space
     assert model.spaces_for("text") == ["clip"] and model.spaces_for("points") == ["ulip"]
+
+
+def test_a_space_of_your_own_runs_through_the_pipeline(paper_repo):
+    """Issue 22, a fourth space on the real user's path: `spaces` lists `touch`, plugins/touch.py registers its
+    encoder (random weights in its own file format), a declared link connects it to CLIP through images and a graph
+    extends it into CLIP — no code, no dvc.yaml change. Its items are extracted with per-item failures recorded;
+    the graph trains; the API embeds a touch file through the plugin exactly as the pipeline projected it, and
+    touch signals retrieve images in CLIP's space; an edit to the plugin makes extract@touch stale."""
+    import torch
+
+    from cmcr.api import ConnectedModel
+    from cmcr.graph import load_graph_checkpoint
+
+    path, env = paper_repo["path"], paper_repo["env"]
+    emb = path / "data" / "embeddings" / "touch"
+    assert np.load(emb / "touch.npy").shape == (6, 32) and np.load(emb / "image.npy").shape == (6, 32)
+    failures = pd.read_parquet(emb / "failures.parquet")
+    assert sorted(Path(i).name for i in failures["item"]) == ["broken.jpeg", "touch_bad.npy"]
+    assert "1-D array" in failures.set_index("set").loc["touch", "reason"]
+    result = load_graph_checkpoint(path / "models" / "graphs" / "touch_into_clip" / "seed1.pt")
+    assert result.graph.modalities() == {"image": "clip", "text": "clip", "touch": "touch"}
+    assert (result.projectors["touch"].in_dim, result.projectors["touch"].out_dim) == (32, 512)
+    graph = json.loads((path / "metrics" / "graph.json").read_text())
+    assert "touch_into_clip" in graph["AVE"]["audio_image"]["not_applicable"]  # it embeds no audio
+    touch_image = graph["TouchAndGo"]["touch_image"]  # the task of its own: touch signals retrieve their images
+    assert set(touch_image["touch_into_clip"]["seeds"]) == {"0", "1"} and touch_image["ceiling"]["touch2I"]["mAP"] == 100.0
+    assert touch_image["not_applicable"]["extend"] == "embeds no touch (touch)"
+    assert touch_image["pairs"] == {"scored": 6, "listed": 6}
+    table_md = (path / "results" / "graph.md").read_text()
+    assert "touch→I mAP" in table_md and "| TouchAndGo | Touch extended into CLIP |" in table_md
+    model = ConnectedModel.from_pipeline(path, graph="touch_into_clip", seed=1)
+    assert model.spaces_for("touch") == ["touch"] and model.spaces_for("image") == ["clip"]
+    table = pd.read_parquet(emb / "touch.parquet")
+    with torch.no_grad():
+        pipeline = result.projectors["touch"].embed(torch.from_numpy(np.load(emb / "touch.npy")[:3])).numpy()
+    assert np.abs(model.embed("touch", table["path"].tolist()[:3]) - pipeline).max() <= 1e-5
+    images = pd.read_parquet(path / "data" / "embeddings" / "clip" / "image.parquet")["path"].tolist()[:3]
+    scores = model.embed("touch", table["path"].tolist()[:2]) @ model.embed("image", images).T
+    assert scores.shape == (2, 3) and np.isfinite(scores).all()
+    from typer.testing import CliRunner
+
+    from cmcr.cli import app
+
+    runner, out = CliRunner(), path.parent / "touch_index"
+    common = ["--root", str(path), "--graph", "touch_into_clip", "--seed", "1"]
+    res = runner.invoke(app, ["index", *common, "--out", str(out), "--modality", "touch", "--manifest",
+                              str(paper_repo["params"]["paper"]["sets"]["touch"]["touch"]["manifest"]),
+                              "--max-failure-rate", "0.2"])
+    assert res.exit_code == 0 and "6 touch items indexed, 1 failed" in res.output, res.output
+    res = runner.invoke(app, ["search", *common, "--index", str(out), "--query", table["path"][2],
+                              "--query-modality", "touch", "-k", "1"])
+    assert res.exit_code == 0 and Path(table["path"][2]).name in res.output, res.output  # a signal finds itself
+    res = runner.invoke(app, ["index", *common, "--out", str(out), "--modality", "smell", "--manifest",
+                              str(paper_repo["params"]["paper"]["sets"]["touch"]["touch"]["manifest"])])
+    said = " ".join(res.output.replace("│", " ").split())  # typer's error panel wraps the line
+    assert res.exit_code == 2 and "graph touch_into_clip embeds image, text, touch, not smell" in said, res.output
+    plugin = path / "plugins" / "touch.py"
+    original = plugin.read_text()
+    try:
+        plugin.write_text(original + "\n# edited\n")
+        status = run(["dvc", "status", "extract@touch"], path, env).stdout
+        assert "extract@touch" in status and "plugins" in status, status
+    finally:
+        plugin.write_text(original)

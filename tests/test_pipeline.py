@@ -310,15 +310,28 @@ def test_bring_your_own_embeddings(repo):
     texts = pd.read_parquet(byo / "clap" / "text.parquet")
     np.save(byo / "clap" / "text.npy", np.load(byo / "clap" / "text.npy")[::-1].copy())
     texts.iloc[::-1].reset_index(drop=True).to_parquet(byo / "clap" / "text.parquet")
+    # a space of your own, brought as embeddings (no encoder): 'touch', 40-d, embedding images (shared with CLIP:
+    # same items, joined by id) and touch signals (here stand-ins: the demo's memory sounds, re-embedded at 40 dims)
+    touch, rotation40 = byo / "touch", np.linalg.qr(np.random.default_rng(1).standard_normal((512, 512)))[0][:, :40]
+    touch.mkdir()
+    for src, name in ((saved / "clip" / "image", "image"), (path / "data" / "embeddings" / "clap" / "audio", "touch")):
+        x = np.load(f"{src}.npy") @ rotation40
+        np.save(touch / f"{name}.npy", (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+        shutil.copy(f"{src}.parquet", touch / f"{name}.parquet")
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["setup"] = "byo"
+    params["spaces"] = ["clip", "clap", "ulip", "touch"]
     params["variants"] = {k: params["variants"][k] for k in ("K", "F")}
     # a graph over the two spaces given: CLAP (48-d) extended into CLIP (512-d) — the linear layer maps the widths —
     # through a declared CLIP–CLAP link with its own (short) training, as byo has no demo scale
     params["connections"]["av_link"] = {"link": {"spaces": ["clip", "clap"], "shared": "text",
                                                  "memory": {"clip": "image", "clap": "audio"}},
                                         "train": {"epochs": 3, "batch_size": 512}}
-    params["graphs"] = {"av": {"mode": "extend", "base": "clip", "spaces": ["clip", "clap"], "links": ["av_link"]}}
+    params["connections"]["touch_link"] = {"link": {"spaces": ["clip", "touch"], "shared": "image",
+                                                    "memory": {"clip": "text", "touch": "touch"}},
+                                           "loss": {"intra_spaces": ["clip", "touch"]}, "train": {"epochs": 3, "batch_size": 512}}
+    params["graphs"] = {"av": {"mode": "extend", "base": "clip", "spaces": ["clip", "clap", "touch"],
+                               "links": ["av_link", "touch_link"]}}
     params["benchmarks"] = {"retrieval": ["AVE", "Flickr-SoundNet"], "localization": [], "counterfactual": [],
                             "zeroshot3d": ["ModelNet40"], "graph": ["AVE"]}
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -339,8 +352,11 @@ def test_bring_your_own_embeddings(repo):
     assert "| AVE | No connection" not in table1
     from cmcr.graph import load_graph_checkpoint
 
-    av = load_graph_checkpoint(path / "models/graphs/av/seed0.pt").projectors["clap"]
-    assert (av.in_dim, av.out_dim) == (48, 512)
+    av = load_graph_checkpoint(path / "models/graphs/av/seed0.pt")
+    assert (av.projectors["clap"].in_dim, av.projectors["clap"].out_dim) == (48, 512)
+    assert (av.projectors["touch"].in_dim, av.projectors["touch"].out_dim) == (40, 512)  # the space of your own
+    assert av.graph.modalities() == {"image": "clip", "text": "clip", "audio": "clap", "touch": "touch"}
+    assert "Running stage 'extract@touch'" in res.stdout
     graph = json.loads((path / "metrics/graph.json").read_text())["AVE"]  # audio↔image from the byo AVE sets
     assert graph["audio_image"]["av"]["A2I"]["mAP"] > 3 * graph["audio_image"]["random"]["A2I"]["mAP"]
     assert "skipped" in graph["audio_points"]  # no 3D sets given

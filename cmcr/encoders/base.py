@@ -12,7 +12,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -103,13 +107,60 @@ def register(name: str) -> Callable[[Callable[..., EncoderSpace]], Callable[...,
     return deco
 
 
-def build_space(name: str, **kwargs: Any) -> EncoderSpace:
-    """Build a registered space by name (``clip``, ``clap``, ``ulip``, ``demo_clip``…)."""
+#: the plugin files imported so far, by content digest: (module, {name: factory} it registered)
+_PLUGINS: dict[str, tuple[ModuleType, dict[str, Callable[..., EncoderSpace]]]] = {}
+
+
+def load_plugin(path: str | Path) -> tuple[ModuleType, dict[str, Callable[..., EncoderSpace]]]:
+    """Import a user's encoder module from its file (``plugins/touch.py``), which registers its space(s) with
+    :func:`register`; returns the module and what it registered. No ``sys.path`` change. The module is named
+    after the file and a digest of its bytes (``cmcr_plugin_touch_<digest>``): an edited plugin is another
+    module, so its space's identity — and the extraction shards keyed by it — change with it, and the same file
+    imported from two places is one module. Extraction workers import it again in their own process."""
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".py":
+        raise FileNotFoundError(f"encoder plugin {path}: not a Python file")
+    source = file.read_bytes()
+    digest = hashlib.blake2b(source, digest_size=6).hexdigest()
+    if digest in _PLUGINS:
+        return _PLUGINS[digest]
+    name = f"cmcr_plugin_{file.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, file.resolve())
+    module = importlib.util.module_from_spec(spec)
+    before = dict(_REGISTRY)
+    sys.modules[name] = module  # dataclasses and pickling look their module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    _PLUGINS[digest] = module, {k: f for k, f in _REGISTRY.items() if before.get(k) is not f}
+    return _PLUGINS[digest]
+
+
+def registered(name: str, plugin: str | Path | None = None) -> Callable[..., EncoderSpace]:
+    """The factory registered under ``name`` — by ``plugin``'s file when given (imported first; its own
+    registration wins over another file's of the same name) — ``KeyError`` naming the registered ones otherwise."""
     import cmcr.encoders  # noqa: F401  (registers the built-in spaces)
 
+    if plugin is not None:
+        _, own = load_plugin(plugin)
+        if name in own:
+            return own[name]
     if name not in _REGISTRY:
-        raise KeyError(f"unknown encoder space {name!r}; registered: {sorted(_REGISTRY)}")
-    return _REGISTRY[name](**kwargs)
+        where = f" (after importing {plugin})" if plugin is not None else ""
+        raise KeyError(f"unknown encoder space {name!r}{where}; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def build_space(name: str, *, encoder: str | None = None, plugin: str | Path | None = None, **kwargs: Any
+                ) -> EncoderSpace:
+    """Build a registered space by name (``clip``, ``clap``, ``ulip``, ``demo_clip``…) with its keyword arguments.
+
+    ``paper.encoders.<space>`` may add two keys: ``plugin`` — a Python file that registers the encoder (a space of
+    your own: README "Adding a space of your own") — and ``encoder`` — the registered name when it differs from the
+    space's (e.g. a second CLIP model as space ``clip_l``: ``encoder: clip``)."""
+    return registered(encoder or name, plugin)(**kwargs)
 
 
 def non_empty_text(item: Any) -> str:

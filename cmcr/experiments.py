@@ -95,6 +95,16 @@ def pipeline_spaces(params: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(spaces) if isinstance(spaces, (list, tuple)) else ()
 
 
+def encoder_source(space: str, options: Mapping[str, Any]) -> tuple[str | None, str]:
+    """``paper.encoders.<space>``'s ``plugin`` (a file, or None) and ``encoder`` (the registered name; default the
+    space's), each a non-empty string where given; ConfigError naming the key otherwise."""
+    for key in ("plugin", "encoder"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, str) and value):
+            raise ConfigError(f"paper.encoders.{space}.{key} must be a string (or null), got {value!r}")
+    return options.get("plugin"), options.get("encoder") or space
+
+
 def register_paper_encoders(params: Mapping[str, Any]) -> None:
     """Setup paper: make every ``paper.encoders.<space>`` buildable by its space's name — import its ``plugin``
     (a .py file under the project's ``plugins/`` folder, which dvc.yaml tracks, registering the user's encoder
@@ -108,11 +118,8 @@ def register_paper_encoders(params: Mapping[str, Any]) -> None:
     for space, options in (encoders.items() if isinstance(encoders, Mapping) else ()):
         if not isinstance(options, Mapping) or (options.get("plugin") is None and options.get("encoder") is None):
             continue
-        plugin, encoder = options.get("plugin"), options.get("encoder") or space
+        plugin, encoder = encoder_source(space, options)
         key = f"paper.encoders.{space}"
-        for name, value in (("plugin", plugin), ("encoder", encoder)):
-            if value is not None and not (isinstance(value, str) and value):
-                raise ConfigError(f"{key}.{name} must be a string (or null), got {value!r}")
         if plugin is not None:
             path = Path(str(plugin))
             if path.is_absolute() or path.parts[:1] != ("plugins",) or ".." in path.parts or path.suffix != ".py":
@@ -121,7 +128,7 @@ def register_paper_encoders(params: Mapping[str, Any]) -> None:
             if not path.is_file():
                 raise ConfigError(f"{key}.plugin: {plugin} does not exist (paths are relative to the project root)")
         try:
-            factory = registered(str(encoder), plugin)
+            factory = registered(encoder, plugin)
         except KeyError as exc:
             raise ConfigError(f"{key}: {exc.args[0]}") from None
         except Exception as exc:  # noqa: BLE001 — any error while importing the user's file is reported as such

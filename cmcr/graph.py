@@ -49,21 +49,19 @@ def is_registered(space: str) -> bool:
     import cmcr.encoders  # noqa: F401  (registers the built-in spaces)
     from cmcr.encoders.base import _REGISTRY
 
-    return isinstance(getattr(_REGISTRY.get(space), "modalities", None), (tuple, list))
+    modalities = getattr(_REGISTRY.get(space), "modalities", None)
+    return isinstance(modalities, (tuple, list)) and len(modalities) > 0
 
 
 def space_modalities(space: str) -> tuple[str, ...]:
     """The modalities a registered encoder space embeds (its class's ``modalities``); ConfigError if unknown."""
-    import cmcr.encoders  # noqa: F401  (registers the built-in spaces)
     from cmcr.encoders.base import _REGISTRY
 
-    factory = _REGISTRY.get(space)
-    modalities = getattr(factory, "modalities", None)
-    if not isinstance(modalities, (tuple, list)) or not modalities:
-        known = sorted(n for n, f in _REGISTRY.items() if isinstance(getattr(f, "modalities", None), (tuple, list)))
+    if not is_registered(space):
+        known = sorted(n for n in _REGISTRY if is_registered(n))
         raise ConfigError(f"unknown space {space!r}: no registered encoder space states its modalities "
                           f"(known: {', '.join(known)})")
-    return tuple(modalities)
+    return tuple(_REGISTRY[space].modalities)
 
 
 def stated_modalities(space: str, links: Any) -> tuple[str, ...]:
@@ -78,11 +76,10 @@ def stated_modalities(space: str, links: Any) -> tuple[str, ...]:
 def declared_spaces(params: Mapping[str, Any], spaces: Any = ()) -> tuple[str, ...]:
     """Those of ``spaces`` that no registered encoder describes but params lists (``spaces``) — setup byo's spaces
     of your own, whose embeddings you bring: their modalities are those their links state. Setup paper registers
-    its encoders first (``paper.encoders.<space>.plugin`` / ``encoder``). Reads ``spaces`` only when one of
-    ``spaces`` is unregistered (a stage over the built-in spaces does not depend on the list)."""
-    from cmcr.experiments import pipeline_spaces, register_paper_encoders
+    its encoders first (:func:`connections_of` does). Reads ``spaces`` only when one of ``spaces`` is unregistered
+    (a stage over the built-in spaces does not depend on the list)."""
+    from cmcr.experiments import pipeline_spaces
 
-    register_paper_encoders(params)
     missing = [s for s in (spaces if isinstance(spaces, (list, tuple)) else ()) if isinstance(s, str)
                and not is_registered(s)]
     if not missing:
@@ -93,7 +90,11 @@ def declared_spaces(params: Mapping[str, Any], spaces: Any = ()) -> tuple[str, .
 
 def connections_of(params: Mapping[str, Any]) -> dict[str, Connection]:
     """The built-in connections and those params declare (``connections.<name>.link``), each declared link
-    checked (:func:`check_link`)."""
+    checked (:func:`check_link`). Setup paper: the encoders of ``paper.encoders`` are registered first (plugins
+    imported, aliases made: :func:`cmcr.experiments.register_paper_encoders`), so every later check knows them."""
+    from cmcr.experiments import register_paper_encoders
+
+    register_paper_encoders(params)
     out = dict(CONNECTIONS)
     for name, groups in (params.get("connections") or {}).items():
         if isinstance(groups, Mapping) and "link" in groups:

@@ -56,14 +56,13 @@ def _check_demo(demo: Mapping[str, Any]) -> None:
 
 def _check_paper(paper: Mapping[str, Any], spaces: tuple[str, ...]) -> None:
     from cmcr.config import PRECISIONS, _bool, _choice, _device
+    from cmcr.experiments import encoder_source
 
     paper = _mapping("paper", paper, ("encoders", "texts", "sets", "extraction"))
     encoders = _mapping("paper.encoders", paper.get("encoders"), spaces)
     for space, kwargs in encoders.items():
         kwargs = _mapping(f"paper.encoders.{space}", kwargs)
-        for key in ("plugin", "encoder"):
-            if kwargs.get(key) is not None and not (isinstance(kwargs[key], str) and kwargs[key]):
-                raise ConfigError(f"paper.encoders.{space}.{key} must be a string (or null), got {kwargs[key]!r}")
+        encoder_source(space, kwargs)
         if "precision" in kwargs:
             _choice(f"paper.encoders.{space}.precision", kwargs["precision"], PRECISIONS)
         if "device" in kwargs:
@@ -124,10 +123,7 @@ def _check_spaces(params: Mapping[str, Any], links: Mapping[str, Any], graphs: M
             raise ConfigError(f"spaces: {missing} has no demo stand-in (the demo world's spaces are "
                               f"{', '.join(DEMO_SPACES)}); a space of your own runs in setup paper (its encoder: "
                               "paper.encoders) or byo (its embeddings) — README \"Adding a space of your own\"")
-    if setup == "paper":
-        from cmcr.experiments import register_paper_encoders
-
-        register_paper_encoders(params)  # (done already when links or graphs were parsed; once per plugin file)
+    if setup == "paper":  # its plugins were imported when the links and graphs were parsed (graph.connections_of)
         for space in spaces:
             _check_encoder(space)
     for name in connections_used(params):

@@ -26,7 +26,8 @@ def main(name: str) -> None:
     if name not in declared:  # before any log line: a bad argument is one line
         raise ConfigError(f"unknown graph {name!r}; params.yaml graphs are: {', '.join(declared) or 'none'}")
     log = setup_logging(f"graph@{name}")
-    graph, seeds = check_graph(name, declared[name], connections_of(p), declared_spaces(p, declared[name].get("spaces"))), seeds_of(p)
+    connections = connections_of(p)  # (setup paper: registers the encoders of its spaces first)
+    graph, seeds = check_graph(name, declared[name], connections, declared_spaces(p, declared[name].get("spaces"))), seeds_of(p)
     configs = graph_config(p, graph)
     log.info("graph %s (%s): spaces %s, links %s, seeds %s", name, graph.mode, list(graph.spaces),
              [link.name for link in graph.links] or graph.pairs, seeds)

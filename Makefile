@@ -20,6 +20,7 @@ test: setup
 
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	$(BIN)/cmcr provenance --out metrics/provenance.json
 	@echo "results: $$(ls results/*.md | tr '\n' ' ')"
 
 bench: setup

@@ -122,12 +122,24 @@ def _chunk(value: str) -> int | str:
     return value if value == "auto" else int(value)
 
 
+def _environment(kernels: str) -> dict[str, str]:
+    """``native``: this shell's environment (each library picks its code path for the processor); ``pinned``: the
+    stages' CPU kernel paths (cmcr.reproducibility, AVX2) on top of it, the thread count left as it is."""
+    from cmcr.reproducibility import stage_environment
+
+    if kernels == "native":
+        return dict(os.environ)
+    if kernels == "pinned":
+        return {**os.environ, **stage_environment().kernels}
+    raise typer.BadParameter(f"kernels must be native or pinned, got {kernels!r}")
+
+
 def _run(method: str, n: int, m: int, d: int, device: str, precision: str, order: str, query_chunk="auto",
-         memory_chunk="auto") -> dict:
+         memory_chunk="auto", kernels: str = "native") -> dict:
     cmd = [sys.executable, __file__, "one", method, str(n), str(m), "--d", str(d), "--device", device,
            "--precision", precision, "--order", order, "--query-chunk", str(query_chunk),
            "--memory-chunk", str(memory_chunk)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_environment(kernels))
     if res.returncode != 0:
         return {"method": method, "error": _error_line(res.stderr)}
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -153,37 +165,53 @@ def _where(device: str) -> tuple[float, str]:
 @app.command()
 def main(sizes: str = "5000x20000,20000x100000", orders: str = "random,clustered,ordered", d: int = 512,
          device: str = "cpu", precision: str = "fp32", repeats: int = 3,
-         methods: str = "ours,sdpa,streamed,gemm,naive", query_chunk: str = "auto", memory_chunk: str = "auto") -> None:
-    """Compare Eq. 2 implementations at each N×M size and memory order (median of interleaved runs)."""
+         methods: str = "ours,sdpa,streamed,gemm,naive", query_chunk: str = "auto", memory_chunk: str = "auto",
+         kernels: str = "native") -> None:
+    """Compare Eq. 2 implementations at each N×M size and memory order (median of interleaved runs).
+
+    ``--kernels native,pinned`` runs each method both ways (the shell's CPU code paths, and the stages' pinned AVX2
+    paths of cmcr.reproducibility), interleaved, and prints each method's pinned / native ratio."""
     capacity, where = _where(device)
     label = "peak GPU memory" if device.startswith("cuda") else "peak RSS"
+    modes = kernels.split(",")
     print(f"{where}, d={d}, tau1=0.01, {precision}, chunks {query_chunk}x{memory_chunk} (query x memory; auto: cmcr.memory.AUTO_CHUNKS), "
-          f"{repeats} interleaved run(s) per method")
+          f"{repeats} interleaved run(s) per method, CPU kernels {' and '.join(modes)}")
     for size in sizes.split(","):
         n, m = (int(x) for x in size.lower().split("x"))
         naive_need = 2 * n * m * 4 / 2**30  # logits + softmax output alive together
         for order in orders.split(","):
             print(f"\nN={n:,} x M={m:,}, memory order '{order}'")
-            wanted = [x for x in methods.split(",") if x != "naive" or naive_need < 0.6 * capacity]
+            wanted = [f"{x}@{k}" if len(modes) > 1 else x for x in methods.split(",") for k in modes
+                      if x != "naive" or naive_need < 0.6 * capacity]
             runs: dict[str, list[dict]] = {x: [] for x in wanted}
             for repeat in range(repeats):  # round robin, the order reversed every other round (no position bias)
-                for method in (wanted if repeat % 2 == 0 else wanted[::-1]):
-                    runs[method].append(_run(method, n, m, d, device, precision, order, query_chunk, memory_chunk))
+                for label_ in (wanted if repeat % 2 == 0 else wanted[::-1]):
+                    method, _, mode = label_.partition("@")
+                    runs[label_].append(_run(method, n, m, d, device, precision, order, query_chunk, memory_chunk,
+                                             mode or modes[0]))
             medians = {}
             for method, rs in runs.items():
                 ok = [r for r in rs if "error" not in r]
                 if not ok:
-                    print(f"  {method:>9}: failed ({rs[0]['error']})")
+                    print(f"  {method:>16}: failed ({rs[0]['error']})")
                     continue
                 times = [r["seconds"] for r in ok]
                 medians[method] = statistics.median(times)
                 err = max((r["max_error"] or 0.0) for r in ok) if ok[0]["max_error"] is not None else None
-                print(f"  {method:>9}: {medians[method]:8.2f} s [{min(times):.2f}–{max(times):.2f}]  "
+                print(f"  {method:>16}: {medians[method]:8.2f} s [{min(times):.2f}–{max(times):.2f}]  "
                       f"{4 * n * m * d / medians[method] / 1e9:7.1f} GFLOP/s  {label} "
                       f"{max(r['peak_gib'] for r in ok):6.2f} GiB (+{max(r['extra_gib'] for r in ok):.2f})"
                       + (f"  max |err| {err:.1e}" if err is not None else ""))
-            if "sdpa" in medians:
-                print("  time / SDPA: " + ", ".join(f"{k} {v / medians['sdpa']:.2f}x" for k, v in medians.items()))
+            for mode in modes:
+                sdpa = "sdpa" if len(modes) == 1 else f"sdpa@{mode}"
+                if sdpa in medians:
+                    print(f"  time / SDPA{'' if len(modes) == 1 else ' (' + mode + ')'}: " + ", ".join(
+                        f"{k.split('@')[0]} {v / medians[sdpa]:.2f}x" for k, v in medians.items()
+                        if len(modes) == 1 or k.endswith('@' + mode)))
+            if len(modes) > 1:
+                print("  time pinned / native: " + ", ".join(
+                    f"{k.split('@')[0]} {v / medians[k.split('@')[0] + '@native']:.2f}x" for k, v in medians.items()
+                    if k.endswith("@pinned") and k.split("@")[0] + "@native" in medians))
             if "naive" not in wanted:
                 print(f"  naive: skipped, would need ~{naive_need:.0f} GiB")
 

@@ -531,6 +531,26 @@ def clean(
         typer.echo("git-tracked ones (models/history/*.json) show as deleted: commit that with the params change")
 
 
+@app.command()
+def provenance(
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write the JSON here (metrics/provenance.json "
+                                                                    "beside committed outputs); default: print it")] = None,
+) -> None:
+    """What the pipeline's stages compute with on this machine: processor and feature class, the pinned CPU kernel
+    paths and threads (and any CMCR_… override), library versions, the device. Measured in a fresh process with the
+    stage environment. Run after `dvc repro` and commit it with the outputs (`make demo` does)."""
+    from cmcr.artifacts import write_json
+    from cmcr.reproducibility import measured_provenance
+
+    record = measured_provenance()
+    if out is None:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    write_json(out, record)
+    typer.echo(f"wrote {out}: {record['processor']['model']} ({record['processor']['feature_class']}), "
+               f"kernels {record['torch_cpu_capability']}, {record['threads']} thread(s)")
+
+
 def main() -> None:
     """The ``cmcr`` entry point: a bad input or config (a ConfigError, ArtifactError, EmbeddingError,
     EncoderError, EmbedError or a missing file — each message names the file or key) prints as one line and

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 
 from cmcr.config import PRECISIONS
+from cmcr.reproducibility import CUBLAS_WORKSPACE, requested_threads
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -57,7 +59,6 @@ def _torch_libgomp():
     may load their own libgomp (faiss-cpu does): its thread pool is not PyTorch's."""
     if not _GOMP:
         import ctypes
-        import os
 
         handle = None
         torch_lib = os.path.realpath(os.path.join(os.path.dirname(torch.__file__), "lib"))
@@ -103,33 +104,31 @@ def seeded_init(seed: int) -> Iterator[None]:
         yield
 
 
-#: the CPU threads every pipeline stage computes with unless ``CMCR_NUM_THREADS`` says otherwise. CPU results
-#: depend on the thread count (a matrix product or a reduction split across threads sums in another order: the
-#: same training gave weights 0.05 apart with 1 and 2 threads), so the stages use a fixed count, the same on
-#: every machine, and one that never oversubscribes a shared machine.
-STAGE_THREADS = 1
-
-
 def configure_threads(env: Mapping[str, str] | None = None, default: int | None = None) -> int | None:
     """Apply ``CMCR_NUM_THREADS`` (an integer >= 1), else ``default`` (None: PyTorch's own, one thread per core),
     to PyTorch's intra-op thread pool; return the count set (None if neither).
 
     PyTorch starts one thread per core. Several processes on one machine (DVC's parallel stages, a shared
     node, loader workers) then oversubscribe the CPU: a training step ran 7× slower that way than with one
-    thread per process. The stages call this with ``default=STAGE_THREADS`` (results independent of the
+    thread per process. The stages call this with ``default=STAGE_THREADS`` (:mod:`cmcr.reproducibility`) (results independent of the
     machine's core count), the ``cmcr`` command without (interactive work uses the cores).
     """
-    import os
+    threads = requested_threads(os.environ if env is None else env)
+    threads = default if threads is None else threads
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return threads
 
-    from cmcr.config import ConfigError
 
-    raw = (env if env is not None else os.environ).get("CMCR_NUM_THREADS", "").strip()
-    if not raw:
-        if default is None:
-            return None
-        torch.set_num_threads(default)
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"CMCR_NUM_THREADS must be an integer >= 1, got {raw!r}")
-    torch.set_num_threads(int(raw))
-    return int(raw)
+def deterministic_cuda(device: torch.device) -> bool:
+    """For a CUDA device: deterministic algorithms (``torch.use_deterministic_algorithms``, warning where an op
+    has no deterministic kernel), no cuDNN autotuning, and cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG``,
+    read when cuBLAS makes its handle, so set here before the first product). Two runs on one GPU model with the
+    same versions then give the same bytes (``pytest -m device``); a GPU's bytes are not the CPU's. Returns
+    whether it applied (False on other devices)."""
+    if device.type != "cuda":
+        return False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    return True

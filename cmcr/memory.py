@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_unit_norm
 from cmcr.config import MemoryConfig
-from cmcr.device import flush_denormals, resolve_device
+from cmcr.device import deterministic_cuda, flush_denormals, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def aggregate_memory(
     n = queries.shape[0]
     d = (memory if values is None else values).shape[1]
     dev = resolve_device(device)
+    deterministic_cuda(dev)
     compute_dtype = _DTYPES[config.precision]
     if compute_dtype != torch.float32 and dev.type == "cpu":
         log.warning("memory.precision=%s on CPU: reduced precision is meant for GPUs and is slow here", config.precision)

@@ -28,7 +28,7 @@ from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_same_rows
 from cmcr.config import ConnectionConfig
 from cmcr.enhance import semantic_completion
 from cmcr.loss import symmetric_info_nce, total_loss
-from cmcr.device import resolve_device
+from cmcr.device import deterministic_cuda, resolve_device
 from cmcr.projector import build_projectors, count_parameters
 
 log = logging.getLogger(__name__)
@@ -287,6 +287,7 @@ def fit_streams(inputs: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[
     ``config.projector`` per space of ``spaces``; Ex-MCR's leaves bring their own, :mod:`cmcr.exmcr`)."""
     tc = config.train
     device = resolve_device(tc.device)
+    deterministic_cuda(device)  # GPU: the same bytes run to run (CPU: the stage pins, cmcr.reproducibility)
     streams = list(sizes)
     slices = {k: batch_slices(n, tc.batch_size) for k, n in sizes.items()}
     for k, sl in slices.items():

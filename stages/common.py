@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from cmcr.reproducibility import is_stage_script, kernel_warning, pin_process
+
+# Every stage computes with a fixed number of CPU threads and fixed CPU kernel paths (cmcr.reproducibility: the AVX2
+# path of PyTorch, MKL, oneDNN, OpenBLAS and numpy), so its numbers are the same on every machine. The libraries read
+# these when they load, so this module is every stage script's first import (tests/test_dvc_deps.py keeps it so) and
+# nothing heavy is imported yet; a stage that loaded numpy or torch before would start itself again with them. A test
+# or tool that imports this module (not a script in stages/) keeps its own environment.
+STAGE_ENVIRONMENT = pin_process() if is_stage_script(sys.argv[0]) else None
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Every stage computes with a fixed number of CPU threads (cmcr.device.STAGE_THREADS = 1, or CMCR_NUM_THREADS):
-# CPU results depend on the thread count, so a fixed count makes them the same on every machine. PyTorch's pool
-# is set in run(); NumPy's BLAS and OpenMP read these before they are loaded (nothing heavy is imported yet).
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, os.environ.get("CMCR_NUM_THREADS", "").strip() or "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = ROOT / "data" / "world"
@@ -110,8 +114,13 @@ def setup_logging(stage: str) -> logging.Logger:
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {stage} %(levelname)s: %(message)s")
     log = logging.getLogger(stage)
-    log.info("computing with %d CPU thread(s) (fixed, so results do not depend on the machine's cores; "
-             "CMCR_NUM_THREADS changes it)", torch.get_num_threads())
+    if STAGE_ENVIRONMENT is None:  # imported by a script outside stages/ (tests, tools): not pinned
+        log.info("computing with %d CPU thread(s)", torch.get_num_threads())
+        return log
+    log.info(STAGE_ENVIRONMENT.describe())
+    warning = kernel_warning(STAGE_ENVIRONMENT.processor)
+    if warning:
+        log.warning(warning)
     return log
 
 
@@ -189,7 +198,8 @@ def run(main) -> None:
     from cmcr.artifacts import ArtifactError
     from cmcr.checks import EmbeddingError
     from cmcr.config import ConfigError
-    from cmcr.device import STAGE_THREADS, configure_threads
+    from cmcr.device import configure_threads
+    from cmcr.reproducibility import STAGE_THREADS
     from cmcr.errors import one_line_errors
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

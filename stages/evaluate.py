@@ -7,10 +7,11 @@ zeroshot3d     — ModelNet40-style zero-shot 3D classification, CLIP–ULIP var
 Writes metrics JSON (git-tracked, for `dvc metrics diff`) and per-item results as Parquet.
 """
 
+from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, run, setup_logging
+
 import pandas as pd
 import typer
 
-from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
 from cmcr.benchmarks import BENCHMARKS

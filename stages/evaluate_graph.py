@@ -5,10 +5,11 @@ can embed both modalities (K, clip_ulip), every graph of params (each seed; mean
 Writes ``metrics/graph.json`` and per-item ranks ``data/eval/graph_items.parquet``.
 """
 
+from common import CONNECTIONS, EMBEDDINGS, GRAPHS, METRICS, ROOT, params, run, setup_logging
+
 import pandas as pd
 import torch.nn.functional as F
 
-from common import CONNECTIONS, EMBEDDINGS, GRAPHS, METRICS, ROOT, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.benchmarks import graph_tasks
 from cmcr.experiments import checkpoint_path, pipeline_spaces, seeds_of, variant_connection, variant_names

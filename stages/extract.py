@@ -9,11 +9,12 @@ same sharded, resumable extraction (`cmcr.extraction.extract_sharded`): shards l
 `data/shards/<space>/` (outside DVC's outputs), so a killed stage resumes where it stopped.
 """
 
+from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging, skipped_marker
+
 import json
 
 import pandas as pd
 
-from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging, skipped_marker
 from cmcr.artifacts import ArtifactError, atomic_dir, load_embedding_set, load_npy, read_parquet, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
 from cmcr.experiments import connections_used, setup_of, space_sets

@@ -1,12 +1,13 @@
 """Stage `report`: result tables like the paper's (results/*.md), plots (results/*.png, results/plots.html)
 and qualitative examples (results/examples.html)."""
 
+from common import CONNECTIONS, EMBEDDINGS, GRAPH_HISTORY, GRAPHS, HISTORY, METRICS, RESULTS, ROOT, WORLD, params, setup_logging, run
+
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from common import CONNECTIONS, EMBEDDINGS, GRAPH_HISTORY, GRAPHS, HISTORY, METRICS, RESULTS, ROOT, WORLD, params, setup_logging, run
 from cmcr import report
 from cmcr.graph import graphs_of, load_graph_checkpoint
 from cmcr.report import ours

@@ -1,11 +1,12 @@
 """Stage `spaces@<space>`: train a demo stand-in contrastive space on its paired world data, shaped to the real
 model's published geometry where one is known (`demo.spaces.geometry: published`, cmcr/encoders/geometry.py)."""
 
+from common import METRICS, SPACES, TEXTS, WORLD, params, setup_logging, run
+
 import numpy as np
 import pandas as pd
 import torch
 
-from common import METRICS, SPACES, TEXTS, WORLD, params, setup_logging, run
 from cmcr.artifacts import save_torch, write_json
 from cmcr.encoders.demo import DEMO_SPACES, tokenize, train_demo_space
 from cmcr.encoders.geometry import centre, fit_geometry, geometry_basis, training_temperature

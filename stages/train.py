@@ -8,9 +8,10 @@ not from params.yaml: a change of params that leaves this variant's config as it
 Writes ``models/connections/<variant>/seed<seed>.pt`` and ``models/history/<variant>/seed<seed>.json``.
 """
 
+from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, PARAMS_DIR, ROOT, params, run, setup_logging
+
 import json
 
-from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, PARAMS_DIR, ROOT, params, run, setup_logging
 from cmcr.artifacts import ArtifactError, save_torch, write_json
 from cmcr.experiments import checkpoint_path, seeds_of, variant_from_spec
 from cmcr.official import load_official

@@ -11,9 +11,10 @@ The folder is a persistent output (DVC does not delete it before this stage runs
 no longer in params are removed here.
 """
 
+from common import BYO, PARAMS_DIR, ROOT, params, run, setup_logging
+
 import json
 
-from common import BYO, PARAMS_DIR, ROOT, params, run, setup_logging
 from cmcr.artifacts import atomic_path
 from cmcr.experiments import demo_scale, describe_stale, seeds_of, setup_of, stale_outputs, training_spec
 from cmcr.validation import check_byo_layout, check_params

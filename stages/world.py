@@ -1,8 +1,9 @@
 """Stage `world`: generate the embedded demo world (setup: demo)."""
 
+from common import WORLD, params, run, setup_logging, skipped_marker
+
 import shutil
 
-from common import WORLD, params, run, setup_logging, skipped_marker
 from cmcr.artifacts import atomic_dir
 from cmcr.experiments import setup_of
 from cmcr.world import WorldConfig, generate_world

@@ -106,6 +106,36 @@ def test_training_on_the_device_learns_and_is_reproducible():
     assert bidirectional_retrieval(audio, image)["A2I"]["mAP"] > 4 * random_expectation(200)["mAP"]
 
 
+def test_two_trainings_on_one_gpu_give_the_same_bytes(tmp_path):
+    """Issue 29, point 5: on a GPU the training path turns on deterministic algorithms and cuBLAS's fixed workspace
+    (cmcr.device.deterministic_cuda), so two trainings (and two Eq. 2 aggregations) on one GPU give the same bytes —
+    the scope README "Threads and kernel paths" states (same GPU model, same versions); not the CPU's bytes."""
+    import hashlib
+
+    from cmcr.artifacts import save_torch
+    from cmcr.train import train_connection
+
+    data, _ = toy_world()
+    config = ConnectionConfig(
+        projector=ProjectorConfig(in_dims={"clip": 32, "clap": 32}, hidden_dim=64, out_dim=32),
+        noise=NoiseConfig(var=0.004),
+        loss=LossConfig(shared_temperature=0.05, pseudo_temperature=0.05, lambda_intra=0.1),
+        train=TrainConfig(epochs=6, batch_size=256, lr=3e-3, seed=0, device=DEVICE))
+    digests = []
+    for run in range(2):
+        save_torch(tmp_path / f"run{run}.pt", train_connection(data, config, progress=False).checkpoint())
+        digests.append(hashlib.sha256((tmp_path / f"run{run}.pt").read_bytes()).hexdigest())
+    if DEVICE.startswith("cuda"):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8"
+    assert digests[0] == digests[1]
+    g = torch.Generator().manual_seed(1)
+    queries, memory = F.normalize(torch.randn(2000, 64, generator=g), dim=-1), F.normalize(torch.randn(7000, 64, generator=g), dim=-1)
+    config = MemoryConfig(query_chunk=512, memory_chunk=2048)
+    assert torch.equal(aggregate_memory(queries, memory, config, device=DEVICE),
+                       aggregate_memory(queries, memory, config, device=DEVICE))
+
+
 @pytest.mark.parametrize("precision,bound", [("fp32", 0.9999), ("bf16", 0.99), ("fp16", 0.99)])
 def test_encoders_on_the_device_agree_with_the_cpu(official_dir, tmp_path, precision, bound):
     """CLIP, CLAP and ULIP-2 (random weights from one seed) through the sharded extraction with loader

@@ -173,6 +173,52 @@ def test_second_repro_does_nothing(repo):
     assert "Running stage" not in again
 
 
+def test_stages_write_the_same_bytes_whatever_kernel_paths_the_shell_asks_for(repo):
+    """Issue 29, point 3: the stand-in stage and a training stage, run with an environment that asks every library
+    for another code path (the scalar / SSE paths, MKL's COMPATIBLE branch, two threads; and the AVX-512 paths where
+    this processor has them), write the bytes of the plain run — `dvc status` stays clean. The control shows the test
+    can fail: the same stage with the scalar ATen path asked for on purpose (CMCR_ATEN_CPU_CAPABILITY) writes other
+    bytes (without the pins every such environment would)."""
+    from cmcr.reproducibility import pinned_kernels, read_processor
+
+    here = read_processor()
+    if not pinned_kernels(here):
+        pytest.skip(f"{here.model} has no AVX2 + FMA: nothing is pinned")
+    outputs = ["models/spaces/clip.pt", "metrics/spaces/clip.json", "models/connections/K", "models/history/K"]
+
+    def state():
+        import hashlib
+
+        return {str(f.relative_to(repo["path"])): hashlib.sha256(f.read_bytes()).hexdigest()
+                for o in outputs for f in sorted([repo["path"] / o] if (repo["path"] / o).is_file()
+                                                 else (repo["path"] / o).rglob("*"))}
+
+    def stages(**env):
+        plain = {k: v for k, v in repo["env"].items() if not k.startswith("CMCR_")}
+        run([sys.executable, "stages/spaces.py", "clip"], repo["path"], plain | env)
+        run([sys.executable, "stages/train.py", "K"], repo["path"], plain | env)
+        return state()
+
+    before = state()
+    assert len(before) >= 6  # clip.pt, clip.json, K's two seeds' checkpoints and histories
+    low = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41",
+           "OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": "AVX2 FMA3", "OMP_NUM_THREADS": "2",
+           "MKL_NUM_THREADS": "2"}
+    assert stages(**low) == before
+    if here.feature_class == "avx512":
+        high = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AVX512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+                "OPENBLAS_CORETYPE": "SkylakeX"}
+        assert stages(**high) == before
+    assert "up to date" in run(["dvc", "status"], repo["path"], repo["env"]).stdout
+    control = {k: v for k, v in repo["env"].items() if not k.startswith("CMCR_")} | {"CMCR_ATEN_CPU_CAPABILITY": "default"}
+    log = run([sys.executable, "stages/spaces.py", "clip"], repo["path"], control).stderr
+    assert "changed on purpose (CMCR_ATEN_CPU_CAPABILITY=default)" in log
+    assert state()["models/spaces/clip.pt"] != before["models/spaces/clip.pt"]
+    run([sys.executable, "stages/spaces.py", "clip"], repo["path"], repo["env"])  # the plain run restores the bytes
+    assert state() == before
+    assert "up to date" in run(["dvc", "status"], repo["path"], repo["env"]).stdout
+
+
 def expand_stages(dvc_yaml: dict, params: dict) -> dict[str, list[str]]:
     """dvc.yaml stage name → declared params, with foreach and matrix expanded (as DVC does)."""
     import itertools

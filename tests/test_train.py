@@ -228,7 +228,7 @@ print("dynamo", "torch._dynamo" in sys.modules)
 
 def test_stage_training_does_not_depend_on_the_machines_cores(tmp_path):
     """Issue 24, point 1: the same training gave other weights with 1 and 2 threads (0.051 apart), so results
-    depended on the machine. Stages now compute with a fixed thread count (cmcr.device.STAGE_THREADS): a stage
+    depended on the machine. Stages now compute with a fixed thread count (cmcr.reproducibility.STAGE_THREADS): a stage
     on a 1-core machine (`taskset -c 0`) and on this 2-core one writes the same bytes. The control shows the
     dependence is real: the same training with 2 threads differs from 1 thread."""
     import hashlib

@@ -74,7 +74,10 @@ def load_any_checkpoint(path: str | Path):
 
 class ConnectedModel:
     """Frozen spaces and their trained projectors (a connection's two, or a graph's): embeds raw items into the
-    connected space."""
+    connected space, and projects a space's precomputed embeddings there (:meth:`project`).
+
+    ``spaces`` gives an encoder per space; a space without one (setup byo: its embeddings were computed elsewhere;
+    or ``encoders=False``) can still project its precomputed embeddings, but not embed raw items."""
 
     def __init__(self, projectors: Any, spaces: Mapping[str, EncoderSpace], *, shared_space: str = "mean",
                  batch_size: int = 64, checkpoint_digest: str | None = None) -> None:
@@ -84,7 +87,7 @@ class ConnectedModel:
         self.graph = projectors.graph if isinstance(projectors, GraphResult) else None
         self.connection = None if self.graph else projectors.config.connection
         names = set(projectors.projectors) if self.graph else set(self.connection.spaces)
-        if set(spaces) != names:
+        if not set(spaces) <= names:
             what = f"graph {self.graph.name}" if self.graph else self.connection.name
             raise ConfigError(f"the checkpoint connects {sorted(names)} ({what}); encoders were given "
                               f"for {sorted(spaces)}")
@@ -125,11 +128,14 @@ class ConnectedModel:
 
     @classmethod
     def from_pipeline(cls, root: str | Path = ".", variant: str = "K", *, seed: int | None = None,
-                      checkpoint: str | Path | None = None, graph: str | None = None, **kwargs: Any) -> "ConnectedModel":
+                      checkpoint: str | Path | None = None, graph: str | None = None, encoders: bool = True,
+                      **kwargs: Any) -> "ConnectedModel":
         """The model ``dvc repro`` trained: ``models/connections/<variant>/seed<seed>.pt`` — or with ``graph``
         ``models/graphs/<graph>/seed<seed>.pt`` — (``seed`` default: the first of params.yaml's ``seeds``; or
         ``checkpoint``) with the encoders of the project's setup — the demo stand-ins (``models/spaces/<space>.pt``)
-        for ``setup: demo``, the real encoders of ``paper.encoders`` for ``setup: paper``."""
+        for ``setup: demo``, the real encoders of ``paper.encoders`` for ``setup: paper``. ``setup: byo`` has no
+        encoders (its embeddings were computed elsewhere), nor has ``encoders=False`` (no encoder built): such a model
+        projects precomputed embeddings (:meth:`project`) and nothing else."""
         from cmcr.experiments import checkpoint_path, seeds_of, setup_of
         from cmcr.params import load_params
 
@@ -147,6 +153,8 @@ class ConnectedModel:
         setup = setup_of(params)
         spaces: dict[str, EncoderSpace] = {}
         for name in (result.projectors if hasattr(result, "graph") else result.config.connection.spaces):
+            if not encoders or setup == "byo":
+                break
             if setup == "demo":
                 spaces[name] = build_space(f"demo_{name}", checkpoint=root / "models" / "spaces" / f"{name}.pt")
             elif setup == "paper":
@@ -156,10 +164,6 @@ class ConnectedModel:
                     if value and not Path(value).is_absolute() and (root / value).exists():
                         options[key] = str(root / value)
                 spaces[name] = build_space(name, **options)
-            else:
-                raise ConfigError("setup byo has no encoders (its embeddings were computed elsewhere): embed with "
-                                  "ConnectedModel.load(checkpoint, {space: encoder}) or project your own embeddings "
-                                  "with `cmcr project`")
         return cls(result, spaces, checkpoint_digest=file_digest(path), **kwargs)
 
     # -- which space embeds what ------------------------------------------------------------------------
@@ -181,26 +185,56 @@ class ConnectedModel:
                              f"{', '.join(conn.memory_modality.values())}, not {modality}")
         return owners
 
+    def modalities(self) -> dict[str, list[str]]:
+        """Every modality this model embeds and the space(s) that embed it."""
+        if self.graph:
+            return {m: [s] for m, s in self.graph.modalities().items()}
+        conn = self.connection
+        return {m: self.spaces_for(m) for m in dict.fromkeys([conn.shared_modality, *conn.memory_modality.values()])}
+
     def identity(self, modality: str) -> dict[str, Any]:
         """What decides this model's embeddings of ``modality`` (an index built with another is refused)."""
+        encoders = {s: self.spaces[s].identity() for s in self.spaces_for(modality) if s in self.spaces}
         if self.graph:
             return {"graph": self.graph.name, "checkpoint": self.checkpoint_digest, "modality": modality,
-                    "spaces": {s: self.spaces[s].identity() for s in self.spaces_for(modality)}}
+                    "spaces": encoders}
         return {"connection": self.connection.name, "checkpoint": self.checkpoint_digest, "modality": modality,
                 "shared_space": self.shared_space if modality == self.connection.shared_modality else None,
-                "spaces": {s: self.spaces[s].identity() for s in self.spaces_for(modality)}}
+                "spaces": encoders}
 
     # -- embedding --------------------------------------------------------------------------------------
-    def project(self, space: str, embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Map ``space``'s own (L2-normalised) embeddings into the connected space: projector, L2 normalisation."""
+    def project(self, space: str, modality: str, embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Map ``space``'s own (L2-normalised) embeddings of ``modality`` — computed by the pipeline, by
+        ``encode_raw`` or elsewhere (setup byo) — into the connected space: projector, L2 normalisation. A space
+        that does not embed ``modality`` here, or rows of another width than the projector takes, is an
+        :class:`EmbedError` naming what the model has."""
+        try:
+            owners = self.spaces_for(modality)
+        except ValueError as exc:
+            raise EmbedError(str(exc)) from None
+        if space not in owners:
+            raise EmbedError(f"{self._what()} embeds {modality} with {', '.join(owners)}, not {space}")
         x = torch.from_numpy(np.array(embeddings, dtype=np.float32))  # a writable copy (inputs may be read-only maps)
+        if x.ndim != 2:
+            raise EmbedError(f"{space} {modality} embeddings must be an N×d matrix, got shape {tuple(x.shape)}")
+        width = self.result.projectors[space].in_dim
+        if x.shape[1] != width:
+            raise EmbedError(f"{self._what()}'s {space} projector takes {width}-d embeddings; these are "
+                             f"{x.shape[1]}-d (another space or encoder than it was trained on)")
         with torch.no_grad():
             return self.result.projectors[space].embed(x).numpy().astype(np.float32, copy=False)
+
+    def _what(self) -> str:
+        return f"graph {self.graph.name}" if self.graph else f"the {self.connection.name} connection"
 
     def encode_raw(self, space: str, modality: str, items: Sequence[Any]) -> np.ndarray:
         """``space``'s own embeddings of ``items`` through :func:`cmcr.extraction.extract` (the extraction's
         loaders and batching); an item that cannot be loaded is an :class:`EmbedError` naming it."""
-        encoder = self.spaces[space]
+        encoder = self.spaces.get(space)
+        if encoder is None:
+            raise EmbedError(f"no {space} encoder here (setup byo, or loaded without encoders): project {space}'s "
+                             f"precomputed embeddings with ConnectedModel.project / `cmcr project`, or index them "
+                             f"with `cmcr index --embeddings`")
         result = extract(encoder, modality, list(items), batch_size=self.batch_size, progress=False)
         if result.failures:
             failure = result.failures[0]
@@ -221,7 +255,7 @@ class ConnectedModel:
         items = [str(i) if isinstance(i, Path) else i for i in items]
         if not items:
             return np.empty((0, self.dim), dtype=np.float32)
-        projected = {s: self.project(s, self.encode_raw(s, modality, items)) for s in self.spaces_for(modality)}
+        projected = {s: self.project(s, modality, self.encode_raw(s, modality, items)) for s in self.spaces_for(modality)}
         return self.combine(projected)
 
     def embed_text(self, texts: Sequence[str] | str) -> np.ndarray:

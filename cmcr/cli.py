@@ -136,25 +136,48 @@ def train(
 
 @app.command()
 def project(
-    checkpoint: Annotated[Path, typer.Option(help="projector checkpoint from `cmcr train`")],
-    space: Annotated[SpaceName, typer.Option(help="which space's projector to apply")],
-    embeddings: Annotated[Path, typer.Option(help="N×d .npy of that space's L2-normalised embeddings")],
-    out: Annotated[Path, typer.Option(help="N×out_dim .npy to write (L2-normalised, new space)")],
+    space: Annotated[str, typer.Option(help="which space's embeddings these are (any space of the checkpoint or graph, "
+                                            "a space of your own included)")],
+    embeddings: Annotated[Path, typer.Option(help="N×d .npy of that space's L2-normalised embeddings (a Parquet "
+                                                  "beside it, same name, is carried to --out's)")],
+    out: Annotated[Path, typer.Option(help="N×out_dim .npy to write (L2-normalised, in the connected space)")],
+    modality: Annotated[Optional[str], typer.Option(help="the embeddings' modality, checked against what the space "
+                                                         "embeds here (default: the space's first)")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="a projector or graph checkpoint (default: the "
+                                                             "pipeline's, from --root / --variant / --graph)")] = None,
+    root: RootOpt = Path("."),
+    variant: VariantOpt = "K",
+    graph: GraphOpt = None,
+    seed: SeedOpt = None,
 ) -> None:
-    """Map embeddings of one space into the connected space (projector + L2 normalisation)."""
-    import torch
-
-    from cmcr.artifacts import load_npy, save_npy
-    from cmcr.train import load_checkpoint
+    """Map one space's precomputed embeddings into the connected space (projector + L2 normalisation): any space
+    of a connection or an MCR graph, in any setup (byo included: no encoder is built)."""
+    from cmcr.api import ConnectedModel, file_digest, load_any_checkpoint
+    from cmcr.artifacts import load_npy, read_parquet, save_npy, write_parquet
 
     _setup_logging()
-    result = load_checkpoint(checkpoint)
-    space = space.value
-    if space not in result.projectors:
-        raise typer.BadParameter(f"{checkpoint} has projectors for {list(result.projectors)}, not {space!r}")
-    x = torch.from_numpy(load_npy(embeddings, mmap=False))
-    with torch.no_grad():
-        save_npy(out, result.projectors[space].embed(x.float()))
+    if checkpoint is not None:
+        model = ConnectedModel(load_any_checkpoint(checkpoint), {}, checkpoint_digest=file_digest(checkpoint))
+    else:
+        model = ConnectedModel.from_pipeline(root, variant, seed=seed, graph=graph, encoders=False)
+    modality = modality or _space_modality(model, space)
+    x = load_npy(embeddings, mmap=False)
+    save_npy(out, model.project(space, modality, x))
+    table = embeddings.with_suffix(".parquet")
+    if table.is_file():
+        write_parquet(out.with_suffix(".parquet"), read_parquet(table, rows=x.shape[0]))
+    typer.echo(f"{out}: {x.shape[0]} {space} {modality} embeddings projected to {model.dim}-d"
+               + (f" (+ {out.with_suffix('.parquet').name})" if table.is_file() else ""))
+
+
+def _space_modality(model: Any, space: str) -> str:
+    """The first modality ``space`` embeds in ``model`` (a one-line error listing the model's spaces if none)."""
+    found = [m for m, owners in model.modalities().items() if space in owners]
+    if not found:
+        raise typer.BadParameter(f"{space!r} is not a space of {model._what()}: its spaces are "
+                                 f"{', '.join(sorted({s for o in model.modalities().values() for s in o}))}",
+                                 param_hint="--space")
+    return found[0]
 
 
 @app.command("evaluate-retrieval")
@@ -398,9 +421,16 @@ def index(
                                                "any modality of the graph's spaces (a space of your own's, e.g. touch)")],
     folder: Annotated[Optional[Path], typer.Option(help="index every file under this folder (see --pattern)")] = None,
     pattern: Annotated[Optional[list[str]], typer.Option(help="with --folder: glob(s), e.g. '*.jpg' (repeatable)")] = None,
-    manifest: Annotated[Optional[Path], typer.Option(help="or a Parquet listing the items")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="or a Parquet listing the items (its other columns are "
+                                                         "kept and shown with search results)")] = None,
+    embeddings: Annotated[Optional[Path], typer.Option(help="or a space's precomputed N×d embeddings (.npy; with "
+                                                           "--space; setup byo) — no encoder needed")] = None,
+    items: Annotated[Optional[Path], typer.Option(help="with --embeddings: the Parquet describing its rows "
+                                                       "(default: the .npy's sibling .parquet)")] = None,
+    space: Annotated[Optional[str], typer.Option(help="with --embeddings: which space computed them")] = None,
     column: Annotated[str, typer.Option(help="with --manifest: the column holding paths (or texts)")] = "path",
-    id_column: Annotated[Optional[str], typer.Option(help="with --manifest: unique id column (default: the path)")] = None,
+    id_column: Annotated[Optional[str], typer.Option(help="with --manifest / --embeddings: unique id column "
+                                                          "(default: the path; the row number)")] = None,
     root: RootOpt = Path("."),
     variant: VariantOpt = "K",
     graph: GraphOpt = None,
@@ -412,27 +442,45 @@ def index(
     num_workers: int = 0,
     max_failure_rate: float = 0.01,
 ) -> None:
-    """Embed a folder or a manifest into an index in the connected space (sharded and resumable)."""
-    from cmcr.artifacts import read_parquet
-    from cmcr.search import build_index
+    """Embed a folder or a manifest into an index in the connected space (sharded and resumable), or index a
+    space's precomputed embeddings (--embeddings, --space)."""
+    from cmcr.api import ConnectedModel
+    from cmcr.artifacts import load_npy, read_parquet
+    from cmcr.search import build_index, index_embeddings
     from cmcr.sources.files import list_files
 
     _setup_logging()
-    if (folder is None) == (manifest is None):
-        raise typer.BadParameter("give --folder or --manifest (one of them)")
+    if sum(x is not None for x in (folder, manifest, embeddings)) != 1:
+        raise typer.BadParameter("give --folder, --manifest or --embeddings (one of them)")
+    if embeddings is not None:
+        if space is None:
+            raise typer.BadParameter("--embeddings needs --space (which space computed them)", param_hint="--space")
+        x = load_npy(embeddings)
+        table = read_parquet(items or embeddings.with_suffix(".parquet"), rows=x.shape[0])
+        if checkpoint is not None:
+            from cmcr.api import file_digest, load_any_checkpoint
+
+            model = ConnectedModel(load_any_checkpoint(checkpoint), {}, checkpoint_digest=file_digest(checkpoint))
+        else:
+            model = ConnectedModel.from_pipeline(root, variant, seed=seed, graph=graph, shared_space=shared_space,
+                                                 encoders=False)
+        _check_modality(model, modality, "--modality")
+        info = index_embeddings(model, space, modality, x, table, out, id_column=id_column)
+        typer.echo(f"{out}: {info['rows']} {space} {modality} embeddings indexed (precomputed, projected)")
+        return
     if folder is not None:
         if not folder.is_dir():
             raise typer.BadParameter(f"{folder}: not a folder", param_hint="--folder")
         table = list_files(folder, pattern or ["*"])
-        items, ids = table["path"].astype(str).tolist(), table["id"].astype(str).tolist()
     else:
         table = read_parquet(manifest, columns=[column] + ([id_column] if id_column else []))
-        items = table[column].tolist()
-        ids = table[id_column or column].astype(str).tolist()
+    things = table[column].tolist() if manifest is not None else table["path"].astype(str).tolist()
+    ids = table[id_column or column].astype(str).tolist() if manifest is not None else table["id"].astype(str).tolist()
     model = _model(root, variant, seed, checkpoint, shared_space, graph)
     _check_modality(model, modality, "--modality")
-    info = build_index(model, modality, items, ids, out, shard_size=shard_size, batch_size=batch_size,
-                       num_workers=num_workers, max_failure_rate=max_failure_rate, rate_option="--max-failure-rate")
+    info = build_index(model, modality, things, ids, out, shard_size=shard_size, batch_size=batch_size,
+                       num_workers=num_workers, max_failure_rate=max_failure_rate, rate_option="--max-failure-rate",
+                       columns=table.drop(columns=[column]) if manifest is not None else None)
     typer.echo(f"{out}: {info['rows']} {modality} items indexed, {info['failed']} failed "
                f"(see {out / 'failures.parquet'})")
 
@@ -444,6 +492,10 @@ def search(
     query_modality: Annotated[Optional[str], typer.Option(help="the query file's modality (image, audio, points; with "
                                                                 "--graph any of the graph's)")] = None,
     text: Annotated[Optional[str], typer.Option(help="or a text query")] = None,
+    query_embeddings: Annotated[Optional[Path], typer.Option(help="or precomputed query embeddings of a space (.npy, "
+                                                                  "one row or Q rows; with --space and "
+                                                                  "--query-modality)")] = None,
+    space: Annotated[Optional[str], typer.Option(help="with --query-embeddings: which space computed them")] = None,
     k: Annotated[int, typer.Option("--k", "-k", help="how many results")] = 5,
     root: RootOpt = Path("."),
     variant: VariantOpt = "K",
@@ -456,13 +508,32 @@ def search(
     html_out: Annotated[Optional[Path], typer.Option("--html", help="also write a page with the query and its results")] = None,
     chunk: Annotated[int, typer.Option(help="index rows scored at a time (bounds memory)")] = 65_536,
 ) -> None:
-    """Top-k items of an index for a query file or text, by cosine similarity in the connected space."""
+    """Top-k items of an index for a query file, a text or precomputed query embeddings, by cosine similarity in the
+    connected space; printed with the index's item columns (its manifest's, e.g. class columns)."""
+    from cmcr.api import ConnectedModel
+    from cmcr.artifacts import load_npy
     from cmcr.search import search as run_search
     from cmcr.search import write_results
 
     _setup_logging()
-    if (query is None) == (text is None):
-        raise typer.BadParameter("give --query FILE (with --query-modality) or --text TEXT")
+    if sum(x is not None for x in (query, text, query_embeddings)) != 1:
+        raise typer.BadParameter("give --query FILE (with --query-modality), --text TEXT or --query-embeddings NPY "
+                                 "(with --space and --query-modality)")
+    if k < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--k")
+    if query_embeddings is not None:
+        if space is None or query_modality is None:
+            raise typer.BadParameter("--query-embeddings needs --space and --query-modality", param_hint="--space")
+        model = ConnectedModel.from_pipeline(root, variant, seed=seed, checkpoint=checkpoint, graph=graph,
+                                             shared_space=shared_space, encoders=False)
+        _check_modality(model, query_modality, "--query-modality")
+        results = run_search(model, index_dir, load_npy(query_embeddings, mmap=False), query_modality, k=k,
+                             chunk=chunk, space=space)
+        typer.echo(results.to_string(index=False, formatters={"score": "{:.4f}".format}))
+        for path in (json_out, parquet_out):
+            if path is not None:
+                write_results(results, path)
+        return
     if query is not None:
         if query_modality is None:
             raise typer.BadParameter("--query-modality is needed with --query (image, audio or points)")
@@ -471,8 +542,6 @@ def search(
         modality, item = query_modality, str(query)
     else:
         modality, item = "text", text
-    if k < 1:
-        raise typer.BadParameter("must be >= 1", param_hint="--k")
     model = _model(root, variant, seed, checkpoint, shared_space, graph)
     _check_modality(model, modality, "--query-modality")
     results = run_search(model, index_dir, item, modality, k=k, chunk=chunk)

@@ -26,20 +26,27 @@ AUDIO_RATE = 16_000
 AUDIO_SECONDS = 5.0
 
 
+#: a hit's verdict on the page: the query's own pair, another item of the query's class (right too: the benchmark
+#: cannot tell them apart, its ceiling counts them), neither; None: no verdict (a query)
+MARKS = {True: '<span style="color:#1a7f37">✓ exact pair</span>',
+         "class": '<span style="color:#0b6e99">✓ same class</span>',
+         "concept": '<span style="color:#0b6e99">✓ same concept</span>',
+         False: '<span style="color:#b42318">✗</span>'}
+
+
 @dataclass
 class Tile:
-    """One item on a page: its rendering (PNG and, for audio, a WAV), a caption, and a verdict."""
+    """One item on a page: its rendering (PNG and, for audio, a WAV), a caption, and a verdict (:data:`MARKS`)."""
 
     image: str | None = None
     audio: str | None = None
     text: str | None = None
     caption: str = ""
-    correct: bool | None = None
+    correct: bool | str | None = None
     extra: list[str] = field(default_factory=list)
 
     def html(self) -> str:
-        mark = {True: '<span style="color:#1a7f37">✓ correct</span>',
-                False: '<span style="color:#b42318">✗</span>', None: ""}[self.correct]
+        mark = MARKS.get(self.correct, "")
         parts = []
         if self.image:
             parts.append(f'<img src="{html.escape(self.image)}" alt="{html.escape(self.caption)}" width="{THUMB}">')
@@ -136,7 +143,7 @@ class Renderer:
         img.save(out, optimize=True)
         return rel
 
-    def tile(self, modality: str, item: Any, caption: str, correct: bool | None = None,
+    def tile(self, modality: str, item: Any, caption: str, correct: bool | str | None = None,
              extra: Sequence[str] = (), boxes: Sequence[tuple[Sequence[float], str]] = (),
              trust_pickle: bool | None = None) -> Tile:
         """A tile of any modality; a file that cannot be rendered becomes a tile saying why."""
@@ -197,9 +204,16 @@ def _resolve(resolve, table, row: int, column: str = "path"):
     return resolve(table[column].iloc[row])
 
 
-def describe(table, row: int, path: Any, concepts: Mapping[int, str] | None = None) -> tuple[str, list[str]]:
-    """How a page names an item: its file name (else its pair id or row), and a line with its class columns
-    (``concept`` named through ``concepts`` when given, ``size``, ``condition``) where the table has them."""
+#: the class columns an evaluation table may have (the demo world's; the benchmarks' ceilings use them)
+CLASS_COLUMNS = ("concept", "size", "condition")
+
+
+def describe(table, row: int, path: Any, names: Mapping[str, Mapping[int, str]] | None = None,
+             columns: Sequence[str] = CLASS_COLUMNS) -> tuple[str, list[str]]:
+    """How a page names an item: its file name (else its pair id or row), and a line with its class in words
+    (``names[column]`` maps a column's values to words, e.g. :func:`cmcr.world.class_names`; a value without a
+    word shows as ``column value``) for those of ``columns`` the table has — a point cloud is described by its
+    concept only, as a shape shows neither size nor condition."""
     if path is not None:
         name = Path(str(getattr(path, "path", path))).name
     elif "pair_id" in table.columns:
@@ -207,61 +221,82 @@ def describe(table, row: int, path: Any, concepts: Mapping[int, str] | None = No
     else:
         name = f"row {row}"
     detail = []
-    for column in ("concept", "size", "condition"):
+    for column in columns:
         if column in table.columns:
             value = table[column].iloc[row]
-            if column == "concept" and concepts:
-                value = concepts.get(int(value), value)
-            detail.append(f"{column} {value}")
+            words = (names or {}).get(column) or {}
+            detail.append(str(words[int(value)]) if _is_index(value) and int(value) in words else f"{column} {value}")
     return name, [" · ".join(detail)] if detail else []
 
 
+def _is_index(value: Any) -> bool:
+    try:
+        return int(value) == value
+    except (TypeError, ValueError):
+        return False
+
+
 def retrieval_section(data, embed, renderer: Renderer, resolve, *, count: int = 3, k: int = 5, seed: int = 0,
-                      dataset: str = "", concepts: Mapping[int, str] | None = None) -> str:
-    """A→I and I→A: sampled queries and their top-k with scores; a hit is correct when it is the query's pair."""
+                      dataset: str = "", names: Mapping[str, Mapping[int, str]] | None = None) -> str:
+    """A→I and I→A: sampled queries and their top-k with scores; a hit is the query's pair (✓ exact pair) or of
+    its class — concept, size and condition, which the benchmark cannot tell apart (✓ same class) — or neither."""
     import torch
 
     with torch.no_grad():
         a, i = embed["clap"](data.sets["audio"]), embed["clip"](data.sets["image"])
-    return f"<h2>Audio–image retrieval ({html.escape(dataset)})</h2>" + _retrieval_rows(
+    return (f"<h2>Audio–image retrieval ({html.escape(dataset)})</h2><p class='small'>✓ exact pair: the query's own "
+            "pair; ✓ same class: another item of its concept, size and condition (the benchmark's classes: right too, "
+            "as its ceiling counts)</p>") + _retrieval_rows(
         (a, data.tables["audio"], "audio", "A"), (i, data.tables["image"], "image", "I"), renderer, resolve,
-        count=count, k=k, seed=seed, dataset=dataset, concepts=concepts)
+        count=count, k=k, seed=seed, dataset=dataset, names=names, relevant=CLASS_COLUMNS)
 
 
 def _retrieval_rows(first, second, renderer: Renderer, resolve, *, count: int, k: int, seed: int, dataset: str,
-                    concepts: Mapping[int, str] | None, both: bool = True) -> str:
+                    names: Mapping[str, Mapping[int, str]] | None, relevant: Sequence[str], both: bool = True,
+                    described: Mapping[str, Sequence[str]] | None = None) -> str:
     """Between two paired sets ``(embeddings, table, modality, letter)``, first → second (and back when ``both``):
-    sampled queries and their top-k with scores; a hit is correct when it is the query's pair (``pair_id``)."""
+    sampled queries and their top-k with scores. A hit is the query's pair (``pair_id``: ✓ exact pair), else right
+    too when it shares the query's ``relevant`` class columns (✓ same concept / same class), else ✗; each query's
+    header says how many of its top k are right and where its own pair ranks. ``described[modality]``: the class
+    columns shown under that modality's items (default all)."""
     import torch
 
+    kind = "concept" if tuple(relevant) == ("concept",) else "class"
     html_rows = []
     for (queries, q_table, q_mod, q_letter), (gallery, g_table, g_mod, g_letter) in ((first, second), (second, first))[:2 if both else 1]:
+        usable = [c for c in relevant if c in q_table.columns and c in g_table.columns]
         for q in _sample(len(queries), count, seed):
             scores = (queries[q:q + 1] @ gallery.T)[0]
             top = torch.topk(scores, min(k, len(gallery)))
             q_path = _resolve(resolve, q_table, q)
-            q_name, q_detail = describe(q_table, q, q_path, concepts)
+            q_name, q_detail = describe(q_table, q, q_path, names, (described or {}).get(q_mod, CLASS_COLUMNS))
             query = (renderer.tile(q_mod, q_path, f"query: {q_name}", extra=q_detail) if q_path
                      else Tile(caption=f"query: {q_name} (no path column)", extra=q_detail))
-            hits = []
+            hits, right = [], 0
             for rank, (score, g) in enumerate(zip(top.values.tolist(), top.indices.tolist()), 1):
                 g_path = _resolve(resolve, g_table, g)
-                correct = bool(g_table["pair_id"].iloc[g] == q_table["pair_id"].iloc[q])
-                g_name, g_detail = describe(g_table, g, g_path, concepts)
+                exact = bool(g_table["pair_id"].iloc[g] == q_table["pair_id"].iloc[q])
+                same = bool(usable) and all(g_table[c].iloc[g] == q_table[c].iloc[q] for c in usable)
+                correct = True if exact else (kind if same else False)
+                right += exact or same
+                g_name, g_detail = describe(g_table, g, g_path, names, (described or {}).get(g_mod, CLASS_COLUMNS))
                 caption = f"#{rank}  {score:.3f}  {g_name}"
                 hits.append(renderer.tile(g_mod, g_path, caption, correct, extra=g_detail) if g_path
                             else Tile(caption=caption, correct=correct, extra=g_detail))
-            true_rank = int((scores > scores[q]).sum()) + 1
-            html_rows.append(row(f"{q_letter}→{g_letter} {dataset}: the correct item ranks #{true_rank} of {len(gallery)}",
-                                 query, hits))
+            own = (g_table["pair_id"] == q_table["pair_id"].iloc[q]).to_numpy().nonzero()[0]
+            true_rank = int((scores > scores[int(own[0])]).sum()) + 1 if len(own) else None
+            shared = (f"{right} of the top {len(hits)} share its {kind}" if usable else
+                      f"{right} of the top {len(hits)} are its pair")
+            where = f"its own pair ranks #{true_rank} of {len(gallery)}" if true_rank else "its pair is not in the gallery"
+            html_rows.append(row(f"{q_letter}→{g_letter} {dataset}: {shared}; {where}", query, hits))
     return "".join(html_rows)
 
 
 def graph_section(embeddings: str | Path, graph_checkpoint: str | Path, dataset: str, renderer: Renderer, resolve, *,
-                  count: int = 3, k: int = 5, seed: int = 0, concepts: Mapping[int, str] | None = None,
+                  count: int = 3, k: int = 5, seed: int = 0, names: Mapping[str, Mapping[int, str]] | None = None,
                   trust_pickle: bool = False) -> str:
     """Audio→3D in a graph's unified space (the emergent pair: no link trains it): sampled sounds and the point
-    clouds they retrieve (rendered)."""
+    clouds they retrieve (rendered); a shape of the sound's concept is right too (the benchmark's class)."""
     import torch
 
     from cmcr.artifacts import ArtifactError, load_embedding_set
@@ -276,7 +311,8 @@ def graph_section(embeddings: str | Path, graph_checkpoint: str | Path, dataset:
     if owners.get("audio") != audio_space or owners.get("points") != points_space:
         return title + "<p class='small'>not shown: the graph does not embed audio and point clouds</p>"
     try:
-        (a, ta), (p, tp) = (load_embedding_set(Path(embeddings) / space, set_name(name, dataset), columns=["pair_id"])
+        (a, ta), (p, tp) = (load_embedding_set(Path(embeddings) / space, set_name(name, dataset),
+                                               columns=["pair_id", *CLASS_COLUMNS])
                             for space, name in ((audio_space, audio_set), (points_space, points_set)))
     except (ArtifactError, FileNotFoundError) as exc:
         return title + f"<p class='small'>not shown: {html.escape(str(exc))}</p>"
@@ -286,11 +322,12 @@ def graph_section(embeddings: str | Path, graph_checkpoint: str | Path, dataset:
     with torch.no_grad():
         a, p = embed[audio_space](a), embed[points_space](p)
     renderer.trust_pickle = trust_pickle
-    return title + ("<p class='small'>Sounds retrieving point clouds. A sound and a point cloud of one pair share only "
-                    "the concept (a shape shows neither size nor condition): ✓ marks the exact pair, a hit of the same "
-                    "concept is right too.</p>") + \
+    return title + ("<p class='small'>Sounds retrieving point clouds. A sound and a point cloud share only the concept "
+                    "(a shape shows neither size nor condition): ✓ exact pair marks the sound's own point cloud, "
+                    "✓ same concept a shape of its concept — right too, as the benchmark's ceiling counts it.</p>") + \
         _retrieval_rows((a, ta, "audio", "A"), (p, tp, "points", "3D"), renderer, resolve, count=count, k=k, seed=seed,
-                        dataset=dataset, concepts=concepts, both=False)
+                        dataset=dataset, names=names, relevant=("concept",), both=False,
+                        described={"points": ("concept",)})
 
 
 def localization_section(data, embed, renderer: Renderer, scene_images: dict[str, Any], *, count: int = 4,
@@ -355,13 +392,13 @@ def zeroshot_section(data, embed, renderer: Renderer, resolve, *, count: int = 6
 
 def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: dict[str, str | Path],
                    benchmarks: dict[str, list[str]], resolve, scene_images=None, *, seed: int = 0,
-                   trust_pickle: bool = False, concepts: Mapping[int, str] | None = None,
+                   trust_pickle: bool = False, names: Mapping[str, Mapping[int, str]] | None = None,
                    graphs: Mapping[str, str | Path] | None = None) -> Path:
     """``results/examples.html``: for the first dataset of each benchmark, a seeded sample of queries with
     what the connected space returns (model: ``checkpoints[connection]``). Renderings go to
     ``<page name>_files/`` beside the page. ``resolve(path)`` maps a table's path to a file;
-    ``scene_images(dataset)`` gives ``{scene_id: image file}`` for localization (or None); ``concepts`` names
-    the ``concept`` column's classes (the demo world's) where the tables hold indices; ``graphs`` (``{name:
+    ``scene_images(dataset)`` gives ``{scene_id: image file}`` for localization (or None); ``names`` gives words
+    for the class columns' indices (``{column: {index: word}}``, the demo world's :func:`cmcr.world.class_names`); ``graphs`` (``{name:
     checkpoint}``) adds audio↔3D in each graph's unified space on the first dataset of ``benchmarks["graph"]``."""
     from cmcr.artifacts import ArtifactError
     from cmcr.benchmarks import BENCHMARKS
@@ -391,7 +428,7 @@ def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: di
             continue
         if benchmark == "retrieval":
             sections.append(retrieval_section(data, embeds[connection], renderer, resolve, seed=seed, dataset=dataset,
-                                              concepts=concepts))
+                                              names=names))
         elif benchmark == "localization":
             images = scene_images(dataset) if scene_images else None
             sections.append(localization_section(data, embeds[connection], renderer, images or {}, seed=seed,
@@ -402,7 +439,7 @@ def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: di
     for name, path in (graphs or {}).items():
         if benchmarks.get("graph"):
             sections.append(graph_section(embeddings, path, str(benchmarks["graph"][0]), renderer, resolve, seed=seed,
-                                          concepts=concepts, trust_pickle=trust_pickle))
+                                          names=names, trust_pickle=trust_pickle))
     return write_page(out_html, "C-MCR: qualitative results", sections)
 
 

@@ -77,8 +77,9 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, st
     Columns: the experiment, every param of ``param_names`` whose value differs between the rows, then the
     headline metrics (``{column key in the rows: header}``; their ``_std`` / ``_seed<s>`` columns are read,
     not shown): ``mean±std`` over seeds, and for an experiment its paired difference to the baseline commit
-    above it. When the table is still too wide, the widest param columns are dropped first and named in a
-    last line, so every cell shown stays readable.
+    above it. Metrics that do not fit beside the params go to another block below (same rows); when one metric
+    beside the params is still too wide, the widest param columns are dropped first and named in a last line, so
+    every cell shown stays readable.
     """
     rows = list(rows)
     baselines: list[Mapping[str, Any] | None] = []
@@ -105,13 +106,24 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, st
         return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip()
                 for line in grid]
 
+    def layout(params: list[str]) -> list[str]:
+        """The metrics in as few blocks as fit the width (each block repeats the experiment and param columns,
+        blocks separated by an empty line): the graphs' headlines sit below the connections' when both do not
+        fit on one line."""
+        blocks: list[list[str]] = [[]]
+        for m in metrics:
+            if blocks[-1] and max(len(line) for line in render(params + blocks[-1] + [m])) > width:
+                blocks.append([])
+            blocks[-1].append(m)
+        return [line for i, block in enumerate(blocks) for line in ([""] if i else []) + render(params + block)]
+
     dropped: list[str] = []
-    lines = render(params + list(metrics))
+    lines = layout(params)
     while max(len(line) for line in lines) > width and params:
         widest = max(params, key=lambda p: max(len(p), *(len(_text(r.get(p))) for r in rows)))
         params.remove(widest)
         dropped.append(widest)
-        lines = render(params + list(metrics))
+        lines = layout(params)
     if dropped:
         lines.append(f"(also differing, not shown for width: {', '.join(sorted(dropped))})"[:width])
     if any("(Δ" in line for line in lines):
@@ -146,6 +158,7 @@ def show_experiments(root: str | Path = ".", width: int = 200, all_commits: bool
     summary = root / "metrics" / "summary.json"
     keys = [k for k in (flat_keys(json.loads(summary.read_text())) if summary.is_file() else [])
             if not SPREAD_KEY.search(k)]  # benchmark.dataset.metric, headlines only
+    keys.sort(key=lambda k: k.startswith("graph."))  # the single connections' first, then the graphs' (stable)
     datasets = {k.split(".")[1] for k in keys if k.count(".") == 2}
     # DVC names a metric by its dotted path (prefixed with the file only when two files share it)
     columns = {k: k if any(k in r for r in rows) else f"metrics/summary.json:{k}" for k in keys}

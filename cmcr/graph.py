@@ -462,7 +462,8 @@ def train_extend(graph: Graph, tuples: Mapping[str, Mapping[str, torch.Tensor]],
             return train_leaf(leaf, tuples[leaf], modules[seed][parent].eval().embed, configs[link.name].with_seed(seed),
                               extend, progress=progress)
 
-        done = train_seeds(one, list(range(len(jobs))), workers)
+        done = train_seeds(one, list(range(len(jobs))), workers,
+                           names=[f"leaf {leaf} seed {seed}" for seed, leaf in jobs])
         for index, (seed, leaf) in enumerate(jobs):
             modules[seed][leaf] = done[index].projectors[leaf]
             history[seed][leaf] = done[index].history

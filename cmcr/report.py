@@ -6,7 +6,7 @@ demo world it shows the random baseline instead (the paper's numbers are not com
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -437,15 +437,21 @@ def training_note(checkpoints: Mapping[str, Any]) -> str:
 
 def graph_note(results: Mapping[str, Any]) -> str:
     """What produced the graph rows, from their checkpoints (``{graph: GraphResult}``): mode, per space the
-    module (kind, widths), trainable parameters, and each link's epochs / batch / lr (Ex-MCR: its switches)."""
+    module (kind, widths), trainable parameters, and the optimisation as it ran: joint, the first link's epochs /
+    batch / lr for all links (what ``train_joint`` uses); extend and paired, each link's own (Ex-MCR: its switches)."""
     parts = []
     for name, result in results.items():
         g = result.graph
         modules = ", ".join(f"{s} {m.kind}" + ("" if m.kind == "identity" else f" {m.in_dim}→{m.hidden_dim}→{m.out_dim}")
                             for s, m in result.projectors.items())
         params = sum(p.numel() for p in result.projectors.parameters() if p.requires_grad)
-        links = "; ".join(f"{k} {c.train.epochs} epochs, batch {c.train.batch_size}, lr {c.train.lr:g}"
-                          for k, c in result.configs.items())
+        if g.mode == "joint":  # one optimiser: the first link's epochs, batch size and lr (cmcr.graph.train_joint)
+            lead, c = next(iter(result.configs.items()))
+            links = (f"optimised together with the first link's settings ({lead}): {c.train.epochs} epochs, batch "
+                     f"{c.train.batch_size} per link, lr {c.train.lr:g}; each link's own τ, σ², λ")
+        else:
+            links = "; ".join(f"{k} {c.train.epochs} epochs, batch {c.train.batch_size}, lr {c.train.lr:g}"
+                              for k, c in result.configs.items())
         extra = f", extend {result.extend}" if result.extend else ""
         parts.append(f"{name} ({g.mode}{', base ' + g.base if g.base else ''}): {modules}; {params / 1e6:.2f}M trainable "
                      f"parameters; {links}{extra}")
@@ -525,7 +531,6 @@ def headline(scores: Mapping[str, Mapping[str, Any]], variants: Mapping[str, str
     so `dvc metrics diff --targets` shows the spread and ``cmcr experiments`` a paired test. Details stay in
     metrics/<benchmark>.json."""
     from cmcr.benchmarks import BENCHMARKS
-    from cmcr.metrics.seeds import STD, seed_values
 
     out: dict[str, Any] = {}
     for benchmark, by_dataset in scores.items():
@@ -536,20 +541,54 @@ def headline(scores: Mapping[str, Mapping[str, Any]], variants: Mapping[str, str
                 continue
             row = {}
             for path in HEADLINE_METRICS[benchmark]:
-                value: Any = m
-                for key in path:
-                    value = value.get(key) if isinstance(value, Mapping) else None
-                if isinstance(value, (int, float)):
-                    key = f"{name}_{'_'.join(path)}"
-                    row[key] = round(float(value), 2)
-                    std = _get(m.get(STD), path)
-                    if isinstance(std, (int, float)):
-                        row[f"{key}_std"] = round(float(std), 2)
-                    for seed, v in seed_values(m, *path).items():
-                        row[f"{key}_seed{seed}"] = round(v, 4)
+                row |= _headline_cells(m, path, f"{name}_{'_'.join(path)}")
             if row:
                 out.setdefault(benchmark, {})[dataset] = row
     return out
+
+
+#: each graph's headline (``metrics/summary.json``'s ``graph`` block): the emergent pair no link trains (audio→3D)
+#: and one direction of each pair its links train (audio→image through CLIP–CLAP, 3D→text through CLIP–ULIP):
+#: ``(task, path in its scores, short name)``
+GRAPH_HEADLINE = (("audio_points", ("A2P", "mAP"), "A3D_mAP"), ("audio_image", ("A2I", "mAP"), "A2I_mAP"),
+                  ("points_text", ("top1",), "3D2T_top1"))
+
+
+def graph_headline(graph_scores: Mapping[str, Any], graphs: Sequence[str]) -> dict[str, Any]:
+    """The graphs' headline for :func:`headline`'s summary (``{"graph": {dataset: {...}}}``): per graph and
+    dataset, :data:`GRAPH_HEADLINE`'s scores where the graph has them (a paired reference scores only audio↔3D),
+    as ``<graph>_<short name>`` with ``_std`` and ``_seed<s>`` beside each, like the single connections' — so a
+    graph experiment shows its effect in ``cmcr experiments`` and ``dvc exp show``."""
+    out: dict[str, Any] = {}
+    for dataset, tasks in datasets_of(graph_scores).items():
+        row: dict[str, Any] = {}
+        for graph in graphs:
+            for task, path, short in GRAPH_HEADLINE:
+                m = (tasks.get(task) or {}).get(graph)
+                if isinstance(m, Mapping) and "skipped" not in m:
+                    row |= _headline_cells(m, path, f"{graph}_{short}")
+        if row:
+            out.setdefault("graph", {})[dataset] = row
+    return out
+
+
+def _headline_cells(m: Mapping[str, Any], path: Sequence[str], key: str) -> dict[str, float]:
+    """One headline score of a seed summary ``m``: ``key`` (the mean, 2 decimals), ``key_std`` (2 decimals, more
+    than one seed) and ``key_seed<s>`` (4 decimals); nothing when ``m`` has no number at ``path``."""
+    from cmcr.metrics.seeds import STD, seed_values
+
+    value: Any = m
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if not isinstance(value, (int, float)):
+        return {}
+    cells = {key: round(float(value), 2)}
+    std = _get(m.get(STD), path)
+    if isinstance(std, (int, float)):
+        cells[f"{key}_std"] = round(float(std), 2)
+    for seed, v in seed_values(m, *path).items():
+        cells[f"{key}_seed{seed}"] = round(v, 4)
+    return cells
 
 
 def headline_means(summary: Mapping[str, Any]) -> dict[str, Any]:

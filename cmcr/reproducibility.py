@@ -1,31 +1,30 @@
-"""The same numbers on every machine: fixed CPU threads and kernel paths for the pipeline's stages, GPU determinism,
-and the provenance of what the committed numbers were made with.
+"""The same numbers on every machine: fixed CPU threads and kernel paths for the pipeline's stages, and the
+provenance of what the committed numbers were made with.
 
 CPU results depend on two things a processor decides unless told: how many threads split a sum (issue 24: a fixed
-count, ``STAGE_THREADS``) and which code path a library picks for the processor's instruction set. PyTorch's ATen
-kernels (softmax, log-softmax, reductions…) have SSE/AVX2/AVX-512 builds, Intel MKL's BLAS chooses a branch and cache
-blocking per processor, oneDNN per ISA, numpy's bundled OpenBLAS per core type and numpy's own loops per SIMD
-extension; each choice sums or rounds in another order, and training amplifies the last bits (the stand-in CLIP's
-final loss was 1.6550 on an AVX2 AMD EPYC and 1.6360 on an AVX-512 one, issue 29). So every stage pins each of them
-to the AVX2 path, which every x86-64 processor of the last decade has (:func:`pinned_kernels`):
+count, ``STAGE_THREADS``) and which code path a library picks for the processor. PyTorch's ATen kernels (softmax,
+log-softmax, reductions…) have SSE/AVX2/AVX-512 builds; Intel MKL — PyTorch's BLAS and, through VML, its ``exp`` and
+``log`` — picks a branch and cache blocking per processor *and vendor*; oneDNN picks per ISA, numpy's bundled OpenBLAS
+per core type and numpy's own loops per SIMD extension. Each choice sums or rounds in another order, and training
+amplifies the last bits (the stand-in CLIP's final loss was 1.6550 on an AVX2 AMD EPYC and 1.6360 on an AVX-512 one,
+issue 29). So every stage pins each of them (:func:`pinned_kernels`):
 
-- ``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``, ``OPENBLAS_CORETYPE=Haswell``;
-- ``MKL_CBWR=AVX2``: MKL's conditional numerical reproducibility on its AVX2 branch, which fixes the cache sizes and
-  reductions too. ``STRICT`` (results independent of the buffers' alignment) is not needed: MKL is PyTorch's BLAS, and
-  PyTorch allocates 64-byte-aligned buffers, so a view's alignment is the same on every machine;
-- ``NPY_DISABLE_CPU_FEATURES``: numpy's dispatch targets above AVX2.
+- ``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``, ``OPENBLAS_CORETYPE=Haswell``,
+  ``NPY_DISABLE_CPU_FEATURES`` (numpy's dispatch targets above AVX2): the AVX2 path, which every x86-64 processor
+  of the last decade has, chosen by instruction set whatever the vendor;
+- ``MKL_CBWR=COMPATIBLE``: MKL's conditional numerical reproducibility on its SSE2 branch. It is the least strict
+  branch that gives the same bytes on Intel and AMD processors: measured with the processor emulated (qemu-user,
+  ``benchmarks/cross_cpu_check.sh``), MKL on AMD takes one path whatever ``MKL_CBWR`` names but ``COMPATIBLE``, while
+  on Intel ``AVX2`` (and ``AVX2,STRICT``, ``SSE4_2``) give other SGEMM or VML ``exp``/``log`` bytes than on AMD;
+  ``COMPATIBLE`` gives the same on both. It costs SGEMM speed (half, measured), not accuracy.
 
 The libraries read these when they load or first dispatch, so they must be in the environment before numpy or torch
 is imported: :func:`pin_process` runs first in every stage (``stages/common.py`` is every stage script's first
 import, a test keeps it so), and if a stage process has already loaded them it starts itself again with the pins, so
 a stage's import order cannot change its numbers. The pins override the user's shell; ``CMCR_<NAME>`` (e.g.
-``CMCR_ATEN_CPU_CAPABILITY=avx512``) overrides a pin on purpose, and the stage's log and :func:`provenance` say so.
-A processor without AVX2 and FMA computes with its own paths (an AVX2 pin would stop it with an illegal instruction),
-with one warning that its numbers differ from the committed ones.
-
-Checked against another machine: with the pins, the stand-in CLIP stage on an AVX-512 AMD EPYC (family 26) writes the
-bytes (md5 ad5675f7…) that the unpinned stage wrote on an AVX2-only one (family 23, issue 29); and asking for the
-scalar ATen path or MKL's COMPATIBLE branch by ``CMCR_…`` reproduces that machine's two other hashes exactly.
+``CMCR_MKL_CBWR=AUTO`` for MKL's fastest path) overrides a pin on purpose, and the stage's log and
+:func:`provenance` say so. A processor without AVX2 and FMA computes with its own paths (an AVX2 pin would stop it
+with an illegal instruction), with one warning that its numbers differ from the committed ones.
 
 This module imports neither numpy nor torch at load (it runs before them); :func:`provenance` imports them when called.
 """
@@ -52,9 +51,6 @@ STAGE_THREADS = 1
 
 #: the thread pools of the native libraries (OpenMP: PyTorch and MKL; numpy's OpenBLAS), read when they load
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-#: the instruction-set class every stage computes with (see the module docstring)
-PINNED_CLASS = "avx2"
 
 #: numpy's SIMD dispatch targets above AVX2 (numpy 1.26 and 2.x names; numpy ignores names it does not dispatch)
 NUMPY_ABOVE_AVX2 = ("AVX512F", "AVX512CD", "AVX512_KNL", "AVX512_KNM", "AVX512_SKX", "AVX512_CLX", "AVX512_CNL",
@@ -122,12 +118,12 @@ def read_processor(cpuinfo: str | Path = "/proc/cpuinfo") -> Processor:
 
 
 def pinned_kernels(processor: Processor) -> dict[str, str]:
-    """The code-path pins for ``processor``: the AVX2 path of every library where it has AVX2 + FMA (AVX2 and
-    AVX-512 processors then compute the same bytes), none where it has not (its own paths; see
-    :func:`kernel_warning`)."""
+    """The code-path pins for ``processor`` where it has AVX2 + FMA — the AVX2 path of ATen, oneDNN, OpenBLAS and
+    numpy, MKL's vendor-independent COMPATIBLE branch — so AVX2 and AVX-512, Intel and AMD processors compute the
+    same bytes; none where it has not (its own paths; see :func:`kernel_warning`)."""
     if processor.feature_class not in ("avx2", "avx512"):
         return {}
-    return {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+    return {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2",
             "OPENBLAS_CORETYPE": "Haswell", "NPY_DISABLE_CPU_FEATURES": " ".join(NUMPY_ABOVE_AVX2)}
 
 
@@ -138,7 +134,7 @@ def kernel_warning(processor: Processor) -> str | None:
     what = ("has no AVX2 + FMA" if processor.feature_class == "pre-avx2"
             else "could not be identified as an x86-64 processor with AVX2 + FMA")
     return (f"this processor ({processor.model}) {what}: the stages compute with its own kernel paths, so its "
-            f"numbers will differ from the committed ones (made with the AVX2 path; metrics/provenance.json)")
+            f"numbers will differ from the committed ones (made with the pinned paths; metrics/provenance.json)")
 
 
 @dataclass(frozen=True)
@@ -159,8 +155,8 @@ class StageEnvironment:
         """One log line: threads, the kernel paths, and what changed them on purpose."""
         if not self.kernels:
             paths = "this processor's own kernel paths"
-        elif self.kernels.get("ATEN_CPU_CAPABILITY") == PINNED_CLASS and "ATEN_CPU_CAPABILITY" not in self.overridden:
-            paths = f"the {PINNED_CLASS.upper()} kernel paths"
+        elif not set(self.overridden) - set(THREAD_VARIABLES):
+            paths = "the pinned kernel paths"
         else:
             paths = "kernel paths set by hand"
         line = (f"computing with {self.threads} CPU thread(s) and {paths} on {self.processor.model} "

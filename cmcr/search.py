@@ -3,12 +3,17 @@
 An index is a folder:
 
 - ``embeddings.npy`` — N×d float32, L2-normalised rows in the connected space (memory-mappable);
-- ``items.parquet`` — row i's ``id`` and ``item`` (its path, or the text);
+- ``items.parquet`` — row i's ``id`` and ``item`` (its path, or the text), and every other column of the manifest
+  it was built from (e.g. class columns), which search results carry;
 - ``failures.parquet`` — items that could not be embedded (id, item, reason);
 - ``index.json`` — the modality, the model's identity (checkpoint digest, encoder identities: weights
   digest and settings) and the row count; a search with another model is refused;
 - ``raw/`` — each space's own embeddings, written through the sharded, resumable extraction
   (:func:`cmcr.extraction.extract_sharded`): a killed ``cmcr index`` resumes where it stopped.
+
+An index can also be built from a space's precomputed embeddings (:func:`index_embeddings`: setup byo, or
+embeddings from another tool), and searched with precomputed query embeddings: both are projected by the model, no
+encoder needed.
 
 :func:`search` streams over the index in chunks of rows, keeping a running top-k, so a million-row index
 needs no more RAM than one chunk (the NPY is memory-mapped).
@@ -36,11 +41,12 @@ INDEX_FORMAT = "cmcr.index/1"
 
 def build_index(model: ConnectedModel, modality: str, items: Sequence[Any], ids: Sequence[str], out_dir: str | Path, *,
                 shard_size: int = 50_000, batch_size: int = 64, num_workers: int = 0, max_failure_rate: float = 0.01,
-                project_chunk: int = 65_536, progress: bool = True,
-                rate_option: str = "max_failure_rate") -> dict[str, Any]:
+                project_chunk: int = 65_536, progress: bool = True, rate_option: str = "max_failure_rate",
+                columns: pd.DataFrame | None = None) -> dict[str, Any]:
     """Embed ``items`` of ``modality`` into an index folder (see the module docstring); returns ``index.json``.
     More failures than ``max_failure_rate`` stop it (:class:`~cmcr.extraction.FailureRateError` naming
-    ``rate_option``)."""
+    ``rate_option``). ``columns``: more columns per item (a manifest's, row i for item i), kept in
+    ``items.parquet`` for the rows indexed."""
     out_dir = Path(out_dir)
     if len(set(ids)) != len(ids):
         raise ArtifactError(f"{out_dir}: item ids repeat; every item needs its own id")
@@ -63,15 +69,50 @@ def build_index(model: ConnectedModel, modality: str, items: Sequence[Any], ids:
     with npy_writer(out_dir / "embeddings.npy", (n, model.dim)) as dest:
         for start in tqdm(range(0, n, project_chunk), desc="project", unit="chunk", disable=not progress):
             stop = min(start + project_chunk, n)
-            projected = {s: model.project(s, raw[s][0][rows[s][start:stop]]) for s in spaces}
+            projected = {s: model.project(s, modality, raw[s][0][rows[s][start:stop]]) for s in spaces}
             dest[start:stop] = model.combine(projected)
     item_text = [str(items[int(p)]) for p in table["position"]]
-    write_parquet(out_dir / "items.parquet", pd.DataFrame({"id": table["id"].astype(str), "item": item_text}))
+    kept = pd.DataFrame({"id": table["id"].astype(str), "item": item_text})
+    if columns is not None:
+        more = columns.drop(columns=[c for c in ("id", "item") if c in columns.columns])
+        kept = pd.concat([kept, more.iloc[table["position"].to_numpy()].reset_index(drop=True)], axis=1)
+    write_parquet(out_dir / "items.parquet", kept)
     failures = [pd.read_parquet(out_dir / "raw" / f"{s}_{modality}.failures.parquet") for s in spaces]
     failed = pd.concat(failures, ignore_index=True).drop_duplicates("id") if failures else pd.DataFrame()
     write_parquet(out_dir / "failures.parquet", failed.assign(item=[str(items[int(p)]) for p in failed["position"]])
                   if len(failed) else pd.DataFrame(columns=["id", "position", "reason", "item"]))
     info = {"format": INDEX_FORMAT, "rows": n, "failed": int(len(failed)), "items": len(items),
+            "model": model.identity(modality)}
+    write_json(out_dir / "index.json", info)
+    return info
+
+
+def index_embeddings(model: ConnectedModel, space: str, modality: str, embeddings: np.ndarray, table: pd.DataFrame,
+                     out_dir: str | Path, *, id_column: str | None = None, project_chunk: int = 65_536,
+                     progress: bool = True) -> dict[str, Any]:
+    """An index of ``space``'s precomputed embeddings of ``modality`` (N×d, row i described by ``table``'s row i):
+    projected by ``model`` (:meth:`ConnectedModel.project`), with ``table``'s columns in ``items.parquet``
+    (``id``: ``id_column``'s values, else the row number; ``item``: a ``path`` column's, else the id). No encoder is
+    needed; ``index.json`` records the model and that the rows were precomputed in ``space``."""
+    out_dir = Path(out_dir)
+    n = embeddings.shape[0]
+    if len(table) != n:
+        raise ArtifactError(f"{out_dir}: {n} embeddings but {len(table)} table rows; they must match row by row")
+    if id_column is not None and id_column not in table.columns:
+        raise ArtifactError(f"{out_dir}: no id column {id_column!r} in the table; it has {list(table.columns)}")
+    ids = table[id_column].astype(str) if id_column else pd.Series(np.arange(n)).astype(str)
+    if ids.duplicated().any():
+        raise ArtifactError(f"{out_dir}: item ids repeat (column {id_column!r}); every item needs its own id")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with npy_writer(out_dir / "embeddings.npy", (n, model.dim)) as dest:
+        for start in tqdm(range(0, n, project_chunk), desc="project", unit="chunk", disable=not progress):
+            dest[start:start + project_chunk] = model.project(space, modality, embeddings[start:start + project_chunk])
+    item = table["path"].astype(str) if "path" in table.columns else ids
+    more = table.drop(columns=[c for c in ("id", "item") if c in table.columns]).reset_index(drop=True)
+    write_parquet(out_dir / "items.parquet", pd.concat([pd.DataFrame({"id": ids.to_numpy(), "item": item.to_numpy()}),
+                                                        more], axis=1))
+    write_parquet(out_dir / "failures.parquet", pd.DataFrame(columns=["id", "position", "reason", "item"]))
+    info = {"format": INDEX_FORMAT, "rows": n, "failed": 0, "items": n, "precomputed": space,
             "model": model.identity(modality)}
     write_json(out_dir / "index.json", info)
     return info
@@ -125,14 +166,25 @@ def top_k(queries: np.ndarray, embeddings: np.ndarray, k: int, chunk: int = 65_5
 
 
 def search(model: ConnectedModel, index_dir: str | Path, query: Any, query_modality: str, k: int = 5,
-           chunk: int = 65_536) -> pd.DataFrame:
-    """The ``k`` index items most similar to one query (a file, or a text): rank, score, id, item."""
+           chunk: int = 65_536, *, space: str | None = None) -> pd.DataFrame:
+    """The ``k`` index items most similar to a query: rank, score, id, item and every other column of the index's
+    items (its manifest's). The query is a file or a text — or, with ``space``, that space's precomputed
+    embedding(s) of ``query_modality`` (a d-vector or Q×d rows; projected by the model; results then start with a
+    ``query`` column, the query's row)."""
     embeddings, items, _ = open_index(index_dir, model)
-    vector = model.embed(query_modality, [query])
-    scores, rows = top_k(vector, embeddings, k, chunk)
-    hits = items.iloc[rows[0]].reset_index(drop=True)
-    return pd.DataFrame({"rank": np.arange(1, len(hits) + 1), "score": scores[0].astype(float),
-                         "id": hits["id"].astype(str), "item": hits["item"].astype(str)})
+    if space is None:
+        vectors = model.embed(query_modality, [query])
+    else:
+        vectors = model.project(space, query_modality, np.atleast_2d(np.asarray(query, dtype=np.float32)))
+    scores, rows = top_k(vectors, embeddings, k, chunk)
+    frames = []
+    for q in range(len(vectors)):
+        hits = items.iloc[rows[q]].reset_index(drop=True)
+        front = pd.DataFrame({"rank": np.arange(1, len(hits) + 1), "score": scores[q].astype(float)})
+        if space is not None and len(vectors) > 1:
+            front.insert(0, "query", q)
+        frames.append(pd.concat([front, hits.assign(id=hits["id"].astype(str), item=hits["item"].astype(str))], axis=1))
+    return pd.concat(frames, ignore_index=True)
 
 
 def write_results(results: pd.DataFrame, path: str | Path) -> Path:

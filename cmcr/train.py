@@ -344,14 +344,15 @@ def fit_streams(inputs: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[
     return TrainResult(projectors.cpu(), config, history)
 
 
-def train_seeds(train_one: Callable[[int], TrainResult], seeds: Sequence[int], workers: int | None = None
-                ) -> dict[int, TrainResult]:
+def train_seeds(train_one: Callable[[int], TrainResult], seeds: Sequence[int], workers: int | None = None,
+                names: Sequence[str] | None = None) -> dict[int, TrainResult]:
     """``train_one(seed)`` for every seed, ``workers`` at a time in threads of this process (default: one per
     CPU core PyTorch's pool leaves free, i.e. cores ÷ intra-op threads). With one intra-op thread (the stages'
     default) every operation of a training runs in its own calling thread, so a training computes exactly
     what it computes alone — the results do not depend on how many run side by side (tested) — while the
     seeds share the cores; the projectors' initialisation takes the global RNG under a lock. Results in the
-    order of ``seeds``; the first failure is raised."""
+    order of ``seeds``; the first failure is raised. ``names`` says what each job is in the log (default: the
+    seeds; a caller whose jobs are not seeds, e.g. Ex-MCR's seed × leaf jobs, names them)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -361,7 +362,7 @@ def train_seeds(train_one: Callable[[int], TrainResult], seeds: Sequence[int], w
     workers = max(1, min(workers, len(seeds)))
     if workers == 1:
         return {seed: train_one(seed) for seed in seeds}
-    log.info("training seeds %s, %d at a time", seeds, workers)
+    log.info("training %s, %d at a time", ", ".join(names) if names is not None else f"seeds {seeds}", workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seed") as pool:
         futures = {seed: pool.submit(train_one, seed) for seed in seeds}
         return {seed: futures[seed].result() for seed in seeds}

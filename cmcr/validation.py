@@ -259,8 +259,10 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     for name in [n for n in links if n not in CONNECTIONS]:
         try:  # a declared link's whole config (base groups + its own), as a graph trains it
             connection_config_from_params(params, name)
-        except ConfigError as exc:
-            raise ConfigError(f"connections.{name}: {exc}") from None
+        except ConfigError as exc:  # named once: a message that already starts with the key keeps it as it is
+            message = str(exc)
+            raise ConfigError(message if message.startswith(f"connections.{name}") else
+                              f"connections.{name}: {message}") from None
     graphs = graphs_of(params, links)  # the MCR graphs: spaces, links, mode (cmcr/graph.py)
     _check_demo(params.get("demo"))
     spaces = _check_spaces(params, links, graphs)

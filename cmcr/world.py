@@ -119,6 +119,14 @@ def concept_names() -> list[str]:
     return [c[0] for c in CONCEPTS]
 
 
+def class_names() -> dict[str, dict[int, str]]:
+    """Words for the evaluation tables' class columns (their values are indices): each concept's name, each size
+    level's and condition's first word ("small", "used")."""
+    return {"concept": dict(enumerate(concept_names())),
+            "size": {level: words[0] for level, words in enumerate(SIZE_WORDS)},
+            "condition": {level: words[0] for level, words in enumerate(CONDITION_WORDS)}}
+
+
 # ---------------------------------------------------------------- captions
 
 def make_caption(concept: int, size: int, source: str, rng: np.random.Generator, condition: int = 0) -> str:

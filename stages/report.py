@@ -12,7 +12,7 @@ from cmcr import report
 from cmcr.graph import graphs_of, load_graph_checkpoint
 from cmcr.report import ours
 from cmcr.examples import write_examples
-from cmcr.world import concept_names
+from cmcr.world import class_names
 from cmcr.artifacts import atomic_path, write_json
 from cmcr.benchmarks import BENCHMARKS
 from cmcr.experiments import checkpoint_path, resolve_variant, seeds_of, setup_of, variant_names
@@ -84,8 +84,10 @@ def main() -> None:
                    + report.graph_note({n: load_graph_checkpoint(checkpoint_path(GRAPHS, n, seeds[0])) for n in graphs}))
     # the headline means are the DVC metrics (what `dvc exp show` lists); their std and every seed's value sit
     # beside them in a plain git-tracked file (`dvc metrics diff --targets metrics/summary_seeds.json`,
-    # `cmcr experiments`), so DVC's table keeps 7 metric columns rather than 35
+    # `cmcr experiments`), so DVC's table keeps 14 metric columns (7 of the connections, 7 of the graphs) rather than 70
     summary = report.headline(scores, main_variants)
+    if graphs and graph_metrics.is_file():  # each graph's emergent pair and trained pairs beside K's
+        summary |= report.graph_headline(json.loads(graph_metrics.read_text()), list(graphs))
     write_json(METRICS / "summary.json", report.headline_means(summary))
     write_json(METRICS / "summary_seeds.json", summary)
     histories = {n: {s: json.loads(checkpoint_path(HISTORY, n, s, ".json").read_text()) for s in seeds}
@@ -124,7 +126,7 @@ def main() -> None:
     write_examples(RESULTS / "examples.html", EMBEDDINGS, checkpoints,
                    {b: list(p["benchmarks"].get(b) or []) for b in ("retrieval", "localization", "zeroshot3d", "graph")},
                    resolve, scene_images, seed=0, trust_pickle=trust,
-                   concepts=dict(enumerate(concept_names())) if setup == "demo" else None,
+                   names=class_names() if setup == "demo" else None,
                    graphs={n: checkpoint_path(GRAPHS, n, seeds[0]) for n, g in graphs.items() if g.mode != "paired"})
     log.info("wrote tables and plots to %s", RESULTS)
 

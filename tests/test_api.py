@@ -313,15 +313,48 @@ print("ok")
 
 
 def test_examples_name_items_by_file_and_class():
-    """Issue 24, point 5: examples.html named a query by a bare pair id; now by its file and its classes."""
+    """Issue 24, point 5: examples.html named a query by a bare pair id; now by its file and its classes. Issue 32,
+    point 4: the classes in words (the world's size and condition indices were printed as codes, "size 0 ·
+    condition 2"), and a point cloud by its concept only (a shape shows neither size nor condition)."""
     from cmcr.examples import describe
+    from cmcr.world import class_names
 
     table = pd.DataFrame({"pair_id": [7, 8], "path": ["a/snd_0007.wav", "b/x.png"], "concept": [2, 0],
                           "size": ["small", "big"], "condition": ["old", "new"]})
-    assert describe(table, 0, "/w/a/snd_0007.wav", {2: "bird"}) == ("snd_0007.wav",
-                                                                      ["concept bird · size small · condition old"])
+    assert describe(table, 0, "/w/a/snd_0007.wav", {"concept": {2: "bird"}}) == ("snd_0007.wav",
+                                                                                  ["bird · size small · condition old"])
     assert describe(table, 1, None) == ("pair 8", ["concept 0 · size big · condition new"])
     assert describe(table[["path"]], 1, None) == ("row 1", [])
+    coded = pd.DataFrame({"pair_id": [3], "concept": [1], "size": [0], "condition": [2]})
+    names = class_names()
+    assert names["size"] == {0: "small", 1: "medium-sized", 2: "large"} and names["condition"][2] == "old"
+    assert describe(coded, 0, None, names) == ("pair 3", [f"{names['concept'][1]} · small · old"])
+    assert describe(coded, 0, None, names, columns=("concept",)) == ("pair 3", [names["concept"][1]])
+
+
+def test_example_rows_mark_the_exact_pair_and_the_same_concept_apart(tmp_path):
+    """Issue 32, point 4: the audio→3D examples said "a hit of the same concept is right too" but marked every
+    same-concept hit ✗. Now: ✓ exact pair, ✓ same concept (another mark), ✗; each query's header counts how many of
+    its top k share its concept and where its own pair ranks; clouds are described by concept only."""
+    from cmcr.examples import MARKS, Renderer, _retrieval_rows
+
+    # sound 0 (concept 5): its own cloud (row 2) second, a cloud of its concept (row 0) first, one of another (row 1)
+    audio = torch.tensor([[1.0, 0.0, 0.0]])
+    clouds = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1, 0.0], [0.0, 1.0, 0.0], [1.0, 0.3, 0.0],
+                                                         [-1.0, 0.0, 0.0]]), dim=1)
+    ta = pd.DataFrame({"pair_id": [12], "concept": [5], "size": [2], "condition": [1]})
+    tp = pd.DataFrame({"pair_id": [10, 11, 12, 13], "concept": [5, 4, 5, 5], "size": [0, 1, 1, 2], "condition": [0] * 4})
+    page = _retrieval_rows((audio, ta, "audio", "A"), (clouds, tp, "points", "3D"), Renderer(tmp_path, tmp_path),
+                           lambda path: path, count=1, k=3, seed=0, dataset="demo",
+                           names={"concept": {4: "drum", 5: "bell"}, "size": {2: "large"}, "condition": {1: "used"}},
+                           relevant=("concept",), both=False, described={"points": ("concept",)})
+    assert "A→3D demo: 2 of the top 3 share its concept; its own pair ranks #2 of 4" in page
+    hits = page.split('<span class="arrow">→</span>')[1].split("</figure>")
+    assert MARKS["concept"] in hits[0] and MARKS[True] in hits[1] and MARKS[False] in hits[2]
+    assert "✓ same concept" in MARKS["concept"] and "✓ exact pair" in MARKS[True]
+    assert "bell · large · used" in page  # the sound: concept, size, condition in words
+    assert "#1  0.995  pair 10<br>bell<br>" in hits[0]  # a cloud: its concept in words, nothing else
+    assert "size" not in page.split('<span class="arrow">→</span>')[1]  # a cloud shows neither size nor condition
 
 
 def test_a_graph_checkpoint_searches_point_clouds_with_a_sound(files, tmp_path):
@@ -377,3 +410,79 @@ def test_a_graph_checkpoint_searches_point_clouds_with_a_sound(files, tmp_path):
                         {s: m.spaces[s] for s in ("clap", "ulip")})
     with pytest.raises(ValueError, match="graph p embeds audio, points, not text"):
         pm.embed_text("a dog")
+
+
+def test_a_byo_graph_projects_indexes_and_searches_precomputed_embeddings(tmp_path):
+    """Issue 32, point 2: a graph trained in setup byo over a space of your own (``skin``, its ``pressure``
+    modality) could not be used: `cmcr search --graph` refused byo, `cmcr project --space skin` was not a choice,
+    `cmcr project` on a graph checkpoint was a raw traceback. Now: ConnectedModel.project(space, modality, array),
+    `cmcr project --graph/--checkpoint`, `cmcr index --embeddings` and `cmcr search --query-embeddings` work with
+    no encoder, and results carry the rows' own columns."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from cmcr.api import EmbedError
+    from cmcr.cli import app
+    from cmcr.config import Connection
+    from cmcr.exmcr import ExtendProjector, Identity
+    from cmcr.graph import Graph, GraphResult
+
+    torch.manual_seed(3)
+    link = Connection("clip_touch", ("clip", "skin"), "image", {"clip": "text", "skin": "pressure"})
+    graph = Graph("touch_into_clip", "extend", ("clip", "skin"), (link,), "clip")
+    modules = torch.nn.ModuleDict({"clip": Identity(16), "skin": ExtendProjector(12, 20, 16)}).eval()
+    project = tmp_path / "project"
+    (project / "models" / "graphs" / "touch_into_clip").mkdir(parents=True)
+    (project / "params.yaml").write_text(yaml.safe_dump({"setup": "byo", "seeds": [0]}))
+    checkpoint = project / "models" / "graphs" / "touch_into_clip" / "seed0.pt"
+    save_torch(checkpoint, GraphResult(graph, modules, {"clip_touch": ConnectionConfig()}, {}).checkpoint())
+    rng = np.random.default_rng(0)
+    raw = rng.standard_normal((9, 12)).astype(np.float32)
+    raw /= np.linalg.norm(raw, axis=1, keepdims=True)
+    with torch.no_grad():
+        want = modules["skin"].embed(torch.from_numpy(raw)).numpy()
+
+    m = ConnectedModel.from_pipeline(project, graph="touch_into_clip")  # byo: no encoders, projection only
+    assert m.spaces == {} and m.modalities() == {"image": ["clip"], "text": ["clip"], "pressure": ["skin"]}
+    assert np.abs(m.project("skin", "pressure", raw) - want).max() <= 1e-6
+    with pytest.raises(EmbedError, match="graph touch_into_clip embeds pressure with skin, not clip"):
+        m.project("clip", "pressure", raw)
+    with pytest.raises(EmbedError, match="skin projector takes 12-d embeddings; these are 16-d"):
+        m.project("skin", "pressure", np.zeros((2, 16), np.float32))
+    with pytest.raises(EmbedError, match="no skin encoder here"):
+        m.embed("pressure", ["a.bin"])
+
+    np.save(tmp_path / "skin.npy", raw)
+    pd.DataFrame({"id": [f"s{i}" for i in range(9)], "material": ["silk", "wood", "felt"] * 3}).to_parquet(
+        tmp_path / "skin.parquet")
+    runner = CliRunner()
+    for source in (["--root", str(project), "--graph", "touch_into_clip"], ["--checkpoint", str(checkpoint)]):
+        res = runner.invoke(app, ["project", *source, "--space", "skin", "--modality", "pressure", "--embeddings",
+                                  str(tmp_path / "skin.npy"), "--out", str(tmp_path / "out.npy")])
+        assert res.exit_code == 0, res.output
+        assert np.abs(np.load(tmp_path / "out.npy") - want).max() <= 1e-6
+        assert pd.read_parquet(tmp_path / "out.parquet").equals(pd.read_parquet(tmp_path / "skin.parquet"))
+    res = runner.invoke(app, ["project", "--checkpoint", str(checkpoint), "--space", "touch", "--embeddings",
+                              str(tmp_path / "skin.npy"), "--out", str(tmp_path / "o.npy")])
+    message = " ".join(res.output.replace("│", " ").split())  # typer's box wraps the line
+    assert res.exit_code == 2 and "'touch' is not a space of graph touch_into_clip: its spaces are clip, skin" in message
+
+    res = runner.invoke(app, ["index", "--root", str(project), "--graph", "touch_into_clip", "--modality", "pressure",
+                              "--embeddings", str(tmp_path / "skin.npy"), "--space", "skin", "--id-column", "id",
+                              "--out", str(tmp_path / "idx")])
+    assert res.exit_code == 0, res.output
+    assert "9 skin pressure embeddings indexed" in res.output
+    images = rng.standard_normal((2, 16)).astype(np.float32)
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    np.save(tmp_path / "q.npy", images)
+    res = runner.invoke(app, ["search", "--root", str(project), "--graph", "touch_into_clip", "--index",
+                              str(tmp_path / "idx"), "--query-embeddings", str(tmp_path / "q.npy"), "--space", "clip",
+                              "--query-modality", "image", "-k", "3", "--json", str(tmp_path / "h.json")])
+    assert res.exit_code == 0, res.output
+    assert res.output.split()[:6] == ["query", "rank", "score", "id", "item", "material"]  # the rows' own columns
+    hits = pd.DataFrame(json.loads((tmp_path / "h.json").read_text()))
+    scores = images @ want.T  # the clip base is the identity (L2): image rows are already in the space
+    for q in (0, 1):
+        top = np.argsort(-scores[q])[:3]
+        assert hits[hits["query"] == q]["id"].tolist() == [f"s{i}" for i in top]
+        assert hits[hits["query"] == q]["material"].tolist() == [["silk", "wood", "felt"][i % 3] for i in top]

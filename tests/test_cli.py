@@ -102,8 +102,10 @@ def test_errors_are_one_line_and_choices_are_checked(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("cmcr: error: ") and needle in lines[0], out.stderr
     res = runner.invoke(app, ["config", "-p", str(params), "--connection", "clip_audio"])
     assert res.exit_code == 2 and "clip_clap" in res.output and "clip_ulip" in res.output
-    res = runner.invoke(app, ["project", "--checkpoint", "x.pt", "--space", "audio", "--embeddings", "e.npy", "--out", "o.npy"])
-    assert res.exit_code == 2 and "is not one of" in res.output and "'clip'" in res.output
+    # --space takes any space of the checkpoint (a graph's own spaces too; issue 32): a missing checkpoint is one line
+    out = subprocess.run(cli + ["project", "--checkpoint", str(tmp_path / "x.pt"), "--space", "audio", "--embeddings",
+                                "e.npy", "--out", "o.npy"], capture_output=True, text=True)
+    assert out.returncode == 1 and out.stderr.strip() == f"cmcr: error: projector checkpoint not found: {tmp_path / 'x.pt'}"
 
 
 def test_config_of_a_variant_is_what_the_pipeline_trains(tmp_path):

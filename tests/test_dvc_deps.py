@@ -3,6 +3,7 @@ imports inside functions) is declared in that stage's ``deps`` in dvc.yaml — a
 it. Otherwise editing that module would leave `dvc status` clean and the results stale."""
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -145,7 +146,7 @@ def test_validate_runs_first_and_training_is_keyed_on_the_effective_config():
     param stops before any stage deletes outputs); train@<variant> depends on its resolved config file and
     on no params but `seeds` (so an unchanged effective config does not retrain)."""
     dvc, params = load()
-    assert dvc["stages"]["validate"]["params"] == [{"params.yaml": None}]
+    assert "params.yaml" in dvc["stages"]["validate"]["deps"] and "params" not in dvc["stages"]["validate"]  # all of it
     assert dvc["stages"]["validate"]["outs"] == [{"data/params": {"persist": True}}]
     for name, stage in dvc["stages"].items():
         if name == "validate":
@@ -192,3 +193,17 @@ def test_the_space_list_is_a_param_and_every_reader_depends_on_all_embeddings(tm
     upstream = subprocess.run(["dvc", "dag", "--dot", "graph@joint"], cwd=tmp_path, env=env, capture_output=True,
                               text=True, check=True).stdout
     assert '"extract@touch"' in upstream and '"extract@ulip"' in upstream, upstream
+
+
+def test_dvc_lock_holds_only_the_stages_of_dvc_yaml():
+    """DVC keeps the dvc.lock entry of a stage removed from dvc.yaml, and re-reads and re-writes the whole lock after
+    every stage: 63 entries of the former per-seed train stages were 43 % of it (issue 29's demo-time budget)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    live = set(subprocess.run([dvc, "stage", "list", "--name-only"], cwd=ROOT, capture_output=True, text=True,
+                              check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"}).stdout.split())
+    locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
+    assert locked <= live, f"dvc.lock has entries of stages no longer in dvc.yaml: {sorted(locked - live)[:10]}"

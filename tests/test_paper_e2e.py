@@ -269,7 +269,11 @@ def paper_repo(tmp_path_factory):
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "HF_HUB_OFFLINE": "1", "GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@example.com",
-           "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com"}
+           "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com",
+           # MKL's fast branch on purpose (a logged CMCR_ override): the real encoders' products are most of this
+           # test's time, and MKL's cross-vendor COMPATIBLE branch halves their speed (~1 min of CI). This test
+           # checks what the paper path does, not cross-machine bytes (tests/test_pipeline.py checks those)
+           "CMCR_MKL_CBWR": "AUTO"}
     (path / ".gitignore").write_text("data/shards/\n")
     run(["git", "init", "-q"], path, env)
     run(["git", "add", "-A"], path, env)

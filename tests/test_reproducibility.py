@@ -64,7 +64,7 @@ def test_avx2_and_avx512_processors_get_the_same_pins_and_older_ones_none_with_o
     zen2, skylake, ivy = (processor(tmp_path, t) for t in (ZEN2, SKYLAKE_X, IVY_BRIDGE))
     pins = pinned_kernels(zen2)
     assert pins == pinned_kernels(skylake) == {
-        "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell",
+        "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2", "OPENBLAS_CORETYPE": "Haswell",
         "NPY_DISABLE_CPU_FEATURES": " ".join(NUMPY_ABOVE_AVX2)}
     assert "AVX2" not in NUMPY_ABOVE_AVX2 and "AVX512F" in NUMPY_ABOVE_AVX2 and "AVX512_SKX" in NUMPY_ABOVE_AVX2
     assert kernel_warning(zen2) is None and kernel_warning(skylake) is None
@@ -77,15 +77,15 @@ def test_avx2_and_avx512_processors_get_the_same_pins_and_older_ones_none_with_o
 
 def test_the_users_shell_cannot_change_the_numbers_but_cmcr_variables_can_and_say_so(tmp_path):
     zen2 = processor(tmp_path, ZEN2)
-    shell = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "8",
+    shell = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "AVX2", "OMP_NUM_THREADS": "8",
              "OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": "AVX2"}
     env = stage_environment(shell, zen2)
     assert env.values == dict.fromkeys(THREAD_VARIABLES, str(STAGE_THREADS)) | pinned_kernels(zen2)
     assert env.overridden == {} and env.threads == STAGE_THREADS == 1
-    assert env.describe().endswith("the same numbers on every machine") and "AVX2 kernel paths" in env.describe()
+    assert env.describe().endswith("the same numbers on every machine") and "the pinned kernel paths" in env.describe()
     mine = stage_environment({"CMCR_ATEN_CPU_CAPABILITY": "avx512", "CMCR_NUM_THREADS": "3"}, zen2)
     assert mine.values["ATEN_CPU_CAPABILITY"] == "avx512" and mine.values["OMP_NUM_THREADS"] == "3"
-    assert mine.threads == 3 and mine.values["MKL_CBWR"] == "AVX2"
+    assert mine.threads == 3 and mine.values["MKL_CBWR"] == "COMPATIBLE"
     assert mine.overridden == {"ATEN_CPU_CAPABILITY": "CMCR_ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS": "CMCR_NUM_THREADS",
                                "OPENBLAS_NUM_THREADS": "CMCR_NUM_THREADS", "MKL_NUM_THREADS": "CMCR_NUM_THREADS"}
     line = mine.describe()

@@ -123,6 +123,27 @@ def test_experiment_table_shows_differing_params_and_fits_the_width():
     assert "loss.intra_spaces" not in narrow.splitlines()[0] and "not shown for width: loss.intra_spaces" in narrow
 
 
+def test_experiment_table_puts_metrics_that_do_not_fit_in_a_block_below():
+    """Issue 32, point 3: with the graphs' headlines beside the connections' (14 metrics) one line no longer fits
+    200 columns: the metrics wrap into blocks, each with the experiment and its differing params, none dropped."""
+    from cmcr.exps import experiment_table
+
+    names = [f"K_m{i}" for i in range(7)] + [f"joint_g{i}" for i in range(7)]
+    rows = [{"Experiment": None, "rev": "main", "typ": "baseline", "noise.var": 0.004} | {n: 20.0 + i for i, n in enumerate(names)},
+            {"Experiment": "exp-a", "rev": "abcdef12", "typ": "branch_base", "noise.var": 0.002}
+            | {n: 10.0 + i for i, n in enumerate(names)}]
+    text = experiment_table(rows, {n: n for n in names}, ["noise.var"], width=80)
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    headers = [line.split() for line in lines if line.startswith("experiment")]
+    assert len(headers) >= 2 and all(h[:2] == ["experiment", "noise.var"] for h in headers)  # params in every block
+    shown = [c for h in headers for c in h[2:]]
+    assert shown == names  # every metric once, in order: the connections' first, then the graph's
+    assert "not shown for width" not in text
+    for block_start in (i for i, line in enumerate(lines) if line.startswith("experiment")):
+        assert lines[block_start + 2].split()[:2] == ["exp-a@abcdef1", "0.002"]
+
+
 def test_paired_reference_config_holds_only_what_it_trains_with():
     """The paired objective uses the projector, the training settings and τ3: a change of σ² or λ leaves its
     effective config (data/params/paired.json) as it was, so `-S noise.var=…` does not retrain it."""

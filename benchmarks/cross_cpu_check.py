@@ -12,6 +12,11 @@ log-softmax, numpy's BLAS and exp) and of a short contrastive training, in the s
 (:func:`cmcr.reproducibility.stage_environment`) and natively (the libraries' own choice), and marks every hash that
 differs from the host's. ``stage`` runs ``stages/spaces.py clip`` under each processor in the stage environment and
 compares the md5 of ``models/spaces/clip.pt`` (the working tree's copy is restored by a final host run).
+
+Caveat, measured: qemu is bit-exact for these kernels (the emulated Zen 1 / Zen 2 give this real Zen 5 host's hashes)
+but not for everything a whole training executes — under the emulated Zen 2 the stand-in CLIP's loss drifted from
+the real host's at epoch 4 (3.961 against 3.960). So ``stage`` agreeing is evidence; ``stage`` differing is not
+(benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -112,7 +117,7 @@ def stage(cpus: str = "EPYC-Rome,Haswell-v4,Skylake-Client-v4", timeout: int = 3
         digests[cpu] = hashlib.md5(target.read_bytes()).hexdigest()
         print(f"  {cpu:>18}: models/spaces/clip.pt md5 {digests[cpu]} ({time.perf_counter() - start:.0f} s)", flush=True)
     same = len(set(digests.values())) == 1
-    print("the same bytes on every processor" if same else "DIFFERENT bytes: see above")
+    print("the same bytes on every processor" if same else "different bytes: see above (under emulation not conclusive: module docstring)")
     raise typer.Exit(0 if same else 1)
 
 

@@ -66,12 +66,10 @@ def _command(cpu: str, args: list[str]) -> list[str]:
 
 
 def _environments(native: bool) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CMCR_")}
-    env = stage_environment(base)
-    if native:  # the libraries' own choice: threads fixed, nothing else pinned
-        return {k: v for k, v in base.items() if k not in env.kernels} | {k: env.values[k] for k in env.values
-                                                                          if k not in env.kernels}
-    return base | env.values
+    """The stage environment (threads and kernel pins); ``native``: the threads only (the libraries' own paths)."""
+    env = stage_environment({k: v for k, v in os.environ.items() if not k.startswith("CMCR_")})
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CMCR_") and k not in env.kernels}
+    return base | {k: v for k, v in env.values.items() if not native or k not in env.kernels}
 
 
 def _need_qemu() -> None:

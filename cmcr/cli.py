@@ -152,14 +152,10 @@ def project(
 ) -> None:
     """Map one space's precomputed embeddings into the connected space (projector + L2 normalisation): any space
     of a connection or an MCR graph, in any setup (byo included: no encoder is built)."""
-    from cmcr.api import ConnectedModel, file_digest, load_any_checkpoint
     from cmcr.artifacts import load_npy, read_parquet, save_npy, write_parquet
 
     _setup_logging()
-    if checkpoint is not None:
-        model = ConnectedModel(load_any_checkpoint(checkpoint), {}, checkpoint_digest=file_digest(checkpoint))
-    else:
-        model = ConnectedModel.from_pipeline(root, variant, seed=seed, graph=graph, encoders=False)
+    model = _model(root, variant, seed, checkpoint, "mean", graph, encoders=False)
     modality = modality or _space_modality(model, space)
     x = load_npy(embeddings, mmap=False)
     save_npy(out, model.project(space, modality, x))
@@ -387,11 +383,15 @@ def import_official(
 
 
 def _model(root: Path, variant: str, seed: Optional[int], checkpoint: Optional[Path], shared_space: str,
-           graph: Optional[str] = None):
+           graph: Optional[str] = None, encoders: bool = True):
+    """The model a command works with: the pipeline's (``root``'s params say the setup and seeds), or ``checkpoint``.
+    Without ``encoders`` (precomputed embeddings) a checkpoint needs no project around it."""
     from cmcr.api import ConnectedModel
 
+    if checkpoint is not None and not encoders:
+        return ConnectedModel.load(checkpoint, {}, shared_space=shared_space)
     return ConnectedModel.from_pipeline(root, variant, seed=seed, checkpoint=checkpoint, shared_space=shared_space,
-                                        graph=graph)
+                                        graph=graph, encoders=encoders)
 
 
 RootOpt = Annotated[Path, typer.Option("--root", help="the project whose params.yaml says the setup (demo stand-ins "
@@ -444,7 +444,6 @@ def index(
 ) -> None:
     """Embed a folder or a manifest into an index in the connected space (sharded and resumable), or index a
     space's precomputed embeddings (--embeddings, --space)."""
-    from cmcr.api import ConnectedModel
     from cmcr.artifacts import load_npy, read_parquet
     from cmcr.search import build_index, index_embeddings
     from cmcr.sources.files import list_files
@@ -457,13 +456,7 @@ def index(
             raise typer.BadParameter("--embeddings needs --space (which space computed them)", param_hint="--space")
         x = load_npy(embeddings)
         table = read_parquet(items or embeddings.with_suffix(".parquet"), rows=x.shape[0])
-        if checkpoint is not None:
-            from cmcr.api import file_digest, load_any_checkpoint
-
-            model = ConnectedModel(load_any_checkpoint(checkpoint), {}, checkpoint_digest=file_digest(checkpoint))
-        else:
-            model = ConnectedModel.from_pipeline(root, variant, seed=seed, graph=graph, shared_space=shared_space,
-                                                 encoders=False)
+        model = _model(root, variant, seed, checkpoint, shared_space, graph, encoders=False)
         _check_modality(model, modality, "--modality")
         info = index_embeddings(model, space, modality, x, table, out, id_column=id_column)
         typer.echo(f"{out}: {info['rows']} {space} {modality} embeddings indexed (precomputed, projected)")
@@ -472,15 +465,16 @@ def index(
         if not folder.is_dir():
             raise typer.BadParameter(f"{folder}: not a folder", param_hint="--folder")
         table = list_files(folder, pattern or ["*"])
+        things, ids, more = table["path"].astype(str).tolist(), table["id"].astype(str).tolist(), None
     else:
         table = read_parquet(manifest, columns=[column] + ([id_column] if id_column else []))
-    things = table[column].tolist() if manifest is not None else table["path"].astype(str).tolist()
-    ids = table[id_column or column].astype(str).tolist() if manifest is not None else table["id"].astype(str).tolist()
+        things, ids = table[column].tolist(), table[id_column or column].astype(str).tolist()
+        more = table.drop(columns=[column])  # the manifest's other columns, kept with the items
     model = _model(root, variant, seed, checkpoint, shared_space, graph)
     _check_modality(model, modality, "--modality")
     info = build_index(model, modality, things, ids, out, shard_size=shard_size, batch_size=batch_size,
                        num_workers=num_workers, max_failure_rate=max_failure_rate, rate_option="--max-failure-rate",
-                       columns=table.drop(columns=[column]) if manifest is not None else None)
+                       columns=more)
     typer.echo(f"{out}: {info['rows']} {modality} items indexed, {info['failed']} failed "
                f"(see {out / 'failures.parquet'})")
 
@@ -510,7 +504,6 @@ def search(
 ) -> None:
     """Top-k items of an index for a query file, a text or precomputed query embeddings, by cosine similarity in the
     connected space; printed with the index's item columns (its manifest's, e.g. class columns)."""
-    from cmcr.api import ConnectedModel
     from cmcr.artifacts import load_npy
     from cmcr.search import search as run_search
     from cmcr.search import write_results
@@ -524,8 +517,7 @@ def search(
     if query_embeddings is not None:
         if space is None or query_modality is None:
             raise typer.BadParameter("--query-embeddings needs --space and --query-modality", param_hint="--space")
-        model = ConnectedModel.from_pipeline(root, variant, seed=seed, checkpoint=checkpoint, graph=graph,
-                                             shared_space=shared_space, encoders=False)
+        model = _model(root, variant, seed, checkpoint, shared_space, graph, encoders=False)
         _check_modality(model, query_modality, "--query-modality")
         results = run_search(model, index_dir, load_npy(query_embeddings, mmap=False), query_modality, k=k,
                              chunk=chunk, space=space)

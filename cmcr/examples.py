@@ -225,15 +225,9 @@ def describe(table, row: int, path: Any, names: Mapping[str, Mapping[int, str]] 
         if column in table.columns:
             value = table[column].iloc[row]
             words = (names or {}).get(column) or {}
-            detail.append(str(words[int(value)]) if _is_index(value) and int(value) in words else f"{column} {value}")
+            word = words.get(value) if not isinstance(value, str) else None  # an index (int, numpy int) has a word
+            detail.append(str(word) if word is not None else f"{column} {value}")
     return name, [" · ".join(detail)] if detail else []
-
-
-def _is_index(value: Any) -> bool:
-    try:
-        return int(value) == value
-    except (TypeError, ValueError):
-        return False
 
 
 def retrieval_section(data, embed, renderer: Renderer, resolve, *, count: int = 3, k: int = 5, seed: int = 0,

@@ -86,16 +86,21 @@ def test_farthest_point_sampling_on_the_device_picks_the_cpus_points():
     assert torch.equal(farthest_point_sample(clouds.to(DEVICE), 2048).cpu(), farthest_point_sample(clouds, 2048))
 
 
+def toy_config(epochs: int) -> ConnectionConfig:
+    """A small CLIP–CLAP connection on the toy world, trained on the device under test."""
+    return ConnectionConfig(
+        projector=ProjectorConfig(in_dims={"clip": 32, "clap": 32}, hidden_dim=64, out_dim=32),
+        noise=NoiseConfig(var=0.004),
+        loss=LossConfig(shared_temperature=0.05, pseudo_temperature=0.05, lambda_intra=0.1),
+        train=TrainConfig(epochs=epochs, batch_size=256, lr=3e-3, seed=0, device=DEVICE))
+
+
 def test_training_on_the_device_learns_and_is_reproducible():
     from cmcr.metrics.retrieval import bidirectional_retrieval, random_expectation
     from cmcr.train import train_connection
 
     data, ev = toy_world()
-    config = ConnectionConfig(
-        projector=ProjectorConfig(in_dims={"clip": 32, "clap": 32}, hidden_dim=64, out_dim=32),
-        noise=NoiseConfig(var=0.004),
-        loss=LossConfig(shared_temperature=0.05, pseudo_temperature=0.05, lambda_intra=0.1),
-        train=TrainConfig(epochs=15, batch_size=256, lr=3e-3, seed=0, device=DEVICE))
+    config = toy_config(epochs=15)
     first, second = train_connection(data, config, progress=False), train_connection(data, config, progress=False)
     losses = [h["loss"] for h in first.history]
     assert losses[-1] < 0.8 * losses[0]
@@ -116,11 +121,7 @@ def test_two_trainings_on_one_gpu_give_the_same_bytes(tmp_path):
     from cmcr.train import train_connection
 
     data, _ = toy_world()
-    config = ConnectionConfig(
-        projector=ProjectorConfig(in_dims={"clip": 32, "clap": 32}, hidden_dim=64, out_dim=32),
-        noise=NoiseConfig(var=0.004),
-        loss=LossConfig(shared_temperature=0.05, pseudo_temperature=0.05, lambda_intra=0.1),
-        train=TrainConfig(epochs=6, batch_size=256, lr=3e-3, seed=0, device=DEVICE))
+    config = toy_config(epochs=6)
     digests = []
     for run in range(2):
         save_torch(tmp_path / f"run{run}.pt", train_connection(data, config, progress=False).checkpoint())

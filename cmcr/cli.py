@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything can import trans
 
 import typer
 
-from cmcr.config import CONNECTIONS, ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
+from cmcr.config import CONNECTIONS, GROUPS, ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
 from cmcr.params import load_params
 from cmcr.params import parse_overrides
 
@@ -67,19 +67,19 @@ def show_config(params: ParamsOpt = Path("params.yaml"), connection: ConnOpt = C
                 set_: SetOpt = None,
                 variant: Annotated[Optional[str], typer.Option(
                     "--variant", "-v", help="a variant of params.yaml (e.g. K): exactly what train@<variant> trains "
-                                            "with, demo scale included")] = None) -> None:
+                                            "with, training scale included")] = None) -> None:
     """Print the fully resolved, validated config as JSON: of a connection's base groups, or of a variant."""
     if variant is None:
         typer.echo(json.dumps(resolve_config(params, connection, set_).to_dict(), indent=2))
         return
-    from cmcr.experiments import demo_scale, resolve_variant, seeds_of, setup_of, training_spec, variant_connection
+    from cmcr.experiments import resolve_variant, scale_of, seeds_of, setup_of, training_scale, training_spec, variant_connection
 
     p = deep_merge(load_params(params), parse_overrides(set_))
     v = resolve_variant(p, variant)
     # the pipeline trains this config once per seed (train.seed = each of `seeds`)
     spec = training_spec(v) | {"group": v.group, "label": v.label, "setup": setup_of(p), "seeds": seeds_of(p)}
-    applied, notes = demo_scale(p, variant_connection(p, variant))
-    spec["demo_scale"] = {"applied": applied, "not_applied": notes} if setup_of(p) == "demo" else None
+    applied, notes = training_scale(p, variant_connection(p, variant))
+    spec["scale"] = {"mode": scale_of(p), "applied": applied.get("train", {}), "not_applied": notes}
     typer.echo(json.dumps(spec, indent=2))
 
 
@@ -118,12 +118,19 @@ def train(
     set_: SetOpt = None,
     history: Annotated[Optional[Path], typer.Option(help="also write per-epoch losses as JSON here")] = None,
 ) -> None:
-    """Train the two projectors of a connection (Eq. 3–10, AdamW + cosine) from pre-extracted embeddings."""
+    """Train the two projectors of a connection (Eq. 3–10, AdamW + cosine) from pre-extracted embeddings, at
+    params' training scale (``scale``: demo small, byo auto, paper paper; ``-S scale.mode=auto``)."""
     from cmcr.artifacts import save_torch, write_json
     from cmcr.train import ConnectionData, train_connection
 
+    from cmcr.experiments import training_scale
+
     _setup_logging()
-    config = resolve_config(params, connection, set_)
+    overrides = parse_overrides(set_)  # a config group's -S is the connection's own (as `cmcr config -c`); others params
+    p = deep_merge(load_params(params), {k: v for k, v in overrides.items() if k not in GROUPS})
+    name = getattr(connection, "value", connection)
+    config = connection_config_from_params(p, name, deep_merge(training_scale(p, name)[0],
+                                                               {k: v for k, v in overrides.items() if k in GROUPS}))
     if aggregated is not None:
         data = ConnectionData.from_pipeline(embeddings, aggregated, config)
     else:

@@ -261,7 +261,12 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation (section 4.1/4.2): AdamW, initial ``lr``, per-step cosine decay to ``min_lr``."""
+    """Optimisation (section 4.1/4.2): AdamW, initial ``lr``, per-step cosine decay to ``min_lr``.
+
+    ``auto_steps`` > 0 is the training scale ``auto`` (params ``scale``, README "Training scale"): ``epochs`` and
+    ``batch_size`` are then where :func:`cmcr.train.auto_scale` starts from, given the training set's size, to
+    reach at least that many optimiser steps with batches of no fewer than ``auto_min_batch``; a trained
+    checkpoint holds the values it ran with. 0: ``epochs`` × ``batch_size`` exactly as given."""
 
     epochs: int = 36
     batch_size: int = 10240
@@ -271,6 +276,8 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     seed: int = 0
     device: str = "auto"
+    auto_steps: int = 0
+    auto_min_batch: int = 128
 
     def __post_init__(self) -> None:
         _positive_int("train.epochs", self.epochs)
@@ -283,6 +290,8 @@ class TrainConfig:
         _choice("train.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _positive_int("train.seed", self.seed, minimum=0)
         _device("train.device", self.device)
+        _positive_int("train.auto_steps", self.auto_steps, minimum=0)
+        _positive_int("train.auto_min_batch", self.auto_min_batch, minimum=2)
 
 
 @dataclass(frozen=True)

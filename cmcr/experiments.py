@@ -215,57 +215,88 @@ def connections_used(params: Mapping[str, Any]) -> list[str]:
 
 
 #: The paper's training scale per connection (section 4.1: 36 epochs at batch 10240 for CLIP–CLAP;
-#: section 4.2: 24 epochs at batch 8192 for CLIP–ULIP). In the demo setup ``demo.overrides`` replaces a value
-#: only while it still is the paper's: a value you set yourself (``dvc exp run -S train.epochs=5``) wins.
+#: section 4.2: 24 epochs at batch 8192 for CLIP–ULIP). Scale ``small`` replaces a value only while it still is
+#: the paper's: a value you set yourself (``dvc exp run -S train.epochs=5``) wins.
 PAPER_SCALE = {"clip_clap": {"train": {"epochs": 36, "batch_size": 10240}},
                "clip_ulip": {"train": {"epochs": 24, "batch_size": 8192}}}
 
+#: ``scale.mode`` (README "Training scale"): ``setup`` picks by setup (:data:`SETUP_SCALE`).
+SCALE_MODES = ("setup", "paper", "small", "auto")
+#: The scale ``scale.mode: setup`` gives each setup: the demo world is small (2,000 texts, 63 trainings within
+#: 10 minutes), your own embeddings are as large as they are, the paper's data is the paper's.
+SETUP_SCALE = {"demo": "small", "byo": "auto", "paper": "paper"}
+#: ``scale.small`` and ``scale.auto`` when params leave them out.
+SCALE_DEFAULTS = {"small": {"epochs": 5, "batch_size": 128}, "auto": {"steps": 500, "min_batch": 128}}
 
-def demo_scale(params: Mapping[str, Any], connection: str, groups: tuple[str, ...] | None = None
-               ) -> tuple[dict[str, Any], list[str]]:
-    """The ``demo.overrides`` that apply to ``connection`` (setup demo only) and a note per value not applied.
 
-    A demo override of ``group.key`` applies when the connection's value (base, then ``connections.<name>``)
-    is the paper's (:data:`PAPER_SCALE`) or when the paper states none for that key; a value set to anything
-    else was set on purpose and is kept. Reads only ``groups`` (default: those ``demo.overrides`` names).
-    """
+def training_scale_block(params: Mapping[str, Any]) -> dict[str, Any]:
+    """params' ``scale`` with its defaults, checked: ``{mode, small: {epochs, batch_size}, auto: {steps, min_batch}}``."""
+    from cmcr.config import _choice, _positive_int
+
+    scale = params.get("scale") or {}
+    if not isinstance(scale, Mapping):
+        raise ConfigError(f"scale must be a mapping {{mode, small, auto}}, got {scale!r}")
+    unknown = sorted(set(scale) - {"mode", *SCALE_DEFAULTS})
+    if unknown:
+        raise ConfigError(f"scale: unknown key(s) {unknown}; known: mode, small, auto")
+    mode = scale.get("mode", "setup")
+    _choice("scale.mode", mode, SCALE_MODES)
+    block: dict[str, Any] = {"mode": mode}
+    for name, defaults in SCALE_DEFAULTS.items():
+        values = scale.get(name) or {}
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"scale.{name} must be a mapping, got {values!r}")
+        unknown = sorted(set(values) - set(defaults))
+        if unknown:
+            raise ConfigError(f"scale.{name}: unknown key(s) {unknown}; known: {', '.join(defaults)}")
+        block[name] = {**defaults, **values}
+        for key, value in block[name].items():
+            _positive_int(f"scale.{name}.{key}", value, minimum=2 if key in ("batch_size", "min_batch") else 1)
+    return block
+
+
+def scale_of(params: Mapping[str, Any]) -> str:
+    """The training scale every unit runs at: ``paper``, ``small`` or ``auto`` (``scale.mode``, ``setup``
+    resolved by :data:`SETUP_SCALE`)."""
+    mode = training_scale_block(params)["mode"]
+    return SETUP_SCALE[setup_of(params)] if mode == "setup" else mode
+
+
+def training_scale(params: Mapping[str, Any], connection: str) -> tuple[dict[str, Any], list[str]]:
+    """The ``train`` overrides the training scale (:func:`scale_of`) gives ``connection``, and a note per value
+    not applied. ``paper``: none (``train.epochs`` / ``batch_size`` as set). ``small``: ``scale.small``'s epochs
+    and batch size, each only where the connection's value (base, then ``connections.<name>``) is the paper's
+    (:data:`PAPER_SCALE`) or the paper states none — a value set to anything else was set on purpose and is kept.
+    ``auto``: ``train.auto_steps`` / ``auto_min_batch`` from ``scale.auto`` (resolved against the training set's
+    size when it trains: :func:`cmcr.train.auto_scale`)."""
     from cmcr.config import group_from_params
 
-    if setup_of(params) != "demo":
+    block, mode = training_scale_block(params), scale_of(params)
+    if mode == "paper":
         return {}, []
-    demo_overrides = (params.get("demo") or {}).get("overrides") or {}
-    if not isinstance(demo_overrides, Mapping):
-        raise ConfigError(f"demo.overrides must be a mapping of groups, got {demo_overrides!r}")
+    if mode == "auto":
+        return {"train": {"auto_steps": block["auto"]["steps"], "auto_min_batch": block["auto"]["min_batch"]}}, []
+    current = group_from_params(params, connection, "train")
+    paper = PAPER_SCALE.get(connection, {}).get("train", {})
     applied: dict[str, Any] = {}
     notes: list[str] = []
-    for group, values in demo_overrides.items():
-        if groups is not None and group not in groups:
+    for key, value in block["small"].items():
+        if key in paper and key in current and current[key] != paper[key]:
+            notes.append(f"train.{key}={current[key]!r} kept (set explicitly; scale.small.{key}={value!r} applies "
+                         f"only to the paper's {paper[key]!r})")
             continue
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"demo.overrides.{group} must be a mapping, got {values!r}")
-        current = group_from_params(params, connection, group)
-        paper = PAPER_SCALE.get(connection, {}).get(group, {})
-        for key, value in values.items():
-            if key in paper and key in current and current[key] != paper[key]:
-                notes.append(f"{group}.{key}={current[key]!r} kept (set explicitly; demo.overrides.{group}.{key}="
-                             f"{value!r} applies only to the paper's {paper[key]!r})")
-                continue
-            applied.setdefault(group, {})[key] = value
-    return applied, notes
+        applied[key] = value
+    return {"train": applied}, notes
 
 
 def variant_memory_mode(params: Mapping[str, Any], name: str) -> str | None:
     """The Eq. 2 mode variant ``name`` trains with (None for an imported official release), reading only the
-    memory settings (base, connection, demo scale, variant) — so the aggregate stage that asks does not
+    memory settings (base, connection, variant) — so the aggregate stage that asks does not
     depend on σ², λ, epochs…"""
     entry = _variant_entry(params, name)
     if entry.get("official") or entry.get("paired"):
         return None  # imported, or trained on true pairs: no Eq. 2
-    layers = [demo_scale(params, variant_connection(params, name), ("memory",))[0]]
-    layers.append(entry.get("overrides") or {})
-    mode = None
-    for layer in layers:
-        mode = (layer.get("memory") or {}).get("mode", mode)
+    mode = ((entry.get("overrides") or {}).get("memory") or {}).get("mode")
     return memory_config_from_params(params, variant_connection(params, name), mode).mode
 
 
@@ -280,13 +311,12 @@ def aggregates_needed(params: Mapping[str, Any]) -> dict[str, set[str]]:
         if mode is not None:
             needed.setdefault(variant_connection(params, name), set()).add(mode)
     for link in graph_needs(params)[0]:
-        mode = demo_scale(params, link.name, ("memory",))[0].get("memory", {}).get("mode")
-        needed.setdefault(link.name, set()).add(memory_config_from_params(params, link.name, mode).mode)
+        needed.setdefault(link.name, set()).add(memory_config_from_params(params, link.name).mode)
     return needed
 
 
 def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
-    """The config of variant ``name``: base groups → connection overrides → (demo scale) → variant overrides."""
+    """The config of variant ``name``: base groups → connection overrides → (training scale) → variant overrides."""
     entry = _variant_entry(params, name)
     unknown = set(entry) - _VARIANT_KEYS
     if unknown:
@@ -312,7 +342,7 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
     entry_overrides = entry.get("overrides") or {}
     if not isinstance(entry_overrides, Mapping):
         raise ConfigError(f"variants.{name}.overrides must be a mapping of groups, got {entry_overrides!r}")
-    overrides = deep_merge(demo_scale(params, connection)[0], entry_overrides)
+    overrides = deep_merge(training_scale(params, connection)[0], entry_overrides)
     config = connection_config_from_params(params, connection, overrides)
     raw_excluded = entry.get("exclude_sources") or []
     if not isinstance(raw_excluded, (list, tuple)):

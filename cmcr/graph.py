@@ -297,16 +297,16 @@ def graph_needs(params: Mapping[str, Any]) -> tuple[list[Connection], list[tuple
 
 
 def graph_config(params: Mapping[str, Any], graph: "Graph") -> dict[str, ConnectionConfig]:
-    """Each link's effective config (base groups → ``connections.<link>`` → the demo scale), as the
+    """Each link's effective config (base groups → ``connections.<link>`` → the training scale), as the
     variants resolve theirs; mode ``paired``: one config named after the graph, the audio–visual connection's
     projector and optimisation with the pair term only (as a paired-data reference variant)."""
     from cmcr.config import LossConfig, MemoryConfig, NoiseConfig, connection_config_from_params
-    from cmcr.experiments import demo_scale
+    from cmcr.experiments import training_scale
 
     if graph.mode != "paired":
-        return {link.name: connection_config_from_params(params, link.name, demo_scale(params, link.name)[0])
+        return {link.name: connection_config_from_params(params, link.name, training_scale(params, link.name)[0])
                 for link in graph.links}
-    base = connection_config_from_params(params, "clip_clap", demo_scale(params, "clip_clap")[0])
+    base = connection_config_from_params(params, "clip_clap", training_scale(params, "clip_clap")[0])
     pair = Connection(graph.name, graph.spaces, "true pairs", dict(graph.pairs["modalities"]))
     return {graph.name: dataclasses.replace(
         base, connection=pair, memory=MemoryConfig(), noise=NoiseConfig(enabled=False, renorm=False),
@@ -453,6 +453,7 @@ def train_extend(graph: Graph, tuples: Mapping[str, Mapping[str, torch.Tensor]],
     base_width = int(next(t["parent_shared"].shape[1] for leaf, t in tuples.items() if toward[leaf][0] == graph.base))
     modules = {seed: {graph.base: Identity(base_width)} for seed in seeds}
     history: dict[int, dict[str, list]] = {seed: {} for seed in seeds}
+    ran: dict[int, dict[str, Any]] = {seed: {} for seed in seeds}
     for level in _levels(graph, toward):
         jobs = [(seed, leaf) for seed in seeds for leaf in level]
 
@@ -467,8 +468,10 @@ def train_extend(graph: Graph, tuples: Mapping[str, Mapping[str, torch.Tensor]],
         for index, (seed, leaf) in enumerate(jobs):
             modules[seed][leaf] = done[index].projectors[leaf]
             history[seed][leaf] = done[index].history
+            ran[seed][toward[leaf][1].name] = done[index].config.train  # epochs / batch as run (scale auto)
     return {seed: GraphResult(graph, nn.ModuleDict({s: modules[seed][s] for s in graph.spaces}),
-                              {k: c.with_seed(seed) for k, c in configs.items()}, history[seed], extend.to_dict())
+                              {k: dataclasses.replace(c, train=ran[seed].get(k, c.with_seed(seed).train))
+                               for k, c in configs.items()}, history[seed], extend.to_dict())
             for seed in seeds}
 
 
@@ -514,8 +517,12 @@ class GraphResult:
 
 
 def graph_result_from_training(graph: Graph, result, configs: Mapping[str, ConnectionConfig]) -> GraphResult:
-    """A :func:`train_joint` or paired :class:`cmcr.train.TrainResult` as a :class:`GraphResult`."""
-    return GraphResult(graph, result.projectors, dict(configs), {graph.mode: result.history})
+    """A :func:`train_joint` or paired :class:`cmcr.train.TrainResult` as a :class:`GraphResult`; the first
+    link's config (whose optimisation ran) holds the epochs and batch size as run (scale ``auto``)."""
+    configs = dict(configs)
+    lead = next(iter(configs))
+    configs[lead] = dataclasses.replace(configs[lead], train=result.config.train)
+    return GraphResult(graph, result.projectors, configs, {graph.mode: result.history})
 
 
 def load_graph_checkpoint(path, map_location="cpu") -> GraphResult:

@@ -418,6 +418,12 @@ def text_sources_table(retrieval: Mapping[str, Any], labels: Mapping[str, str], 
             + ("\n" + "\n".join(context) + "\n" if context else ""))
 
 
+def scale_words(train: Any) -> str:
+    """``"E epochs, batch B"`` as a checkpoint ran, with the training scale's rule when it was ``auto``."""
+    auto = f" (scale auto: ≥ {train.auto_steps} steps, batch ≥ {train.auto_min_batch})" if train.auto_steps else ""
+    return f"{train.epochs} epochs, batch {train.batch_size}{auto}"
+
+
 def training_note(checkpoints: Mapping[str, Any]) -> str:
     """What produced a table's trained rows, read from their checkpoints (``{variant: TrainResult}``, e.g.
     ``load_checkpoint`` of the first seed): projector kind and sizes per space, trainable parameters, epochs,
@@ -431,7 +437,7 @@ def training_note(checkpoints: Mapping[str, Any]) -> str:
                           if c.projector.kind != "official_ulip_clip" else f"{space} {projector.in_dim}→{projector.out_dim}"
                           for space, projector in result.projectors.items())
         parts.append(f"{name}: projector `{c.projector.kind}` ({sizes}; {count_parameters(result.projectors) / 1e6:.2f}M "
-                     f"trainable parameters), {c.train.epochs} epochs, batch {c.train.batch_size}, lr {c.train.lr:g}")
+                     f"trainable parameters), {scale_words(c.train)}, lr {c.train.lr:g}")
     return ("\nTrained with (from the checkpoints): " + "; ".join(parts) + ".\n") if parts else ""
 
 
@@ -447,10 +453,10 @@ def graph_note(results: Mapping[str, Any]) -> str:
         params = sum(p.numel() for p in result.projectors.parameters() if p.requires_grad)
         if g.mode == "joint":  # one optimiser: the first link's epochs, batch size and lr (cmcr.graph.train_joint)
             lead, c = next(iter(result.configs.items()))
-            links = (f"optimised together with the first link's settings ({lead}): {c.train.epochs} epochs, batch "
-                     f"{c.train.batch_size} per link, lr {c.train.lr:g}; each link's own τ, σ², λ")
+            links = (f"optimised together with the first link's settings ({lead}): {scale_words(c.train)} per link, "
+                     f"lr {c.train.lr:g}; each link's own τ, σ², λ")
         else:
-            links = "; ".join(f"{k} {c.train.epochs} epochs, batch {c.train.batch_size}, lr {c.train.lr:g}"
+            links = "; ".join(f"{k} {scale_words(c.train)}, lr {c.train.lr:g}"
                               for k, c in result.configs.items())
         extra = f", extend {result.extend}" if result.extend else ""
         parts.append(f"{name} ({g.mode}{', base ' + g.base if g.base else ''}): {modules}; {params / 1e6:.2f}M trainable "

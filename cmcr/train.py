@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from cmcr.artifacts import load_npy
 from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_same_rows
-from cmcr.config import ConnectionConfig
+from cmcr.config import ConnectionConfig, TrainConfig
 from cmcr.enhance import semantic_completion
 from cmcr.loss import symmetric_info_nce, total_loss
 from cmcr.device import deterministic_cuda, resolve_device
@@ -193,6 +193,38 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
     return slices
 
 
+#: a unit that trains fewer optimiser steps than this gets a warning from the validate stage ("a few hundred":
+#: the paired reference of issue 30 learned far less in 40 steps than in 320)
+FEW_STEPS = 300
+
+
+def planned_steps(train: TrainConfig, n: int) -> tuple[TrainConfig, int]:
+    """What a training of ``n`` items runs: its train config after :func:`auto_scale` and its optimiser steps
+    (epochs × :func:`batch_slices`' batches per epoch)."""
+    ran = auto_scale(train, n)
+    return ran, ran.epochs * len(batch_slices(n, ran.batch_size))
+
+
+def auto_scale(train: TrainConfig, n: int) -> TrainConfig:
+    """The training scale ``auto`` (params ``scale.mode: auto``; README "Training scale") for a training set of
+    ``n`` items: ``train`` with the epochs and batch size that give at least ``train.auto_steps`` optimiser steps.
+
+    The batch is ``train.batch_size`` (the paper's), lowered to ⌊n · epochs / auto_steps⌋ when the configured
+    epochs would otherwise run fewer steps, but never below ``auto_min_batch`` (nor above n); if even that batch
+    gives fewer steps, the epochs grow to ⌈auto_steps / steps per epoch⌉. A paper-sized set keeps the paper's
+    values (CLIP–CLAP: 2.33M texts at batch 10,240 run 8,208 steps in 36 epochs). Steps per epoch count as
+    :func:`batch_slices` cuts them. ``train`` unchanged when ``auto_steps`` is 0 (scale ``paper`` / ``small``)."""
+    if train.auto_steps <= 0:
+        return train
+    if n < 2:
+        raise EmbeddingError(f"training set has {n} item(s); at least 2 are needed (BatchNorm)")
+    floor = min(train.auto_min_batch, n)
+    batch = max(floor, min(train.batch_size, n * train.epochs // train.auto_steps, n))
+    per_epoch = len(batch_slices(n, batch))
+    epochs = max(train.epochs, math.ceil(train.auto_steps / per_epoch))
+    return dataclasses.replace(train, epochs=epochs, batch_size=batch)
+
+
 def train_connection(data: ConnectionData, config: ConnectionConfig, *, progress: bool = True) -> TrainResult:
     """Train the two projectors of ``config.connection`` on ``data`` (Eq. 3, 4, 10; AdamW + cosine).
     Input widths missing from ``config.projector.in_dims`` are read from the data (:meth:`ConnectionData.resolve_dims`)."""
@@ -285,10 +317,15 @@ def fit_streams(inputs: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[
     ``step(projectors, tensors, {stream: idx}, generator)`` giving the loss parts; AdamW with the per-step
     cosine learning rate; a per-epoch history of mean losses. ``build()`` makes the projectors (default: one
     ``config.projector`` per space of ``spaces``; Ex-MCR's leaves bring their own, :mod:`cmcr.exmcr`)."""
-    tc = config.train
+    streams = list(sizes)
+    tc = auto_scale(config.train, sizes[streams[0]])
+    if tc is not config.train:
+        log.info("%s: scale auto (at least %d steps, batch >= %d): %d items → %d epochs at batch %d (configured "
+                 "%d × %d)", label, tc.auto_steps, tc.auto_min_batch, sizes[streams[0]], tc.epochs, tc.batch_size,
+                 config.train.epochs, config.train.batch_size)
+        config = dataclasses.replace(config, train=tc)
     device = resolve_device(tc.device)
     deterministic_cuda(device)  # GPU: the same bytes run to run (CPU: the stage pins, cmcr.reproducibility)
-    streams = list(sizes)
     slices = {k: batch_slices(n, tc.batch_size) for k, n in sizes.items()}
     for k, sl in slices.items():
         if not sl:

@@ -15,7 +15,7 @@ from typing import Any
 from cmcr.config import ConfigError, _positive, _positive_int
 
 #: every top-level group params.yaml may have (README "Parameters")
-TOP_LEVEL = ("setup", "seeds", "spaces", "graph_tasks", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "extend", "demo", "extraction",
+TOP_LEVEL = ("setup", "seeds", "scale", "spaces", "graph_tasks", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "extend", "demo", "extraction",
              "paper", "benchmarks", "evaluation", "variants")
 
 
@@ -36,7 +36,10 @@ def _check_demo(demo: Mapping[str, Any]) -> None:
 
     from cmcr.world import WorldConfig
 
-    demo = _mapping("demo", demo, ("world", "spaces", "overrides"))
+    if isinstance(demo, Mapping) and "overrides" in demo:
+        raise ConfigError("demo.overrides: the demo's training scale is now scale.small (scale.mode: setup trains the "
+                          "demo small); move its train values there (README \"Training scale\")")
+    demo = _mapping("demo", demo, ("world", "spaces"))
     world = _mapping("demo.world", demo.get("world"), tuple(f.name for f in dataclasses.fields(WorldConfig)))
     for key, value in world.items():
         _positive_int(f"demo.world.{key}", value, minimum=0 if key == "seed" else 1)
@@ -208,18 +211,22 @@ def _check_benchmarks(benchmarks: Any) -> None:
 
 def _check_no_train_seed(params: Mapping[str, Any]) -> None:
     """The pipeline's training seeds are ``seeds`` (one run per entry); a ``train.seed`` anywhere in params
-    would be silently replaced, so it is an error naming where it is."""
+    would be silently replaced, so it is an error naming where it is. Likewise ``train.auto_steps`` /
+    ``auto_min_batch``: the training scale is params' ``scale``."""
     places = [("train", params.get("train"))]
     places += [(f"connections.{c}.train", (g or {}).get("train")) for c, g in (params.get("connections") or {}).items()
                if isinstance(g, Mapping)]
     places += [(f"variants.{v}.overrides.train", ((e or {}).get("overrides") or {}).get("train"))
                for v, e in (params.get("variants") or {}).items() if isinstance(e, Mapping)
                and isinstance(e.get("overrides") or {}, Mapping)]
-    places += [("demo.overrides.train", (((params.get("demo") or {}).get("overrides") or {}).get("train")))]
     for where, group in places:
         if isinstance(group, Mapping) and "seed" in group:
             raise ConfigError(f"{where}.seed: the pipeline trains every variant once per entry of `seeds` "
                               f"(e.g. seeds: [0, 1, 2]); remove {where}.seed = {group['seed']!r} and list it in seeds")
+        for key in ("auto_steps", "auto_min_batch"):  # one way to ask for scale auto: params' scale
+            if isinstance(group, Mapping) and key in group:
+                raise ConfigError(f"{where}.{key}: set the training scale with scale.mode: auto and scale.auto "
+                                  "(steps, min_batch), not in a train group (README \"Training scale\")")
 
 
 def validate_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -234,7 +241,7 @@ def validate_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`validate_params`'s checks; returns every variant resolved (``{name: Variant}``)."""
     from cmcr.evaluation import METRIC_OPTIONS, metric_options
-    from cmcr.experiments import aggregates_needed, resolve_variant, seeds_of, setup_of, variant_names
+    from cmcr.experiments import aggregates_needed, resolve_variant, scale_of, seeds_of, setup_of, variant_names
 
     if not isinstance(params, Mapping):
         raise ConfigError(f"params must be a mapping, got {type(params).__name__}")
@@ -243,6 +250,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"params: unknown top-level key(s) {unknown}; known: {', '.join(TOP_LEVEL)}")
     setup_of(params)
     seeds_of(params)
+    scale_of(params)
     _check_no_train_seed(params)
     from cmcr.config import CONNECTIONS
 
@@ -329,13 +337,13 @@ def _check_graphs(params: Mapping[str, Any], graphs: Mapping[str, Any]) -> None:
                               "The MCR graph")
 
 
-def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: bool = False) -> int:
+def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: bool = False) -> dict[tuple[str, str], int]:
     """``setup: byo``: every required set of every space (:func:`cmcr.experiments.space_sets`) is in ``folder``
     as ``<space>/<set>.npy`` + ``.parquet`` with the same number of rows, and so is every optional set that is
     there at all. Reads only the NPY headers and Parquet footers, so it runs before any stage has replaced an
     output. ``temp_workspace``: the check runs in a copy DVC made (``dvc exp run --temp`` or a queued
-    experiment), which holds git- and DVC-tracked files only — the error then says so. Returns the number of
-    sets checked; raises :class:`~cmcr.artifacts.ArtifactError` naming the first file at fault."""
+    experiment), which holds git- and DVC-tracked files only — the error then says so. Returns ``{(space, set):
+    rows}`` of the sets checked; raises :class:`~cmcr.artifacts.ArtifactError` naming the first file at fault."""
     from pathlib import Path
 
     import numpy as np
@@ -348,7 +356,7 @@ def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: boo
     hint = (" — this is a temporary copy made by `dvc exp run --temp` or the experiment queue, which holds only "
             "git- and DVC-tracked files: track the embeddings (`dvc add byo/embeddings`, then commit) or run "
             "`dvc exp run` without --temp" if temp_workspace else "")
-    checked = 0
+    checked: dict[tuple[str, str], int] = {}
     from cmcr.experiments import pipeline_spaces
 
     for space in pipeline_spaces(params):
@@ -370,5 +378,56 @@ def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: boo
                 raise ArtifactError(f"setup byo: {table}: not a readable Parquet table ({exc})") from None
             if rows != listed:
                 raise ArtifactError(f"setup byo: {npy} has {rows} rows but {table} lists {listed}")
-            checked += 1
+            checked[space, name] = int(rows)
     return checked
+
+
+def few_steps(params: Mapping[str, Any], variants: Mapping[str, Any], rows) -> list[tuple[str, str, str]]:
+    """Every trained unit (variant, graph; an extend graph per leaf) that will run fewer than
+    :data:`cmcr.train.FEW_STEPS` optimiser steps: ``(unit, steps, what gives them)`` (steps as text: ``"80"``, or
+    ``"≤ 80"`` for a bound). ``rows(space, set)`` is the
+    number of items of an embedding set (None: not known yet, the unit is skipped); the steps follow from the
+    training scale as the trainer applies it (:func:`cmcr.train.planned_steps`). A variant that excludes text
+    sources trains on fewer texts: its count is an upper bound."""
+    from cmcr.benchmarks import graph_paired_sets, paired_sets
+    from cmcr.exmcr import ExtendConfig
+    from cmcr.graph import graph_config, graphs_of
+    from cmcr.train import FEW_STEPS, planned_steps
+
+    units: list[tuple[str, Any, list[tuple[str, str]], bool]] = []  # (unit, train, its sets, n an upper bound)
+    for name, v in variants.items():
+        conn = v.config.connection
+        if v.official:
+            continue
+        if v.paired:
+            first = conn.spaces[0]
+            units.append((name, v.config.train, [(first, paired_sets(conn.name, v.paired)[first])], False))
+        else:
+            units.append((name, v.config.train, [(conn.spaces[0], conn.shared_modality)], bool(v.exclude_sources)))
+    centres = ExtendConfig.from_params(params.get("extend")).centres
+    for gname, graph in graphs_of(params).items():
+        configs = graph_config(params, graph)
+        if graph.mode == "paired":
+            first = graph.spaces[0]
+            files = graph_paired_sets(graph.pairs["modalities"], graph.pairs["dataset"])
+            units.append((f"graph {gname}", next(iter(configs.values())).train, [(first, files[first])], False))
+        elif graph.mode == "joint":
+            lead = graph.links[0]
+            units.append((f"graph {gname}", configs[lead.name].train, [(lead.spaces[0], lead.shared_modality)], False))
+        else:
+            for leaf, (parent, link) in graph.toward_base().items():
+                sets = {"shared": (leaf, link.shared_modality), "leaf": (leaf, link.memory_modality[leaf]),
+                        "parent": (parent, link.memory_modality[parent])}
+                units.append((f"graph {gname} leaf {leaf}", configs[link.name].train, [sets[c] for c in centres], False))
+    out = []
+    for unit, train, sets, bound in units:
+        counts = [rows(space, name) for space, name in sets]
+        if any(c is None for c in counts) or sum(counts) < 2:
+            continue
+        n = sum(counts)
+        ran, steps = planned_steps(train, n)
+        if steps < FEW_STEPS:
+            at_most = "≤ " if bound else ""
+            out.append((unit, f"{at_most}{steps}", f"{ran.epochs} epochs × {at_most}{steps // ran.epochs} batches of "
+                                                   f"{min(ran.batch_size, n):,} from {at_most}{n:,} items"))
+    return out

@@ -114,6 +114,15 @@ class WorldConfig:
             if not isinstance(value, int) or value < (0 if name == "seed" else 1):
                 raise ValueError(f"demo.world.{name} must be a positive integer, got {value!r}")
 
+    def set_rows(self, name: str) -> int | None:
+        """How many items extraction set ``name`` holds in this world (memory sets named by modality, the texts
+        ``text``; ``paired_*`` the true pairs), before any item fails to load; None for a set it has not."""
+        sizes = {"text": self.corpus, "image": self.memory_images, "audio": self.memory_audio,
+                 "points": self.memory_points, "paired_image": self.reference_pairs, "paired_audio": self.reference_pairs,
+                 "paired_points": self.reference_points, "paired_text": self.reference_points,
+                 "paired_audio_points": self.graph_reference, "paired_points_audio": self.graph_reference}
+        return sizes.get(name.split("@")[0])
+
 
 def concept_names() -> list[str]:
     return [c[0] for c in CONCEPTS]

@@ -5,7 +5,7 @@ Every other stage depends on ``data/params/valid.txt``, so DVC runs this stage f
 file's text is fixed, so a valid change of params reruns only the stages that read the changed keys.
 
 It also writes ``data/params/<variant>.json``: what training that variant needs (its effective config,
-demo scale applied). ``train@<variant>`` depends on that file rather than on params, so a change that
+training scale applied). ``train@<variant>`` depends on that file rather than on params, so a change that
 leaves a variant's config as it was (``-S noise.var=…`` for the σ² sweep points) does not retrain it.
 The folder is a persistent output (DVC does not delete it before this stage runs); files of variants
 no longer in params are removed here.
@@ -16,8 +16,11 @@ from common import BYO, PARAMS_DIR, ROOT, params, run, setup_logging
 import json
 
 from cmcr.artifacts import atomic_path
-from cmcr.experiments import demo_scale, describe_stale, seeds_of, setup_of, stale_outputs, training_spec
-from cmcr.validation import check_byo_layout, check_params
+from cmcr.experiments import (describe_stale, scale_of, seeds_of, setup_of, stale_outputs, training_scale,
+                              training_scale_block, training_spec)
+from cmcr.train import FEW_STEPS
+from cmcr.validation import check_byo_layout, check_params, few_steps
+from cmcr.world import WorldConfig
 
 
 def write_if_changed(path, text: str) -> None:
@@ -31,11 +34,30 @@ def main() -> None:
     log = setup_logging("validate")
     p = params()
     resolved = check_params(p)
+    rows = None  # (space, set) → items: known here for byo (its files) and demo (its world's sizes)
     if setup_of(p) == "byo":  # before any stage has replaced the demo outputs by SKIPPED markers
-        n = check_byo_layout(p, BYO, temp_workspace=".dvc/tmp/exps" in ROOT.as_posix())
-        log.info("setup byo: %d embedding sets in %s present, rows matching their tables", n, BYO)
+        found = check_byo_layout(p, BYO, temp_workspace=".dvc/tmp/exps" in ROOT.as_posix())
+        log.info("setup byo: %d embedding sets in %s present, rows matching their tables", len(found), BYO)
+        rows = lambda space, name: found.get((space, name))  # noqa: E731
+    elif setup_of(p) == "demo":
+        world = WorldConfig(**(p.get("demo") or {}).get("world") or {})
+        rows = lambda space, name: world.set_rows(name)  # noqa: E731
+    log.info("training scale %s (scale.mode %s, setup %s; README \"Training scale\")", scale_of(p),
+             (p.get("scale") or {}).get("mode", "setup"), setup_of(p))
+    if rows is None:
+        log.info("setup paper: the training sets' sizes are known after extraction; each training logs its steps")
+    elif scale_of(p) == "small":  # a quick scale chosen (the demo's): one line, every unit named with its steps
+        few = few_steps(p, resolved, rows)
+        if few:
+            log.warning("scale small: %d units train fewer than %d optimiser steps (%s) — the quick scale; scale.mode "
+                        "auto trains each at least %d (README \"Training scale\")", len(few), FEW_STEPS,
+                        ", ".join(f"{unit} {steps}" for unit, steps, _ in few), training_scale_block(p)["auto"]["steps"])
+    else:
+        for unit, steps, how in few_steps(p, resolved, rows):
+            log.warning("%s trains %s optimiser steps (%s): fewer than %d — more with scale.mode auto, or set "
+                        "train.epochs / train.batch_size (README \"Training scale\")", unit, steps, how, FEW_STEPS)
     for name, variant in resolved.items():
-        for note in demo_scale(p, variant.config.connection.name)[1]:
+        for note in training_scale(p, variant.config.connection.name)[1]:
             log.info("variant %s: %s", name, note)
         spec = json.dumps(training_spec(variant), indent=1, sort_keys=True) + "\n"
         write_if_changed(PARAMS_DIR / f"{name}.json", spec)

@@ -38,7 +38,9 @@ def test_required_sets_rows_and_half_sets_are_checked(params, tmp_path):
     with pytest.raises(ArtifactError, match=r"clap/audio.npy has 6 rows but .*clap/audio.parquet lists 4"):
         check_byo_layout(params, tmp_path)
     write_set(tmp_path, "clap", "audio", 6)
-    assert check_byo_layout(params, tmp_path) == 4  # the optional AVE sets are absent: skipped, not required
+    # the optional AVE sets are absent: skipped, not required; each set's rows (the validate stage's unit sizes)
+    assert check_byo_layout(params, tmp_path) == {("clip", "text"): 5, ("clap", "text"): 5, ("clip", "image"): 5,
+                                                  ("clap", "audio"): 6}
     write_set(tmp_path, "clip", "eval_image@AVE", 3)
     (tmp_path / "clip" / "eval_image@AVE.parquet").unlink()
     with pytest.raises(ArtifactError, match=r"eval_image@AVE.parquet is missing \(its pair is there\)"):

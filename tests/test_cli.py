@@ -108,19 +108,39 @@ def test_errors_are_one_line_and_choices_are_checked(tmp_path):
     assert out.returncode == 1 and out.stderr.strip() == f"cmcr: error: projector checkpoint not found: {tmp_path / 'x.pt'}"
 
 
+def test_cli_train_runs_at_the_training_scale(tmp_path):
+    """Issue 32 (1): `cmcr train` resolves params' scale as the pipeline does. 2,000 toy texts, scale auto with
+    20 steps from -S train.epochs=1 × batch 256 (a group -S stays the connection's own): ⌊2000 · 1 / 20⌋ = 100 is
+    below min_batch 128 → batch 128, 16 batches per epoch, ⌈20 / 16⌉ = 2 epochs."""
+    params = small_params(tmp_path)
+    data, _ = toy_world()
+    for name, mat in {"clip_text": data.shared["clip"], "clap_text": data.shared["clap"],
+                      "clip_image_from_text": data.memory["clip"], "clap_audio_from_text": data.memory["clap"]}.items():
+        np.save(tmp_path / f"{name}.npy", torch.as_tensor(mat).numpy())
+    res = runner.invoke(app, ["train", "--embeddings", str(tmp_path), "--out", str(tmp_path / "p.pt"), "-p", str(params),
+                              "-S", "scale.mode=auto", "-S", "scale.auto.steps=20", "-S", "train.epochs=1"])
+    assert res.exit_code == 0, res.output
+    train = torch.load(tmp_path / "p.pt", weights_only=True)["config"]["train"]
+    assert (train["epochs"], train["batch_size"], train["auto_steps"], train["auto_min_batch"]) == (2, 128, 20, 128)
+    res = runner.invoke(app, ["train", "--embeddings", str(tmp_path), "--out", str(tmp_path / "q.pt"), "-p", str(params),
+                              "-S", "train.epochs=1"])  # the committed params: setup demo → small; 1 × 256 set on purpose
+    train = torch.load(tmp_path / "q.pt", weights_only=True)["config"]["train"]
+    assert (train["epochs"], train["batch_size"], train["auto_steps"]) == (1, 256, 0)
+
+
 def test_config_of_a_variant_is_what_the_pipeline_trains(tmp_path):
     """Finding 2: `cmcr config` printed 36 epochs / batch 10240 while the demo trained 10 / 256."""
     root_params = Path(__file__).resolve().parents[1] / "params.yaml"
-    demo = yaml.safe_load(root_params.read_text())["demo"]["overrides"]["train"]
+    demo = yaml.safe_load(root_params.read_text())["scale"]["small"]
     res = runner.invoke(app, ["config", "-p", str(root_params), "--variant", "K"])
     assert res.exit_code == 0, res.output
     spec = json.loads(res.output)
     assert (spec["config"]["train"]["epochs"], spec["config"]["train"]["batch_size"]) == (demo["epochs"], demo["batch_size"])
-    assert spec["demo_scale"]["applied"] == {"train": demo} and spec["group"] == "table5"
+    assert spec["scale"] == {"mode": "small", "applied": demo, "not_applied": []} and spec["group"] == "table5"
     res = runner.invoke(app, ["config", "-p", str(root_params), "--variant", "K", "-S", "train.epochs=3"])
     spec = json.loads(res.output)
     assert spec["config"]["train"]["epochs"] == 3 and spec["config"]["train"]["batch_size"] == demo["batch_size"]
-    assert "train.epochs=3 kept" in spec["demo_scale"]["not_applied"][0]
+    assert "train.epochs=3 kept" in spec["scale"]["not_applied"][0]
     res = runner.invoke(app, ["config", "-p", str(root_params), "--variant", "I"])
     assert json.loads(res.output)["config"]["memory"]["mode"] == "argmax"
 

@@ -5,9 +5,9 @@ import re
 import pytest
 
 from cmcr.config import ConfigError, deep_merge
-from cmcr.experiments import demo_scale, resolve_variant
+from cmcr.experiments import resolve_variant, scale_of, training_scale
 from cmcr.params import load_params, parse_overrides, parse_value
-from cmcr.validation import validate_params
+from cmcr.validation import check_params, validate_params
 from conftest import ROOT_DIR
 
 PARAMS = load_params(ROOT_DIR / "params.yaml")
@@ -43,7 +43,7 @@ def test_unreadable_params_name_the_file(tmp_path):
 def test_the_committed_params_are_valid_and_resolve_every_variant():
     resolved = validate_params(PARAMS)
     assert list(resolved) == list(PARAMS["variants"])
-    assert resolved["K"]["train"]["epochs"] == PARAMS["demo"]["overrides"]["train"]["epochs"]  # demo scale
+    assert resolved["K"]["train"]["epochs"] == PARAMS["scale"]["small"]["epochs"]  # the demo trains small
     assert resolved["I"]["memory"]["mode"] == "argmax" and resolved["C"]["loss"]["intra_spaces"] == []
 
 
@@ -85,18 +85,85 @@ def test_every_bad_value_is_one_line_naming_key_value_and_what_is_allowed(overri
 
 
 def test_explicit_training_scale_wins_over_the_demo_scale():
-    """Finding 2: `-S train.epochs=3` / `-S train.batch_size=64` were replaced by demo.overrides (10 / 256)."""
-    demo = PARAMS["demo"]["overrides"]["train"]
+    """Finding 2: `-S train.epochs=3` / `-S train.batch_size=64` were replaced by demo.overrides (10 / 256)
+    (now scale small, what scale.mode setup gives the demo)."""
+    demo = PARAMS["scale"]["small"]
     assert resolve_variant(PARAMS, "K").config.train.epochs == demo["epochs"]
     changed = with_("train.epochs=3", "train.batch_size=64")
     k = resolve_variant(changed, "K").config.train
     assert (k.epochs, k.batch_size) == (3, 64)
-    applied, notes = demo_scale(changed, "clip_clap")
-    assert applied.get("train", {}) == {} and len(notes) == 2 and "train.epochs=3 kept" in notes[0]
+    applied, notes = training_scale(changed, "clip_clap")
+    assert applied["train"] == {} and len(notes) == 2 and "train.epochs=3 kept" in notes[0]
     # the 3D connection keeps its own paper scale (24 / 8192), so the demo scale still applies to it
     assert resolve_variant(changed, "clip_ulip").config.train.epochs == demo["epochs"]
     ulip = resolve_variant(with_("connections.clip_ulip.train.epochs=7"), "clip_ulip").config.train
     assert ulip.epochs == 7 and ulip.batch_size == demo["batch_size"]
-    # a variant's own override wins over both; outside the demo setup the demo scale is not used at all
+    # a variant's own override wins over both; outside the demo setup the small scale is not used
     assert resolve_variant(with_("variants.K.overrides.train.epochs=2"), "K").config.train.epochs == 2
-    assert resolve_variant(with_("setup=byo"), "K").config.train.epochs == PARAMS["train"]["epochs"]
+    assert resolve_variant(with_("setup=paper"), "K").config.train.epochs == PARAMS["train"]["epochs"]
+
+
+@pytest.mark.parametrize("setup,mode,expected", [
+    ("demo", "setup", "small"), ("byo", "setup", "auto"), ("paper", "setup", "paper"),
+    ("demo", "paper", "paper"), ("byo", "small", "small"), ("paper", "auto", "auto"),
+])
+def test_the_training_scale_follows_the_setup_unless_chosen(setup, mode, expected):
+    """Issue 32 (1): byo trained at the paper's 36 epochs × batch 10,240 whatever its size. scale.mode setup gives
+    each setup its scale; a mode named wins; the variant's config says what was resolved."""
+    p = with_(f"setup={setup}", f"scale.mode={mode}")
+    assert scale_of(p) == expected
+    train = resolve_variant(p, "K").config.train
+    want = {"paper": (36, 10240, 0), "small": (5, 128, 0), "auto": (36, 10240, 500)}[expected]
+    assert (train.epochs, train.batch_size, train.auto_steps) == want
+    assert train.auto_min_batch == 128
+    ulip = resolve_variant(p, "clip_ulip").config.train  # its own paper scale (24 × 8192) is where auto starts
+    assert (ulip.epochs, ulip.batch_size) == ((5, 128) if expected == "small" else (24, 8192))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("scale.mode=large", "scale.mode must be one of setup, paper, small, auto; got 'large'"),
+    ("scale.auto.steps=0", "scale.auto.steps must be an integer >= 1, got 0"),
+    ("scale.auto.min_batch=1", "scale.auto.min_batch must be an integer >= 2, got 1"),
+    ("scale.small.epoch=3", r"scale.small: unknown key\(s\) \['epoch'\]; known: epochs, batch_size"),
+    ("scale.steps=3", r"scale: unknown key\(s\) \['steps'\]"),
+    ("train.auto_steps=100", "train.auto_steps: set the training scale with scale.mode: auto"),
+    ("variants.K.overrides.train.auto_min_batch=64", "variants.K.overrides.train.auto_min_batch: set the training"),
+    ("demo.overrides.train.epochs=5", "demo.overrides: the demo's training scale is now scale.small"),
+])
+def test_a_bad_training_scale_is_one_line(override, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        validate_params(with_(override))
+    assert "\n" not in str(info.value)
+
+
+def _few(p: dict, rows=None) -> dict[str, tuple[str, str]]:
+    from cmcr.validation import few_steps
+    from cmcr.world import WorldConfig
+
+    world = WorldConfig(**p["demo"]["world"])
+    return {unit: (steps, how) for unit, steps, how in
+            few_steps(p, check_params(p), rows or (lambda space, name: world.set_rows(name)))}
+
+
+def test_units_with_few_optimiser_steps_are_named_with_their_count_and_knobs():
+    """Issue 30 (4): the demo world's sizes (2,000 texts, 3,000 images, 2,000 reference pairs) at each scale,
+    hand-computed: small 5 × ⌈2000/128⌉ = 80 steps; paper 36 epochs of one batch of all 2,000 = 36 (clip_ulip
+    24 × one batch of 3,000 = 24); auto ≥ 500: none. The extend leaf ULIP pools its link's shared images (3,000),
+    ULIP's points (2,000) and CLIP's texts (2,000): 7,000 tuples → 5 × ⌈7000/128⌉ = 275."""
+    small = _few(PARAMS)
+    assert small["K"] == ("80", "5 epochs × 16 batches of 128 from 2,000 items")
+    assert small["no_image_text"][0] == "≤ 80" and small["clip_ulip"][0] == "120"
+    assert small["graph extend leaf ulip"] == ("275", "5 epochs × 55 batches of 128 from 7,000 items")
+    assert "graph extend leaf clap" not in small  # 8,000 tuples: 5 × 63 = 315 steps
+    paper = _few(with_("scale.mode=paper"))
+    assert paper["K"] == ("36", "36 epochs × 1 batches of 2,000 from 2,000 items")
+    assert paper["clip_ulip"] == ("24", "24 epochs × 1 batches of 3,000 from 3,000 items")
+    assert _few(with_("scale.mode=auto")) == {}
+    # the issue's own case: a paired reference of 4,000 true pairs at batch 2,048 for 20 epochs = 40 steps
+    p = with_("setup=paper", "scale.mode=paper", "train.epochs=20", "train.batch_size=2048")
+    p["paper"]["sets"] = {"clip": {"paired_image@VGGSound": {"manifest": "x.parquet"}},
+                          "clap": {"paired_audio@VGGSound": {"manifest": "y.parquet"}}}
+    p["variants"] = {"K": PARAMS["variants"]["K"], "paired": {"group": "reference", "paired": "VGGSound"}}
+    p["graphs"] = {"joint": PARAMS["graphs"]["joint"]}
+    few = _few(p, lambda space, name: {"paired_image@VGGSound": 4000, "text": 2_330_000}.get(name))
+    assert few == {"paired": ("40", "20 epochs × 2 batches of 2,048 from 4,000 items")}  # K, joint: 2.33M texts

@@ -9,7 +9,7 @@ import torch
 from cmcr.checks import EmbeddingError
 from cmcr.config import ConnectionConfig, LossConfig, NoiseConfig, ProjectorConfig, TrainConfig
 from cmcr.metrics.retrieval import bidirectional_retrieval, random_expectation
-from cmcr.train import ConnectionData, batch_slices, cosine_lr, load_checkpoint, train_connection
+from cmcr.train import ConnectionData, auto_scale, batch_slices, cosine_lr, load_checkpoint, train_connection
 from conftest import toy_world
 
 
@@ -36,6 +36,43 @@ def test_cosine_schedule_values():
 def test_batch_slices_cover_all_items_and_drop_a_single_tail():
     assert [(s.start, s.stop) for s in batch_slices(10, 4)] == [(0, 4), (4, 8), (8, 10)]
     assert [(s.start, s.stop) for s in batch_slices(9, 4)] == [(0, 4), (4, 8)]
+
+
+@pytest.mark.parametrize("n,epochs,batch,steps,min_batch,expected", [
+    (2_330_000, 36, 10240, 500, 128, (36, 10240)),  # paper-sized: the paper's values (8,208 steps)
+    (2000, 36, 10240, 500, 128, (36, 144)),         # ⌊2000·36/500⌋ = 144: 14 batches × 36 = 504 steps
+    (3000, 24, 8192, 500, 128, (24, 144)),          # ⌊3000·24/500⌋ = 144: 21 × 24 = 504
+    (2000, 36, 10240, 2000, 128, (125, 128)),       # min_batch reached: 16 batches/epoch, ⌈2000/16⌉ = 125 epochs
+    (2000, 5, 128, 500, 128, (32, 128)),            # the small scale's start: batch capped by the configured 128
+    (100, 36, 10240, 500, 128, (500, 100)),         # smaller than min_batch: one batch of all, 500 epochs
+    (1_000_000, 36, 10240, 500, 128, (36, 10240)),
+])
+def test_auto_scale_reaches_the_steps_from_the_data_size(n, epochs, batch, steps, min_batch, expected):
+    """Issue 32 (1): hand-computed cases of the auto rule; 0 steps is the configured scale untouched."""
+    train = TrainConfig(epochs=epochs, batch_size=batch, auto_steps=steps, auto_min_batch=min_batch)
+    scaled = auto_scale(train, n)
+    assert (scaled.epochs, scaled.batch_size) == expected
+    assert scaled.epochs * len(batch_slices(n, scaled.batch_size)) >= steps
+    assert (scaled.auto_steps, scaled.lr) == (steps, train.lr)  # the rest as configured, the rule kept
+    assert auto_scale(scaled, n) == scaled  # idempotent: a checkpoint's config retrains the same
+    plain = TrainConfig(epochs=epochs, batch_size=batch)
+    assert auto_scale(plain, n) is plain
+
+
+def test_scale_auto_trains_and_the_checkpoint_holds_what_ran(world, tmp_path):
+    """The effective epochs / batch size are the checkpoint's (and the history has that many epochs)."""
+    from cmcr.artifacts import save_torch
+
+    data, _ = world
+    n = data.validate(data.resolve_dims(small_config()))
+    config = ConnectionConfig(**{**small_config().__dict__, "train": TrainConfig(
+        epochs=2, batch_size=10240, auto_steps=12, auto_min_batch=64, device="cpu")})
+    result = train_connection(data, config, progress=False)
+    batch = n * 2 // 12
+    assert (result.config.train.epochs, result.config.train.batch_size) == (2, batch) and batch >= 64
+    assert len(result.history) == 2
+    save_torch(tmp_path / "p.pt", result.checkpoint())
+    assert load_checkpoint(tmp_path / "p.pt").config.train == result.config.train
 
 
 def test_training_connects_the_spaces_and_row_f_does_not(world):

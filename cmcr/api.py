@@ -222,7 +222,7 @@ class ConnectedModel:
             raise EmbedError(f"{self._what()}'s {space} projector takes {width}-d embeddings; these are "
                              f"{x.shape[1]}-d (another space or encoder than it was trained on)")
         with torch.no_grad():
-            return self.result.projectors[space].embed(x).numpy().astype(np.float32, copy=False)
+            return self.result.projectors[space].embed(x, modality).numpy().astype(np.float32, copy=False)
 
     def _what(self) -> str:
         return f"graph {self.graph.name}" if self.graph else f"the {self.connection.name} connection"

@@ -599,6 +599,21 @@ def clean(
         typer.echo("git-tracked ones (models/history/*.json) show as deleted: commit that with the params change")
 
 
+@app.command("linear-world")
+def linear_world(
+    out: Annotated[Path, typer.Option(help="the folder to write (e.g. byo/embeddings; then dvc exp run -S setup=byo)")],
+    seed: Annotated[int, typer.Option(help="the world's seed")] = 0,
+) -> None:
+    """Write the second public world (cmcr/linear_world.py: spaces that relate near-linearly, large modality gaps) as
+    bring-your-own embeddings, dataset `linear`: list it under benchmarks (retrieval, zeroshot3d, graph)."""
+    from cmcr.linear_world import LinearWorldConfig, write_linear_world
+
+    _setup_logging()
+    written = write_linear_world(out, LinearWorldConfig(seed=seed))
+    typer.echo(f"{out}: {len(written)} sets ({sum(written.values()):,} rows) of the linear world, seed {seed}; "
+               "dataset 'linear' (benchmarks: retrieval, zeroshot3d, graph)")
+
+
 @app.command()
 def provenance(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write the JSON here (metrics/provenance.json "

@@ -24,7 +24,7 @@ from cmcr.metrics.retrieval import match_ranks, random_expectation, retrieval_me
 from cmcr.metrics.zeroshot import class_embeddings, topk_accuracy
 from cmcr.pairing import pair_rows
 
-Embed = Callable[[torch.Tensor], torch.Tensor]
+Embed = Callable[..., torch.Tensor]  # embed(x[, modality]): L2-normalised rows in the compared space
 
 #: benchmark → the metric options it takes (params ``evaluation.<benchmark>``) and their allowed values
 METRIC_OPTIONS = {"counterfactual": {"ap": AP_RULES, "iou_rule": IOU_RULES}}
@@ -55,9 +55,17 @@ def join_pairs(first: torch.Tensor, first_table: pd.DataFrame, second: torch.Ten
             second_table.iloc[rows_second].reset_index(drop=True), coverage)
 
 
+def benchmark_modalities(benchmark: str) -> dict[str, str]:
+    """``{space: modality}`` of a benchmark's sets (retrieval: CLAP audio, CLIP images; zero-shot 3D: ULIP-2 point
+    clouds, CLIP texts): what a modality-dependent map (a centred closed form) is told it embeds."""
+    from cmcr.benchmarks import BENCHMARK_SETS, set_modality
+
+    return {space: set_modality(name) for _, space, name, _ in BENCHMARK_SETS[benchmark]}
+
+
 def no_connection(spaces: tuple[str, ...]) -> dict[str, Embed]:
     """The baseline that needs no training: each space's embeddings as they are (normalised)."""
-    return {s: (lambda x: F.normalize(x.float(), dim=-1)) for s in spaces}
+    return {s: (lambda x, modality=None: F.normalize(x.float(), dim=-1)) for s in spaces}
 
 
 @dataclass

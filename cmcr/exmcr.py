@@ -122,7 +122,8 @@ class ExtendProjector(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.intra(x))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """Project and L2-normalise (``modality``: as :meth:`cmcr.projector.Projector.embed`, unused)."""
         return F.normalize(self(x), dim=-1)
 
 
@@ -138,7 +139,7 @@ class Identity(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         return F.normalize(x.float(), dim=-1)
 
 

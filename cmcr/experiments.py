@@ -310,7 +310,7 @@ def aggregates_needed(params: Mapping[str, Any]) -> dict[str, set[str]]:
         mode = variant_memory_mode(params, name)
         if mode is not None:
             needed.setdefault(variant_connection(params, name), set()).add(mode)
-    for link in graph_needs(params)[0]:
+    for link in graph_needs(params, eq2=True)[0]:
         needed.setdefault(link.name, set()).add(memory_config_from_params(params, link.name).mode)
     return needed
 

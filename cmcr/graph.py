@@ -32,15 +32,19 @@ from typing import Any
 
 import logging
 
+import numpy as np
 import torch
 from torch import nn
 
+from cmcr.closed_form import CONTEXT_ROWS, LinearConfig, LinearLinkData, LinearMap, fit_link
 from cmcr.config import CONNECTIONS, ConfigError, Connection, ConnectionConfig, connection_of
 
 log = logging.getLogger(__name__)
 
-GRAPH_MODES = ("joint", "extend", "paired")
-_GRAPH_KEYS = {"mode", "spaces", "links", "base", "label", "pairs"}
+GRAPH_MODES = ("joint", "extend", "paired", "linear")
+_GRAPH_KEYS = {"mode", "spaces", "links", "base", "label", "pairs", "map", "centre", "alpha"}
+#: a graph entry's keys of mode linear (cmcr.closed_form.LinearConfig)
+_LINEAR_KEYS = ("map", "centre", "alpha")
 GRAPH_FORMAT = "cmcr.graph/1"
 
 
@@ -129,7 +133,8 @@ def check_link(connection: Connection, key: str, declared: tuple[str, ...] = ())
 
 @dataclass(frozen=True)
 class Graph:
-    """Spaces, the links between them and how they are trained (``joint`` or ``extend`` into ``base``)."""
+    """Spaces, the links between them and how they are trained (``joint``, ``extend`` into ``base``, ``paired``
+    on true pairs, or fitted in closed form into ``base``: ``linear``, its fit in ``closed_form``)."""
 
     name: str
     mode: str
@@ -138,6 +143,8 @@ class Graph:
     base: str | None = None
     #: mode paired: ``{"dataset": name, "modalities": {space: modality}}``
     pairs: Mapping[str, Any] | None = None
+    #: mode linear: :class:`cmcr.closed_form.LinearConfig` as a dict (map, centre, alpha)
+    closed_form: Mapping[str, Any] | None = None
 
     def modalities(self) -> dict[str, str]:
         """``{modality: the space that embeds it}`` for every modality of the graph: what the unified space can
@@ -158,13 +165,14 @@ class Graph:
                 "links": [{"name": c.name, "spaces": list(c.spaces), "shared": c.shared_modality,
                            "memory": dict(c.memory_modality)} for c in self.links],
                 "pairs": None if self.pairs is None else {"dataset": self.pairs["dataset"],
-                                                          "modalities": dict(self.pairs["modalities"])}}
+                                                          "modalities": dict(self.pairs["modalities"])},
+                "closed_form": None if self.closed_form is None else dict(self.closed_form)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Graph":
         links = tuple(Connection(l["name"], tuple(l["spaces"]), l["shared"], dict(l["memory"])) for l in data["links"])
         return cls(str(data["name"]), str(data["mode"]), tuple(data["spaces"]), links, data.get("base"),
-                   data.get("pairs"))
+                   data.get("pairs"), data.get("closed_form"))
 
     def toward_base(self) -> dict[str, tuple[str, Connection]]:
         """``extend`` mode: each leaf's neighbour one link nearer the base, and that link."""
@@ -209,6 +217,15 @@ def check_graph(name: str, entry: Any, connections: Mapping[str, Connection], de
         return _check_paired(name, key, entry, spaces, declared)
     if "pairs" in entry:
         raise ConfigError(f"{key}.pairs is for mode paired (the paired-data reference); mode {mode} trains on links")
+    closed_form = None
+    if mode == "linear":
+        try:
+            closed_form = LinearConfig(**{k: entry[k] for k in _LINEAR_KEYS if k in entry}).to_dict()
+        except ConfigError as exc:
+            raise ConfigError(f"{key}.{exc}") from None
+    elif any(k in entry for k in _LINEAR_KEYS):
+        raise ConfigError(f"{key}: {', '.join(k for k in _LINEAR_KEYS if k in entry)} are for mode linear (a closed-form "
+                          f"map); mode {mode} trains")
     names = entry.get("links")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ConfigError(f"{key}.links must be a list of connection names, got {names!r}")
@@ -233,24 +250,25 @@ def check_graph(name: str, entry: Any, connections: Mapping[str, Connection], de
                         reached.add(other)
                         frontier.append(other)
     base = entry.get("base")
-    if mode == "extend":
+    if mode in ("extend", "linear"):
         if isinstance(base, list):
-            raise ConfigError(f"{key}.base: extend mode has one base space, got {len(base)}: {base!r}")
+            raise ConfigError(f"{key}.base: {mode} mode has one base space, got {len(base)}: {base!r}")
         if not isinstance(base, str) or base not in spaces:
             raise ConfigError(f"{key}.base must name one of {key}.spaces ({', '.join(spaces)}), got {base!r}")
         unreached = [s for s in spaces if s not in reached]
         if unreached:
             raise ConfigError(f"{key}: leaf space(s) {unreached} have no path to the base {base!r} through {key}.links")
         if len(links) != len(spaces) - 1:  # connected with more links than a tree has: some leaf has two paths
-            raise ConfigError(f"{key}.links: extend mode needs a tree (each leaf one path to the base {base!r}); "
+            raise ConfigError(f"{key}.links: {mode} mode needs a tree (each leaf one path to the base {base!r}); "
                               f"{len(links)} links over {len(spaces)} spaces make a cycle")
     else:
         if base is not None:
-            raise ConfigError(f"{key}.base is for mode extend; mode joint trains a projector for every space")
+            raise ConfigError(f"{key}.base is for modes extend and linear; mode joint trains a projector for every space")
         unreached = [s for s in spaces if s not in reached]
         if unreached:
             raise ConfigError(f"{key}: space(s) {unreached} are not linked to the others through {key}.links")
-    return Graph(name, mode, tuple(spaces), tuple(links), base if mode == "extend" else None)
+    return Graph(name, mode, tuple(spaces), tuple(links), base if mode in ("extend", "linear") else None,
+                 closed_form=closed_form)
 
 
 def _check_paired(name: str, key: str, entry: Mapping[str, Any], spaces: list[str], declared: tuple[str, ...] = ()
@@ -273,10 +291,11 @@ def _check_paired(name: str, key: str, entry: Mapping[str, Any], spaces: list[st
                  {"dataset": pairs["dataset"], "modalities": {s: pairs["modalities"][s] for s in spaces}})
 
 
-def graph_needs(params: Mapping[str, Any]) -> tuple[list[Connection], list[tuple[dict[str, str], str]]]:
+def graph_needs(params: Mapping[str, Any], eq2: bool = False) -> tuple[list[Connection], list[tuple[dict[str, str], str]]]:
     """What the declared graphs need from extraction and Eq. 2, reading only ``graphs`` and the definitions of
-    the links they name: the links of ``joint``/``extend`` graphs, and each ``paired`` graph's ``(modalities,
-    dataset)``. Unchecked (the validate stage checks): an entry that does not parse is left out."""
+    the links they name: the links of ``joint``/``extend``/``linear`` graphs (``eq2``: only those trained on Eq. 2
+    aggregates, not a closed-form one's), and each ``paired`` graph's ``(modalities, dataset)``. Unchecked (the
+    validate stage checks): an entry that does not parse is left out."""
     links: dict[str, Connection] = {}
     paired = []
     graphs = params.get("graphs") or {}
@@ -287,6 +306,8 @@ def graph_needs(params: Mapping[str, Any]) -> tuple[list[Connection], list[tuple
             pairs = entry.get("pairs")
             if isinstance(pairs, Mapping) and isinstance(pairs.get("modalities"), Mapping) and len(pairs["modalities"]) == 2:
                 paired.append(({str(k): str(v) for k, v in pairs["modalities"].items()}, str(pairs.get("dataset"))))
+            continue
+        if eq2 and entry.get("mode") == "linear":
             continue
         for name in entry.get("links") or []:
             try:
@@ -303,6 +324,8 @@ def graph_config(params: Mapping[str, Any], graph: "Graph") -> dict[str, Connect
     from cmcr.config import LossConfig, MemoryConfig, NoiseConfig, connection_config_from_params
     from cmcr.experiments import training_scale
 
+    if graph.mode == "linear":
+        return {}  # fitted in closed form: no training config
     if graph.mode != "paired":
         return {link.name: connection_config_from_params(params, link.name, training_scale(params, link.name)[0])
                 for link in graph.links}
@@ -324,6 +347,79 @@ def graphs_of(params: Mapping[str, Any], connections: Mapping[str, Connection] |
     return {name: check_graph(name, entry, connections, declared_spaces(params, (entry or {}).get("spaces")
                                                                          if isinstance(entry, Mapping) else ()))
             for name, entry in graphs.items()}
+
+
+# ----------------------------------------------------------------------------------------- closed-form fitting
+
+def fit_linear(graph: Graph, data: Mapping[str, LinearLinkData]) -> "GraphResult":
+    """``linear`` mode (:mod:`cmcr.closed_form`): the base's map is the identity, each leaf's the product of the
+    maps along its path to the base (base-outwards), each fitted on its link's shared set
+    (``data[link]``, :class:`cmcr.closed_form.LinearLinkData`) as ``graph.closed_form`` says; with ``centre``
+    every space's map subtracts its modalities' means first. Deterministic: no seed, no training history."""
+    if graph.mode != "linear":
+        raise ValueError(f"fit_linear fits mode linear, graph {graph.name} is {graph.mode}")
+    config = LinearConfig(**(graph.closed_form or {}))
+    toward = graph.toward_base()
+    means: dict[str, dict[str, np.ndarray]] = {}
+    for link in graph.links:
+        for space in link.spaces:
+            for modality, mean in data[link.name].means[space].items():
+                means.setdefault(space, {}).setdefault(modality, mean)
+    width = int(np.asarray(data[next(link for link in graph.links if graph.base in link.spaces).name].shared[graph.base]).shape[1])
+    to_base = {graph.base: np.eye(width)}
+    for level in _levels(graph, toward):
+        for leaf in level:
+            parent, link = toward[leaf]
+            to_base[leaf] = fit_link(data[link.name], leaf, parent, config) @ to_base[parent]
+            log.info("graph %s: %s → %s through %s (%s, %s map, %d items)%s", graph.name, leaf, parent, link.name,
+                     link.shared_modality, config.label(), len(data[link.name].shared[leaf]),
+                     "" if parent == graph.base else f", composed into {graph.base}")
+    modules = {s: LinearMap(to_base[s], means[s] if config.centre else None) for s in graph.spaces}
+    return GraphResult(graph, nn.ModuleDict(modules), {}, {})
+
+
+def hub(graph: Graph) -> str | None:
+    """The space a closed-form comparison maps the others into: the base, or (``joint``) the first space every
+    link touches (CLIP in the demo's graphs); None when there is none."""
+    if graph.base:
+        return graph.base
+    return next((s for s in graph.spaces if all(s in link.spaces for link in graph.links)), None)
+
+
+def closed_form_rows(graphs: Mapping[str, Graph]) -> dict[str, Graph]:
+    """The closed-form context rows of the graph table (:data:`cmcr.closed_form.CONTEXT_ROWS`: ridge and
+    Procrustes, each without and with centring), one set per distinct (hub, links) among the trained graphs (the
+    demo's joint and extend share theirs: four rows; links compared by their spaces and modalities, as the map
+    uses nothing else); row keys gain ``@<graph>`` only when there are several."""
+    distinct: dict[tuple, Graph] = {}
+    for g in graphs.values():  # links compared by what they connect (a link differing only in τ1 fits the same map)
+        if g.mode in ("joint", "extend") and hub(g) is not None:
+            links = tuple(sorted((link.spaces, link.shared_modality, tuple(sorted(link.memory_modality.items())))
+                                 for link in g.links))
+            distinct.setdefault((hub(g), links), g)
+    out = {}
+    for (base, _), g in distinct.items():
+        suffix = "" if len(distinct) == 1 else f"@{g.name}"
+        for row, map_name, centre in CONTEXT_ROWS:
+            out[row + suffix] = Graph(row + suffix, "linear", (base,) + tuple(s for s in g.spaces if s != base), g.links,
+                                      base, closed_form=LinearConfig(map_name, centre).to_dict())
+    return out
+
+
+def closed_form_connection(embeddings, link: Connection) -> dict[str, "GraphResult"]:
+    """The closed-form context rows of a single connection's tables (Tables 1–4): its second space mapped into its
+    first (CLAP, ULIP-2 into CLIP) through the shared modality, each of :data:`cmcr.closed_form.CONTEXT_ROWS`, fitted on
+    the pipeline's embeddings (read once)."""
+    data = {link.name: LinearLinkData.from_pipeline(embeddings, link)}
+    return {row: fit_linear(Graph(row, "linear", link.spaces, (link,), link.spaces[0],
+                                  closed_form=LinearConfig(map_name, centre).to_dict()), data)
+            for row, map_name, centre in CONTEXT_ROWS}
+
+
+def closed_form_label(graph: Graph) -> str:
+    """A closed-form row's label: ``Closed form (no training): ridge, centred; clap, ulip into clip``."""
+    leaves = ", ".join(s for s in graph.spaces if s != graph.base)
+    return f"Closed form (no training): {LinearConfig(**(graph.closed_form or {})).label()}; {leaves} into {graph.base}"
 
 
 # ---------------------------------------------------------------------------------------------- joint training
@@ -535,6 +631,9 @@ def load_graph_checkpoint(path, map_location="cpu") -> GraphResult:
 
 def graph_from_payload(payload: Mapping[str, Any]) -> GraphResult:
     """A :class:`GraphResult` from a checkpoint payload already read (:meth:`GraphResult.checkpoint`'s dict)."""
+    if any(spec["kind"] == "linear" for spec in payload["projectors"].values()):
+        modules = {s: LinearMap.from_state(spec["state"]) for s, spec in payload["projectors"].items()}
+        return GraphResult(Graph.from_dict(payload["graph"]), nn.ModuleDict(modules), {}, {})
     from cmcr.exmcr import ExtendProjector, Identity
     from cmcr.projector import Projector
 

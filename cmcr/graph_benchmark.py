@@ -28,7 +28,7 @@ from cmcr.benchmarks import GRAPH_TASKS, set_name
 from cmcr.metrics.retrieval import match_ranks, random_expectation, retrieval_metrics
 from cmcr.metrics.zeroshot import class_embeddings, topk_accuracy
 
-Embed = Callable[[torch.Tensor], torch.Tensor]
+Embed = Callable[..., torch.Tensor]  # embed(x, modality=None): L2-normalised rows in the compared space
 #: one-letter names of the modalities in direction labels (A2P: audio → points)
 LETTER = {"audio": "A", "points": "P", "text": "T", "image": "I"}
 #: the single connection that can score a task alone (its main variant), as the paper's tables use them
@@ -123,17 +123,18 @@ def unusable(data: TaskData, model: Mapping[str, Embed], modality_spaces: Mappin
         if modality_spaces is not None and modality_spaces.get(modality) != space:
             return f"embeds {modality} from {modality_spaces.get(modality)}, the set is {space}'s"
     with torch.no_grad():  # e.g. the no-connection baseline over spaces of different widths: nothing to compare
-        widths = {space: int(model[space](x[:2]).shape[1]) for space, x, _ in data.sets.values()}
+        widths = {space: int(model[space](x[:2], modality=key).shape[1]) for key, (space, x, _) in data.sets.items()}
     if len(set(widths.values())) > 1:
         return f"embeds to different widths {widths}"
     return None
 
 
 def evaluate_task(data: TaskData, model: Mapping[str, Embed], name: str) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Scores and per-item results of one model on one task (both retrieval directions; zero-shot top-k)."""
+    """Scores and per-item results of one model on one task (both retrieval directions; zero-shot top-k). Each
+    embed function is called with the set's modality (``embed(x, modality=…)``: a centred closed-form map needs it)."""
     (ka, (sa, xa, ta)), (kb, (sb, xb, tb)) = data.sets.items()
     with torch.no_grad():
-        a, b = model[sa](xa), model[sb](xb)
+        a, b = model[sa](xa, modality=ka), model[sb](xb, modality=kb)  # a set's key is its modality
         if a.shape[1] != b.shape[1]:
             raise ValueError(f"{name}: {sa} and {sb} embed to widths {a.shape[1]} and {b.shape[1]}")
         if data.kind == "zeroshot":

@@ -51,8 +51,10 @@ class Projector(nn.Module):
             )
         return self.net(x)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Project and L2-normalise (inference path of the release: normalise, project, normalise)."""
+    def embed(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        """Project and L2-normalise (inference path of the release: normalise, project, normalise). ``modality``:
+        what the rows are, for maps that depend on it (a centred closed-form map, :mod:`cmcr.closed_form`);
+        a trained projector maps every modality of its space alike."""
         return F.normalize(self(x), dim=-1)
 
 

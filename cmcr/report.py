@@ -68,7 +68,8 @@ def seeds_note(metrics: Mapping[str, Any]) -> str:
     if counts == [1]:
         return f"\nTrained rows: one training seed ({seeds[0]}); no spread is shown (`seeds` in params.yaml).\n"
     return (f"\nTrained rows: mean ± sample standard deviation over {counts[-1]} training seeds ({', '.join(seeds)}; "
-            "`seeds` in params.yaml). Random, no-connection and ceiling rows involve no training.\n")
+            "`seeds` in params.yaml). Random, no-connection, closed-form and ceiling rows involve no training "
+            "(closed form: one deterministic fit, `cmcr/closed_form.py`, no seeds).\n")
 
 
 def _row(cells: list[Any]) -> str:
@@ -448,6 +449,9 @@ def graph_note(results: Mapping[str, Any]) -> str:
     parts = []
     for name, result in results.items():
         g = result.graph
+        if g.mode == "linear":
+            parts.append(f"{name} (linear, base {g.base}): closed form, {g.closed_form}, no training")
+            continue
         modules = ", ".join(f"{s} {m.kind}" + ("" if m.kind == "identity" else f" {m.in_dim}→{m.hidden_dim}→{m.out_dim}")
                             for s, m in result.projectors.items())
         params = sum(p.numel() for p in result.projectors.parameters() if p.requires_grad)

@@ -406,6 +406,8 @@ def few_steps(params: Mapping[str, Any], variants: Mapping[str, Any], rows) -> l
             units.append((name, v.config.train, [(conn.spaces[0], conn.shared_modality)], bool(v.exclude_sources)))
     centres = ExtendConfig.from_params(params.get("extend")).centres
     for gname, graph in graphs_of(params).items():
+        if graph.mode == "linear":
+            continue  # fitted in closed form: no optimiser steps
         configs = graph_config(params, graph)
         if graph.mode == "paired":
             first = graph.spaces[0]

@@ -15,7 +15,9 @@ import typer
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
 from cmcr.benchmarks import BENCHMARKS
-from cmcr.evaluation import ceiling, evaluate_model, load_benchmark, metric_options, no_connection, random_baseline
+from cmcr.evaluation import (benchmark_modalities, ceiling, evaluate_model, load_benchmark, metric_options,
+                             no_connection, random_baseline)
+from cmcr.graph import closed_form_connection
 from cmcr.experiments import checkpoint_path, seeds_of, variant_connection, variant_names
 from cmcr.metrics.seeds import summarize_seeds
 from cmcr.train import load_checkpoint
@@ -35,6 +37,15 @@ def main(benchmark: str) -> None:
         for seed in seeds[:1] if official else seeds:
             projectors = load_checkpoint(checkpoint_path(CONNECTIONS, name, seed)).projectors
             models[name, None if official else seed] = {s: projectors[s].embed for s in spaces}
+    try:  # the closed-form rows (no training, deterministic): the second space mapped linearly into the first
+        fitted = closed_form_connection(EMBEDDINGS, KNOWN_CONNECTIONS[BENCHMARKS[benchmark]])
+    except ArtifactError as exc:
+        log.warning("closed-form rows skipped: %s", exc)
+        fitted = {}
+    modalities = benchmark_modalities(benchmark)
+    for row, result in fitted.items():
+        models[row, None] = {s: (lambda x, m=m, modality=modalities[s]: m.embed(x, modality))
+                             for s, m in result.projectors.items()}
     options = metric_options(benchmark, p["evaluation"].get(benchmark))
     metrics, items = {}, []
     for dataset in p["benchmarks"][benchmark] or []:

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.benchmarks import graph_tasks
 from cmcr.experiments import checkpoint_path, pipeline_spaces, seeds_of, variant_connection, variant_names
-from cmcr.graph import load_graph_checkpoint
+from cmcr.closed_form import LinearLinkData
+from cmcr.graph import closed_form_rows, fit_linear, load_graph_checkpoint
 from cmcr.graph_benchmark import SINGLE_CONNECTION_VARIANTS, evaluate_task, load_task, task_ceiling, task_random, unusable
 from cmcr.metrics.seeds import summarize_seeds
 from cmcr.train import load_checkpoint
@@ -25,16 +26,33 @@ def main() -> None:
     log = setup_logging("evaluate_graph")
     p = params()
     seeds = seeds_of(p)
-    models = {("no_connection", None): ({s: (lambda x: F.normalize(x.float(), dim=-1)) for s in pipeline_spaces(p)}, None)}
+    models = {("no_connection", None): ({s: (lambda x, modality=None: F.normalize(x.float(), dim=-1))
+                                         for s in pipeline_spaces(p)}, None)}
     for connection, variant in SINGLE_CONNECTION_VARIANTS.items():
         if variant in variant_names(p) and variant_connection(p, variant) == connection:
             for seed in seeds:
                 projectors = load_checkpoint(checkpoint_path(CONNECTIONS, variant, seed)).projectors
                 models[variant, seed] = ({s: m.embed for s, m in projectors.items()}, None)
+    graphs = {}
     for name in p["graphs"]:  # each checkpoint holds its graph (spaces, links, which space embeds each modality)
         for seed in seeds:
             result = load_graph_checkpoint(checkpoint_path(GRAPHS, name, seed))
+            graphs[name] = result.graph
+            if result.graph.mode == "linear":  # closed form: the same fit for every seed, scored once
+                models[name, None] = (result.embedders(), result.graph.modalities())
+                break
             models[name, seed] = (result.embedders(), result.graph.modalities())
+    link_data: dict[str, LinearLinkData] = {}
+    for row, graph in closed_form_rows(graphs).items():  # the closed-form context rows: no training, seconds
+        try:
+            for link in graph.links:
+                if link.name not in link_data:
+                    link_data[link.name] = LinearLinkData.from_pipeline(EMBEDDINGS, link)
+        except ArtifactError as exc:
+            log.warning("closed-form row %s skipped: %s", row, exc)
+            continue
+        result = fit_linear(graph, link_data)
+        models[row, None] = (result.embedders(), graph.modalities())
     metrics, items, tasks = {}, [], graph_tasks(p)  # the built-in four and any of your own (graph_tasks)
     for dataset in p["benchmarks"].get("graph") or []:
         metrics[dataset] = {}

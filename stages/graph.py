@@ -6,7 +6,8 @@ on modality-centric tuples (computed once, shared by the seeds); ``paired`` — 
 modality pair no link connects (true pairs, e.g. the demo world's audio–3D reference split). The seeds (and in
 ``extend`` the leaves at one distance from the base) train side by side in threads of this one process.
 Writes ``models/graphs/<name>/seed<seed>.pt`` (:meth:`cmcr.graph.GraphResult.checkpoint`) and
-``models/graph_history/<name>/seed<seed>.json``.
+``models/graph_history/<name>/seed<seed>.json``. ``linear`` — the closed-form baseline
+(:func:`cmcr.graph.fit_linear`): fitted once, deterministic, the same file for every seed (so every loader finds it).
 """
 
 from common import AGGREGATED, EMBEDDINGS, GRAPH_HISTORY, GRAPHS, params, run, setup_logging
@@ -15,8 +16,9 @@ from cmcr.benchmarks import graph_paired_sets
 from cmcr.config import ConfigError
 from cmcr.exmcr import ExtendConfig
 from cmcr.experiments import aggregate_folder, checkpoint_path, seeds_of
-from cmcr.graph import (ExtendLinkData, check_graph, connections_of, declared_spaces, extend_tuples, graph_config,
-                        graph_result_from_training, train_extend, train_joint)
+from cmcr.closed_form import LinearLinkData
+from cmcr.graph import (ExtendLinkData, check_graph, connections_of, declared_spaces, extend_tuples, fit_linear,
+                        graph_config, graph_result_from_training, train_extend, train_joint)
 from cmcr.train import ConnectionData, load_true_pairs, train_paired, train_seeds
 
 
@@ -43,6 +45,9 @@ def main(name: str) -> None:
         extend = ExtendConfig.from_params(p)
         data = {link: ExtendLinkData.from_pipeline(EMBEDDINGS, aggregate_folder(AGGREGATED, c.memory.mode, link), c) for link, c in configs.items()}
         results = train_extend(graph, extend_tuples(graph, data, configs, extend), configs, extend, seeds=seeds, progress=False)
+    elif graph.mode == "linear":  # no training: one fit, deterministic
+        fitted = fit_linear(graph, {link.name: LinearLinkData.from_pipeline(EMBEDDINGS, link) for link in graph.links})
+        results = {seed: fitted for seed in seeds}
     else:
         dataset = graph.pairs["dataset"]
         files = graph_paired_sets(graph.pairs["modalities"], dataset)

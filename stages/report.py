@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from cmcr import report
-from cmcr.graph import graphs_of, load_graph_checkpoint
+from cmcr.closed_form import CONTEXT_ROWS, LinearConfig
+from cmcr.graph import closed_form_label, closed_form_rows, graphs_of, load_graph_checkpoint
 from cmcr.report import ours
 from cmcr.examples import write_examples
 from cmcr.world import class_names
@@ -38,6 +39,8 @@ def main() -> None:
     # variants of group table1 / table4 other than ours (e.g. the official release) become extra rows
     extra = {"no_connection": "No connection (original spaces, no training)"} | {
         n: v.label for n, v in variants.items() if v.group in ("table1", "table4", "reference") and n not in ("K", "clip_ulip")}
+    extra |= {row: f"Closed form (no training): {LinearConfig(map_name, centre).label()}, into CLIP through the shared "
+                   "modality" for row, map_name, centre in CONTEXT_ROWS}
     # the headline metrics (the pipeline's only DVC metrics file): the first trained variant of each connection
     main_variants: dict[str, str] = {}
     for n, v in variants.items():
@@ -79,6 +82,7 @@ def main() -> None:
         rows = {"random": "Random (expected)", "no_connection": "No connection (original spaces, no training)"}
         rows |= {n: f"{ours(labels.get(n))} (single connection)" for n in ("K", "clip_ulip") if n in variants}
         rows |= {n: str(p["graphs"][n].get("label", n)) for n in graphs}
+        rows |= {n: closed_form_label(g) for n, g in closed_form_rows(graphs).items()}
         rows["ceiling"] = "Ceiling (best possible on this benchmark)"
         write_text(RESULTS / "graph.md", report.graph_table(json.loads(graph_metrics.read_text()), rows)
                    + report.graph_note({n: load_graph_checkpoint(checkpoint_path(GRAPHS, n, seeds[0])) for n in graphs}))

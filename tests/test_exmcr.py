@@ -261,7 +261,7 @@ def test_graph_tasks_score_against_their_exact_ceiling_and_skip_what_a_model_can
     ceiling = task_ceiling(data)
     h4 = 1 + 1 / 2 + 1 / 3 + 1 / 4
     assert math.isclose(ceiling["A2P"]["mAP"], 100 * h4 / 4, rel_tol=1e-9)
-    identity = {s: (lambda x: F.normalize(x, dim=-1)) for s in ("clap", "ulip")}
+    identity = {s: (lambda x, modality=None: F.normalize(x, dim=-1)) for s in ("clap", "ulip")}
     scores, items = evaluate_task(data, identity, "exact")
     assert scores["A2P"]["mAP"] == pytest.approx(25.0) and scores["P2A"]["R@5"] == pytest.approx(100.0)
     assert len(items) == 24 and set(items["direction"]) == {"A2P", "P2A"}
@@ -269,7 +269,7 @@ def test_graph_tasks_score_against_their_exact_ceiling_and_skip_what_a_model_can
     assert unusable(data, {"clap": identity["clap"]}) == "embeds no ulip (points)"
     assert unusable(data, identity, {"audio": "clap", "points": "clip"}) == "embeds points from clip, the set is ulip's"
     assert unusable(data, identity, {"audio": "clap", "points": "ulip"}) is None
-    narrow = {"clap": identity["clap"], "ulip": lambda x: F.normalize(x[:, :3], dim=-1)}
+    narrow = {"clap": identity["clap"], "ulip": lambda x, modality=None: F.normalize(x[:, :3], dim=-1)}
     assert unusable(data, narrow) == "embeds to different widths {'clap': 5, 'ulip': 3}"
     from cmcr.artifacts import ArtifactError
 

@@ -243,7 +243,7 @@ def test_a_graph_task_of_your_own_is_extracted_scored_and_tabled(tmp_path):
     assert data.directions() == ("touch2I", "I2touch")
     assert task_ceiling(data)["touch2I"]["mAP"] == 100.0
     assert task_random(data)["touch2I"] == random_expectation(8)
-    identity = {"touch": lambda x: x, "clip": lambda x: x}
+    identity = {"touch": lambda x, modality=None: x, "clip": lambda x, modality=None: x}
     assert unusable(data, identity, {"touch": "touch", "image": "clip"}) is None
     assert unusable(data, identity, {"image": "clip"}) == "embeds touch from None, the set is touch's"
     scores, _ = evaluate_task(data, identity, "identity")

@@ -252,6 +252,9 @@ def paper_repo(tmp_path_factory):
                                            "loss": {"intra_spaces": ["clip", "touch"]}}
     params["graphs"]["touch_into_clip"] = {"mode": "extend", "base": "clip", "spaces": ["clip", "touch"],
                                            "links": ["clip_touch"], "label": "Touch extended into CLIP"}
+    # the closed form as a graph of its own (issue 30): CLAP and ULIP-2 into CLIP, centred Procrustes
+    params["graphs"]["closed_into_clip"] = {"mode": "linear", "base": "clip", "spaces": ["clip", "clap", "ulip"],
+                                            "links": ["clip_clap", "clip_ulip"], "map": "procrustes", "centre": True}
     params["graph_tasks"] = {"touch_image": {"query": {"space": "touch", "modality": "touch"},
                                              "gallery": {"space": "clip", "modality": "image"}}}
     params["paper"]["texts"]["files"] = {k: str(user / "texts" / v) for k, v in corpora.items()}
@@ -432,6 +435,20 @@ def test_the_graphs_train_and_score_on_the_users_sets(paper_repo):
             pipeline = result.projectors[space].embed(torch.from_numpy(raw[:2])).numpy()
         assert np.abs(model.embed(modality, table["path"].tolist()[:2]) - pipeline).max() <= 1e-5, space
     assert model.spaces_for("text") == ["clip"] and model.spaces_for("points") == ["ulip"]
+    # issue 30: the closed-form graph loads and embeds like any other (its centring told the modality by the API),
+    # scored once (deterministic), beside the closed-form context rows every table carries
+    closed = ConnectedModel.from_pipeline(path, graph="closed_into_clip")
+    fitted = load_graph_checkpoint(path / "models" / "graphs" / "closed_into_clip" / "seed0.pt")
+    assert fitted.projectors["clap"].kind == "linear" and fitted.projectors["clap"].modalities == ("text", "audio")
+    table = pd.read_parquet(path / "data" / "embeddings" / "clap" / "graph_audio@User-Audio3D.parquet")
+    raw = np.load(path / "data" / "embeddings" / "clap" / "graph_audio@User-Audio3D.npy")
+    with torch.no_grad():
+        pipeline = fitted.projectors["clap"].embed(torch.from_numpy(raw[:2]), "audio").numpy()
+    assert np.abs(closed.embed("audio", table["path"].tolist()[:2]) - pipeline).max() <= 1e-5
+    points = graph["User-Audio3D"]["audio_points"]
+    # two link sets among the graphs (CLAP/ULIP into CLIP; the touch space into CLIP): a set of rows for each
+    assert "seeds" not in points["closed_into_clip"] and points["closed_into_clip"] == points["linear_procrustes_centred@joint"]
+    assert "linear_ridge@touch_into_clip" in graph["TouchAndGo"]["touch_image"]
 
 
 def test_a_space_of_your_own_runs_through_the_pipeline(paper_repo):

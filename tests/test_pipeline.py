@@ -45,6 +45,10 @@ def reduced_params(params: dict) -> dict:
                                                       "memory": {"clip": "image", "clap": "audio"}},
                                              "memory": {"temperature": 0.02}}
     params["graphs"]["joint"]["links"] = ["clip_clap_t2", "clip_ulip"]
+    # a closed-form graph declared as a mode (issue 30): CLAP and ULIP mapped into CLIP, centred ridge
+    params["graphs"]["closed"] = {"mode": "linear", "base": "clip", "spaces": ["clip", "clap", "ulip"],
+                                  "links": ["clip_clap", "clip_ulip"], "map": "ridge", "centre": True,
+                                  "label": "Closed form declared as a graph"}
     official = ROOT.parent / "shared" / "fixtures" / "c-mcr-official" / "ulip_clip.pt"
     if official.is_file():  # the released projectors go through the same train/evaluate/report path
         params["variants"]["official"] = {"group": "table4", "label": "C-MCR (official release)",
@@ -128,6 +132,21 @@ def test_the_graph_family_scores_every_modality_pair_of_the_unified_spaces(repo)
                 "Paired-data reference (true audio-3D pairs)", "Ceiling (best possible on this benchmark)"):
         assert f"| demo | {row} |" in table, row
     assert (repo["path"] / "models/graphs/extend/seed1.pt").is_file()
+    # issue 30 (1): the closed-form rows (no training, one fit: no seeds) beside the learned graphs, and the same
+    # fit declared as a graph of mode linear scores exactly the same; Tables 1 and 4 carry them too
+    rows = ("linear_ridge", "linear_ridge_centred", "linear_procrustes", "linear_procrustes_centred")
+    for name in rows + ("closed",):
+        assert "seeds" not in audio_3d[name] and audio_3d[name]["A2P"]["mAP"] > audio_3d["random"]["A2P"]["mAP"], name
+    assert audio_3d["closed"] == audio_3d["linear_ridge_centred"]
+    assert "| demo | Closed form (no training): ridge, centred; clap, ulip into clip |" in table
+    assert "| demo | Closed form declared as a graph |" in table
+    for benchmark, table_file in (("retrieval", "table1_retrieval.md"), ("zeroshot3d", "table4_zeroshot3d.md")):
+        scores = json.loads((repo["path"] / "metrics" / f"{benchmark}.json").read_text())["demo"]
+        assert set(rows) <= set(scores) and all("seeds" not in scores[r] for r in rows), benchmark
+        assert "| demo | Closed form (no training): Procrustes, centred, into CLIP through the shared modality |" in \
+            (repo["path"] / "results" / table_file).read_text()
+    assert (repo["path"] / "models/graphs/closed/seed1.pt").read_bytes() == \
+        (repo["path"] / "models/graphs/closed/seed0.pt").read_bytes()  # deterministic: one fit, every seed's file
     assert "optimised together with the first link's settings (clip_clap_t2)" in table  # what joint ran with
     # issue 32, point 3: each graph's headline beside K's (DVC's metrics: means; their spread in summary_seeds)
     summary = json.loads((repo["path"] / "metrics/summary.json").read_text())["graph"]["demo"]

@@ -2,7 +2,7 @@
 
     apt-get install qemu-user                                    # Debian's package (not a project dependency)
     python benchmarks/cross_cpu_check.py kernels                 # kernel probe, pinned and native, on 5 processors
-    python benchmarks/cross_cpu_check.py stage --cpus Skylake-Client-v4   # a whole stage (spaces@clip) emulated
+    python benchmarks/cross_cpu_check.py stage --cpus Skylake-Client-v4   # a whole stage (spaces, CLIP's stand-in) emulated
 
 `qemu-x86_64 -cpu <model>` runs this machine's Python with the CPUID of another processor (vendor, family, instruction
 sets), so MKL, ATen, oneDNN, OpenBLAS and numpy dispatch as they would there; the arithmetic is emulated exactly

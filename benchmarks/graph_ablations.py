@@ -4,7 +4,7 @@ audio→image, mean ± std over seeds, beside the closed-form rows.
 
     python benchmarks/graph_ablations.py                                  # the demo (after dvc repro)
     python benchmarks/graph_ablations.py --root /tmp/lw --dataset linear  # the linear world (benchmarks/linear_world.py --keep /tmp/lw)
-    python benchmarks/graph_ablations.py --only extend --only "extend, scale auto"
+    python benchmarks/graph_ablations.py --only extend --only "extend, scale auto" -S scale.mode=small
 
 Reads ``<root>/params.yaml`` and the pipeline's ``data/embeddings`` / ``data/aggregated`` there; trains in this
 process (the stages' pinned kernels, one thread per training, seeds side by side as the stages do).
@@ -47,7 +47,8 @@ TASKS = (("audio_points", "A2P", "mAP", "A→3D mAP"), ("points_text", None, "to
 
 @app.command()
 def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Option([0, 1, 2]),
-         only: list[str] = typer.Option(None, help="rows to run (default: all)")) -> None:
+         only: list[str] = typer.Option(None, help="rows to run (default: all)"),
+         set_: list[str] = typer.Option(None, "--set", "-S", help="params overrides for every row, e.g. scale.mode=small")) -> None:
     import torch
 
     from cmcr.closed_form import LinearLinkData
@@ -61,7 +62,7 @@ def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Opti
 
     torch.set_num_threads(1)
     embeddings, aggregated = root / "data" / "embeddings", root / "data" / "aggregated"
-    base = load_params(root / "params.yaml")
+    base = deep_merge(load_params(root / "params.yaml"), parse_overrides(list(set_ or [])))
     tasks = {t: load_task(embeddings, t, dataset)[0] for t, *_ in TASKS}
 
     def scores(result) -> dict[str, float]:

@@ -3,6 +3,7 @@ large modality gaps), through ``setup: byo`` exactly as a user's embeddings woul
 
     python benchmarks/linear_world.py                  # 3 seeds, scale auto (byo's default): ~15 min on 2 cores
     python benchmarks/linear_world.py --seeds 0 --keep /tmp/lw   # one seed; keep the run's folder
+    python benchmarks/linear_world.py -S projector.norm_stats=modality   # each modality its own BatchNorm statistics
 
 Copies the pipeline (dvc.yaml, params.yaml, stages, cmcr, DVC config) into a temporary git repository, writes the
 world into its ``byo/embeddings``, keeps the variants a single connection needs (K, clip_ulip and their paired-data
@@ -31,7 +32,8 @@ COPIED = ["dvc.yaml", "params.yaml", "stages", "cmcr", ".dvc/config", ".dvcignor
 
 @app.command()
 def main(seeds: list[int] = typer.Option([0, 1, 2]), scale: str = "setup", world_seed: int = 0,
-         keep: Path = typer.Option(None, help="run in this folder (kept) instead of a temporary one")) -> None:
+         keep: Path = typer.Option(None, help="run in this folder (kept) instead of a temporary one"),
+         set_: list[str] = typer.Option(None, "--set", "-S", help="params overrides, e.g. projector.norm_stats=modality")) -> None:
     from cmcr.linear_world import LinearWorldConfig, write_linear_world
 
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="cmcr-linear-world-"))
@@ -55,6 +57,9 @@ def main(seeds: list[int] = typer.Option([0, 1, 2]), scale: str = "setup", world
     p["graphs"]["paired_audio_3d"]["pairs"]["dataset"] = "linear"
     p["benchmarks"] = {"retrieval": ["linear"], "localization": [], "counterfactual": [], "zeroshot3d": ["linear"],
                        "graph": ["linear"]}
+    from cmcr.params import deep_merge, parse_overrides
+
+    p = deep_merge(p, parse_overrides(list(set_ or [])))
     (folder / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com", "GIT_COMMITTER_NAME": "bench",
@@ -67,7 +72,8 @@ def main(seeds: list[int] = typer.Option([0, 1, 2]), scale: str = "setup", world
     done = subprocess.run(["dvc", "repro"], cwd=folder, env=env, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"dvc repro failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    print(f"dvc repro: {(time.perf_counter() - started) / 60:.1f} min (seeds {list(seeds)}, scale {scale})\n")
+    print(f"dvc repro: {(time.perf_counter() - started) / 60:.1f} min (seeds {list(seeds)}, scale {scale}, "
+          f"overrides {list(set_ or [])})\n")
     for name in ("graph.md", "table1_retrieval.md", "table4_zeroshot3d.md"):
         print((folder / "results" / name).read_text(), "\n")
     if not keep:

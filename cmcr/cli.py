@@ -192,6 +192,9 @@ def evaluate_retrieval(
     second: Annotated[Path, typer.Option(help=".npy of the second side (e.g. clip_image); row i matches row i of first")],
     out: Annotated[Path, typer.Option(help="metrics JSON to write")],
     names: Annotated[str, typer.Option(help="direction letters, e.g. A,I → A2I and I2A")] = "A,I",
+    first_modality: Annotated[Optional[str], typer.Option(help="the first side's modality (e.g. audio): a checkpoint "
+                                                               "with per-modality BatchNorm statistics uses its own")] = None,
+    second_modality: Annotated[Optional[str], typer.Option(help="the second side's modality (e.g. image)")] = None,
 ) -> None:
     """Retrieval mAP / R@1 / R@5 (percent) in both directions, item i matching item i."""
     import torch
@@ -210,7 +213,8 @@ def evaluate_retrieval(
         for side in (first_space.value, second_space.value):
             if side not in result.projectors:
                 raise typer.BadParameter(f"{checkpoint} has projectors for {list(result.projectors)}, not {side!r}")
-        pa, pb = result.projectors[first_space.value].embed(a), result.projectors[second_space.value].embed(b)
+        pa = result.projectors[first_space.value].embed(a, first_modality)  # per-modality statistics (cmcr.norms)
+        pb = result.projectors[second_space.value].embed(b, second_modality)
     letters = tuple(x.strip() for x in names.split(","))
     metrics = bidirectional_retrieval(pa, pb, letters)  # type: ignore[arg-type]
     write_json(out, metrics)

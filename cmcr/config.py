@@ -72,6 +72,8 @@ MEMORY_MODES = ("softmax", "argmax", "random")
 MEMORY_KERNELS = ("auto", "sdpa", "streamed")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROJECTOR_KINDS = ("paper", "official_clap_clip", "official_ulip_clip")
+#: the projectors' BatchNorm inference statistics (cmcr.norms): one shared running average, or one per modality
+NORM_STATS = ("shared", "modality")
 INTRA_DISTANCES = ("l2", "squared_l2")
 LR_SCHEDULES = ("cosine", "constant")
 
@@ -214,16 +216,20 @@ class ProjectorConfig:
     CLAP–CLIP heads: no final ReLU), ``official_ulip_clip`` (released ULIP–CLIP heads: Linear→BN→ReLU).
     ``in_dims[space]`` is the embedding dimension of each space; a space left out takes the width of its
     data when training starts (:meth:`cmcr.train.ConnectionData.resolve_dims`); a stated width that the
-    data does not have is refused.
+    data does not have is refused. ``norm_stats``: the BatchNorm layers' inference statistics — ``shared`` (the
+    paper's and the release's: one running average over every modality's batches) or ``modality`` (each modality
+    its own, fitted on its training set after training: :mod:`cmcr.norms`).
     """
 
     kind: str = "paper"
     in_dims: Mapping[str, int] = field(default_factory=dict)
     hidden_dim: int = 1024
     out_dim: int = 512
+    norm_stats: str = "shared"
 
     def __post_init__(self) -> None:
         _choice("projector.kind", self.kind, PROJECTOR_KINDS)
+        _choice("projector.norm_stats", self.norm_stats, NORM_STATS)
         object.__setattr__(self, "in_dims", dict(self.in_dims))
         for space, dim in self.in_dims.items():
             _positive_int(f"projector.in_dims.{space}", dim)

@@ -147,25 +147,27 @@ def ceiling(data: BenchmarkData) -> dict[str, Any]:
 
 
 def evaluate_model(data: BenchmarkData, embed: Mapping[str, Embed], name: str) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics and per-item results of one model on one benchmark."""
+    """Metrics and per-item results of one model on one benchmark; each embed function is told its set's modality
+    (``embed(x, modality=…)``: per-modality BatchNorm statistics, a centred closed-form map)."""
     s, t = data.sets, data.tables
     with torch.no_grad():
         if data.benchmark == "retrieval":
-            a, i = embed["clap"](s["audio"]), embed["clip"](s["image"])
+            a, i = embed["clap"](s["audio"], modality="audio"), embed["clip"](s["image"], modality="image")
             metrics = {"A2I": retrieval_metrics(a, i), "I2A": retrieval_metrics(i, a)}
             items = pd.concat([pd.DataFrame({"variant": name, "direction": d, "query": range(len(q)),
                                              "rank": match_ranks(q, g).numpy()})
                                for d, (q, g) in {"A2I": (a, i), "I2A": (i, a)}.items()], ignore_index=True)
         elif data.benchmark in ("localization", "counterfactual"):
-            scored = score_scenes(embed["clip"](s["proposals"]), t["proposals"], embed["clap"](s["audio"]), t["audio"])
+            scored = score_scenes(embed["clip"](s["proposals"], modality="image"), t["proposals"],
+                                  embed["clap"](s["audio"], modality="audio"), t["audio"])
             metrics = (localization_metrics(scored["iou"]) if data.benchmark == "localization"
                        else counterfactual_metrics(scored["confidence"], scored["iou"], scored["positive"],
                                                    **data.options))
             items = scored.assign(variant=name)
         elif data.benchmark == "zeroshot3d":
             labels = torch.tensor(t["prompts"]["label"].to_numpy())
-            classes = class_embeddings(embed["clip"](s["prompts"]), labels, int(labels.max()) + 1)
-            x = embed["ulip"](s["points"])
+            classes = class_embeddings(embed["clip"](s["prompts"], modality="text"), labels, int(labels.max()) + 1)
+            x = embed["ulip"](s["points"], modality="points")
             truth = torch.tensor(t["points"]["concept"].to_numpy())
             metrics = topk_accuracy(x, classes, truth)
             items = pd.DataFrame({"variant": name, "item": range(len(x)), "label": truth.numpy(),

@@ -237,7 +237,7 @@ def retrieval_section(data, embed, renderer: Renderer, resolve, *, count: int = 
     import torch
 
     with torch.no_grad():
-        a, i = embed["clap"](data.sets["audio"]), embed["clip"](data.sets["image"])
+        a, i = embed["clap"](data.sets["audio"], modality="audio"), embed["clip"](data.sets["image"], modality="image")
     return (f"<h2>Audio–image retrieval ({html.escape(dataset)})</h2><p class='small'>✓ exact pair: the query's own "
             "pair; ✓ same class: another item of its concept, size and condition (the benchmark's classes: right too, "
             "as its ceiling counts)</p>") + _retrieval_rows(
@@ -314,7 +314,7 @@ def graph_section(embeddings: str | Path, graph_checkpoint: str | Path, dataset:
                                  torch.from_numpy(np.array(p, dtype=np.float32)), tp, "pair_id", dataset)
     embed = result.embedders()
     with torch.no_grad():
-        a, p = embed[audio_space](a), embed[points_space](p)
+        a, p = embed[audio_space](a, modality="audio"), embed[points_space](p, modality="points")
     renderer.trust_pickle = trust_pickle
     return title + ("<p class='small'>Sounds retrieving point clouds. A sound and a point cloud share only the concept "
                     "(a shape shows neither size nor condition): ✓ exact pair marks the sound's own point cloud, "
@@ -335,8 +335,8 @@ def localization_section(data, embed, renderer: Renderer, scene_images: dict[str
         return (f"<h2>Localization ({html.escape(dataset)})</h2><p class='small'>not shown: the scenes' image "
                 "files are not known for this dataset</p>")
     with torch.no_grad():
-        scored = score_scenes(embed["clip"](data.sets["proposals"]), data.tables["proposals"],
-                              embed["clap"](data.sets["audio"]), data.tables["audio"])
+        scored = score_scenes(embed["clip"](data.sets["proposals"], modality="image"), data.tables["proposals"],
+                              embed["clap"](data.sets["audio"], modality="audio"), data.tables["audio"])
     audio_t, proposals = data.tables["audio"], data.tables["proposals"]
     tiles = []
     for r in _sample(len(audio_t), count, seed):
@@ -366,8 +366,8 @@ def zeroshot_section(data, embed, renderer: Renderer, resolve, *, count: int = 6
     names = (prompts_t.drop_duplicates("label").set_index("label")["name"].to_dict() if "name" in prompts_t
              else {int(x): str(x) for x in labels.unique().tolist()})
     with torch.no_grad():
-        classes = class_embeddings(embed["clip"](data.sets["prompts"]), labels, int(labels.max()) + 1)
-        x = embed["ulip"](data.sets["points"])
+        classes = class_embeddings(embed["clip"](data.sets["prompts"], modality="text"), labels, int(labels.max()) + 1)
+        x = embed["ulip"](data.sets["points"], modality="points")
     tiles = []
     for r in _sample(len(x), count, seed):
         scores = (x[r:r + 1] @ classes.T)[0]

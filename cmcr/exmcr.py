@@ -48,6 +48,7 @@ from cmcr.checks import EmbeddingError, as_tensor
 from cmcr.config import ConfigError, Connection, ConnectionConfig, MemoryConfig
 from cmcr.enhance import semantic_completion
 from cmcr.loss import intra_mcr_alignment, symmetric_info_nce
+from cmcr.norms import ModalityNorms
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class ExtendConfig:
         return {"dense": self.dense, "centres": list(self.centres)}
 
 
-class ExtendProjector(nn.Module):
+class ExtendProjector(ModalityNorms, nn.Module):
     """A leaf space's projector into its parent (Ex-MCR's decoupled design): ``linear`` (in → out, the identity
     at initialisation when the widths agree) for the intra-space alignment, then ``mlp`` — two blocks Linear →
     BN → ReLU → Linear → BN (hidden width ``hidden_dim``, Xavier-initialised weights) — for the inter-space
@@ -119,12 +120,18 @@ class ExtendProjector(nn.Module):
             raise EmbeddingError(f"projector (extend) expects N×{self.in_dim} embeddings, got shape {tuple(x.shape)}")
         return self.linear(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.intra(x))
+    def norm_sequence(self) -> nn.Sequential:
+        return self.mlp
+
+    def norm_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.intra(x)
+
+    def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+        return self.run_sequence(self.intra(x), modality)
 
     def embed(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
-        """Project and L2-normalise (``modality``: as :meth:`cmcr.projector.Projector.embed`, unused)."""
-        return F.normalize(self(x), dim=-1)
+        """Project and L2-normalise (``modality``: as :meth:`cmcr.projector.Projector.embed`)."""
+        return F.normalize(self(x, modality), dim=-1)
 
 
 class Identity(nn.Module):

@@ -88,8 +88,8 @@ DEFAULT_SPACES = ("clip", "clap", "ulip")
 
 
 def pipeline_spaces(params: Mapping[str, Any]) -> tuple[str, ...]:
-    """params ``spaces``: the contrastive spaces the pipeline embeds — dvc.yaml's ``spaces@<space>`` (setup demo:
-    its stand-in) and ``extract@<space>`` stages run over this list (``foreach: ${spaces}``), and every stage that
+    """params ``spaces``: the contrastive spaces the pipeline embeds — dvc.yaml's ``extract@<space>`` stages run over
+    this list (``foreach: ${spaces}``) and the ``spaces`` stage trains each one's stand-in (setup demo), every stage that
     reads embeddings depends on their common folder, so a space added here needs no dvc.yaml edit."""
     spaces = params.get("spaces", DEFAULT_SPACES)
     return tuple(spaces) if isinstance(spaces, (list, tuple)) else ()

@@ -24,10 +24,12 @@ from torch import nn
 
 from cmcr.checks import EmbeddingError
 from cmcr.config import ConfigError, ProjectorConfig
+from cmcr.norms import ModalityNorms
 
 
-class Projector(nn.Module):
-    """One side's projector; ``forward`` returns raw outputs, :meth:`embed` L2-normalised ones."""
+class Projector(ModalityNorms, nn.Module):
+    """One side's projector; ``forward`` returns raw outputs, :meth:`embed` L2-normalised ones. Its BatchNorm layers
+    may hold per-modality inference statistics (:mod:`cmcr.norms`, ``projector.norm_stats: modality``)."""
 
     def __init__(self, kind: str, in_dim: int, hidden_dim: int, out_dim: int) -> None:
         super().__init__()
@@ -44,18 +46,21 @@ class Projector(nn.Module):
             raise ConfigError(f"unknown projector kind {kind!r}")
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def norm_sequence(self) -> nn.Sequential:
+        return self.net
+
+    def forward(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise EmbeddingError(
                 f"projector ({self.kind}) expects N×{self.in_dim} embeddings, got shape {tuple(x.shape)}"
             )
-        return self.net(x)
+        return self.run_sequence(x, modality)
 
     def embed(self, x: torch.Tensor, modality: str | None = None) -> torch.Tensor:
         """Project and L2-normalise (inference path of the release: normalise, project, normalise). ``modality``:
-        what the rows are, for maps that depend on it (a centred closed-form map, :mod:`cmcr.closed_form`);
-        a trained projector maps every modality of its space alike."""
-        return F.normalize(self(x), dim=-1)
+        what the rows are — with per-modality BatchNorm statistics (:mod:`cmcr.norms`) that modality's are used,
+        else (or without one) the shared running statistics."""
+        return F.normalize(self(x, modality), dim=-1)
 
 
 def build_projectors(config: ProjectorConfig, spaces: tuple[str, ...]) -> nn.ModuleDict:

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cmcr.closed_form import CONTEXT_ROWS, LinearConfig
+
 #: Paper numbers (C-MCR rows). Table 1: mAP / R@1 / R@5 per dataset and direction.
 PAPER_TABLE1 = {
     "AVE": {"A2I": (4.11, 1.25, 4.54), "I2A": (4.13, 1.25, 4.44)},
@@ -273,9 +275,11 @@ def _signed(x: float) -> str:
 
 def reference_lines(retrieval: Mapping[str, Any], datasets: list[str], references: Mapping[str, str] | None) -> list[str]:
     """The context of a retrieval table, one line each: random, no connection, the paired-data references
-    (``{variant: label}``) and the benchmark's ceiling, A2I and I2A mAP per dataset (mean ± std where trained)."""
+    (``{variant: label}``), the closed-form maps (:data:`cmcr.closed_form.CONTEXT_ROWS`) and the benchmark's ceiling, A2I and I2A mAP per dataset (mean ± std where trained)."""
     rows = [("random", "Random (expected) mAP"), ("no_connection", "No connection (original spaces) mAP"),
             *((n, f"{label} mAP") for n, label in (references or {}).items()),
+            *((row, f"Closed form ({LinearConfig(map_name, centre).label()}; no training) mAP")
+              for row, map_name, centre in CONTEXT_ROWS),
             ("ceiling", "Ceiling mAP (a perfect ranker of the benchmark's classes, `cmcr/metrics/ceiling.py`)")]
     return [f"{label}: " + "; ".join(f"{d} A2I {cell(retrieval[d][key], 'A2I', 'mAP')}, I2A {cell(retrieval[d][key], 'I2A', 'mAP')}"
                                      for d in datasets if isinstance(retrieval[d].get(key), Mapping)
@@ -438,7 +442,8 @@ def training_note(checkpoints: Mapping[str, Any]) -> str:
                           if c.projector.kind != "official_ulip_clip" else f"{space} {projector.in_dim}→{projector.out_dim}"
                           for space, projector in result.projectors.items())
         parts.append(f"{name}: projector `{c.projector.kind}` ({sizes}; {count_parameters(result.projectors) / 1e6:.2f}M "
-                     f"trainable parameters), {scale_words(c.train)}, lr {c.train.lr:g}")
+                     f"trainable parameters{'; BatchNorm statistics per modality' if c.projector.norm_stats == 'modality' else ''}), "
+                     f"{scale_words(c.train)}, lr {c.train.lr:g}")
     return ("\nTrained with (from the checkpoints): " + "; ".join(parts) + ".\n") if parts else ""
 
 

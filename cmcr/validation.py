@@ -103,7 +103,7 @@ _SPACE_NAME = r"[a-z][a-z0-9_]*"
 
 
 def _check_spaces(params: Mapping[str, Any], links: Mapping[str, Any], graphs: Mapping[str, Any]) -> tuple[str, ...]:
-    """``spaces``: the contrastive spaces the pipeline embeds (dvc.yaml's ``spaces@`` / ``extract@`` run over it).
+    """``spaces``: the contrastive spaces the pipeline embeds (dvc.yaml's ``extract@`` run over it, ``spaces`` reads it).
     Setup demo: each has a stand-in; setup paper: each has an encoder (built in, or ``paper.encoders.<space>``'s
     ``plugin`` / ``encoder``, imported here so a missing class stops the pipeline before anything runs); every
     connection a variant uses and every graph stays among them. Returns the list."""
@@ -404,7 +404,7 @@ def few_steps(params: Mapping[str, Any], variants: Mapping[str, Any], rows) -> l
             units.append((name, v.config.train, [(first, paired_sets(conn.name, v.paired)[first])], False))
         else:
             units.append((name, v.config.train, [(conn.spaces[0], conn.shared_modality)], bool(v.exclude_sources)))
-    centres = ExtendConfig.from_params(params.get("extend")).centres
+    centres = ExtendConfig.from_params(params).centres
     for gname, graph in graphs_of(params).items():
         if graph.mode == "linear":
             continue  # fitted in closed form: no optimiser steps

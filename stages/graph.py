@@ -17,6 +17,7 @@ from cmcr.config import ConfigError
 from cmcr.exmcr import ExtendConfig
 from cmcr.experiments import aggregate_folder, checkpoint_path, seeds_of
 from cmcr.closed_form import LinearLinkData
+from cmcr.norms import calibrate_all, link_sets
 from cmcr.graph import (ExtendLinkData, check_graph, connections_of, declared_spaces, extend_tuples, fit_linear,
                         graph_config, graph_result_from_training, train_extend, train_joint)
 from cmcr.train import ConnectionData, load_true_pairs, train_paired, train_seeds
@@ -58,6 +59,19 @@ def main(name: str) -> None:
         (config,) = configs.values()
         results = train_seeds(lambda seed: graph_result_from_training(
             graph, train_paired(pairs, config.with_seed(seed), progress=False), {name: config.with_seed(seed)}), seeds)
+    # cmcr.norms: each modality its own BatchNorm statistics where the config asks (joint: its first link's setting,
+    # one optimiser for all; extend: each leaf its link's; paired: its one config), fitted on the raw training sets
+    asked = {k for k, c in configs.items() if c.projector.norm_stats == "modality"}
+    sets = {}
+    if graph.mode == "joint" and next(iter(configs)) in asked:
+        sets = link_sets(EMBEDDINGS, graph.links)
+    elif graph.mode == "extend" and asked:
+        every = link_sets(EMBEDDINGS, graph.links)
+        sets = {leaf: every[leaf] for leaf, (_, link) in graph.toward_base().items() if link.name in asked}
+    elif graph.mode == "paired" and asked:
+        sets = {s: {m: pairs[s]} for s, m in graph.pairs["modalities"].items()}
+    for seed, result in results.items() if sets else ():
+        log.info("seed %d: BatchNorm statistics per modality from %s", seed, ", ".join(calibrate_all(result.projectors, sets)))
     for seed, result in results.items():
         save_torch(checkpoint_path(GRAPHS, name, seed), result.checkpoint())
         write_json(checkpoint_path(GRAPH_HISTORY, name, seed, ".json"), result.history)

@@ -1,29 +1,54 @@
-"""Stage `spaces@<space>`: train a demo stand-in contrastive space on its paired world data, shaped to the real
-model's published geometry where one is known (`demo.spaces.geometry: published`, cmcr/encoders/geometry.py)."""
+"""Stage `spaces`: train the demo stand-in contrastive spaces (params ``spaces``: CLIP, CLAP, ULIP-2) on their paired
+world data, each shaped to the real model's published geometry where one is known (`demo.spaces.geometry:
+published`, cmcr/encoders/geometry.py). One process: the stand-ins train side by side in threads, all at once (one
+intra-op thread each, :func:`cmcr.train.train_seeds`), so each computes exactly what it computes alone and the stage
+takes about as long as the slowest (ULIP-2's). ``python stages/spaces.py clip`` trains the spaces named only.
+Other setups write a SKIPPED marker per space."""
 
 from common import METRICS, SPACES, TEXTS, WORLD, params, setup_logging, run
+
+import logging
 
 import numpy as np
 import pandas as pd
 import torch
+import typer
 
 from cmcr.artifacts import save_torch, write_json
+from cmcr.config import ConfigError
 from cmcr.encoders.demo import DEMO_SPACES, tokenize, train_demo_space
 from cmcr.encoders.geometry import centre, fit_geometry, geometry_basis, training_temperature
-from cmcr.experiments import setup_of
+from cmcr.experiments import pipeline_spaces, setup_of
 from cmcr.extraction import extract
 from cmcr.metrics.spaces import PUBLISHED, shape_targets, space_statistics
+from cmcr.train import train_seeds
 from cmcr.world import WorldFiles
 
+log = logging.getLogger("spaces")
 
-def main(space: str) -> None:
-    log = setup_logging(f"spaces@{space}")
+
+def main(spaces: list[str] = typer.Argument(None, help="the spaces to train (default: params.yaml spaces)")) -> None:
+    setup_logging("spaces")
     p = params()
-    out, metrics = SPACES / f"{space}.pt", METRICS / "spaces" / f"{space}.json"
+    spaces = list(spaces or pipeline_spaces(p))
     if setup_of(p) != "demo":
-        save_torch(out, {"format": "skipped", "reason": f"setup={setup_of(p)}"})
-        write_json(metrics, {"skipped": True})
+        for space in spaces:
+            save_torch(SPACES / f"{space}.pt", {"format": "skipped", "reason": f"setup={setup_of(p)}"})
+            write_json(METRICS / "spaces" / f"{space}.json", {"skipped": True})
         return
+    unknown = [s for s in spaces if s not in DEMO_SPACES]
+    if unknown:
+        raise ConfigError(f"setup demo has stand-ins for {', '.join(DEMO_SPACES)} only, not {', '.join(unknown)} "
+                          "(a space of your own runs in setup paper or byo)")
+    # all at once: three single-threaded trainings share the cores (the stage takes ULIP-2's time, not the sum), and
+    # each computes what it computes alone (one intra-op thread; tested byte for byte)
+    train_seeds(lambda i: stand_in(spaces[i], p), range(len(spaces)), workers=len(spaces),
+                names=[f"stand-in {s}" for s in spaces])
+
+
+def stand_in(space: str, p: dict) -> None:
+    """Train, shape and measure one stand-in; write ``models/spaces/<space>.pt`` and ``metrics/spaces/<space>.json``."""
+    out, metrics = SPACES / f"{space}.pt", METRICS / "spaces" / f"{space}.json"
     world = WorldFiles(WORLD)
     first, second = DEMO_SPACES[space]
     pairs = world.pairs(space, (first, second))

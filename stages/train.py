@@ -14,6 +14,7 @@ import json
 
 from cmcr.artifacts import ArtifactError, save_torch, write_json
 from cmcr.experiments import checkpoint_path, seeds_of, variant_from_spec
+from cmcr.norms import calibrate_all, link_sets
 from cmcr.official import load_official
 from cmcr.train import ConnectionData, load_true_pairs, train_connection, train_paired, train_seeds
 
@@ -38,6 +39,16 @@ def main(variant: str) -> None:
     else:
         data = ConnectionData.from_pipeline(EMBEDDINGS, AGGREGATED / v.config.memory.mode, v.config, v.exclude_sources)
         results = train_seeds(lambda seed: train_connection(data, v.config.with_seed(seed), progress=False), seeds)
+    if v.config.projector.norm_stats == "modality" and not v.official:  # cmcr.norms: each modality its own statistics
+        conn = v.config.connection
+        if v.paired:  # the true pairs are the raw sets of their two modalities
+            sets = {s: {conn.memory_modality[s]: pairs[s]} for s in conn.spaces}
+        else:  # the memory sets as they are, and the texts (or images) this variant trained on
+            sets = link_sets(EMBEDDINGS, [conn])
+            for s in conn.spaces:
+                sets[s][conn.shared_modality] = data.shared[s]
+        for seed, result in results.items():
+            log.info("seed %d: BatchNorm statistics per modality from %s", seed, ", ".join(calibrate_all(result.projectors, sets)))
     for seed, result in results.items():
         save_torch(checkpoint_path(CONNECTIONS, variant, seed), result.checkpoint())
         write_json(checkpoint_path(HISTORY, variant, seed, ".json"), result.history)

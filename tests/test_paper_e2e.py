@@ -263,6 +263,7 @@ def paper_repo(tmp_path_factory):
     params["benchmarks"] = PAPER_DATASETS | {"graph": GRAPH_DATASETS + ["TouchAndGo"]}
     params["graphs"]["paired_audio_3d"]["pairs"]["dataset"] = "Audio3D-train"
     params["seeds"] = [0, 1]
+    params["projector"]["norm_stats"] = "modality"  # issue 30: each modality its own BatchNorm statistics (cmcr.norms)
     params["variants"] = {k: params["variants"][k] for k in ("K", "clip_ulip")}  # ablation rows: test_pipeline
     params["variants"]["paired"] = {"group": "reference", "paired": "VGGSound", "label": "Paired-data reference"}
     params["variants"]["paired_3d"] = {"group": "reference", "connection": "clip_ulip", "paired": "Cap3D",
@@ -393,7 +394,7 @@ def test_api_and_pages_on_the_paper_setup(paper_repo):
         table = pd.read_parquet(path / "data" / "embeddings" / space / f"{name}.parquet")
         raw = np.load(path / "data" / "embeddings" / space / f"{name}.npy")
         with torch.no_grad():
-            pipeline = projectors[space].embed(torch.from_numpy(raw[:2])).numpy()
+            pipeline = projectors[space].embed(torch.from_numpy(raw[:2]), modality).numpy()  # its own statistics
         api = model.embed(modality, table["path"].tolist()[:2])
         assert np.abs(api - pipeline).max() <= 1e-5, (space, np.abs(api - pipeline).max())
     examples = (path / "results" / "examples.html").read_text()
@@ -432,7 +433,7 @@ def test_the_graphs_train_and_score_on_the_users_sets(paper_repo):
         table = pd.read_parquet(path / "data" / "embeddings" / space / f"{name}.parquet")
         raw = np.load(path / "data" / "embeddings" / space / f"{name}.npy")
         with torch.no_grad():
-            pipeline = result.projectors[space].embed(torch.from_numpy(raw[:2])).numpy()
+            pipeline = result.projectors[space].embed(torch.from_numpy(raw[:2]), modality).numpy()
         assert np.abs(model.embed(modality, table["path"].tolist()[:2]) - pipeline).max() <= 1e-5, space
     assert model.spaces_for("text") == ["clip"] and model.spaces_for("points") == ["ulip"]
     # issue 30: the closed-form graph loads and embeds like any other (its centring told the modality by the API),
@@ -483,7 +484,8 @@ def test_a_space_of_your_own_runs_through_the_pipeline(paper_repo):
     assert model.spaces_for("touch") == ["touch"] and model.spaces_for("image") == ["clip"]
     table = pd.read_parquet(emb / "touch.parquet")
     with torch.no_grad():
-        pipeline = result.projectors["touch"].embed(torch.from_numpy(np.load(emb / "touch.npy")[:3])).numpy()
+        pipeline = result.projectors["touch"].embed(torch.from_numpy(np.load(emb / "touch.npy")[:3]), "touch").numpy()
+    assert result.projectors["touch"].norm_modalities() == ("image", "touch")  # projector.norm_stats: modality
     assert np.abs(model.embed("touch", table["path"].tolist()[:3]) - pipeline).max() <= 1e-5
     images = pd.read_parquet(path / "data" / "embeddings" / "clip" / "image.parquet")["path"].tolist()[:3]
     scores = model.embed("touch", table["path"].tolist()[:2]) @ model.embed("image", images).T

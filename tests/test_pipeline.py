@@ -40,6 +40,9 @@ def reduced_params(params: dict) -> dict:
     params["scale"]["small"].update(epochs=8)
     params["seeds"] = [0, 1]  # two seeds: mean ± std and the paired test run end to end
     params["variants"] = {k: params["variants"][k] for k in ("K", "F", "clip_ulip", "paired", "paired_3d")}
+    # K with each modality's own BatchNorm statistics at inference (issue 30; cmcr.norms): training as K's
+    params["variants"]["K_norms"] = {"group": "table1", "overrides": {"projector": {"norm_stats": "modality"}},
+                                     "label": "K, BatchNorm statistics per modality"}
     # the joint graph over a link declared in params (a second CLIP–CLAP link with its own τ1): no code, its own Eq. 2
     params["connections"]["clip_clap_t2"] = {"link": {"spaces": ["clip", "clap"], "shared": "text",
                                                       "memory": {"clip": "image", "clap": "audio"}},
@@ -108,6 +111,24 @@ def test_reduced_demo_connects_audio_and_images(repo):
     table5 = (repo["path"] / "results/table5_ablations.md").read_text()
     assert "| row K, full C-MCR | softmax |" in table5 and "| F | softmax | ✓ | ✓ | × | × |" in table5
     assert "Paired-data reference (true audio-image pairs) mAP: demo A2I" in table5 and "Ceiling mAP" in table5
+
+
+def test_per_modality_batchnorm_statistics_change_inference_only(repo):
+    """Issue 30 (3): projector.norm_stats modality trains exactly K's weights (training uses batch statistics), adds
+    each modality's statistics fitted on its training set (texts, the raw memory sets), and is scored as its own row."""
+    import torch
+
+    k = torch.load(repo["path"] / "models/connections/K/seed0.pt", weights_only=True)["projectors"]
+    norms = torch.load(repo["path"] / "models/connections/K_norms/seed0.pt", weights_only=True)["projectors"]
+    for space in ("clip", "clap"):
+        extra = sorted(set(norms[space]) - set(k[space]))
+        assert extra and all(key.startswith("norm_") for key in extra), extra
+        assert {key.split("_")[2] for key in extra} == ({"text", "image"} if space == "clip" else {"text", "audio"})
+        for key, value in k[space].items():
+            assert torch.equal(value, norms[space][key]), (space, key)
+    scores = json.loads((repo["path"] / "metrics/retrieval.json").read_text())["demo"]
+    assert scores["K_norms"]["A2I"]["mAP"] != scores["K"]["A2I"]["mAP"]
+    assert "| demo | K, BatchNorm statistics per modality |" in (repo["path"] / "results/table1_retrieval.md").read_text()
 
 
 def test_the_graph_family_scores_every_modality_pair_of_the_unified_spaces(repo):
@@ -297,7 +318,7 @@ def test_exp_run_with_noise_override(repo):
     assert "Running stage 'report'" in res.stdout
     # the paired-data reference uses train.epochs (retrained) but not noise.var; clip_ulip has its own σ² (untouched)
     assert "Running stage 'train@paired'" in res.stdout
-    for untouched in ("world", "spaces@clip", "extract@clap", "aggregate@softmax", "train@clip_ulip"):
+    for untouched in ("world", "spaces", "extract@clap", "aggregate@softmax", "train@clip_ulip"):
         assert f"Running stage '{untouched}'" not in res.stdout
     shown = run(["dvc", "exp", "show", "--json"], repo["path"], repo["env"]).stdout
     assert '"var": 0.002' in shown.replace(" ", "").replace('"var":0.002', '"var": 0.002')

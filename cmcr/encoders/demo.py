@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = "cmcr.demo_space/1"
 #: which modalities each stand-in space pairs
+#: the towers' initialisation takes the global RNG under this lock (stand-ins train side by side in threads)
+_INIT_LOCK = threading.Lock()
 DEMO_SPACES = {"clip": ("image", "text"), "clap": ("audio", "text"), "ulip": ("points", "image")}
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -245,10 +248,12 @@ def train_demo_space(name: str, pairs: dict[str, list[Any]], *, vocab: list[str]
     ``temperature``: a fixed InfoNCE temperature (``None``: learnable, initialised at 0.07 as CLIP's).
     ``basis``: the offset plane of a shaped space (:func:`cmcr.encoders.geometry.geometry_basis`); the tower
     then trains on unit embeddings orthogonal to it, and the offsets are fitted afterwards
-    (:meth:`DemoSpaceModel.set_geometry`).
+    (:meth:`DemoSpaceModel.set_geometry`). Thread-safe: several stand-ins train side by side in one process (the
+    ``spaces`` stage), each computing what it computes alone.
     """
-    torch.manual_seed(seed)
-    model = DemoSpaceModel(name, dim, vocab)
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):  # the towers' initialisation from the seed, while no other
+        torch.manual_seed(seed)                           # stand-in (another thread of the spaces stage) draws
+        model = DemoSpaceModel(name, dim, vocab)
     if temperature is not None:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")

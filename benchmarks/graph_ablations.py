@@ -7,7 +7,8 @@ audio→image, mean ± std over seeds, beside the closed-form rows.
     python benchmarks/graph_ablations.py --only extend --only "extend, scale auto" -S scale.mode=small
 
 Reads ``<root>/params.yaml`` and the pipeline's ``data/embeddings`` / ``data/aggregated`` there; trains in this
-process (the stages' pinned kernels, one thread per training, seeds side by side as the stages do).
+process (the stages' pinned kernels, one thread per training, seeds side by side as the stages do); with
+``-S projector.norm_stats=modality`` each modality's BatchNorm statistics are fitted as the graph stage fits them.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Opti
     from cmcr.graph import (ExtendLinkData, closed_form_rows, extend_tuples, fit_linear, graph_config, graphs_of,
                             graph_result_from_training, train_extend, train_joint)
     from cmcr.graph_benchmark import evaluate_task, load_task
+    from cmcr.norms import calibrate_all, link_sets
     from cmcr.params import deep_merge, load_params, parse_overrides
     from cmcr.train import ConnectionData, train_seeds
 
@@ -103,6 +105,12 @@ def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Opti
                     for k, c in configs.items()}
             results = train_extend(graph, extend_tuples(graph, data, configs, extend), configs, extend, seeds=seeds,
                                    progress=False)
+        if graph_config(p, graph)[graph.links[0].name].projector.norm_stats == "modality":  # as stages/graph.py
+            sets = link_sets(embeddings, graph.links)
+            if graph.mode == "extend":
+                sets = {leaf: sets[leaf] for leaf in graph.toward_base()}
+            for r in results.values():
+                calibrate_all(r.projectors, sets)
         seconds = (time.perf_counter() - started) / len(seeds)
         per_seed = [scores(r) for r in results.values()]
         cells = []

@@ -434,7 +434,12 @@ def test_the_graphs_train_and_score_on_the_users_sets(paper_repo):
         raw = np.load(path / "data" / "embeddings" / space / f"{name}.npy")
         with torch.no_grad():
             pipeline = result.projectors[space].embed(torch.from_numpy(raw[:2]), modality).numpy()
-        assert np.abs(model.embed(modality, table["path"].tolist()[:2]) - pipeline).max() <= 1e-5, space
+        # the API's projection of the pipeline's own rows is the pipeline's, to the bit; encoding the files again
+        # differs by the encoder's batch-size float noise (≤ 1e-5), which the leaves' per-modality statistics —
+        # fitted on this test's handful of items, so with small variances — may amplify to a few 1e-5
+        np.testing.assert_array_equal(model.project(space, modality, raw[:2]), pipeline)
+        assert np.abs(model.encode_raw(space, modality, table["path"].tolist()[:2]) - raw[:2]).max() <= 1e-5, space
+        assert np.abs(model.embed(modality, table["path"].tolist()[:2]) - pipeline).max() <= 1e-4, space
     assert model.spaces_for("text") == ["clip"] and model.spaces_for("points") == ["ulip"]
     # issue 30: the closed-form graph loads and embeds like any other (its centring told the modality by the API),
     # scored once (deterministic), beside the closed-form context rows every table carries

@@ -154,15 +154,14 @@ class LinearLinkData:
 
         embeddings = Path(embeddings)
         paths = {s: embeddings / link.set_path(s, link.shared_modality) for s in link.spaces}
-        shared = {s: np.asarray(load_npy(f"{p}.npy"), dtype=np.float64) for s, p in paths.items()}
-        tables = {s: read_parquet(f"{p}.parquet", rows=shared[s].shape[0]) for s, p in paths.items()}
+        listed = {s: np.asarray(load_npy(f"{p}.npy"), dtype=np.float64) for s, p in paths.items()}
+        tables = {s: read_parquet(f"{p}.parquet", rows=listed[s].shape[0]) for s, p in paths.items()}
         try:
             rows, _ = align_by_id(tables, link.shared_modality, f"{paths[link.spaces[0]]} and {paths[link.spaces[1]]}")
         except ValueError as exc:
             raise ArtifactError(str(exc)) from None
-        if rows is not None:
-            shared = {s: shared[s][rows[s]] for s in link.spaces}
-        means = {s: {link.shared_modality: np.asarray(load_npy(f"{paths[s]}.npy"), dtype=np.float64).mean(0),
+        shared = listed if rows is None else {s: listed[s][rows[s]] for s in link.spaces}
+        means = {s: {link.shared_modality: listed[s].mean(0),
                      link.memory_modality[s]: np.asarray(load_npy(embeddings / f"{link.set_path(s, link.memory_modality[s])}.npy"),
                                                          dtype=np.float64).mean(0)}
                  for s in link.spaces}

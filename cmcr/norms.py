@@ -54,7 +54,8 @@ class ModalityNorms:
         """``norm_sequence()`` on ``x``; in eval mode a BatchNorm layer uses ``modality``'s statistics when it has
         them (else its shared running statistics, as a plain ``nn.Sequential``)."""
         sequence = self.norm_sequence()
-        if self.training or modality is None or modality not in self.norm_modalities():
+        first = next((i for i, layer in enumerate(sequence) if isinstance(layer, nn.BatchNorm1d)), None)
+        if self.training or modality is None or first is None or not hasattr(self, f"norm_{first}_{modality}_mean"):
             return sequence(x)
         for i, layer in enumerate(sequence):
             if isinstance(layer, nn.BatchNorm1d):

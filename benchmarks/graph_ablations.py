@@ -54,7 +54,7 @@ def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Opti
 
     from cmcr.closed_form import LinearLinkData
     from cmcr.exmcr import ExtendConfig
-    from cmcr.experiments import aggregate_folder
+    from cmcr.plan import aggregate_folder
     from cmcr.graph import (ExtendLinkData, closed_form_rows, extend_tuples, fit_linear, graph_config, graphs_of,
                             graph_result_from_training, train_extend, train_joint)
     from cmcr.graph_benchmark import evaluate_task, load_task
@@ -91,7 +91,7 @@ def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Opti
         configs = graph_config(p, graph)
         started = time.perf_counter()
         if graph.mode == "joint":
-            data = {k: ConnectionData.from_pipeline(embeddings, aggregate_folder(aggregated, c.memory.mode, k), c)
+            data = {k: ConnectionData.from_pipeline(embeddings, aggregate_folder(aggregated, k, c.memory.mode), c)
                     for k, c in configs.items()}
 
             def joint(seed):
@@ -101,7 +101,7 @@ def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Opti
             results = train_seeds(joint, seeds)
         else:
             extend = ExtendConfig.from_params(p)
-            data = {k: ExtendLinkData.from_pipeline(embeddings, aggregate_folder(aggregated, c.memory.mode, k), c)
+            data = {k: ExtendLinkData.from_pipeline(embeddings, aggregate_folder(aggregated, k, c.memory.mode), c)
                     for k, c in configs.items()}
             results = train_extend(graph, extend_tuples(graph, data, configs, extend), configs, extend, seeds=seeds,
                                    progress=False)

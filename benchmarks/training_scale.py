@@ -36,8 +36,9 @@ def main(variants: list[str] = typer.Option(["K", "clip_ulip"]), modes: list[str
     import torch
 
     from cmcr.evaluation import evaluate_model, load_benchmark
-    from cmcr.experiments import aggregate_folder, resolve_variant
+    from cmcr.experiments import resolve_variant
     from cmcr.params import deep_merge, load_params, parse_overrides
+    from cmcr.plan import variant_aggregate
     from cmcr.train import ConnectionData, batch_slices, train_connection
 
     torch.set_num_threads(1)
@@ -51,8 +52,7 @@ def main(variants: list[str] = typer.Option(["K", "clip_ulip"]), modes: list[str
         bench, _ = load_benchmark(embeddings, benchmark, "demo")
         for mode in modes:
             v = resolve_variant(deep_merge(base, parse_overrides([f"scale.mode={mode}"])), name)
-            data = ConnectionData.from_pipeline(embeddings, aggregate_folder(aggregated, v.config.memory.mode,
-                                                                            v.config.connection.name), v.config)
+            data = ConnectionData.from_pipeline(embeddings, aggregated / variant_aggregate(base, v), v.config)
             scores, seconds = [], []
             for seed in seeds:
                 started = time.perf_counter()

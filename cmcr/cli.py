@@ -111,7 +111,7 @@ def train(
                                                   "with {space}_{shared}.npy and {space}_{memory}_from_{shared}.npy")],
     out: Annotated[Path, typer.Option(help="checkpoint to write (.pt)")],
     aggregated: Annotated[Optional[Path], typer.Option(
-        help="the pipeline's Eq. 2 folder, e.g. data/aggregated/softmax: read the pipeline layout "
+        help="the pipeline's Eq. 2 folder, e.g. data/aggregated/clip_clap/softmax: read the pipeline layout "
              "(<embeddings>/<space>/<shared>.npy + .parquet, pairs joined by id)")] = None,
     params: ParamsOpt = Path("params.yaml"),
     connection: ConnOpt = ConnectionName.clip_clap,
@@ -576,8 +576,8 @@ def experiments(
 
 @app.command()
 def clean(
-    stale: Annotated[bool, typer.Option("--stale", help="remove checkpoints and training histories of variants or "
-                                                      "seeds no longer in params.yaml (the validate stage's warning)")] = False,
+    stale: Annotated[bool, typer.Option("--stale", help="remove checkpoints and training histories of variants, "
+                                                      "graphs or seeds no longer in params.yaml (the validate stage's warning)")] = False,
     root: Annotated[Path, typer.Option("--root", help="the DVC project")] = Path("."),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be removed")] = False,
 ) -> None:
@@ -587,12 +587,12 @@ def clean(
     if not stale:
         raise typer.BadParameter("say what to clean: --stale", param_hint="--stale")
     p = load_params(root / "params.yaml")
-    variants = variant_names(p)
-    doomed = stale_outputs(root, variants, seeds_of(p))
+    variants, graphs = variant_names(p), list(p.get("graphs") or {})
+    doomed = stale_outputs(root, variants, seeds_of(p), graphs)
     if not doomed:
         typer.echo(f"{root}: no stale checkpoints or histories")
         return
-    typer.echo(describe_stale(doomed, variants))
+    typer.echo(describe_stale(doomed, variants + graphs))
     for path in doomed:
         typer.echo(f"{'would remove' if dry_run else 'removed'} {path}")
         if not dry_run:
@@ -600,7 +600,7 @@ def clean(
             if not any((root / path).parent.iterdir()):
                 (root / path).parent.rmdir()
     if not dry_run:
-        typer.echo("git-tracked ones (models/history/*.json) show as deleted: commit that with the params change")
+        typer.echo("git-tracked ones (models/history, models/graph_history: *.json) show as deleted: commit that with the params change")
 
 
 @app.command("linear-world")

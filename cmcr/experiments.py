@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cmcr.config import (ConfigError, ConnectionConfig, connection_config_from_params, deep_merge,
-                         memory_config_from_params)
+from cmcr.config import ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
+from cmcr.layout import CONNECTIONS as CHECKPOINTS, GRAPH_HISTORY, GRAPHS, HISTORY, checkpoint_path
 from cmcr.sources.texts import SOURCES
 
 SETUPS = ("demo", "byo", "paper")
@@ -48,39 +48,6 @@ def seeds_of(params: Mapping[str, Any]) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds lists a seed twice: {seeds}")
     return list(seeds)
-
-
-def checkpoint_path(folder: str | Path, variant: str, seed: int, suffix: str = ".pt") -> Path:
-    """Where ``train@<variant>-<seed>`` writes: ``<folder>/<variant>/seed<seed><suffix>`` (checkpoints in
-    ``models/connections``, training histories in ``models/history`` with suffix ``.json``)."""
-    return Path(folder) / variant / f"seed{seed}{suffix}"
-
-
-def space_sets(params: Mapping[str, Any], space: str) -> dict[str, tuple[str, bool]]:
-    """``{file name: (modality, required)}`` a space contributes under ``params``: the training sets of the
-    connections the variants use and the true pairs of the paired-data references (required), then the
-    configured evaluation sets (optional). What ``extract@<space>`` embeds (or copies from ``byo/``)."""
-    from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, graph_paired_sets, graph_tasks, paired_sets, set_modality
-    from cmcr.config import CONNECTIONS, extraction_sets
-    from cmcr.graph import graph_needs
-
-    graph_links, graph_pairs = graph_needs(params)
-    training = extraction_sets([CONNECTIONS[c] for c in connections_used(params)] + graph_links).get(space, {})
-    sets = {modality: (modality, True) for modality in training}
-    for modalities, dataset in graph_pairs:  # a paired graph's true pairs (the audio–3D reference)
-        file = graph_paired_sets(modalities, dataset).get(space)
-        if file:
-            sets[file] = (set_modality(file.split("@")[0]), True)
-    for name in variant_names(params):
-        dataset = (params["variants"][name] or {}).get("paired")
-        if dataset:
-            file = paired_sets(variant_connection(params, name), str(dataset)).get(space)
-            if file:
-                sets[file] = (EVAL_SET_MODALITY[file.split("@")[0]], True)
-    tasks = graph_tasks(params) if params.get("graph_tasks") else None  # tasks of your own add their sets
-    for file_name, set_name in evaluation_sets(params["benchmarks"], space, tasks).items():
-        sets[file_name] = (set_modality(set_name), False)
-    return sets
 
 
 #: params ``spaces`` when a params file has none: the paper's three
@@ -136,47 +103,41 @@ def register_paper_encoders(params: Mapping[str, Any]) -> None:
         _REGISTRY.setdefault(space, factory)  # a built-in space keeps its own entry (same modalities)
 
 
-def aggregate_folder(aggregated: str | Path, mode: str, connection: str) -> Path:
-    """Where the pipeline keeps a connection's Eq. 2 aggregates of ``mode``: ``<aggregated>/<mode>`` for the
-    built-in connections, ``<aggregated>/<mode>/<connection>`` for one declared in params (its own τ1 or
-    memory settings must not overwrite a built-in link's file of the same name)."""
-    from cmcr.config import CONNECTIONS
-
-    folder = Path(aggregated) / mode
-    return folder if connection in CONNECTIONS else folder / connection
+#: where the training stages write: (folder under the project root, file suffix) — variants, then graphs
+TRAINING_OUTPUTS = ((CHECKPOINTS, ".pt"), (HISTORY, ".json"))
+GRAPH_OUTPUTS = ((GRAPHS, ".pt"), (GRAPH_HISTORY, ".json"))
 
 
-#: where the training stages write: (folder under the project root, file suffix)
-TRAINING_OUTPUTS = (("models/connections", ".pt"), ("models/history", ".json"))
-
-
-def stale_outputs(root: str | Path, variants: list[str], seeds: list[int]) -> list[Path]:
-    """Checkpoints and training histories under ``root`` that no ``train@<variant>-<seed>`` of params writes
-    any more (DVC keeps the outputs of a stage that left dvc.yaml's matrix; nothing reads them: evaluation
+def stale_outputs(root: str | Path, variants: list[str], seeds: list[int], graphs: list[str] = ()) -> list[Path]:
+    """Checkpoints and training histories under ``root`` that no ``train@<variant>`` or ``graph@<name>`` of params
+    writes any more (DVC keeps the outputs of a stage that left dvc.yaml's matrix; nothing reads them: evaluation
     and report go by params). Sorted paths relative to ``root``."""
     root = Path(root)
-    expected = {checkpoint_path(folder, name, seed, suffix) for name in variants for seed in seeds
-                for folder, suffix in TRAINING_OUTPUTS}
-    return sorted(f.relative_to(root) for folder, suffix in TRAINING_OUTPUTS for f in (root / folder).rglob(f"*{suffix}")
-                  if f.relative_to(root) not in expected)
+    out = []
+    for names, outputs in ((variants, TRAINING_OUTPUTS), (graphs, GRAPH_OUTPUTS)):
+        expected = {checkpoint_path(folder, name, seed, suffix) for name in names for seed in seeds
+                    for folder, suffix in outputs}
+        out += [f.relative_to(root) for folder, suffix in outputs for f in (root / folder).rglob(f"*{suffix}")
+                if f.relative_to(root) not in expected]
+    return sorted(out)
 
 
-def describe_stale(stale: list[Path], variants: list[str], limit: int = 12) -> str:
-    """One short line saying how many stale files of which variants (removed ones, and seeds no longer
-    trained of kept ones), for the validate stage's log and ``cmcr clean --stale``."""
-    by_variant: dict[str, set[str]] = {}
+def describe_stale(stale: list[Path], units: list[str], limit: int = 12) -> str:
+    """One short line saying how many stale files of which trained units (variants, graphs: removed ones, and seeds
+    no longer trained of kept ones), for the validate stage's log and ``cmcr clean --stale``."""
+    by_unit: dict[str, set[str]] = {}
     for path in stale:
-        by_variant.setdefault(path.parent.name, set()).add(path.stem.removeprefix("seed"))
+        by_unit.setdefault(path.parent.name, set()).add(path.stem.removeprefix("seed"))
     def part(names: list[str]) -> str:
-        shown = [f"{n} ({len(by_variant[n])} seed{'s' if len(by_variant[n]) != 1 else ''})" for n in names[:limit]]
+        shown = [f"{n} ({len(by_unit[n])} seed{'s' if len(by_unit[n]) != 1 else ''})" for n in names[:limit]]
         return ", ".join(shown) + (f", … {len(names) - limit} more" if len(names) > limit else "")
-    removed = sorted(n for n in by_variant if n not in variants)
-    kept = sorted(n for n in by_variant if n in variants)
+    removed = sorted(n for n in by_unit if n not in units)
+    kept = sorted(n for n in by_unit if n in units)
     parts = []
     if removed:
-        parts.append(f"{len(removed)} variant(s) no longer in params.yaml: {part(removed)}")
+        parts.append(f"{len(removed)} trained unit(s) no longer in params.yaml: {part(removed)}")
     if kept:
-        parts.append(f"seeds no longer trained of {len(kept)} variant(s): {part(kept)}")
+        parts.append(f"seeds no longer trained of {len(kept)} unit(s): {part(kept)}")
     return f"{len(stale)} checkpoint/history file(s) of " + "; ".join(parts)
 
 
@@ -287,32 +248,6 @@ def training_scale(params: Mapping[str, Any], connection: str) -> tuple[dict[str
             continue
         applied[key] = value
     return {"train": applied}, notes
-
-
-def variant_memory_mode(params: Mapping[str, Any], name: str) -> str | None:
-    """The Eq. 2 mode variant ``name`` trains with (None for an imported official release), reading only the
-    memory settings (base, connection, variant) — so the aggregate stage that asks does not
-    depend on σ², λ, epochs…"""
-    entry = _variant_entry(params, name)
-    if entry.get("official") or entry.get("paired"):
-        return None  # imported, or trained on true pairs: no Eq. 2
-    mode = ((entry.get("overrides") or {}).get("memory") or {}).get("mode")
-    return memory_config_from_params(params, variant_connection(params, name), mode).mode
-
-
-def aggregates_needed(params: Mapping[str, Any]) -> dict[str, set[str]]:
-    """``{connection: {Eq. 2 modes}}`` the variants and the graphs' links train with: the aggregates the
-    pipeline must compute."""
-    from cmcr.graph import graph_needs
-
-    needed: dict[str, set[str]] = {}
-    for name in variant_names(params):
-        mode = variant_memory_mode(params, name)
-        if mode is not None:
-            needed.setdefault(variant_connection(params, name), set()).add(mode)
-    for link in graph_needs(params, eq2=True)[0]:
-        needed.setdefault(link.name, set()).add(memory_config_from_params(params, link.name).mode)
-    return needed
 
 
 def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:

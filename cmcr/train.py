@@ -76,7 +76,7 @@ class ConnectionData:
                       exclude_sources: tuple[str, ...] = ()) -> "ConnectionData":
         """The training data as the pipeline lays it out: ``<embeddings>/<space>/<shared>.npy`` + ``.parquet``
         (e.g. ``data/embeddings/clip/text.npy``) and ``<aggregated>/<aggregate>.npy`` (e.g.
-        ``data/aggregated/softmax/clip_image_from_text.npy``, row i = Eq. 2 of shared row i).
+        ``data/aggregated/clip_clap/softmax/clip_image_from_text.npy``, row i = Eq. 2 of shared row i).
 
         The two spaces' shared items are paired by id (``text_id`` / ``item_id`` / ``path``,
         :func:`cmcr.pairing.align_by_id`), never by row: texts listed in another order, or an item one

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from cmcr.config import ConfigError, _positive, _positive_int
+from cmcr.experiments import pipeline_spaces
+from cmcr.graph import graphs_of
+from cmcr.plan import space_sets
 
 #: every top-level group params.yaml may have (README "Parameters")
 TOP_LEVEL = ("setup", "seeds", "scale", "spaces", "graph_tasks", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "extend", "demo", "extraction",
@@ -241,7 +244,7 @@ def validate_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`validate_params`'s checks; returns every variant resolved (``{name: Variant}``)."""
     from cmcr.evaluation import METRIC_OPTIONS, metric_options
-    from cmcr.experiments import aggregates_needed, resolve_variant, scale_of, seeds_of, setup_of, variant_names
+    from cmcr.experiments import resolve_variant, scale_of, seeds_of, setup_of, variant_names
 
     if not isinstance(params, Mapping):
         raise ConfigError(f"params must be a mapping, got {type(params).__name__}")
@@ -304,7 +307,6 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"variant {name} (connection {connection}): {message}") from None
         resolved[name] = variant
     _check_graphs(params, graphs)  # what the pipeline needs of each graph (after the variants: their messages first)
-    aggregates_needed(params)  # Eq. 2 settings of every (connection, mode) the variants and graphs train with
     return resolved
 
 
@@ -337,8 +339,10 @@ def _check_graphs(params: Mapping[str, Any], graphs: Mapping[str, Any]) -> None:
                               "The MCR graph")
 
 
-def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: bool = False) -> dict[tuple[str, str], int]:
-    """``setup: byo``: every required set of every space (:func:`cmcr.experiments.space_sets`) is in ``folder``
+def check_byo_layout(sets: Mapping[str, Mapping[str, tuple[str, bool]]], folder: Any, temp_workspace: bool = False
+                     ) -> dict[tuple[str, str], int]:
+    """``setup: byo``: every required set of every space (``sets``: ``{space: {file: (modality, required)}}``, the
+    spaces' plans, :func:`cmcr.plan.space_sets`) is in ``folder``
     as ``<space>/<set>.npy`` + ``.parquet`` with the same number of rows, and so is every optional set that is
     there at all. Reads only the NPY headers and Parquet footers, so it runs before any stage has replaced an
     output. ``temp_workspace``: the check runs in a copy DVC made (``dvc exp run --temp`` or a queued
@@ -350,17 +354,14 @@ def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: boo
     import pyarrow.parquet as pq
 
     from cmcr.artifacts import ArtifactError
-    from cmcr.experiments import space_sets
 
     folder = Path(folder)
     hint = (" — this is a temporary copy made by `dvc exp run --temp` or the experiment queue, which holds only "
             "git- and DVC-tracked files: track the embeddings (`dvc add byo/embeddings`, then commit) or run "
             "`dvc exp run` without --temp" if temp_workspace else "")
     checked: dict[tuple[str, str], int] = {}
-    from cmcr.experiments import pipeline_spaces
-
-    for space in pipeline_spaces(params):
-        for name, (_, required) in space_sets(params, space).items():
+    for space, space_sets in sets.items():
+        for name, (_, required) in space_sets.items():
             npy, table = folder / space / f"{name}.npy", folder / space / f"{name}.parquet"
             if not npy.exists() and not required:
                 continue
@@ -380,6 +381,13 @@ def check_byo_layout(params: Mapping[str, Any], folder: Any, temp_workspace: boo
                 raise ArtifactError(f"setup byo: {npy} has {rows} rows but {table} lists {listed}")
             checked[space, name] = int(rows)
     return checked
+
+
+def pipeline_sets(params: Mapping[str, Any]) -> dict[str, dict[str, tuple[str, bool]]]:
+    """``{space: {file: (modality, required)}}`` every pipeline space embeds under ``params`` (checked first):
+    what the validate stage writes into the spaces' plans (:func:`cmcr.plan.space_sets`)."""
+    variants, graphs = check_params(params), graphs_of(params)
+    return {space: space_sets(params, space, variants, graphs) for space in pipeline_spaces(params)}
 
 
 def few_steps(params: Mapping[str, Any], variants: Mapping[str, Any], rows) -> list[tuple[str, str, str]]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cmcr import layout
 from cmcr.reproducibility import is_stage_script, kernel_warning, pin_process
 
 # Every stage computes with a fixed number of CPU threads and fixed CPU kernel paths (cmcr.reproducibility: the AVX2
@@ -19,21 +20,11 @@ STAGE_ENVIRONMENT = pin_process() if is_stage_script(sys.argv[0]) else None
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-WORLD = ROOT / "data" / "world"
-TEXTS = ROOT / "data" / "texts.parquet"
-EMBEDDINGS = ROOT / "data" / "embeddings"
-AGGREGATED = ROOT / "data" / "aggregated"
-SPACES = ROOT / "models" / "spaces"
-CONNECTIONS = ROOT / "models" / "connections"
-HISTORY = ROOT / "models" / "history"
-GRAPHS = ROOT / "models" / "graphs"               # graph@<name>: models/graphs/<name>/seed<s>.pt
-GRAPH_HISTORY = ROOT / "models" / "graph_history"
-METRICS = ROOT / "metrics"
-RESULTS = ROOT / "results"
-PARAMS_DIR = ROOT / "data" / "params"  # the validate stage's output: valid.txt, <variant>.json
-
-
-BYO = ROOT / "byo" / "embeddings"
+# every artifact's path under the project root (cmcr.layout: the one source of dvc.yaml's, the API's and clean's)
+WORLD, TEXTS, EMBEDDINGS, AGGREGATED = (ROOT / p for p in (layout.WORLD, layout.TEXTS, layout.EMBEDDINGS, layout.AGGREGATED))
+SPACES, CONNECTIONS, HISTORY = (ROOT / p for p in (layout.SPACES, layout.CONNECTIONS, layout.HISTORY))
+GRAPHS, GRAPH_HISTORY, METRICS, RESULTS = (ROOT / p for p in (layout.GRAPHS, layout.GRAPH_HISTORY, layout.METRICS, layout.RESULTS))
+BYO = ROOT / layout.BYO
 
 
 class TracedParams(dict):

@@ -1,7 +1,9 @@
 """Stage `extract@<space>`: embed the sets a space contributes (texts, memories, evaluation items).
 
-Which sets: the training sets every connection needs from this space (`Connection.extraction_sets`)
-and the evaluation sets of the configured benchmark datasets. Where the items come from: setup demo —
+Which sets: the space's plan ``data/params/spaces/<space>.json`` (the validate stage's, :func:`cmcr.plan.space_sets`):
+the training sets of the links the variants and graphs train on, true pairs of the paired-data references, and
+the evaluation sets of the configured benchmark datasets — so a link or graph declared over sets already
+embedded does not re-extract. Where the items come from: setup demo —
 the demo world's files (`WorldFiles`) with the trained stand-in; setup paper — the user's Parquet
 manifests (`paper.sets`) with the real encoder (`paper.encoders`); setup byo — no encoder: the user's
 NPY + Parquet sets in `byo/embeddings/<space>/` are validated and copied. Demo and paper go through the
@@ -17,7 +19,9 @@ import pandas as pd
 
 from cmcr.artifacts import ArtifactError, atomic_dir, load_embedding_set, load_npy, read_parquet, save_embedding_set, write_parquet
 from cmcr.checks import check_matrix, check_unit_norm
-from cmcr.experiments import connections_used, setup_of, space_sets
+from cmcr import layout
+from cmcr.experiments import setup_of
+from cmcr.plan import read_plan, sets_from_plan
 from cmcr.extraction import ExtractionJob, extract_on_devices, resolve_devices
 from cmcr.items import manifest_items
 from cmcr.world import WorldFiles
@@ -111,8 +115,9 @@ def extract_sets(space: str, sets, tmp, p, log, encoder: tuple[str, dict], rows_
 def main(space: str) -> None:
     log = setup_logging(f"extract@{space}")
     p = params()
-    used = connections_used(p)
-    sets = space_sets(p, space)
+    plan_file = ROOT / layout.space_plan(space)
+    sets = sets_from_plan(read_plan(plan_file))
+    log.info("plan %s: %d sets", plan_file, len(sets))
     setup = setup_of(p)
     if setup == "demo":
         others = sorted({f.split("@")[1] for f in sets if "@" in f} - {"demo"})
@@ -120,7 +125,7 @@ def main(space: str) -> None:
             raise ArtifactError(f"setup demo provides the evaluation dataset 'demo' only; benchmarks lists {others}")
     with atomic_dir(EMBEDDINGS / space) as tmp:
         if not sets:  # no variant's connection and no benchmark needs this space: no encoder, no files
-            reason = f"no connection the variants use ({', '.join(used)}) and no configured benchmark needs {space}"
+            reason = f"no link the variants or graphs train on and no configured benchmark needs {space}"
             log.info("%s: nothing to extract (%s)", space, reason)
             skipped_marker(tmp, reason)
             return

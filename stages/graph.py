@@ -10,42 +10,44 @@ Writes ``models/graphs/<name>/seed<seed>.pt`` (:meth:`cmcr.graph.GraphResult.che
 (:func:`cmcr.graph.fit_linear`): fitted once, deterministic, the same file for every seed (so every loader finds it).
 """
 
-from common import AGGREGATED, EMBEDDINGS, GRAPH_HISTORY, GRAPHS, params, run, setup_logging
+from common import AGGREGATED, EMBEDDINGS, GRAPH_HISTORY, GRAPHS, ROOT, run, setup_logging
+from cmcr import layout
 from cmcr.artifacts import ArtifactError, save_torch, write_json
 from cmcr.benchmarks import graph_paired_sets
-from cmcr.config import ConfigError
-from cmcr.exmcr import ExtendConfig
-from cmcr.experiments import aggregate_folder, checkpoint_path, seeds_of
 from cmcr.closed_form import LinearLinkData
+from cmcr.config import ConfigError
+from cmcr.graph import ExtendLinkData, extend_tuples, fit_linear, graph_result_from_training, train_extend, train_joint
+from cmcr.layout import checkpoint_path
 from cmcr.norms import calibrate_all, link_sets
-from cmcr.graph import (ExtendLinkData, check_graph, connections_of, declared_spaces, extend_tuples, fit_linear,
-                        graph_config, graph_result_from_training, train_extend, train_joint)
+from cmcr.plan import graph_from_plan, read_plan
 from cmcr.train import ConnectionData, load_true_pairs, train_paired, train_seeds
 
 
 def main(name: str) -> None:
-    p = params()
-    declared = p.get("graphs") or {}
-    if name not in declared:  # before any log line: a bad argument is one line
-        raise ConfigError(f"unknown graph {name!r}; params.yaml graphs are: {', '.join(declared) or 'none'}")
+    plan_file = ROOT / layout.graph_plan(name)
+    if not plan_file.is_file():  # before any log line: a bad argument is one line
+        known = sorted(p.stem for p in plan_file.parent.glob("*.json"))
+        raise ConfigError(f"unknown graph {name!r}; params.yaml graphs are: {', '.join(known) or 'none'} "
+                          f"({plan_file} is missing; the validate stage writes it)")
     log = setup_logging(f"graph@{name}")
-    connections = connections_of(p)  # (setup paper: registers the encoders of its spaces first)
-    graph, seeds = check_graph(name, declared[name], connections, declared_spaces(p, declared[name].get("spaces"))), seeds_of(p)
-    configs = graph_config(p, graph)
-    log.info("graph %s (%s): spaces %s, links %s, seeds %s", name, graph.mode, list(graph.spaces),
+    plan = graph_from_plan(read_plan(plan_file))
+    graph, configs, seeds = plan.graph, plan.configs, plan.seeds
+    folders = {link: AGGREGATED / folder for link, folder in plan.aggregates.items()}
+    log.info("plan %s: graph %s (%s), spaces %s, links %s, seeds %s", plan_file, name, graph.mode, list(graph.spaces),
              [link.name for link in graph.links] or graph.pairs, seeds)
 
     if graph.mode == "joint":
-        data = {link: ConnectionData.from_pipeline(EMBEDDINGS, aggregate_folder(AGGREGATED, c.memory.mode, link), c) for link, c in configs.items()}
+        data = {link: ConnectionData.from_pipeline(EMBEDDINGS, folders[link], c) for link, c in configs.items()}
+
         def joint(seed):
             links = {k: c.with_seed(seed) for k, c in configs.items()}
             return graph_result_from_training(graph, train_joint(graph, data, links, progress=False), links)
 
         results = train_seeds(joint, seeds)
     elif graph.mode == "extend":
-        extend = ExtendConfig.from_params(p)
-        data = {link: ExtendLinkData.from_pipeline(EMBEDDINGS, aggregate_folder(AGGREGATED, c.memory.mode, link), c) for link, c in configs.items()}
-        results = train_extend(graph, extend_tuples(graph, data, configs, extend), configs, extend, seeds=seeds, progress=False)
+        data = {link: ExtendLinkData.from_pipeline(EMBEDDINGS, folders[link], c) for link, c in configs.items()}
+        results = train_extend(graph, extend_tuples(graph, data, configs, plan.extend), configs, plan.extend, seeds=seeds,
+                               progress=False)
     elif graph.mode == "linear":  # no training: one fit, deterministic
         fitted = fit_linear(graph, {link.name: LinearLinkData.from_pipeline(EMBEDDINGS, link) for link in graph.links})
         results = {seed: fitted for seed in seeds}

@@ -3,32 +3,33 @@ paired-data reference) once per training seed (``seeds`` in params.yaml: initial
 noise), the seeds side by side in threads of this one process (:func:`cmcr.train.train_seeds`: each training
 computes single-threaded, so its bytes do not depend on the others; one process start per variant).
 
-Reads the variant's effective config from ``data/params/<variant>.json`` (written by the validate stage),
-not from params.yaml: a change of params that leaves this variant's config as it was does not retrain it.
+Reads the variant's plan ``data/params/variants/<variant>.json`` (written by the validate stage: its effective
+config, seeds and Eq. 2 aggregate folder, :mod:`cmcr.plan`), not params.yaml: a change of params that leaves this
+variant's plan as it was does not retrain it.
 Writes ``models/connections/<variant>/seed<seed>.pt`` and ``models/history/<variant>/seed<seed>.json``.
 """
 
-from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, PARAMS_DIR, ROOT, params, run, setup_logging
+from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, ROOT, run, setup_logging
 
-import json
-
+from cmcr import layout
 from cmcr.artifacts import ArtifactError, save_torch, write_json
-from cmcr.experiments import checkpoint_path, seeds_of, variant_from_spec
+from cmcr.layout import checkpoint_path
 from cmcr.norms import calibrate_all, link_sets
 from cmcr.official import load_official
+from cmcr.plan import read_plan, variant_from_plan
 from cmcr.train import ConnectionData, load_true_pairs, train_connection, train_paired, train_seeds
 
 
 def main(variant: str) -> None:
-    spec_file = PARAMS_DIR / f"{variant}.json"
-    if not spec_file.is_file():  # before any log line: a bad argument is one line
-        known = sorted(p.stem for p in PARAMS_DIR.glob("*.json"))
-        raise ArtifactError(f"{spec_file}: no such variant's config (unknown variant {variant!r}; "
+    plan_file = ROOT / layout.variant_plan(variant)
+    if not plan_file.is_file():  # before any log line: a bad argument is one line
+        known = sorted(p.stem for p in plan_file.parent.glob("*.json"))
+        raise ArtifactError(f"{plan_file}: no such variant's plan (unknown variant {variant!r}; "
                             f"params.yaml variants are: {', '.join(known) or 'none'}; run the validate stage first)")
     log = setup_logging(f"train@{variant}")
-    v = variant_from_spec(json.loads(spec_file.read_text()))
-    seeds = seeds_of(params())
-    log.info("config from %s, seeds %s", spec_file, seeds)
+    plan = read_plan(plan_file)
+    v, seeds = variant_from_plan(plan), plan["seeds"]
+    log.info("plan %s: seeds %s%s", plan_file, seeds, f", Eq. 2 aggregates {plan['aggregate']}" if plan["aggregate"] else "")
     if v.official:  # the released projectors, evaluated by the same code as ours (one file: the same for every seed)
         result = load_official(ROOT / v.official["checkpoint"], v.official["release"])
         log.info("imported the official %s release from %s", v.official["release"], v.official["checkpoint"])
@@ -37,7 +38,7 @@ def main(variant: str) -> None:
         pairs = load_true_pairs(EMBEDDINGS, v.config.connection.name, v.paired)
         results = train_seeds(lambda seed: train_paired(pairs, v.config.with_seed(seed), progress=False), seeds)
     else:
-        data = ConnectionData.from_pipeline(EMBEDDINGS, AGGREGATED / v.config.memory.mode, v.config, v.exclude_sources)
+        data = ConnectionData.from_pipeline(EMBEDDINGS, AGGREGATED / plan["aggregate"], v.config, v.exclude_sources)
         results = train_seeds(lambda seed: train_connection(data, v.config.with_seed(seed), progress=False), seeds)
     if v.config.projector.norm_stats == "modality" and not v.official:  # cmcr.norms: each modality its own statistics
         conn = v.config.connection

@@ -4,39 +4,47 @@ Every other stage depends on ``data/params/valid.txt``, so DVC runs this stage f
 (``dvc exp run -S noise.var=-1``) stops the pipeline here, before any stage has deleted an output. The
 file's text is fixed, so a valid change of params reruns only the stages that read the changed keys.
 
-It also writes ``data/params/<variant>.json``: what training that variant needs (its effective config,
-training scale applied). ``train@<variant>`` depends on that file rather than on params, so a change that
-leaves a variant's config as it was (``-S noise.var=…`` for the σ² sweep points) does not retrain it.
-The folder is a persistent output (DVC does not delete it before this stage runs); files of variants
-no longer in params are removed here.
+It also writes the resolved plan (:mod:`cmcr.plan`, paths in :mod:`cmcr.layout`): one file per variant, graph
+and space and one for the Eq. 2 aggregates — what each later stage does. Those stages depend on their own plan
+file rather than on params, so a change that leaves a unit's plan as it was (``-S noise.var=…`` for the σ²
+sweep points; a link declared for another graph) does not rerun it. A file is rewritten only when its text
+changes. The folder is a persistent output (DVC does not delete it before this stage runs); plans of units no
+longer in params are removed here.
 """
 
-from common import BYO, PARAMS_DIR, ROOT, params, run, setup_logging
+from common import BYO, ROOT, params, run, setup_logging
 
-import json
-
+from cmcr import layout
 from cmcr.artifacts import atomic_path
-from cmcr.experiments import (describe_stale, scale_of, seeds_of, setup_of, stale_outputs, training_scale,
-                              training_scale_block, training_spec)
+from cmcr.experiments import (describe_stale, pipeline_spaces, scale_of, seeds_of, setup_of, stale_outputs,
+                              training_scale, training_scale_block)
+from cmcr.graph import graphs_of
+from cmcr.plan import pipeline_plans, plan_text, sets_from_plan
 from cmcr.train import FEW_STEPS
 from cmcr.validation import check_byo_layout, check_params, few_steps
 from cmcr.world import WorldConfig
 
 
-def write_if_changed(path, text: str) -> None:
+def write_if_changed(path, text: str) -> bool:
+    """Write ``text`` to ``path`` (atomically) unless it holds it already; whether it was written."""
     if path.is_file() and path.read_text() == text:
-        return
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, path.suffix) as tmp:
         tmp.write_text(text)
+    return True
 
 
 def main() -> None:
     log = setup_logging("validate")
     p = params()
     resolved = check_params(p)
+    graphs = graphs_of(p)
+    plans = pipeline_plans(p, resolved, graphs)
     rows = None  # (space, set) → items: known here for byo (its files) and demo (its world's sizes)
     if setup_of(p) == "byo":  # before any stage has replaced the demo outputs by SKIPPED markers
-        found = check_byo_layout(p, BYO, temp_workspace=".dvc/tmp/exps" in ROOT.as_posix())
+        sets = {s: sets_from_plan(plans[layout.space_plan(s)]) for s in pipeline_spaces(p)}
+        found = check_byo_layout(sets, BYO, temp_workspace=".dvc/tmp/exps" in ROOT.as_posix())
         log.info("setup byo: %d embedding sets in %s present, rows matching their tables", len(found), BYO)
         rows = lambda space, name: found.get((space, name))  # noqa: E731
     elif setup_of(p) == "demo":
@@ -59,19 +67,20 @@ def main() -> None:
     for name, variant in resolved.items():
         for note in training_scale(p, variant.config.connection.name)[1]:
             log.info("variant %s: %s", name, note)
-        spec = json.dumps(training_spec(variant), indent=1, sort_keys=True) + "\n"
-        write_if_changed(PARAMS_DIR / f"{name}.json", spec)
-    for stale in sorted(PARAMS_DIR.glob("*.json")):
-        if stale.stem not in resolved:
-            log.info("removing %s: variant %s is no longer in params.yaml", stale, stale.stem)
+    changed = [path for path, plan in plans.items() if write_if_changed(ROOT / path, plan_text(plan))]
+    for stale in sorted((ROOT / layout.PLANS).rglob("*.json")):
+        if stale.relative_to(ROOT) not in plans:
+            log.info("removing %s: its unit is no longer in params.yaml", stale)
             stale.unlink()
-    stale = stale_outputs(ROOT, list(resolved), seeds_of(p))
-    if stale:  # DVC keeps the outputs of a stage that no longer exists; nothing reads them (stages go by params)
+    log.info("%d plans in %s, %d changed%s", len(plans), layout.PLANS, len(changed),
+             f" ({', '.join(str(c.relative_to(layout.PLANS)) for c in changed)})" if changed else "")
+    stale = stale_outputs(ROOT, list(resolved), seeds_of(p), list(graphs))
+    if stale:  # DVC keeps the outputs of a stage that no longer exists; nothing reads them (stages go by plans)
         log.warning("%s — not evaluated or reported; list or remove them with `cmcr clean --stale [--dry-run]`",
-                    describe_stale(stale, list(resolved)))
-    write_if_changed(PARAMS_DIR / "valid.txt", "params.yaml passed the validate stage (cmcr.validation.validate_params)\n")
-    log.info("%s: valid; %d variants (%s) × seeds %s → %s", ROOT / "params.yaml", len(resolved), ", ".join(resolved),
-             seeds_of(p), PARAMS_DIR)
+                    describe_stale(stale, list(resolved) + list(graphs)))
+    write_if_changed(ROOT / layout.VALID, "params.yaml passed the validate stage (cmcr.validation.validate_params)\n")
+    log.info("%s: valid; %d variants (%s), %d graphs (%s) × seeds %s → %s", ROOT / "params.yaml", len(resolved),
+             ", ".join(resolved), len(graphs), ", ".join(graphs), seeds_of(p), layout.PLANS)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cmcr.artifacts import ArtifactError
-from cmcr.validation import check_byo_layout
+from cmcr.validation import check_byo_layout, pipeline_sets
 from conftest import ROOT_DIR
 
 
@@ -33,25 +33,25 @@ def test_required_sets_rows_and_half_sets_are_checked(params, tmp_path):
         write_set(tmp_path, space, name, 5)
     with pytest.raises(ArtifactError, match=r"^setup byo: .*clap/audio.npy is missing \(required\); layout in "
                                             r"byo/embeddings/README.md$"):
-        check_byo_layout(params, tmp_path)
+        check_byo_layout(pipeline_sets(params), tmp_path)
     write_set(tmp_path, "clap", "audio", 6, table_rows=4)
     with pytest.raises(ArtifactError, match=r"clap/audio.npy has 6 rows but .*clap/audio.parquet lists 4"):
-        check_byo_layout(params, tmp_path)
+        check_byo_layout(pipeline_sets(params), tmp_path)
     write_set(tmp_path, "clap", "audio", 6)
     # the optional AVE sets are absent: skipped, not required; each set's rows (the validate stage's unit sizes)
-    assert check_byo_layout(params, tmp_path) == {("clip", "text"): 5, ("clap", "text"): 5, ("clip", "image"): 5,
+    assert check_byo_layout(pipeline_sets(params), tmp_path) == {("clip", "text"): 5, ("clap", "text"): 5, ("clip", "image"): 5,
                                                   ("clap", "audio"): 6}
     write_set(tmp_path, "clip", "eval_image@AVE", 3)
     (tmp_path / "clip" / "eval_image@AVE.parquet").unlink()
     with pytest.raises(ArtifactError, match=r"eval_image@AVE.parquet is missing \(its pair is there\)"):
-        check_byo_layout(params, tmp_path)
+        check_byo_layout(pipeline_sets(params), tmp_path)
     (tmp_path / "clip" / "eval_image@AVE.parquet").write_bytes(b"not parquet")
     with pytest.raises(ArtifactError, match="eval_image@AVE.parquet: not a readable Parquet table"):
-        check_byo_layout(params, tmp_path)
+        check_byo_layout(pipeline_sets(params), tmp_path)
 
 
 def test_a_temporary_experiment_workspace_is_named(params, tmp_path):
     """`dvc exp run --temp` copies only tracked files: the byo embeddings are missing there, and the error says why."""
     with pytest.raises(ArtifactError, match=r"clip/text.npy is missing .* temporary copy made by `dvc exp run "
                                             r"--temp` .*`dvc add byo/embeddings`"):
-        check_byo_layout(params, tmp_path, temp_workspace=True)
+        check_byo_layout(pipeline_sets(params), tmp_path, temp_workspace=True)

@@ -223,8 +223,8 @@ def test_stale_outputs_are_summarised_and_cleaned_by_a_command(tmp_path):
     assert out.returncode == 0, out.stderr
     warnings = [line for line in out.stderr.splitlines() if "WARNING" in line and "optimiser steps" not in line]
     assert len(warnings) == 1 and len(warnings[0]) < 600, warnings  # (the other: the demo's few steps, one line)
-    assert f"{removed * 6 + 1} checkpoint/history file(s) of {removed} variant(s) no longer in params.yaml: A (3 seeds)" \
-        in warnings[0] and "seeds no longer trained of 1 variant(s): K (1 seed)" in warnings[0]
+    assert f"{removed * 6 + 1} checkpoint/history file(s) of {removed} trained unit(s) no longer in params.yaml: A (3 seeds)" \
+        in warnings[0] and "seeds no longer trained of 1 unit(s): K (1 seed)" in warnings[0]
     assert "cmcr clean --stale" in warnings[0] and "seed0.pt" not in warnings[0]
 
     res = runner.invoke(app, ["clean", "--stale", "--root", str(tmp_path), "--dry-run"])

@@ -82,15 +82,34 @@ def test_pipeline_wiring_comes_from_the_connections():
     assert extraction_sets([clap_ulip])["ulip"] == {"points": "memory", "image": "memory"}
 
 
-def test_aggregates_needed_reads_only_memory_settings():
-    from cmcr.experiments import aggregates_needed, variant_memory_mode
+def aggregate_jobs(params):
+    from cmcr.graph import graphs_of
+    from cmcr.plan import aggregate_plan
+    from cmcr.validation import check_params
 
-    assert aggregates_needed(PARAMS) == {"clip_clap": {"softmax", "argmax", "random"}, "clip_ulip": {"softmax"}}
-    assert variant_memory_mode(PARAMS, "I") == "argmax"
+    return aggregate_plan(params, check_params(params), graphs_of(params))
+
+
+def test_aggregate_plan_has_one_job_per_link_and_memory_config():
+    from cmcr.config import MemoryConfig
+    from cmcr.experiments import resolve_variant
+    from cmcr.plan import aggregate_key, variant_aggregate
+
+    assert list(aggregate_jobs(PARAMS)) == ["clip_clap/softmax", "clip_clap/argmax", "clip_clap/random", "clip_ulip/softmax"]
+    assert variant_aggregate(PARAMS, resolve_variant(PARAMS, "I")) == "clip_clap/argmax"
+    assert variant_aggregate(PARAMS, resolve_variant(PARAMS, "paired")) is None  # true pairs: no Eq. 2
     params = {**PARAMS, "connections": {**PARAMS["connections"], "clip_ulip": {
         **PARAMS["connections"]["clip_ulip"], "memory": {"mode": "argmax"}}}}
-    assert aggregates_needed(params)["clip_ulip"] == {"argmax"}
-    official = {**PARAMS, "graphs": {}, "variants": {"o": {"group": "table4", "official": {"release": "ulip_clip", "checkpoint": "x"}}}}
-    assert aggregates_needed(official) == {}
-    graphs_only = {**official, "graphs": {"j": {"mode": "joint", "spaces": ["clip", "ulip"], "links": ["clip_ulip"]}}}
-    assert aggregates_needed(graphs_only) == {"clip_ulip": {"softmax"}}  # a graph's links need their Eq. 2 too
+    assert [k for k in aggregate_jobs(params) if k.startswith("clip_ulip")] == ["clip_ulip/argmax"]
+    official = {**PARAMS, "graphs": {"j": {"mode": "joint", "spaces": ["clip", "ulip"], "links": ["clip_ulip"]}},
+                "variants": {"o": {"group": "table4", "official": {"release": "ulip_clip", "checkpoint": "x"}}}}
+    assert list(aggregate_jobs(official)) == ["clip_ulip/softmax"]  # a graph's links need their Eq. 2 too; a release none
+    # a variant with its own τ1 trains on aggregates at that τ1 (it trained on its link's before), in a folder of its own
+    own = {**PARAMS, "variants": {**PARAMS["variants"], "T2": {"overrides": {"memory": {"temperature": 0.02}}}}}
+    jobs = aggregate_jobs(own)
+    t2 = variant_aggregate(own, resolve_variant(own, "T2"))
+    assert t2.startswith("clip_clap/softmax-") and len(t2) == len("clip_clap/softmax-") + 8
+    assert jobs[t2]["memory"]["temperature"] == 0.02 and jobs["clip_clap/softmax"]["memory"]["temperature"] == 0.01
+    base = MemoryConfig()
+    assert aggregate_key(MemoryConfig(mode="random"), base) == "random"  # only the mode differs: its name
+    assert aggregate_key(MemoryConfig(seed=3), base) != aggregate_key(MemoryConfig(seed=4), base)

@@ -153,9 +153,18 @@ def test_validate_runs_first_and_training_is_keyed_on_the_effective_config():
             continue
         body = stage.get("do", stage)
         assert "data/params/valid.txt" in body["deps"], name
-    train = dvc["stages"]["train"]
+    train, graph = dvc["stages"]["train"], dvc["stages"]["graph"]
     assert train["foreach"] == "${variants}"  # one stage per variant: its seeds train in one process
-    assert "data/params/${key}.json" in train["do"]["deps"] and train["do"]["params"] == ["seeds"]
+    assert graph["foreach"] == "${graphs}"
+    # a trained unit depends on its own plan, the embeddings and the aggregate stage's fixed-text marker: no params,
+    # not the whole data/aggregated (a link added for another unit adds aggregates there)
+    for stage, plan in ((train, "data/params/variants/${key}.json"), (graph, "data/params/graphs/${key}.json")):
+        assert plan in stage["do"]["deps"] and "params" not in stage["do"], stage
+        assert "data/aggregated/DONE.txt" in stage["do"]["deps"] and "data/aggregated" not in stage["do"]["deps"]
+    assert "data/params/aggregates.json" in dvc["stages"]["aggregate"]["deps"] and "params" not in dvc["stages"]["aggregate"]
+    extract = dvc["stages"]["extract"]["do"]
+    assert "data/params/spaces/${item}.json" in extract["deps"]
+    assert not {"variants", "graphs", "connections", "benchmarks", "graph_tasks"} & set(extract["params"])
 
 
 def test_the_space_list_is_a_param_and_every_reader_depends_on_all_embeddings(tmp_path):

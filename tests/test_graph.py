@@ -178,10 +178,11 @@ def test_a_declared_links_config_is_checked_by_validate():
 
 def test_a_declared_link_between_pipeline_spaces_gets_its_own_eq2_folder_and_passes_validate():
     """A second CLIP–CLAP link with its own τ1 and σ²: validate accepts a graph over it; the aggregate stage computes
-    its Eq. 2 (aggregates_needed) into its own folder, so the built-in link's files of the same name stay as they are."""
+    its Eq. 2 (the aggregate plan) into its own folder, so the built-in link's files of the same name stay as they are."""
     from pathlib import Path
 
-    from cmcr.experiments import aggregate_folder, aggregates_needed
+    from cmcr.graph import graphs_of
+    from cmcr.plan import aggregate_folder, aggregate_plan
     from cmcr.validation import check_params
 
     p = params_with({"joint": {"mode": "joint", "spaces": ["clip", "clap", "ulip"], "links": ["clip_clap_t2", "clip_ulip"]},
@@ -189,7 +190,8 @@ def test_a_declared_link_between_pipeline_spaces_gets_its_own_eq2_folder_and_pas
                     {"clip_clap_t2": {"link": {"spaces": ["clip", "clap"], "shared": "text",
                                                "memory": {"clip": "image", "clap": "audio"}},
                                       "memory": {"temperature": 0.02}, "noise": {"var": 0.002}}})
-    check_params(p)
-    assert aggregates_needed(p)["clip_clap_t2"] == {"softmax"}
-    assert aggregate_folder("data/aggregated", "softmax", "clip_clap_t2") == Path("data/aggregated/softmax/clip_clap_t2")
-    assert aggregate_folder("data/aggregated", "softmax", "clip_clap") == Path("data/aggregated/softmax")
+    jobs = aggregate_plan(p, check_params(p), graphs_of(p))
+    assert jobs["clip_clap_t2/softmax"]["memory"]["temperature"] == 0.02
+    assert jobs["clip_clap_t2/softmax"]["link"] == {"name": "clip_clap_t2", "spaces": ["clip", "clap"], "shared": "text",
+                                                    "memory": {"clip": "image", "clap": "audio"}}
+    assert aggregate_folder("data/aggregated", "clip_clap_t2", "softmax") == Path("data/aggregated/clip_clap_t2/softmax")

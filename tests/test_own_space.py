@@ -213,23 +213,25 @@ def test_graph_tasks_of_your_own_are_refused_in_the_demo_and_named_apart_from_th
     check_params(paper_params(graph_tasks={"touch_image": {**TOUCH_TASK, "classes": ["material"]}}))
 
 
-def test_a_graph_task_of_your_own_is_extracted_scored_and_tabled(tmp_path):
+def test_a_graph_task_of_your_own_is_extracted_scored_and_tabled(project):
     """A declared task adds its sets to its spaces' extraction (graph_<modality>@<dataset>, optional), is scored
     like the built-in retrieval tasks (joined by pair_id; each pair its own class without class columns: ceiling
     mAP 100; chance the analytic expectation) and gets its two columns in results/graph.md."""
+    tmp_path = project
     import pandas as pd
 
     from cmcr.artifacts import save_embedding_set
     from cmcr.benchmarks import graph_tasks
-    from cmcr.experiments import space_sets
+    from cmcr.validation import pipeline_sets
     from cmcr.graph_benchmark import evaluate_task, load_task, task_ceiling, task_random, unusable
     from cmcr.metrics.retrieval import random_expectation
     from cmcr.report import graph_table
 
     p = paper_params(graph_tasks={"touch_image": TOUCH_TASK})
     p["benchmarks"]["graph"] = ["TouchAndGo"]
-    assert space_sets(p, "touch")["graph_touch@TouchAndGo"] == ("touch", False)
-    assert space_sets(p, "clip")["graph_image@TouchAndGo"] == ("image", False)
+    sets = pipeline_sets(p)
+    assert sets["touch"]["graph_touch@TouchAndGo"] == ("touch", False)
+    assert sets["clip"]["graph_image@TouchAndGo"] == ("image", False)
     spec = graph_tasks(p)["touch_image"]
     assert spec == ("retrieval", ("touch", "touch", "graph_touch"), ("image", "clip", "graph_image"), ())
     g = torch.Generator().manual_seed(0)

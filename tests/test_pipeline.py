@@ -178,13 +178,15 @@ def test_the_graph_family_scores_every_modality_pair_of_the_unified_spaces(repo)
     assert "paired_audio_3d_A2I_mAP" not in summary and len(summary) == 10  # 7 + the declared closed-form graph's 3
     assert seeds["joint_A2I_mAP_seed1"] == round(graph["audio_image"]["joint"]["seeds"]["1"]["A2I"]["mAP"], 4)
     # the joint graph's declared link: its Eq. 2 (τ1 0.02) in its own folder, beside the built-in link's (τ1 0.01)
-    softmax = repo["path"] / "data/aggregated/softmax"
+    aggregated = repo["path"] / "data/aggregated"
     import numpy as np
 
-    own, builtin = np.load(softmax / "clip_clap_t2/clip_image_from_text.npy"), np.load(softmax / "clip_image_from_text.npy")
+    own = np.load(aggregated / "clip_clap_t2/softmax/clip_image_from_text.npy")
+    builtin = np.load(aggregated / "clip_clap/softmax/clip_image_from_text.npy")
     assert own.shape == builtin.shape and not np.allclose(own, builtin)
-    assert json.loads((softmax / "aggregates.json").read_text())["computed"]["clip_clap_t2"] == [
-        "clip_image_from_text", "clap_audio_from_text"]
+    listed = json.loads((aggregated / "aggregates.json").read_text())
+    assert listed["clip_clap_t2/softmax"]["aggregates"] == ["clip_image_from_text", "clap_audio_from_text"]
+    assert listed["clip_clap_t2/softmax"]["memory"]["temperature"] == 0.02
     from cmcr.graph import load_graph_checkpoint
 
     joint = load_graph_checkpoint(repo["path"] / "models/graphs/joint/seed0.pt")
@@ -220,6 +222,29 @@ def test_second_repro_does_nothing(repo):
     assert "up to date" in status
     again = run(["dvc", "repro"], repo["path"], repo["env"]).stdout
     assert "Running stage" not in again
+
+
+def test_a_new_link_and_graph_rerun_only_what_they_change(repo):
+    """Issue 31, point 7: declaring one more CLIP–CLAP link (its own τ1) and one joint graph over it reran every
+    trained unit (each depended on the whole data/aggregated and on params' connections). Now it reruns validate,
+    Eq. 2, the new graph, the graph evaluation and the report — nothing else — and every other unit keeps its
+    bytes; the workspace is restored afterwards."""
+    path, env = repo["path"], repo["env"]
+    link = "{link: {spaces: [clip, clap], shared: text, memory: {clip: image, clap: audio}}, memory: {temperature: 0.03}}"
+    before = digests(path)
+    res = run(["dvc", "exp", "run", "-S", f"+connections.clip_clap_t3={link}",
+               "-S", "+graphs.joint_t3={mode: joint, spaces: [clip, clap], links: [clip_clap_t3]}"], path, env)
+    ran = sorted(line.split("'")[1] for line in res.stdout.splitlines() if line.startswith("Running stage '"))
+    assert ran == ["aggregate", "evaluate_graph", "graph@joint_t3", "report", "validate"], res.stdout
+    after = digests(path)
+    kept = [f for f in before if f.startswith(("models/connections", "models/graphs", "data/aggregated/clip_"))
+            and not f.endswith(".gitignore")]  # (DVC lists the new graph in models/graphs/.gitignore)
+    assert kept and all(after.get(f) == before[f] for f in kept)
+    assert "models/graphs/joint_t3/seed0.pt" in after and "data/aggregated/clip_clap_t3/softmax/clip_image_from_text.npy" in after
+    run(["git", "checkout", "--", "."], path, env)
+    run(["git", "clean", "-fdq", "models/graph_history", "data/params"], path, env)
+    run(["dvc", "checkout", "-f"], path, env, check=False)
+    assert "up to date" in run(["dvc", "status"], path, env).stdout
 
 
 def test_stages_write_the_same_bytes_whatever_kernel_paths_the_shell_asks_for(repo):
@@ -302,9 +327,11 @@ def test_every_param_a_stage_reads_is_declared(repo):
         name = p.stem if p.stem in declared else p.stem.split("@")[0]
         traces[name] = sorted(set(traces.get(name, [])) | set(json.loads(p.read_text())))
     assert set(traces) <= set(declared)
-    # every stage ran and left a trace (train@* reads only `seeds` from params; its config is data/params/<v>.json)
-    assert set(traces) == set(declared)
-    assert all(traces[s] == ["seeds"] for s in declared if s.startswith("train@"))
+    # every stage that declares params ran and left a trace; the aggregate stage and the trained units (train@*,
+    # graph@*) read no params at all — their plans (data/params/…, cmcr.plan) — and declare none
+    planned = {s for s in declared if s.split("@")[0] in ("aggregate", "train", "graph")}
+    assert planned and all(declared[s] == [] for s in planned)
+    assert set(traces) == set(declared) - planned
     for stage, reads in traces.items():
         if stage == "validate":  # depends on the whole of params.yaml (a file dependency)
             continue
@@ -321,7 +348,7 @@ def test_exp_run_with_noise_override(repo):
     assert "Running stage 'report'" in res.stdout
     # the paired-data reference uses train.epochs (retrained) but not noise.var; clip_ulip has its own σ² (untouched)
     assert "Running stage 'train@paired'" in res.stdout
-    for untouched in ("world", "spaces", "extract@clap", "aggregate@softmax", "train@clip_ulip"):
+    for untouched in ("world", "spaces", "extract@clap", "aggregate", "train@clip_ulip", "graph@closed"):
         assert f"Running stage '{untouched}'" not in res.stdout
     shown = run(["dvc", "exp", "show", "--json"], repo["path"], repo["env"]).stdout
     assert '"var": 0.002' in shown.replace(" ", "").replace('"var":0.002', '"var": 0.002')

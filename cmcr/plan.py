@@ -1,0 +1,194 @@
+"""The resolved plan: what each stage does, derived from params once, by the validate stage, and written as
+plain JSON under ``data/params`` (:mod:`cmcr.layout`). Every later stage reads its own plan file instead of
+params.yaml, so DVC reruns a stage when — and only when — what it does changed: a link declared in params
+reruns the Eq. 2 aggregate stage and the units that train on that link, not every other unit.
+
+- :func:`aggregate_plan`: every distinct Eq. 2 job ``(link, memory config)`` the variants and graphs train on,
+  each in its own folder ``<link>/<key>`` (:func:`aggregate_key`): a variant that sets its own τ1 trains on
+  aggregates at that τ1, never on its link's.
+- :func:`variant_plan` / :func:`graph_plan`: a trained unit's resolved config, seeds and aggregate folders.
+- :func:`space_sets`: the sets a space's ``extract@<space>`` embeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, graph_paired_sets, graph_tasks, paired_sets, set_modality
+from cmcr.config import (ConfigError, Connection, ConnectionConfig, MemoryConfig, extraction_sets,
+                         memory_config_from_params)
+from cmcr.exmcr import ExtendConfig
+from cmcr.experiments import Variant, seeds_of, variant_connection, variant_names, variant_from_spec, training_spec
+from cmcr.experiments import pipeline_spaces
+from cmcr.graph import Graph, graph_config
+from cmcr import layout
+
+PLAN_FORMAT = "cmcr.plan/1"
+
+
+def aggregate_key(memory: MemoryConfig, own: MemoryConfig) -> str:
+    """The folder name of Eq. 2 aggregates computed with ``memory``, under their link's folder: the mode
+    (``softmax``, ``argmax``, ``random``) when every other setting is the link's own (``own``: its memory group),
+    else ``<mode>-<8 hex digits>`` of the whole config (a variant's own τ1, seed, precision…)."""
+    if dataclasses.replace(memory, mode=own.mode) == own:
+        return memory.mode
+    text = json.dumps(dataclasses.asdict(memory), sort_keys=True)
+    return f"{memory.mode}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def aggregate_folder(aggregated: str | Path, link: str, key: str) -> Path:
+    """Where the aggregates of ``link`` computed as ``key`` (:func:`aggregate_key`) live: ``<aggregated>/<link>/<key>``
+    (e.g. ``data/aggregated/clip_clap/softmax/clip_image_from_text.npy``)."""
+    return Path(aggregated) / link / key
+
+
+def _job(params: Mapping[str, Any], connection: Connection, memory: MemoryConfig, jobs: dict) -> str:
+    """Register ``connection``'s Eq. 2 with ``memory`` in ``jobs``; its folder relative to the aggregates'."""
+    key = aggregate_key(memory, memory_config_from_params(params, connection.name))
+    folder = f"{connection.name}/{key}"
+    jobs.setdefault(folder, {"link": _link_dict(connection), "memory": dataclasses.asdict(memory)})
+    return folder
+
+
+def _link_dict(c: Connection) -> dict[str, Any]:
+    return {"name": c.name, "spaces": list(c.spaces), "shared": c.shared_modality, "memory": dict(c.memory_modality)}
+
+
+def link_from_dict(data: Mapping[str, Any]) -> Connection:
+    return Connection(str(data["name"]), tuple(data["spaces"]), str(data["shared"]), dict(data["memory"]))
+
+
+def variant_aggregate(params: Mapping[str, Any], variant: Variant, jobs: dict | None = None) -> str | None:
+    """The aggregate folder variant ``variant`` trains on (None: imported, or trained on true pairs)."""
+    if variant.official or variant.paired:
+        return None
+    return _job(params, variant.config.connection, variant.config.memory, {} if jobs is None else jobs)
+
+
+def graph_aggregates(params: Mapping[str, Any], graph: Graph, configs: Mapping[str, ConnectionConfig],
+                     jobs: dict | None = None) -> dict[str, str]:
+    """``{link: aggregate folder}`` a graph trains on (joint, extend; a closed-form or paired graph: none)."""
+    if graph.mode not in ("joint", "extend"):
+        return {}
+    jobs = {} if jobs is None else jobs
+    return {link: _job(params, configs[link].connection, c.memory, jobs) for link, c in configs.items()}
+
+
+def aggregate_plan(params: Mapping[str, Any], variants: Mapping[str, Variant], graphs: Mapping[str, Graph]
+                   ) -> dict[str, dict[str, Any]]:
+    """Every Eq. 2 job the variants and graphs need: ``{"<link>/<key>": {"link": {...}, "memory": {...}}}``
+    (the aggregate stage's plan), in the order the units name them."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for variant in variants.values():
+        variant_aggregate(params, variant, jobs)
+    for graph in graphs.values():
+        graph_aggregates(params, graph, graph_config(params, graph), jobs)
+    return jobs
+
+
+def variant_plan(params: Mapping[str, Any], variant: Variant) -> dict[str, Any]:
+    """``train@<variant>``'s plan: :func:`cmcr.experiments.training_spec` (what training needs, no label or group),
+    the seeds and the aggregate folder."""
+    return {"format": PLAN_FORMAT, **training_spec(variant), "seeds": seeds_of(params),
+            "aggregate": variant_aggregate(params, variant)}
+
+
+def variant_from_plan(plan: Mapping[str, Any]) -> Variant:
+    return variant_from_spec(plan)
+
+
+def graph_plan(params: Mapping[str, Any], graph: Graph) -> dict[str, Any]:
+    """``graph@<name>``'s plan: the graph (its links' definitions), each link's effective config (training scale
+    applied; paired: its one config), Ex-MCR's switches (mode extend), the seeds and the aggregate folders."""
+    configs = graph_config(params, graph)
+    return {"format": PLAN_FORMAT, "graph": graph.to_dict(), "configs": {k: c.to_dict() for k, c in configs.items()},
+            "extend": ExtendConfig.from_params(params).to_dict() if graph.mode == "extend" else None,
+            "seeds": seeds_of(params), "aggregates": graph_aggregates(params, graph, configs)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphPlan:
+    """A graph plan read back: what ``graph@<name>`` trains."""
+
+    graph: Graph
+    configs: dict[str, ConnectionConfig]
+    extend: ExtendConfig | None
+    seeds: list[int]
+    aggregates: dict[str, str]
+
+
+def graph_from_plan(plan: Mapping[str, Any]) -> GraphPlan:
+    extend = plan.get("extend")
+    return GraphPlan(Graph.from_dict(plan["graph"]), {k: ConnectionConfig.from_dict(c) for k, c in plan["configs"].items()},
+                     None if extend is None else ExtendConfig(extend["dense"], tuple(extend["centres"])),
+                     [int(s) for s in plan["seeds"]], dict(plan["aggregates"]))
+
+
+def space_sets(params: Mapping[str, Any], space: str, variants: Mapping[str, Variant],
+               graphs: Mapping[str, Graph]) -> dict[str, tuple[str, bool]]:
+    """``{file name: (modality, required)}`` a space contributes: the training sets of the links the variants and
+    graphs train on and the true pairs of the paired-data references (required), then the configured evaluation
+    sets (optional). What ``extract@<space>`` embeds (or copies from ``byo/``)."""
+    links = {v.config.connection.name: v.config.connection for v in variants.values()}
+    for graph in graphs.values():
+        links.update({link.name: link for link in graph.links})
+    sets = {modality: (modality, True) for modality in extraction_sets(list(links.values())).get(space, {})}
+    for graph in graphs.values():  # a paired graph's true pairs (the audio–3D reference)
+        if graph.mode == "paired":
+            file = graph_paired_sets(graph.pairs["modalities"], graph.pairs["dataset"]).get(space)
+            if file:
+                sets[file] = (set_modality(file.split("@")[0]), True)
+    for name, variant in variants.items():
+        if variant.paired:
+            file = paired_sets(variant.config.connection.name, variant.paired).get(space)
+            if file:
+                sets[file] = (EVAL_SET_MODALITY[file.split("@")[0]], True)
+    tasks = graph_tasks(params) if params.get("graph_tasks") else None  # tasks of your own add their sets
+    for file_name, set_name in evaluation_sets(params["benchmarks"], space, tasks).items():
+        sets[file_name] = (set_modality(set_name), False)
+    return sets
+
+
+def space_plan(params: Mapping[str, Any], space: str, variants: Mapping[str, Variant], graphs: Mapping[str, Graph]
+               ) -> dict[str, Any]:
+    """``extract@<space>``'s plan: :func:`space_sets` as JSON."""
+    return {"format": PLAN_FORMAT, "space": space,
+            "sets": {f: [m, required] for f, (m, required) in space_sets(params, space, variants, graphs).items()}}
+
+
+def sets_from_plan(plan: Mapping[str, Any]) -> dict[str, tuple[str, bool]]:
+    return {f: (str(m), bool(required)) for f, (m, required) in plan["sets"].items()}
+
+
+def pipeline_plans(params: Mapping[str, Any], variants: Mapping[str, Variant], graphs: Mapping[str, Graph]
+                   ) -> dict[Path, dict[str, Any]]:
+    """Every plan file the validate stage writes (paths relative to the project root, :mod:`cmcr.layout`): the
+    aggregate stage's, one per variant, graph and space."""
+    out: dict[Path, dict[str, Any]] = {layout.AGGREGATE_PLAN: {"format": PLAN_FORMAT,
+                                                               "jobs": aggregate_plan(params, variants, graphs)}}
+    out |= {layout.variant_plan(n): variant_plan(params, v) for n, v in variants.items()}
+    out |= {layout.graph_plan(n): graph_plan(params, g) for n, g in graphs.items()}
+    out |= {layout.space_plan(s): space_plan(params, s, variants, graphs) for s in pipeline_spaces(params)}
+    return out
+
+
+def plan_text(plan: Mapping[str, Any]) -> str:
+    """A plan file's text: one line per value, keys in the order they were resolved (the sets in the order
+    extraction runs them), so an unchanged plan is unchanged bytes."""
+    return json.dumps(plan, indent=1) + "\n"
+
+
+def read_plan(path: str | Path) -> dict[str, Any]:
+    """A plan file the validate stage wrote; ConfigError naming it when it is missing or of another format."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such plan (run the validate stage first: `dvc repro validate`)")
+    plan = json.loads(path.read_text())
+    if plan.get("format") != PLAN_FORMAT:
+        raise ConfigError(f"{path}: not a {PLAN_FORMAT} plan (format {plan.get('format')!r}); rerun the validate stage")
+    return plan

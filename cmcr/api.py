@@ -136,7 +136,8 @@ class ConnectedModel:
         for ``setup: demo``, the real encoders of ``paper.encoders`` for ``setup: paper``. ``setup: byo`` has no
         encoders (its embeddings were computed elsewhere), nor has ``encoders=False`` (no encoder built): such a model
         projects precomputed embeddings (:meth:`project`) and nothing else."""
-        from cmcr.experiments import checkpoint_path, seeds_of, setup_of
+        from cmcr import layout
+        from cmcr.experiments import seeds_of, setup_of
         from cmcr.params import load_params
 
         root = Path(root)
@@ -147,8 +148,8 @@ class ConnectedModel:
             seeds = seeds_of(params)
             if seed is not None and seed not in seeds:
                 raise ConfigError(f"seed {seed} is not one of params.yaml's seeds {seeds}: no such checkpoint")
-            folder, name = (root / "models" / "graphs", graph) if graph else (root / "models" / "connections", variant)
-            path = checkpoint_path(folder, name, seeds[0] if seed is None else seed)
+            folder, name = (root / layout.GRAPHS, graph) if graph else (root / layout.CONNECTIONS, variant)
+            path = layout.checkpoint_path(folder, name, seeds[0] if seed is None else seed)
         result = load_any_checkpoint(path)
         setup = setup_of(params)
         spaces: dict[str, EncoderSpace] = {}
@@ -156,7 +157,7 @@ class ConnectedModel:
             if not encoders or setup == "byo":
                 break
             if setup == "demo":
-                spaces[name] = build_space(f"demo_{name}", checkpoint=root / "models" / "spaces" / f"{name}.pt")
+                spaces[name] = build_space(f"demo_{name}", checkpoint=root / layout.SPACES / f"{name}.pt")
             elif setup == "paper":
                 options = dict((params.get("paper") or {}).get("encoders", {}).get(name) or {})
                 for key in ("weights", "plugin"):  # relative to the project (a plugin always is: plugins/<file>.py)

@@ -9,6 +9,7 @@ from pathlib import Path
 WORLD = Path("data/world")
 TEXTS = Path("data/texts.parquet")
 EMBEDDINGS = Path("data/embeddings")              # extract@<space>: <space>/<set>.npy + .parquet
+SHARDS = Path("data/shards")                      # extract@<space>'s resumable shards (outside DVC's outputs)
 AGGREGATED = Path("data/aggregated")              # aggregate: <link>/<key>/<aggregate>.npy (cmcr.plan.aggregate_key)
 #: a fixed text the aggregate stage writes beside the aggregates: what a trained unit depends on to run after
 #: the aggregate stage (its aggregates are a function of its plan and the embeddings, both its own deps, so a
@@ -19,8 +20,10 @@ CONNECTIONS = Path("models/connections")          # train@<variant>: <variant>/s
 HISTORY = Path("models/history")                  # train@<variant>: <variant>/seed<s>.json
 GRAPHS = Path("models/graphs")                    # graph@<name>: <name>/seed<s>.pt
 GRAPH_HISTORY = Path("models/graph_history")      # graph@<name>: <name>/seed<s>.json
+EVAL = Path("data/eval")                          # evaluate@*, evaluate_graph: per-item scores (<family>_items.parquet)
 METRICS = Path("metrics")
 RESULTS = Path("results")
+PLUGINS = Path("plugins")                         # encoders of your own spaces (setup paper)
 BYO = Path("byo/embeddings")                      # setup byo: your own <space>/<set>.npy + .parquet
 
 #: the validate stage's output: the resolved plans every later stage reads instead of params.yaml
@@ -48,3 +51,8 @@ def checkpoint_path(folder: str | Path, unit: str, seed: int, suffix: str = ".pt
     """Where a trained unit's seed is written: ``<folder>/<unit>/seed<seed><suffix>`` (checkpoints in
     :data:`CONNECTIONS` / :data:`GRAPHS`, training histories in :data:`HISTORY` / :data:`GRAPH_HISTORY`, ``.json``)."""
     return Path(folder) / unit / f"seed{seed}{suffix}"
+
+
+#: every artifact root above: what each path dvc.yaml names starts with (tests/test_dvc_deps.py)
+ARTIFACT_ROOTS = (WORLD, TEXTS, EMBEDDINGS, AGGREGATED, SPACES, CONNECTIONS, HISTORY, GRAPHS, GRAPH_HISTORY, EVAL, METRICS,
+                  RESULTS, BYO, PLANS, PLUGINS)

@@ -29,6 +29,7 @@ from cmcr.config import ConnectionConfig, TrainConfig
 from cmcr.enhance import semantic_completion
 from cmcr.loss import symmetric_info_nce, total_loss
 from cmcr.device import deterministic_cuda, resolve_device
+from cmcr.optim import AdamW
 from cmcr.projector import build_projectors, count_parameters
 
 log = logging.getLogger(__name__)
@@ -343,7 +344,7 @@ def fit_streams(inputs: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[
     # frozen encoders: no graph back
     tensors = {k: as_tensor(x).detach().to(device=device, dtype=torch.float32) for k, x in inputs.items()}
 
-    optimizer = torch.optim.AdamW(projectors.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = AdamW(projectors.parameters(), weight_decay=tc.weight_decay)
     total_steps = tc.epochs * steps_per_epoch
     generator = torch.Generator(device=device).manual_seed(tc.seed)
     history: list[dict[str, float]] = []
@@ -356,13 +357,11 @@ def fit_streams(inputs: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[
         sums: dict[str, float] = {}
         for i in range(steps_per_epoch):
             lr = cosine_lr(steps, total_steps, tc.lr, tc.min_lr) if tc.lr_schedule == "cosine" else tc.lr
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             idx = {k: order[k][slices[k][i % len(slices[k])]] for k in streams}
             parts = step(projectors, tensors, idx, generator)
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             parts["loss"].backward()
-            optimizer.step()
+            optimizer.step(lr)
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             steps += 1

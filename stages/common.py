@@ -12,10 +12,11 @@ from cmcr import layout
 from cmcr.reproducibility import is_stage_script, kernel_warning, pin_process
 
 # Every stage computes with a fixed number of CPU threads and fixed CPU kernel paths (cmcr.reproducibility: the AVX2
-# path of PyTorch, MKL, oneDNN, OpenBLAS and numpy), so its numbers are the same on every machine. The libraries read
-# these when they load, so this module is every stage script's first import (tests/test_dvc_deps.py keeps it so) and
-# nothing heavy is imported yet; a stage that loaded numpy or torch before would start itself again with them. A test
-# or tool that imports this module (not a script in stages/) keeps its own environment.
+# path of PyTorch, MKL, oneDNN, OpenBLAS and numpy), so its numbers are the same on every machine. dvc.yaml runs each
+# stage through `python -m cmcr.stage <stage>`, which sets that environment before anything is imported; a stage
+# script run by hand gets it here — this module is every stage script's first import (tests/test_dvc_deps.py keeps it
+# so), and a script that loaded numpy or torch before would start itself again with it. A test or tool that imports
+# this module (not a script in stages/) keeps its own environment.
 STAGE_ENVIRONMENT = pin_process() if is_stage_script(sys.argv[0]) else None
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -121,63 +122,6 @@ def skipped_marker(folder: Path, reason: str) -> None:
     (folder / "SKIPPED").write_text(reason + "\n")
 
 
-def spare_dynamo_import() -> bool:
-    """Keep a stage process from importing torch._dynamo (~1.2 s per process; 63 training stages in the demo).
-
-    The stages never call ``torch.compile``, yet ``torch.optim`` imports torch._dynamo on an optimizer's first
-    ``add_param_group`` / ``zero_grad`` (wrapped in ``torch._compile._disable_dynamo``, which imports it to mark
-    the method "never compile") and on every ``step()`` (``_use_grad_for_differentiable``, which imports it
-    for a ``graph_break()`` that does nothing outside a compiled graph). For this process only, and only when
-    torch._dynamo is not loaded yet: the first kind gets its cached mark set to the method itself, the second
-    is re-wrapped with the same grad-mode handling minus the graph break. Methods are recognised by their
-    wrapper's code object, so another torch version leaves anything it does not recognise as it is. Training
-    is bit-identical (tested: ``tests/test_train.py``). Returns whether anything was changed.
-    """
-    import functools
-    import sys
-
-    import torch
-    from torch._compile import _disable_dynamo
-    from torch.optim import optimizer as optimizer_module
-
-    if "torch._dynamo" in sys.modules:
-        return False
-    disable_code = _disable_dynamo(lambda: None).__code__
-    grad_code = getattr(optimizer_module, "_use_grad_for_differentiable", lambda f: f)(lambda self: None).__code__
-
-    def grad_mode_step(func):
-        @functools.wraps(func)
-        def step(self, *args, **kwargs):
-            previous = torch.is_grad_enabled()
-            try:
-                torch.set_grad_enabled(self.defaults["differentiable"])
-                return func(self, *args, **kwargs)
-            finally:
-                torch.set_grad_enabled(previous)
-        return step
-
-    changed = False
-    classes, seen = [torch.optim.Optimizer], set()
-    while classes:
-        cls = classes.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        classes.extend(cls.__subclasses__())
-        for name, attr in list(vars(cls).items()):
-            original = getattr(attr, "__wrapped__", None)
-            code = getattr(attr, "__code__", None)
-            if original is None or code is None:
-                continue
-            if code is disable_code:
-                setattr(original, "__dynamo_disable", original)
-                changed = True
-            elif code is grad_code:
-                setattr(cls, name, grad_mode_step(original))
-                changed = True
-    return changed
-
-
 def run(main) -> None:
     """Run a stage's ``main`` as a typer command. A bad input or config (ConfigError, ArtifactError,
     EmbeddingError: the message names the file or key) prints as one line and exits 1; anything else
@@ -197,5 +141,4 @@ def run(main) -> None:
     app.command()(main)
     with one_line_errors(Path(sys.argv[0]).stem, (ConfigError, ArtifactError, EmbeddingError)):
         configure_threads(default=STAGE_THREADS)
-        spare_dynamo_import()
         app()

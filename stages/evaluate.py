@@ -12,6 +12,7 @@ from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, run, setup_lo
 import pandas as pd
 import typer
 
+from cmcr import layout
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
 from cmcr.benchmarks import BENCHMARKS
@@ -76,7 +77,7 @@ def main(benchmark: str) -> None:
         for name, by_seed in per_seed.items():  # mean (where one run's scores were), std and every seed
             metrics[dataset][name] = summarize_seeds(by_seed)
     write_json(METRICS / f"{benchmark}.json", metrics)
-    write_parquet(ROOT / "data" / "eval" / f"{benchmark}_items.parquet",
+    write_parquet(ROOT / layout.EVAL / f"{benchmark}_items.parquet",
                   pd.concat(items, ignore_index=True) if items else pd.DataFrame())
 
 

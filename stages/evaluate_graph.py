@@ -10,6 +10,7 @@ from common import CONNECTIONS, EMBEDDINGS, GRAPHS, METRICS, ROOT, params, run, 
 import pandas as pd
 import torch.nn.functional as F
 
+from cmcr import layout
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.benchmarks import graph_tasks
 from cmcr.experiments import checkpoint_path, pipeline_spaces, seeds_of, variant_connection, variant_names
@@ -81,7 +82,7 @@ def main() -> None:
             log.info("%s / %s: %s", dataset, task, {k: v for k, v in out.items() if k not in ("not_applicable",)})
             metrics[dataset][task] = out
     write_json(METRICS / "graph.json", metrics)
-    write_parquet(ROOT / "data" / "eval" / "graph_items.parquet",
+    write_parquet(ROOT / layout.EVAL / "graph_items.parquet",
                   pd.concat(items, ignore_index=True) if items else pd.DataFrame())
 
 

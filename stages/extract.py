@@ -76,7 +76,7 @@ def extract_sets(space: str, sets, tmp, p, log, encoder: tuple[str, dict], rows_
     """Every set through the sharded extraction — on one worker per device of ``ext['devices']`` (paper:
     ``paper.extraction.devices``), merged once — and the kept rows' tables and all failures written to ``tmp``.
     ``encoder`` is the registered space's name and its keyword arguments (each worker builds its own)."""
-    shards = ROOT / "data" / "shards" / space
+    shards = ROOT / layout.SHARDS / space
     jobs, tables = [], {}
     for name, (modality, required) in sets.items():
         rows = rows_of(space, name, modality, p)

@@ -66,8 +66,9 @@ def stage_deps(dvc: dict, params: dict) -> dict[str, tuple[Path, list[str]]]:
     for name, stage in dvc["stages"].items():
         for suffix, subst, body in expand(stage, params):
             deps = [subst(d) for d in body.get("deps", [])]
-            script = next(w for w in body["cmd"].split() if w.startswith("stages/") and w.endswith(".py"))
-            out[name + suffix] = (ROOT / script, deps)
+            words = body["cmd"].split()  # python -m cmcr.stage <stage> [argument]: runs stages/<stage>.py
+            assert words[:3] == ["python", "-m", "cmcr.stage"], body["cmd"]
+            out[name + suffix] = (ROOT / "stages" / f"{words[3]}.py", deps)
     return out
 
 
@@ -217,3 +218,26 @@ def test_dvc_lock_holds_only_the_stages_of_dvc_yaml():
                               check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"}).stdout.split())
     locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
     assert locked <= live, f"dvc.lock has entries of stages no longer in dvc.yaml: {sorted(locked - live)[:10]}"
+
+
+def test_every_path_dvc_yaml_names_is_the_layouts():
+    """Issue 31, point 5: one source for artifact paths. Every dep and output of dvc.yaml is code (stages/, cmcr,
+    params.yaml) or lies under a root of cmcr.layout, and the per-unit files are the layout's functions' paths."""
+    from cmcr import layout
+
+    dvc, _ = load()
+    named = set()
+    for stage in dvc["stages"].values():
+        body = stage.get("do", stage)
+        for key in ("deps", "outs", "metrics", "plots"):
+            for entry in body.get(key, []):
+                named.add(next(iter(entry)) if isinstance(entry, dict) else entry)
+    code = {"params.yaml", "cmcr"}
+    artifacts = {p for p in named if p not in code and not p.startswith("stages/")}
+    roots = [str(r) for r in layout.ARTIFACT_ROOTS]
+    outside = sorted(p for p in artifacts if not any(p == r or p.startswith(r + "/") for r in roots))
+    assert not outside, outside
+    for path in (layout.variant_plan("${key}"), layout.graph_plan("${key}"), layout.space_plan("${item}"),
+                 layout.AGGREGATE_PLAN, layout.VALID, layout.AGGREGATES_DONE, layout.EMBEDDINGS / "${item}",
+                 layout.SPACES / "${item}.pt", layout.CONNECTIONS / "${key}", layout.GRAPHS / "${key}"):
+        assert str(path) in named, path

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cmcr.loss import symmetric_info_nce
+from cmcr.optim import AdamW
 from cmcr.encoders.base import EncoderSpace, register
 from cmcr.encoders.geometry import Geometry, centre, offset_vectors, project_out, shape
 from cmcr.items import file_of
@@ -265,7 +266,7 @@ def train_demo_space(name: str, pairs: dict[str, list[Any]], *, vocab: list[str]
     first, second = DEMO_SPACES[name]
     loaded = {m: [space.load(m, x) for x in pairs[m]] for m in (first, second)}
     n = len(loaded[first])
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], weight_decay=1e-4)
     generator = torch.Generator().manual_seed(seed)
     history = []
     model.train()
@@ -283,7 +284,7 @@ def train_demo_space(name: str, pairs: dict[str, list[Any]], *, vocab: list[str]
             loss = symmetric_info_nce(a, b, 1.0 / scale.exp())
             optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
+            optimizer.step(lr)
             total, steps = total + loss.item(), steps + 1
         history.append({"epoch": epoch + 1, "loss": total / max(steps, 1),
                         "temperature": float(1 / model.logit_scale.detach().exp())})

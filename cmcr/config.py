@@ -353,6 +353,20 @@ class ConnectionConfig:
         return cls(**parts)
 
 
+def paired_objective(config: ConnectionConfig, connection: Connection | None = None) -> ConnectionConfig:
+    """The paired-data reference's config (variants with ``paired``, graphs of mode ``paired``): ``config``'s projector,
+    optimisation and τ3 with the pair term only — no Eq. 2 (the default memory group), no Eq. 3 noise, no L_ttc, no
+    Eq. 9 — so its effective config changes only when those settings do. ``connection``: the true pairs of another
+    pair of spaces (a paired graph), whose widths come from its data (``in_dims`` cleared)."""
+    changes: dict[str, Any] = {}
+    if connection is not None:
+        changes = {"connection": connection, "projector": dataclasses.replace(config.projector, in_dims={})}
+    return dataclasses.replace(
+        config, memory=MemoryConfig(), noise=NoiseConfig(enabled=False, renorm=False),
+        loss=LossConfig(pseudo_temperature=config.loss.pseudo_temperature, shared_pair=False, pseudo_pair=True,
+                        intra_spaces=(), lambda_intra=0.0), **changes)
+
+
 def _build(typ: type, values: Any, where: str) -> Any:
     if isinstance(values, typ):
         return values

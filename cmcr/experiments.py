@@ -5,14 +5,17 @@ into a :class:`~cmcr.config.ConnectionConfig`.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cmcr.config import ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
+from cmcr.benchmarks import paired_sets
+from cmcr.config import (CONNECTIONS, ConfigError, ConnectionConfig, _choice, _positive_int,
+                         connection_config_from_params, deep_merge, group_from_params, paired_objective)
+from cmcr.encoders.base import _REGISTRY, registered
 from cmcr.layout import CONNECTIONS as CHECKPOINTS, GRAPH_HISTORY, GRAPHS, HISTORY, checkpoint_path
+from cmcr.official import RELEASES
 from cmcr.sources.texts import SOURCES
 
 SETUPS = ("demo", "byo", "paper")
@@ -77,7 +80,6 @@ def register_paper_encoders(params: Mapping[str, Any]) -> None:
     (a .py file under the project's ``plugins/`` folder, which dvc.yaml tracks, registering the user's encoder
     class) and register an ``encoder`` alias (space ``clip_l`` with ``encoder: clip``) — so a link's and a
     graph's checks know the space's modalities. ConfigError naming the key for a bad path or a failed import."""
-    from cmcr.encoders.base import _REGISTRY, registered
 
     if setup_of(params) != "paper":
         return
@@ -160,7 +162,6 @@ def variant_connection(params: Mapping[str, Any], name: str) -> str:
     """Which connection a variant trains, reading only ``variants.<name>.connection``."""
     entry = _variant_entry(params, name)
     if entry.get("official"):
-        from cmcr.official import RELEASES
 
         return RELEASES[entry["official"]["release"]]["connection"].name
     return entry.get("connection", "clip_clap")
@@ -169,7 +170,6 @@ def variant_connection(params: Mapping[str, Any], name: str) -> str:
 def connections_used(params: Mapping[str, Any]) -> list[str]:
     """The connections the variants train (or import), in the order of ``CONNECTIONS``: only their training
     sets are required (e.g. the audio–visual connection alone needs no ULIP-2 embeddings)."""
-    from cmcr.config import CONNECTIONS
 
     used = {variant_connection(params, name) for name in variant_names(params)}
     return [name for name in CONNECTIONS if name in used]
@@ -192,7 +192,6 @@ SCALE_DEFAULTS = {"small": {"epochs": 5, "batch_size": 128}, "auto": {"steps": 5
 
 def training_scale_block(params: Mapping[str, Any]) -> dict[str, Any]:
     """params' ``scale`` with its defaults, checked: ``{mode, small: {epochs, batch_size}, auto: {steps, min_batch}}``."""
-    from cmcr.config import _choice, _positive_int
 
     scale = params.get("scale") or {}
     if not isinstance(scale, Mapping):
@@ -230,7 +229,6 @@ def training_scale(params: Mapping[str, Any], connection: str) -> tuple[dict[str
     (:data:`PAPER_SCALE`) or the paper states none — a value set to anything else was set on purpose and is kept.
     ``auto``: ``train.auto_steps`` / ``auto_min_batch`` from ``scale.auto`` (resolved against the training set's
     size when it trains: :func:`cmcr.train.auto_scale`)."""
-    from cmcr.config import group_from_params
 
     block, mode = training_scale_block(params), scale_of(params)
     if mode == "paper":
@@ -261,14 +259,12 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
         raise ConfigError(f"variants.{name}.group must be one of {GROUPS}, got {group!r}")
     official = entry.get("official")
     if official:
-        from cmcr.official import RELEASES
 
         if set(official) != {"release", "checkpoint"} or official["release"] not in RELEASES:
             raise ConfigError(f"variants.{name}.official must be {{release: {'|'.join(RELEASES)}, checkpoint: <path>}}, "
                               f"got {dict(official)}")
         official = {"release": str(official["release"]), "checkpoint": str(official["checkpoint"])}
     connection = variant_connection(params, name)
-    from cmcr.config import CONNECTIONS
 
     if connection not in CONNECTIONS:
         raise ConfigError(f"variants.{name}.connection: {connection!r} is not one of the pipeline's connections "
@@ -296,17 +292,9 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
         if setup_of(params) == "demo" and paired != "demo":
             raise ConfigError(f"variants.{name}.paired: the demo world's true pairs are the dataset 'demo', got {paired!r}")
         if setup_of(params) == "paper":
-            from cmcr.benchmarks import paired_sets
 
             require_manifests(params, paired_sets(connection, paired), f"variants.{name}.paired: {paired!r}", "Setups")
-        # what the paired objective uses, and nothing else: the pair term at τ3, no L_ttc, no Eq. 9, no Eq. 3
-        # noise — so its effective config (and data/params/<name>.json) changes only when those settings do
-        from cmcr.config import LossConfig, MemoryConfig, NoiseConfig
-
-        config = dataclasses.replace(
-            config, memory=MemoryConfig(), noise=NoiseConfig(enabled=False, renorm=False),
-            loss=LossConfig(pseudo_temperature=config.loss.pseudo_temperature, shared_pair=False, pseudo_pair=True,
-                            intra_spaces=(), lambda_intra=0.0))
+        config = paired_objective(config)  # the pair term at τ3 only (cmcr.config.paired_objective)
     return Variant(name, group, str(entry.get("label", name)), config, excluded, official, paired)
 
 

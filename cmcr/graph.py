@@ -36,8 +36,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from cmcr.artifacts import load_npy, load_torch
 from cmcr.closed_form import CONTEXT_ROWS, LinearConfig, LinearLinkData, LinearMap, fit_link
-from cmcr.config import CONNECTIONS, ConfigError, Connection, ConnectionConfig, connection_of
+from cmcr.config import (CONNECTIONS, ConfigError, Connection, ConnectionConfig, connection_config_from_params,
+                         connection_of, paired_objective)
+from cmcr.encoders.base import _REGISTRY
+from cmcr.enhance import semantic_completion
+from cmcr.exmcr import ExtendConfig, ExtendProjector, Identity, modality_centric_data, stack_centres, train_leaf
+from cmcr.experiments import pipeline_spaces, register_paper_encoders, training_scale
+from cmcr.loss import total_loss
+from cmcr.projector import Projector
+from cmcr.train import ConnectionData, fit_streams, train_seeds
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +60,6 @@ GRAPH_FORMAT = "cmcr.graph/1"
 def is_registered(space: str) -> bool:
     """Whether an encoder space registered under ``space`` states its modalities."""
     import cmcr.encoders  # noqa: F401  (registers the built-in spaces)
-    from cmcr.encoders.base import _REGISTRY
 
     modalities = getattr(_REGISTRY.get(space), "modalities", None)
     return isinstance(modalities, (tuple, list)) and len(modalities) > 0
@@ -59,7 +67,6 @@ def is_registered(space: str) -> bool:
 
 def space_modalities(space: str) -> tuple[str, ...]:
     """The modalities a registered encoder space embeds (its class's ``modalities``); ConfigError if unknown."""
-    from cmcr.encoders.base import _REGISTRY
 
     if not is_registered(space):
         known = sorted(n for n in _REGISTRY if is_registered(n))
@@ -82,7 +89,6 @@ def declared_spaces(params: Mapping[str, Any], spaces: Any = ()) -> tuple[str, .
     of your own, whose embeddings you bring: their modalities are those their links state. Setup paper registers
     its encoders first (:func:`connections_of` does). Reads ``spaces`` only when one of ``spaces`` is unregistered
     (a stage over the built-in spaces does not depend on the list)."""
-    from cmcr.experiments import pipeline_spaces
 
     missing = [s for s in (spaces if isinstance(spaces, (list, tuple)) else ()) if isinstance(s, str)
                and not is_registered(s)]
@@ -96,7 +102,6 @@ def connections_of(params: Mapping[str, Any]) -> dict[str, Connection]:
     """The built-in connections and those params declare (``connections.<name>.link``), each declared link
     checked (:func:`check_link`). Setup paper: the encoders of ``paper.encoders`` are registered first (plugins
     imported, aliases made: :func:`cmcr.experiments.register_paper_encoders`), so every later check knows them."""
-    from cmcr.experiments import register_paper_encoders
 
     register_paper_encoders(params)
     out = dict(CONNECTIONS)
@@ -321,8 +326,6 @@ def graph_config(params: Mapping[str, Any], graph: "Graph") -> dict[str, Connect
     """Each link's effective config (base groups → ``connections.<link>`` → the training scale), as the
     variants resolve theirs; mode ``paired``: one config named after the graph, the audio–visual connection's
     projector and optimisation with the pair term only (as a paired-data reference variant)."""
-    from cmcr.config import LossConfig, MemoryConfig, NoiseConfig, connection_config_from_params
-    from cmcr.experiments import training_scale
 
     if graph.mode == "linear":
         return {}  # fitted in closed form: no training config
@@ -331,11 +334,7 @@ def graph_config(params: Mapping[str, Any], graph: "Graph") -> dict[str, Connect
                 for link in graph.links}
     base = connection_config_from_params(params, "clip_clap", training_scale(params, "clip_clap")[0])
     pair = Connection(graph.name, graph.spaces, "true pairs", dict(graph.pairs["modalities"]))
-    return {graph.name: dataclasses.replace(
-        base, connection=pair, memory=MemoryConfig(), noise=NoiseConfig(enabled=False, renorm=False),
-        projector=dataclasses.replace(base.projector, in_dims={}),
-        loss=LossConfig(pseudo_temperature=base.loss.pseudo_temperature, shared_pair=False, pseudo_pair=True,
-                        intra_spaces=(), lambda_intra=0.0))}
+    return {graph.name: paired_objective(base, pair)}
 
 
 def graphs_of(params: Mapping[str, Any], connections: Mapping[str, Connection] | None = None) -> dict[str, Graph]:
@@ -435,9 +434,6 @@ def train_joint(graph: Graph, data: Mapping[str, Any], configs: Mapping[str, Con
     takes the next batch of every link; an epoch has as many steps as the first link has batches, and a link
     with fewer batches starts over within the epoch. With one link this is :func:`cmcr.train.train_connection`
     step for step (the same initialisation, batches and noise: tested to give the same bytes)."""
-    from cmcr.enhance import semantic_completion
-    from cmcr.loss import total_loss
-    from cmcr.train import fit_streams
 
     if graph.mode != "joint":
         raise ValueError(f"train_joint trains mode joint, graph {graph.name} is {graph.mode}")
@@ -503,8 +499,6 @@ class ExtendLinkData:
         them out (the shared set paired by id across the spaces: :meth:`cmcr.train.ConnectionData.from_pipeline`)."""
         from pathlib import Path
 
-        from cmcr.artifacts import load_npy
-        from cmcr.train import ConnectionData
 
         data = ConnectionData.from_pipeline(embeddings, aggregated, config)
         conn = config.connection
@@ -516,7 +510,6 @@ def extend_tuples(graph: Graph, data: Mapping[str, ExtendLinkData], configs: Map
                   extend=None) -> dict[str, dict[str, torch.Tensor]]:
     """Every leaf's training tuples (:func:`cmcr.exmcr.modality_centric_data` of its link toward the base, the
     centres stacked): computed once, shared by every seed."""
-    from cmcr.exmcr import ExtendConfig, modality_centric_data, stack_centres
 
     extend = extend or ExtendConfig()
     out = {}
@@ -539,8 +532,6 @@ def train_extend(graph: Graph, tuples: Mapping[str, Mapping[str, torch.Tensor]],
     projection of a nearer leaf. Each link with its own config (τ, σ², λ, epochs, batch size, learning rate);
     ``train.seed`` is the seed. Leaves at one distance from the base train side by side with the seeds
     (threads, one intra-op thread each, as :func:`cmcr.train.train_seeds`: the bytes do not depend on it)."""
-    from cmcr.exmcr import ExtendConfig, Identity, train_leaf
-    from cmcr.train import train_seeds
 
     if graph.mode != "extend":
         raise ValueError(f"train_extend trains mode extend, graph {graph.name} is {graph.mode}")
@@ -624,7 +615,6 @@ def graph_result_from_training(graph: Graph, result, configs: Mapping[str, Conne
 def load_graph_checkpoint(path, map_location="cpu") -> GraphResult:
     """Load a checkpoint of :meth:`GraphResult.checkpoint` (``weights_only=True``); ValueError naming the file
     when it is not one."""
-    from cmcr.artifacts import load_torch
 
     return graph_from_payload(load_torch(path, GRAPH_FORMAT, "graph checkpoint", map_location))
 
@@ -634,8 +624,6 @@ def graph_from_payload(payload: Mapping[str, Any]) -> GraphResult:
     if any(spec["kind"] == "linear" for spec in payload["projectors"].values()):
         modules = {s: LinearMap.from_state(spec["state"]) for s, spec in payload["projectors"].items()}
         return GraphResult(Graph.from_dict(payload["graph"]), nn.ModuleDict(modules), {}, {})
-    from cmcr.exmcr import ExtendProjector, Identity
-    from cmcr.projector import Projector
 
     modules = {}
     for space, spec in payload["projectors"].items():

@@ -23,8 +23,7 @@ from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, graph_paired_set
 from cmcr.config import (ConfigError, Connection, ConnectionConfig, MemoryConfig, extraction_sets,
                          memory_config_from_params)
 from cmcr.exmcr import ExtendConfig
-from cmcr.experiments import Variant, seeds_of, variant_connection, variant_names, variant_from_spec, training_spec
-from cmcr.experiments import pipeline_spaces
+from cmcr.experiments import Variant, pipeline_spaces, seeds_of, training_spec, variant_from_spec
 from cmcr.graph import Graph, graph_config
 from cmcr import layout
 

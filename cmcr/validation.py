@@ -12,10 +12,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cmcr.config import ConfigError, _positive, _positive_int
-from cmcr.experiments import pipeline_spaces
-from cmcr.graph import graphs_of
+from cmcr.artifacts import ArtifactError
+from cmcr.benchmarks import BENCHMARKS, GRAPH_SIDE_KEYS, GRAPH_TASKS, GRAPH_TASK_KEYS, graph_paired_sets, paired_sets
+from cmcr.config import (CONNECTIONS, ConfigError, PRECISIONS, _bool, _choice, _device, _positive, _positive_int,
+                         connection_config_from_params)
+from cmcr.encoders.base import registered
+from cmcr.encoders.demo import DEMO_SPACES
+from cmcr.evaluation import METRIC_OPTIONS, metric_options
+from cmcr.exmcr import ExtendConfig
+from cmcr.experiments import (connections_used, encoder_source, pipeline_spaces, require_manifests, resolve_variant,
+                              scale_of, seeds_of, setup_of, variant_names)
+from cmcr.extraction import resolve_devices
+from cmcr.graph import connections_of, graph_config, graphs_of, stated_modalities
 from cmcr.plan import space_sets
+from cmcr.train import FEW_STEPS, planned_steps
+from cmcr.world import WorldConfig
 
 #: every top-level group params.yaml may have (README "Parameters")
 TOP_LEVEL = ("setup", "seeds", "scale", "spaces", "graph_tasks", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "extend", "demo", "extraction",
@@ -37,7 +48,6 @@ def _mapping(name: str, value: Any, keys: tuple[str, ...] | None = None) -> Mapp
 def _check_demo(demo: Mapping[str, Any]) -> None:
     import dataclasses
 
-    from cmcr.world import WorldConfig
 
     if isinstance(demo, Mapping) and "overrides" in demo:
         raise ConfigError("demo.overrides: the demo's training scale is now scale.small (scale.mode: setup trains the "
@@ -55,14 +65,11 @@ def _check_demo(demo: Mapping[str, Any]) -> None:
     if "lr" in spaces:
         _positive("demo.spaces.lr", spaces["lr"])
     if "geometry" in spaces:
-        from cmcr.config import _choice
 
         _choice("demo.spaces.geometry", spaces["geometry"], ("published", "learned"))
 
 
 def _check_paper(paper: Mapping[str, Any], spaces: tuple[str, ...]) -> None:
-    from cmcr.config import PRECISIONS, _bool, _choice, _device
-    from cmcr.experiments import encoder_source
 
     paper = _mapping("paper", paper, ("encoders", "texts", "sets", "extraction"))
     encoders = _mapping("paper.encoders", paper.get("encoders"), spaces)
@@ -94,7 +101,6 @@ def _check_paper(paper: Mapping[str, Any], spaces: tuple[str, ...]) -> None:
                           ("batch_size", "num_workers", "shard_size", "devices"))
     for key, value in extraction.items():
         if key == "devices":
-            from cmcr.extraction import resolve_devices
 
             resolve_devices(value)  # auto | N | [GPU ids], checked against the GPUs visible here
             continue
@@ -112,7 +118,6 @@ def _check_spaces(params: Mapping[str, Any], links: Mapping[str, Any], graphs: M
     connection a variant uses and every graph stays among them. Returns the list."""
     import re
 
-    from cmcr.experiments import connections_used, pipeline_spaces, setup_of
 
     spaces = pipeline_spaces(params)
     if not spaces or not all(isinstance(s, str) and re.fullmatch(_SPACE_NAME, s) for s in spaces):
@@ -122,7 +127,6 @@ def _check_spaces(params: Mapping[str, Any], links: Mapping[str, Any], graphs: M
         raise ConfigError(f"spaces lists a space twice: {list(spaces)}")
     setup = setup_of(params)
     if setup == "demo":
-        from cmcr.encoders.demo import DEMO_SPACES
 
         missing = [s for s in spaces if s not in DEMO_SPACES]
         if missing:
@@ -151,9 +155,6 @@ def _check_graph_tasks(params: Mapping[str, Any], spaces: tuple[str, ...], links
     The demo world has sets for the built-in tasks only."""
     import re
 
-    from cmcr.benchmarks import GRAPH_SIDE_KEYS, GRAPH_TASK_KEYS, GRAPH_TASKS
-    from cmcr.experiments import setup_of
-    from cmcr.graph import stated_modalities
 
     tasks = _mapping("graph_tasks", params.get("graph_tasks"))
     if tasks and setup_of(params) == "demo":
@@ -189,7 +190,6 @@ def _check_graph_tasks(params: Mapping[str, Any], spaces: tuple[str, ...], links
 def _check_encoder(space: str) -> None:
     """Setup paper: ``space`` has an encoder — built in, or registered by its ``paper.encoders.<space>.plugin``
     (imported by :func:`cmcr.experiments.register_paper_encoders` when the links were parsed)."""
-    from cmcr.encoders.base import registered
 
     try:
         registered(space)
@@ -200,7 +200,6 @@ def _check_encoder(space: str) -> None:
 
 
 def _check_benchmarks(benchmarks: Any) -> None:
-    from cmcr.benchmarks import BENCHMARKS
 
     benchmarks = _mapping("benchmarks", benchmarks, tuple(BENCHMARKS) + ("graph",))
     for name, datasets in benchmarks.items():
@@ -243,8 +242,6 @@ def validate_params(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`validate_params`'s checks; returns every variant resolved (``{name: Variant}``)."""
-    from cmcr.evaluation import METRIC_OPTIONS, metric_options
-    from cmcr.experiments import resolve_variant, scale_of, seeds_of, setup_of, variant_names
 
     if not isinstance(params, Mapping):
         raise ConfigError(f"params must be a mapping, got {type(params).__name__}")
@@ -255,7 +252,6 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     seeds_of(params)
     scale_of(params)
     _check_no_train_seed(params)
-    from cmcr.config import CONNECTIONS
 
     connections = _mapping("connections", params.get("connections"))
     for name, groups in connections.items():
@@ -263,8 +259,6 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         if name not in CONNECTIONS and "link" not in groups:
             raise ConfigError(f"connections: unknown connection {name!r}; known: {', '.join(CONNECTIONS)} — a new "
                               f"one declares its link: connections.{name}.link: {{spaces, shared, memory}}")
-    from cmcr.config import connection_config_from_params
-    from cmcr.graph import connections_of, graphs_of
 
     links = connections_of(params)  # declared links parsed and their modalities checked
     for name in [n for n in links if n not in CONNECTIONS]:
@@ -314,10 +308,6 @@ def _check_graphs(params: Mapping[str, Any], graphs: Mapping[str, Any]) -> None:
     """What the pipeline needs of each checked graph: its links' effective configs, ``extend``'s switches, a
     paired graph's true pairs (the demo world has audio–3D pairs; setup paper lists their manifests), and links
     whose data the pipeline's stages compute (the built-in connections')."""
-    from cmcr.benchmarks import graph_paired_sets
-    from cmcr.exmcr import ExtendConfig
-    from cmcr.experiments import require_manifests, setup_of
-    from cmcr.graph import graph_config
 
     ExtendConfig.from_params(params)
     if not graphs:
@@ -353,15 +343,14 @@ def check_byo_layout(sets: Mapping[str, Mapping[str, tuple[str, bool]]], folder:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from cmcr.artifacts import ArtifactError
 
     folder = Path(folder)
     hint = (" — this is a temporary copy made by `dvc exp run --temp` or the experiment queue, which holds only "
             "git- and DVC-tracked files: track the embeddings (`dvc add byo/embeddings`, then commit) or run "
             "`dvc exp run` without --temp" if temp_workspace else "")
     checked: dict[tuple[str, str], int] = {}
-    for space, space_sets in sets.items():
-        for name, (_, required) in space_sets.items():
+    for space, files in sets.items():
+        for name, (_, required) in files.items():
             npy, table = folder / space / f"{name}.npy", folder / space / f"{name}.parquet"
             if not npy.exists() and not required:
                 continue
@@ -397,10 +386,6 @@ def few_steps(params: Mapping[str, Any], variants: Mapping[str, Any], rows) -> l
     number of items of an embedding set (None: not known yet, the unit is skipped); the steps follow from the
     training scale as the trainer applies it (:func:`cmcr.train.planned_steps`). A variant that excludes text
     sources trains on fewer texts: its count is an upper bound."""
-    from cmcr.benchmarks import graph_paired_sets, paired_sets
-    from cmcr.exmcr import ExtendConfig
-    from cmcr.graph import graph_config, graphs_of
-    from cmcr.train import FEW_STEPS, planned_steps
 
     units: list[tuple[str, Any, list[tuple[str, str]], bool]] = []  # (unit, train, its sets, n an upper bound)
     for name, v in variants.items():

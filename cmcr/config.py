@@ -104,6 +104,16 @@ class Connection:
                 f"got {sorted(self.memory_modality)}"
             )
 
+    def to_link_dict(self) -> dict[str, Any]:
+        """The link in plain form, as graph checkpoints and plans state it: ``{name, spaces, shared, memory}``."""
+        return {"name": self.name, "spaces": list(self.spaces), "shared": self.shared_modality,
+                "memory": dict(self.memory_modality)}
+
+    @classmethod
+    def from_link_dict(cls, data: Mapping[str, Any]) -> "Connection":
+        """Inverse of :meth:`to_link_dict`."""
+        return cls(str(data["name"]), tuple(data["spaces"]), str(data["shared"]), dict(data["memory"]))
+
     def embedding_name(self, space: str, modality: str) -> str:
         """``clip_text``, ``clap_audio``…: the name of a space's embedding of a modality."""
         return f"{space}_{modality}"

@@ -167,15 +167,14 @@ class Graph:
     def to_dict(self) -> dict[str, Any]:
         """Plain form (checkpoints): the links with their definitions, so a checkpoint needs no params."""
         return {"name": self.name, "mode": self.mode, "spaces": list(self.spaces), "base": self.base,
-                "links": [{"name": c.name, "spaces": list(c.spaces), "shared": c.shared_modality,
-                           "memory": dict(c.memory_modality)} for c in self.links],
+                "links": [c.to_link_dict() for c in self.links],
                 "pairs": None if self.pairs is None else {"dataset": self.pairs["dataset"],
                                                           "modalities": dict(self.pairs["modalities"])},
                 "closed_form": None if self.closed_form is None else dict(self.closed_form)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Graph":
-        links = tuple(Connection(l["name"], tuple(l["spaces"]), l["shared"], dict(l["memory"])) for l in data["links"])
+        links = tuple(Connection.from_link_dict(link) for link in data["links"])
         return cls(str(data["name"]), str(data["mode"]), tuple(data["spaces"]), links, data.get("base"),
                    data.get("pairs"), data.get("closed_form"))
 

@@ -24,7 +24,7 @@ class AdamW:
 
     def __init__(self, params: Iterable[torch.Tensor], *, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
-        self.params = [p for p in params]
+        self.params = list(params)
         if not self.params:
             raise ValueError("AdamW: no parameters to optimise")
         self.weight_decay, (self.beta1, self.beta2), self.eps = float(weight_decay), betas, float(eps)

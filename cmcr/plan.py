@@ -23,7 +23,7 @@ from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, graph_paired_set
 from cmcr.config import (ConfigError, Connection, ConnectionConfig, MemoryConfig, extraction_sets,
                          memory_config_from_params)
 from cmcr.exmcr import ExtendConfig
-from cmcr.experiments import Variant, pipeline_spaces, seeds_of, training_spec, variant_from_spec
+from cmcr.experiments import Variant, pipeline_spaces, seeds_of, training_spec
 from cmcr.graph import Graph, graph_config
 from cmcr import layout
 
@@ -48,18 +48,9 @@ def aggregate_folder(aggregated: str | Path, link: str, key: str) -> Path:
 
 def _job(params: Mapping[str, Any], connection: Connection, memory: MemoryConfig, jobs: dict) -> str:
     """Register ``connection``'s Eq. 2 with ``memory`` in ``jobs``; its folder relative to the aggregates'."""
-    key = aggregate_key(memory, memory_config_from_params(params, connection.name))
-    folder = f"{connection.name}/{key}"
-    jobs.setdefault(folder, {"link": _link_dict(connection), "memory": dataclasses.asdict(memory)})
-    return folder
-
-
-def _link_dict(c: Connection) -> dict[str, Any]:
-    return {"name": c.name, "spaces": list(c.spaces), "shared": c.shared_modality, "memory": dict(c.memory_modality)}
-
-
-def link_from_dict(data: Mapping[str, Any]) -> Connection:
-    return Connection(str(data["name"]), tuple(data["spaces"]), str(data["shared"]), dict(data["memory"]))
+    folder = aggregate_folder("", connection.name, aggregate_key(memory, memory_config_from_params(params, connection.name)))
+    jobs.setdefault(folder.as_posix(), {"link": connection.to_link_dict(), "memory": dataclasses.asdict(memory)})
+    return folder.as_posix()
 
 
 def variant_aggregate(params: Mapping[str, Any], variant: Variant, jobs: dict | None = None) -> str | None:
@@ -97,10 +88,6 @@ def variant_plan(params: Mapping[str, Any], variant: Variant) -> dict[str, Any]:
             "aggregate": variant_aggregate(params, variant)}
 
 
-def variant_from_plan(plan: Mapping[str, Any]) -> Variant:
-    return variant_from_spec(plan)
-
-
 def graph_plan(params: Mapping[str, Any], graph: Graph) -> dict[str, Any]:
     """``graph@<name>``'s plan: the graph (its links' definitions), each link's effective config (training scale
     applied; paired: its one config), Ex-MCR's switches (mode extend), the seeds and the aggregate folders."""
@@ -124,7 +111,7 @@ class GraphPlan:
 def graph_from_plan(plan: Mapping[str, Any]) -> GraphPlan:
     extend = plan.get("extend")
     return GraphPlan(Graph.from_dict(plan["graph"]), {k: ConnectionConfig.from_dict(c) for k, c in plan["configs"].items()},
-                     None if extend is None else ExtendConfig(extend["dense"], tuple(extend["centres"])),
+                     None if extend is None else ExtendConfig(**extend),
                      [int(s) for s in plan["seeds"]], dict(plan["aggregates"]))
 
 
@@ -180,6 +167,17 @@ def plan_text(plan: Mapping[str, Any]) -> str:
     """A plan file's text: one line per value, keys in the order they were resolved (the sets in the order
     extraction runs them), so an unchanged plan is unchanged bytes."""
     return json.dumps(plan, indent=1) + "\n"
+
+
+def unit_plan(path: str | Path, kind: str, name: str) -> Path:
+    """``path`` — the plan of the ``kind`` (variant, graph) called ``name`` — if the validate stage wrote it; else a
+    ConfigError in one line naming the known ones (the plans beside it), before a stage logs anything."""
+    path = Path(path)
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.json"))
+        raise ConfigError(f"unknown {kind} {name!r}; params.yaml {kind}s are: {', '.join(known) or 'none'} ({path} "
+                          "is missing; the validate stage writes it)")
+    return path
 
 
 def read_plan(path: str | Path) -> dict[str, Any]:

@@ -10,17 +10,18 @@ from common import AGGREGATED, EMBEDDINGS, ROOT, setup_logging, run
 
 from cmcr import layout
 from cmcr.artifacts import atomic_dir, load_npy, npy_writer, write_json
-from cmcr.config import MemoryConfig
+from cmcr.config import Connection, MemoryConfig
 from cmcr.memory import aggregate_memory
-from cmcr.plan import link_from_dict, read_plan
+from cmcr.plan import read_plan
 
 
 def main() -> None:
     log = setup_logging("aggregate")
     jobs = read_plan(ROOT / layout.AGGREGATE_PLAN)["jobs"]
+    links = {folder: Connection.from_link_dict(job["link"]) for folder, job in jobs.items()}
     with atomic_dir(AGGREGATED) as tmp:
         for folder, job in jobs.items():
-            link, config = link_from_dict(job["link"]), MemoryConfig(**job["memory"])
+            link, config = links[folder], MemoryConfig(**job["memory"])
             (tmp / folder).mkdir(parents=True, exist_ok=True)
             for name, queries, memory in link.aggregate_jobs():
                 q = load_npy(EMBEDDINGS / f"{queries}.npy")
@@ -30,7 +31,7 @@ def main() -> None:
                 with npy_writer(tmp / folder / f"{name}.npy", q.shape) as dest:
                     aggregate_memory(q, m, config, out=dest, progress=True, desc=name)
         write_json(tmp / "aggregates.json", {folder: {"link": job["link"]["name"], "memory": job["memory"],
-                                                      "aggregates": [a for a, _, _ in link_from_dict(job["link"]).aggregate_jobs()]}
+                                                      "aggregates": [a for a, _, _ in links[folder].aggregate_jobs()]}
                                              for folder, job in jobs.items()})
         (tmp / layout.AGGREGATES_DONE.name).write_text("Eq. 2 aggregates written by the aggregate stage (cmcr.plan)\n")
     log.info("%d Eq. 2 jobs → %s", len(jobs), AGGREGATED)

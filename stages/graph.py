@@ -15,20 +15,15 @@ from cmcr import layout
 from cmcr.artifacts import ArtifactError, save_torch, write_json
 from cmcr.benchmarks import graph_paired_sets
 from cmcr.closed_form import LinearLinkData
-from cmcr.config import ConfigError
 from cmcr.graph import ExtendLinkData, extend_tuples, fit_linear, graph_result_from_training, train_extend, train_joint
 from cmcr.layout import checkpoint_path
 from cmcr.norms import calibrate_all, link_sets
-from cmcr.plan import graph_from_plan, read_plan
+from cmcr.plan import graph_from_plan, read_plan, unit_plan
 from cmcr.train import ConnectionData, load_true_pairs, train_paired, train_seeds
 
 
 def main(name: str) -> None:
-    plan_file = ROOT / layout.graph_plan(name)
-    if not plan_file.is_file():  # before any log line: a bad argument is one line
-        known = sorted(p.stem for p in plan_file.parent.glob("*.json"))
-        raise ConfigError(f"unknown graph {name!r}; params.yaml graphs are: {', '.join(known) or 'none'} "
-                          f"({plan_file} is missing; the validate stage writes it)")
+    plan_file = unit_plan(ROOT / layout.graph_plan(name), "graph", name)  # before any log line
     log = setup_logging(f"graph@{name}")
     plan = graph_from_plan(read_plan(plan_file))
     graph, configs, seeds = plan.graph, plan.configs, plan.seeds

@@ -12,23 +12,20 @@ Writes ``models/connections/<variant>/seed<seed>.pt`` and ``models/history/<vari
 from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, ROOT, run, setup_logging
 
 from cmcr import layout
-from cmcr.artifacts import ArtifactError, save_torch, write_json
+from cmcr.artifacts import save_torch, write_json
 from cmcr.layout import checkpoint_path
 from cmcr.norms import calibrate_all, link_sets
 from cmcr.official import load_official
-from cmcr.plan import read_plan, variant_from_plan
+from cmcr.experiments import variant_from_spec
+from cmcr.plan import read_plan, unit_plan
 from cmcr.train import ConnectionData, load_true_pairs, train_connection, train_paired, train_seeds
 
 
 def main(variant: str) -> None:
-    plan_file = ROOT / layout.variant_plan(variant)
-    if not plan_file.is_file():  # before any log line: a bad argument is one line
-        known = sorted(p.stem for p in plan_file.parent.glob("*.json"))
-        raise ArtifactError(f"{plan_file}: no such variant's plan (unknown variant {variant!r}; "
-                            f"params.yaml variants are: {', '.join(known) or 'none'}; run the validate stage first)")
+    plan_file = unit_plan(ROOT / layout.variant_plan(variant), "variant", variant)  # before any log line
     log = setup_logging(f"train@{variant}")
     plan = read_plan(plan_file)
-    v, seeds = variant_from_plan(plan), plan["seeds"]
+    v, seeds = variant_from_spec(plan), plan["seeds"]  # the plan is the variant's training spec + seeds
     log.info("plan %s: seeds %s%s", plan_file, seeds, f", Eq. 2 aggregates {plan['aggregate']}" if plan["aggregate"] else "")
     if v.official:  # the released projectors, evaluated by the same code as ours (one file: the same for every seed)
         result = load_official(ROOT / v.official["checkpoint"], v.official["release"])

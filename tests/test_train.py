@@ -256,7 +256,7 @@ def adamw_pair(device="cpu"):
     return dict(theirs.named_parameters()), dict(ours.named_parameters())
 
 
-def test_adamw_is_torch_adamw_bit_for_bit_and_spares_the_dynamo_import(tmp_path):
+def test_adamw_is_torch_adamw_bit_for_bit_and_spares_the_dynamo_import():
     """cmcr.optim.AdamW (issue 31, point 6: it replaced a run-time patch of torch.optim) gives bit-identical parameters
     to torch.optim.AdamW over 60 steps with a changing learning rate, and a training process that uses it never
     imports torch._dynamo (which torch.optim pulls in, ~1.4 s a process)."""

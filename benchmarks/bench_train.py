@@ -22,11 +22,13 @@ def main(rows: int = 2_330_000, batch_size: int = 10240, epochs: int = 1, d: int
          paper_epochs: int = 36) -> None:
     import torch
 
-    from cmcr.config import ConnectionConfig, ProjectorConfig, TrainConfig
+    from cmcr.config import ConnectionConfig, ProjectorConfig, TrainConfig, connection_of
+    from cmcr.params import load_params
     from cmcr.device import resolve_device
     from cmcr.train import ConnectionData, train_connection
 
     dev = resolve_device(device)
+    CLIP_CLAP = connection_of(load_params("params.yaml"), "clip_clap")  # the link as the project declares it
     g = torch.Generator(device=dev).manual_seed(0)
 
     def unit_rows() -> torch.Tensor:
@@ -34,7 +36,7 @@ def main(rows: int = 2_330_000, batch_size: int = 10240, epochs: int = 1, d: int
         return x.div_(x.norm(dim=1, keepdim=True))
 
     data = ConnectionData(shared={"clip": unit_rows(), "clap": unit_rows()}, memory={"clip": unit_rows(), "clap": unit_rows()})
-    config = ConnectionConfig(projector=ProjectorConfig(in_dims={"clip": d, "clap": d}),
+    config = ConnectionConfig(connection=CLIP_CLAP, projector=ProjectorConfig(in_dims={"clip": d, "clap": d}),
                               train=TrainConfig(epochs=epochs, batch_size=batch_size, device=str(dev)))
     if dev.type == "cuda":
         torch.cuda.synchronize()

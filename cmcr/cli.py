@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything can import trans
 
 import typer
 
-from cmcr.config import CONNECTIONS, GROUPS, ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
+from cmcr.config import GROUPS, ConfigError, ConnectionConfig, connection_config_from_params, deep_merge
 from cmcr.params import load_params
 from cmcr.params import parse_overrides
 
@@ -42,14 +42,14 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """C-MCR: connect two frozen multi-modal contrastive spaces through their shared modality."""
 
 #: choices shown in --help and checked by the parser
-ConnectionName = Enum("ConnectionName", {name: name for name in CONNECTIONS}, type=str)
 SpaceName = Enum("SpaceName", {n: n for n in ("clip", "clap", "ulip")}, type=str)
 EncoderName = Enum("EncoderName", {n: n for n in ("clip", "clap", "ulip", "demo_clip", "demo_clap", "demo_ulip")}, type=str)
 ModalityName = Enum("ModalityName", {n: n for n in ("image", "text", "audio", "points")}, type=str)
 ReleaseName = Enum("ReleaseName", {n: n for n in ("ulip_clip", "clap_clip")}, type=str)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file (params.yaml layout)")]
-ConnOpt = Annotated[ConnectionName, typer.Option("--connection", "-c", help="clip_clap (audio–visual) or clip_ulip (3D–language)")]
+ConnOpt = Annotated[str, typer.Option("--connection", "-c", help="a link the params declare (connections.<name>.link), "
+                                                                 "e.g. clip_clap (audio–visual) or clip_ulip (3D–language)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-S", help="override, e.g. -S noise.var=0.002 (repeatable)")]
 
 
@@ -57,13 +57,12 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def resolve_config(params: Path, connection: ConnectionName | str, overrides: list[str] | None) -> ConnectionConfig:
-    name = getattr(connection, "value", connection)
-    return connection_config_from_params(load_params(params), name, parse_overrides(overrides))
+def resolve_config(params: Path, connection: str, overrides: list[str] | None) -> ConnectionConfig:
+    return connection_config_from_params(load_params(params), connection, parse_overrides(overrides))
 
 
 @app.command("config")
-def show_config(params: ParamsOpt = Path("params.yaml"), connection: ConnOpt = ConnectionName.clip_clap,
+def show_config(params: ParamsOpt = Path("params.yaml"), connection: ConnOpt = "clip_clap",
                 set_: SetOpt = None,
                 variant: Annotated[Optional[str], typer.Option(
                     "--variant", "-v", help="a variant of params.yaml (e.g. K): exactly what train@<variant> trains "
@@ -89,7 +88,7 @@ def aggregate(
     memory: Annotated[Path, typer.Option(help="M×d .npy of L2-normalised memory embeddings (e.g. clip_image memory)")],
     out: Annotated[Path, typer.Option(help="N×d .npy to write (e.g. clip_image_from_text.npy)")],
     params: ParamsOpt = Path("params.yaml"),
-    connection: ConnOpt = ConnectionName.clip_clap,
+    connection: ConnOpt = "clip_clap",
     set_: SetOpt = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:i]")] = "auto",
 ) -> None:
@@ -114,7 +113,7 @@ def train(
         help="the pipeline's Eq. 2 folder, e.g. data/aggregated/clip_clap/softmax: read the pipeline layout "
              "(<embeddings>/<space>/<shared>.npy + .parquet, pairs joined by id)")] = None,
     params: ParamsOpt = Path("params.yaml"),
-    connection: ConnOpt = ConnectionName.clip_clap,
+    connection: ConnOpt = "clip_clap",
     set_: SetOpt = None,
     history: Annotated[Optional[Path], typer.Option(help="also write per-epoch losses as JSON here")] = None,
 ) -> None:
@@ -128,9 +127,8 @@ def train(
     _setup_logging()
     overrides = parse_overrides(set_)  # a config group's -S is the connection's own (as `cmcr config -c`); others params
     p = deep_merge(load_params(params), {k: v for k, v in overrides.items() if k not in GROUPS})
-    name = getattr(connection, "value", connection)
-    config = connection_config_from_params(p, name, deep_merge(training_scale(p, name)[0],
-                                                               {k: v for k, v in overrides.items() if k in GROUPS}))
+    config = connection_config_from_params(p, connection, deep_merge(training_scale(p, connection)[0],
+                                                                     {k: v for k, v in overrides.items() if k in GROUPS}))
     if aggregated is not None:
         data = ConnectionData.from_pipeline(embeddings, aggregated, config)
     else:

@@ -148,18 +148,12 @@ class Connection:
         return out
 
 
-#: The paper's two connections.
-CLIP_CLAP = Connection("clip_clap", ("clip", "clap"), "text", {"clip": "image", "clap": "audio"})
-CLIP_ULIP = Connection("clip_ulip", ("clip", "ulip"), "image", {"clip": "text", "ulip": "points"})
-CONNECTIONS = {c.name: c for c in (CLIP_CLAP, CLIP_ULIP)}
-
-
-def extraction_sets(connections=None) -> dict[str, dict[str, str]]:
-    """``{space: {modality: source}}`` every space extracts for training, over ``connections`` (default all).
+def extraction_sets(connections) -> dict[str, dict[str, str]]:
+    """``{space: {modality: source}}`` every space extracts for training, over ``connections``.
     Two connections needing the same set (``clip/image``: CLIP–CLAP's memory, CLIP–ULIP's shared images)
     share one extraction."""
     out: dict[str, dict[str, str]] = {}
-    for connection in (connections or CONNECTIONS.values()):
+    for connection in connections:
         for space, sets in connection.extraction_sets().items():
             out.setdefault(space, {}).update(sets)
     return out
@@ -314,7 +308,7 @@ class TrainConfig:
 class ConnectionConfig:
     """Everything needed to train one connection, as one object (stored verbatim in checkpoints)."""
 
-    connection: Connection = CLIP_CLAP
+    connection: Connection
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
@@ -423,14 +417,17 @@ def connection_from_params(name: str, entry: Any, key: str) -> Connection:
 
 
 def connection_of(params: Mapping[str, Any], name: str) -> Connection:
-    """A built-in connection (``CONNECTIONS``) or one params declare (``connections.<name>.link``)."""
-    declared = ((params.get("connections") or {}).get(name) or {})
+    """The link params declare as ``connections.<name>.link`` — the paper's ``clip_clap`` and ``clip_ulip`` too:
+    every link is data, none is a Python constant."""
+    connections = params.get("connections") or {}
+    declared = connections.get(name) if isinstance(connections, Mapping) else None
     if isinstance(declared, Mapping) and "link" in declared:
         return connection_from_params(name, declared["link"], f"connections.{name}.link")
-    if name not in CONNECTIONS:
-        raise ConfigError(f"unknown connection {name!r}; known: {sorted(CONNECTIONS)} (declare others as "
-                          "connections.<name>.link)")
-    return CONNECTIONS[name]
+    known = sorted(n for n, g in connections.items() if isinstance(g, Mapping) and "link" in g) \
+        if isinstance(connections, Mapping) else []
+    raise ConfigError(f"unknown connection {name!r}: params declare the links {known}; declare it as "
+                      f"connections.{name}.link: {{spaces: [a, b], shared: <modality>, memory: {{a: <modality>, "
+                      "b: <modality>}} (README \"The MCR graph\")")
 
 
 def group_from_params(params: Mapping[str, Any], connection: str, group: str,

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cmcr.benchmarks import paired_sets
-from cmcr.config import (CONNECTIONS, ConfigError, ConnectionConfig, _choice, _positive_int,
+from cmcr.benchmarks import BENCHMARKS, paired_sets
+from cmcr.config import (ConfigError, ConnectionConfig, _choice, _positive_int,
                          connection_config_from_params, deep_merge, group_from_params, paired_objective)
-from cmcr.encoders.base import _REGISTRY, registered
 from cmcr.layout import CONNECTIONS as CHECKPOINTS, GRAPH_HISTORY, GRAPHS, HISTORY, checkpoint_path
 from cmcr.official import RELEASES
 from cmcr.sources.texts import SOURCES
@@ -63,46 +62,6 @@ def pipeline_spaces(params: Mapping[str, Any]) -> tuple[str, ...]:
     reads embeddings depends on their common folder, so a space added here needs no dvc.yaml edit."""
     spaces = params.get("spaces", DEFAULT_SPACES)
     return tuple(spaces) if isinstance(spaces, (list, tuple)) else ()
-
-
-def encoder_source(space: str, options: Mapping[str, Any]) -> tuple[str | None, str]:
-    """``paper.encoders.<space>``'s ``plugin`` (a file, or None) and ``encoder`` (the registered name; default the
-    space's), each a non-empty string where given; ConfigError naming the key otherwise."""
-    for key in ("plugin", "encoder"):
-        value = options.get(key)
-        if value is not None and not (isinstance(value, str) and value):
-            raise ConfigError(f"paper.encoders.{space}.{key} must be a string (or null), got {value!r}")
-    return options.get("plugin"), options.get("encoder") or space
-
-
-def register_paper_encoders(params: Mapping[str, Any]) -> None:
-    """Setup paper: make every ``paper.encoders.<space>`` buildable by its space's name — import its ``plugin``
-    (a .py file under the project's ``plugins/`` folder, which dvc.yaml tracks, registering the user's encoder
-    class) and register an ``encoder`` alias (space ``clip_l`` with ``encoder: clip``) — so a link's and a
-    graph's checks know the space's modalities. ConfigError naming the key for a bad path or a failed import."""
-
-    if setup_of(params) != "paper":
-        return
-    encoders = (params.get("paper") or {}).get("encoders") or {}
-    for space, options in (encoders.items() if isinstance(encoders, Mapping) else ()):
-        if not isinstance(options, Mapping) or (options.get("plugin") is None and options.get("encoder") is None):
-            continue
-        plugin, encoder = encoder_source(space, options)
-        key = f"paper.encoders.{space}"
-        if plugin is not None:
-            path = Path(str(plugin))
-            if path.is_absolute() or path.parts[:1] != ("plugins",) or ".." in path.parts or path.suffix != ".py":
-                raise ConfigError(f"{key}.plugin: {plugin!r} must be a .py file under the project's plugins/ folder "
-                                  "(e.g. plugins/touch.py): dvc.yaml tracks that folder, so an edit re-extracts")
-            if not path.is_file():
-                raise ConfigError(f"{key}.plugin: {plugin} does not exist (paths are relative to the project root)")
-        try:
-            factory = registered(encoder, plugin)
-        except KeyError as exc:
-            raise ConfigError(f"{key}: {exc.args[0]}") from None
-        except Exception as exc:  # noqa: BLE001 — any error while importing the user's file is reported as such
-            raise ConfigError(f"{key}.plugin: importing {plugin} failed: {type(exc).__name__}: {exc}") from None
-        _REGISTRY.setdefault(space, factory)  # a built-in space keeps its own entry (same modalities)
 
 
 #: where the training stages write: (folder under the project root, file suffix) — variants, then graphs
@@ -163,16 +122,17 @@ def variant_connection(params: Mapping[str, Any], name: str) -> str:
     entry = _variant_entry(params, name)
     if entry.get("official"):
 
-        return RELEASES[entry["official"]["release"]]["connection"].name
+        return RELEASES[entry["official"]["release"]]["link"]["name"]
     return entry.get("connection", "clip_clap")
 
 
 def connections_used(params: Mapping[str, Any]) -> list[str]:
-    """The connections the variants train (or import), in the order of ``CONNECTIONS``: only their training
+    """The connections the variants train (or import), in the order params declare them: only their training
     sets are required (e.g. the audio–visual connection alone needs no ULIP-2 embeddings)."""
 
     used = {variant_connection(params, name) for name in variant_names(params)}
-    return [name for name in CONNECTIONS if name in used]
+    declared = list(params.get("connections") or {})
+    return [name for name in declared if name in used] + sorted(used - set(declared))  # undeclared: refused by validate
 
 
 #: The paper's training scale per connection (section 4.1: 36 epochs at batch 10240 for CLIP–CLAP;
@@ -266,15 +226,19 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
         official = {"release": str(official["release"]), "checkpoint": str(official["checkpoint"])}
     connection = variant_connection(params, name)
 
-    if connection not in CONNECTIONS:
-        raise ConfigError(f"variants.{name}.connection: {connection!r} is not one of the pipeline's connections "
-                          f"({', '.join(CONNECTIONS)}); links declared in params (connections.<name>.link) are "
-                          "trained through graphs (cmcr.graph), not as a variant of their own yet")
+    if connection not in BENCHMARKS.values():
+        raise ConfigError(f"variants.{name}.connection: {connection!r} is not a link a benchmark evaluates "
+                          f"({', '.join(sorted(set(BENCHMARKS.values())))}); other links declared in params "
+                          "(connections.<name>.link) are trained through graphs (cmcr.graph)")
     entry_overrides = entry.get("overrides") or {}
     if not isinstance(entry_overrides, Mapping):
         raise ConfigError(f"variants.{name}.overrides must be a mapping of groups, got {entry_overrides!r}")
     overrides = deep_merge(training_scale(params, connection)[0], entry_overrides)
     config = connection_config_from_params(params, connection, overrides)
+    if official and config.connection.to_link_dict() != RELEASES[official["release"]]["link"]:
+        raise ConfigError(f"variants.{name}.official: the {official['release']} release was trained on the link "
+                          f"{RELEASES[official['release']]['link']}; params declare connections.{connection}.link as "
+                          f"{config.connection.to_link_dict()}")
     raw_excluded = entry.get("exclude_sources") or []
     if not isinstance(raw_excluded, (list, tuple)):
         raise ConfigError(f"variants.{name}.exclude_sources must be a list, e.g. [image-text], got {raw_excluded!r}")

@@ -10,7 +10,7 @@ links." A graph is declared as data (``graphs.<name>`` in params.yaml)::
   the encoder class (``ClipSpace.modalities = ("image", "text")``), so a fourth space registered under a
   name can be linked with no other code.
 - ``links``: connections (:class:`cmcr.config.Connection`: two spaces, the shared modality, each space's
-  memory modality), the built-in ones by name or declared in params (``connections.<name>.link``).
+  memory modality), each declared in params (``connections.<name>.link``), the paper's two included.
 - ``mode``: ``joint`` — C-MCR generalised: one projector per space, the Eq. 10 loss of every link summed,
   trained together, so every modality lands in one new space (:func:`train_joint`); ``extend`` — Ex-MCR:
   a ``base`` space stays as it is and every other space is extended into it along the links
@@ -38,12 +38,12 @@ from torch import nn
 
 from cmcr.artifacts import load_npy, load_torch
 from cmcr.closed_form import CONTEXT_ROWS, LinearConfig, LinearLinkData, LinearMap, fit_link
-from cmcr.config import (CONNECTIONS, ConfigError, Connection, ConnectionConfig, connection_config_from_params,
+from cmcr.config import (ConfigError, Connection, ConnectionConfig, connection_config_from_params,
                          connection_of, paired_objective)
 from cmcr.encoders.base import _REGISTRY
 from cmcr.enhance import semantic_completion
 from cmcr.exmcr import ExtendConfig, ExtendProjector, Identity, modality_centric_data, stack_centres, train_leaf
-from cmcr.experiments import pipeline_spaces, register_paper_encoders, training_scale
+from cmcr.experiments import pipeline_spaces, training_scale
 from cmcr.loss import total_loss
 from cmcr.projector import Projector
 from cmcr.train import ConnectionData, fit_streams, train_seeds
@@ -59,8 +59,6 @@ GRAPH_FORMAT = "cmcr.graph/1"
 
 def is_registered(space: str) -> bool:
     """Whether an encoder space registered under ``space`` states its modalities."""
-    import cmcr.encoders  # noqa: F401  (registers the built-in spaces)
-
     modalities = getattr(_REGISTRY.get(space), "modalities", None)
     return isinstance(modalities, (tuple, list)) and len(modalities) > 0
 
@@ -99,12 +97,11 @@ def declared_spaces(params: Mapping[str, Any], spaces: Any = ()) -> tuple[str, .
 
 
 def connections_of(params: Mapping[str, Any]) -> dict[str, Connection]:
-    """The built-in connections and those params declare (``connections.<name>.link``), each declared link
-    checked (:func:`check_link`). Setup paper: the encoders of ``paper.encoders`` are registered first (plugins
-    imported, aliases made: :func:`cmcr.experiments.register_paper_encoders`), so every later check knows them."""
-
-    register_paper_encoders(params)
-    out = dict(CONNECTIONS)
+    """The links params declare (``connections.<name>.link``, the paper's ``clip_clap`` and ``clip_ulip`` as any
+    other), in their order, each checked (:func:`check_link`). Setup paper: the encoders of ``paper.encoders`` must
+    be registered before (:func:`cmcr.encoders.base.register_paper_encoders`, called once at start-up by
+    :func:`cmcr.validation.validate_params` and the report stage), so the checks know a plugin space's modalities."""
+    out: dict[str, Connection] = {}
     for name, groups in (params.get("connections") or {}).items():
         if isinstance(groups, Mapping) and "link" in groups:
             out[name] = connection_of(params, name)

@@ -22,13 +22,20 @@ from pathlib import Path
 
 import torch
 
-from cmcr.config import CLIP_CLAP, CLIP_ULIP, ConnectionConfig, LossConfig, ProjectorConfig
+from cmcr.config import Connection, ConnectionConfig, LossConfig, ProjectorConfig
 from cmcr.projector import build_projectors
 from cmcr.train import TrainResult
 
+#: What each released file is: the link it was trained on (release metadata, in the plain form of
+#: ``Connection.to_link_dict``; a variant importing it trains nothing and is evaluated as that link), its projector
+#: kind and which head serves which space.
 RELEASES = {
-    "ulip_clip": {"connection": CLIP_ULIP, "kind": "official_ulip_clip", "heads": {"clip": "Head_A", "ulip": "Head_B"}},
-    "clap_clip": {"connection": CLIP_CLAP, "kind": "official_clap_clip", "heads": {"clap": "Head_A", "clip": "Head_B"}},
+    "ulip_clip": {"link": {"name": "clip_ulip", "spaces": ["clip", "ulip"], "shared": "image",
+                           "memory": {"clip": "text", "ulip": "points"}},
+                  "kind": "official_ulip_clip", "heads": {"clip": "Head_A", "ulip": "Head_B"}},
+    "clap_clip": {"link": {"name": "clip_clap", "spaces": ["clip", "clap"], "shared": "text",
+                           "memory": {"clip": "image", "clap": "audio"}},
+                  "kind": "official_clap_clip", "heads": {"clap": "Head_A", "clip": "Head_B"}},
 }
 
 
@@ -75,15 +82,16 @@ def load_official(path: str | Path, release: str) -> TrainResult:
         if missing:
             raise ValueError(f"{path}: {spec['heads'][space]} does not match the released {spec['kind']} layout "
                              f"(missing {missing})")
+    link = Connection.from_link_dict(spec["link"])
     first = next(iter(heads.values()))
     out_dim, hidden = int(first[last_norm].shape[0]), int(first["net.0.weight"].shape[0])
     config = ConnectionConfig(
-        connection=spec["connection"],
+        connection=link,
         projector=ProjectorConfig(kind=spec["kind"], in_dims={s: int(h["net.0.weight"].shape[1]) for s, h in heads.items()},
                                   hidden_dim=hidden, out_dim=out_dim),
-        loss=LossConfig(intra_spaces=spec["connection"].spaces),
+        loss=LossConfig(intra_spaces=link.spaces),
     )
-    projectors = build_projectors(config.projector, spec["connection"].spaces)
+    projectors = build_projectors(config.projector, link.spaces)
     for space, sub in heads.items():
         try:
             projectors[space].load_state_dict(sub, strict=True)

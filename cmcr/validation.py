@@ -14,14 +14,14 @@ from typing import Any
 
 from cmcr.artifacts import ArtifactError
 from cmcr.benchmarks import BENCHMARKS, GRAPH_SIDE_KEYS, GRAPH_TASKS, GRAPH_TASK_KEYS, graph_paired_sets, paired_sets
-from cmcr.config import (CONNECTIONS, ConfigError, PRECISIONS, _bool, _choice, _device, _positive, _positive_int,
+from cmcr.config import (ConfigError, PRECISIONS, _bool, _choice, _device, _positive, _positive_int,
                          connection_config_from_params)
-from cmcr.encoders.base import registered
+from cmcr.encoders.base import encoder_source, register_paper_encoders, registered
 from cmcr.encoders.demo import DEMO_SPACES
 from cmcr.evaluation import METRIC_OPTIONS, metric_options
 from cmcr.exmcr import ExtendConfig
-from cmcr.experiments import (connections_used, encoder_source, pipeline_spaces, require_manifests, resolve_variant,
-                              scale_of, seeds_of, setup_of, variant_names)
+from cmcr.experiments import (connections_used, pipeline_spaces, require_manifests, resolve_variant,
+                              scale_of, seeds_of, setup_of, variant_connection, variant_names)
 from cmcr.extraction import resolve_devices
 from cmcr.graph import connections_of, graph_config, graphs_of, stated_modalities
 from cmcr.plan import space_sets
@@ -133,10 +133,15 @@ def _check_spaces(params: Mapping[str, Any], links: Mapping[str, Any], graphs: M
             raise ConfigError(f"spaces: {missing} has no demo stand-in (the demo world's spaces are "
                               f"{', '.join(DEMO_SPACES)}); a space of your own runs in setup paper (its encoder: "
                               "paper.encoders) or byo (its embeddings) — README \"Adding a space of your own\"")
-    if setup == "paper":  # its plugins were imported when the links and graphs were parsed (graph.connections_of)
+    if setup == "paper":  # its plugins were imported at the start (register_paper_encoders)
         for space in spaces:
             _check_encoder(space)
     for name in connections_used(params):
+        if name not in links:
+            users = [v for v in variant_names(params) if variant_connection(params, v) == name]
+            raise ConfigError(f"variants {users} train the link {name!r}, which params do not declare: "
+                              f"connections.{name}.link: {{spaces: [a, b], shared: <modality>, memory: {{a: <modality>, "
+                              "b: <modality>}}")
         outside = [s for s in links[name].spaces if s not in spaces]
         if outside:
             raise ConfigError(f"spaces: {outside} not listed, but the variants use connection {name} "
@@ -189,7 +194,7 @@ def _check_graph_tasks(params: Mapping[str, Any], spaces: tuple[str, ...], links
 
 def _check_encoder(space: str) -> None:
     """Setup paper: ``space`` has an encoder — built in, or registered by its ``paper.encoders.<space>.plugin``
-    (imported by :func:`cmcr.experiments.register_paper_encoders` when the links were parsed)."""
+    (imported by :func:`cmcr.encoders.base.register_paper_encoders` at the start of :func:`check_params`)."""
 
     try:
         registered(space)
@@ -199,12 +204,16 @@ def _check_encoder(space: str) -> None:
                           "README \"Adding a space of your own\"") from None
 
 
-def _check_benchmarks(benchmarks: Any) -> None:
-
+def _check_benchmarks(benchmarks: Any, links: Mapping[str, Any]) -> None:
+    """Each listed benchmark's datasets; a benchmark with datasets evaluates its link (``BENCHMARKS``), which params
+    must declare (``connections.<link>.link``)."""
     benchmarks = _mapping("benchmarks", benchmarks, tuple(BENCHMARKS) + ("graph",))
     for name, datasets in benchmarks.items():
         if datasets is None:
             continue
+        if name in BENCHMARKS and datasets and BENCHMARKS[name] not in links:
+            raise ConfigError(f"benchmarks.{name} evaluates the link {BENCHMARKS[name]!r}, which params do not declare: "
+                              f"connections.{BENCHMARKS[name]}.link: {{spaces, shared, memory}}")
         if not isinstance(datasets, list) or not all(isinstance(d, str) and d for d in datasets):
             raise ConfigError(f"benchmarks.{name} must be a list of dataset names, e.g. [demo], got {datasets!r}")
         if len(set(datasets)) != len(datasets):
@@ -252,16 +261,19 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     seeds_of(params)
     scale_of(params)
     _check_no_train_seed(params)
+    register_paper_encoders(params)  # setup paper: plugins imported, aliases made — once, before any link is checked
 
     connections = _mapping("connections", params.get("connections"))
     for name, groups in connections.items():
         groups = _mapping(f"connections.{name}", groups)
-        if name not in CONNECTIONS and "link" not in groups:
-            raise ConfigError(f"connections: unknown connection {name!r}; known: {', '.join(CONNECTIONS)} — a new "
-                              f"one declares its link: connections.{name}.link: {{spaces, shared, memory}}")
+        if "link" not in groups:
+            raise ConfigError(f"connections.{name}: no link declared — every connection states its link, the "
+                              f"paper's too: connections.{name}.link: {{spaces: [a, b], shared: <modality>, "
+                              "memory: {a: <modality>, b: <modality>}} (README \"The MCR graph\")")
 
     links = connections_of(params)  # declared links parsed and their modalities checked
-    for name in [n for n in links if n not in CONNECTIONS]:
+    trained_by_variants = set(connections_used(params))  # their configs are checked per variant (names the variant)
+    for name in [n for n in links if n not in trained_by_variants]:
         try:  # a declared link's whole config (base groups + its own), as a graph trains it
             connection_config_from_params(params, name)
         except ConfigError as exc:  # named once: a message that already starts with the key keeps it as it is
@@ -273,7 +285,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     spaces = _check_spaces(params, links, graphs)
     _check_graph_tasks(params, spaces, links)
     _check_paper(params.get("paper"), spaces)
-    _check_benchmarks(params.get("benchmarks"))
+    _check_benchmarks(params.get("benchmarks"), links)
     extraction = _mapping("extraction", params.get("extraction"), ("max_failure_rate",))
     if "max_failure_rate" in extraction:
         rate = extraction["max_failure_rate"]

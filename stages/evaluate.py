@@ -14,7 +14,7 @@ import typer
 
 from cmcr import layout
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
-from cmcr.config import CONNECTIONS as KNOWN_CONNECTIONS
+from cmcr.config import connection_of
 from cmcr.benchmarks import BENCHMARKS
 from cmcr.evaluation import (benchmark_modalities, ceiling, evaluate_model, load_benchmark, metric_options,
                              no_connection, random_baseline)
@@ -28,7 +28,8 @@ def main(benchmark: str) -> None:
     p = params()
     if benchmark not in BENCHMARKS:
         raise typer.BadParameter(f"unknown benchmark {benchmark!r}; known: {sorted(BENCHMARKS)}")
-    spaces = KNOWN_CONNECTIONS[BENCHMARKS[benchmark]].spaces
+    link = connection_of(p, BENCHMARKS[benchmark])  # the link the benchmark evaluates, as params declare it
+    spaces = link.spaces
     seeds = seeds_of(p)
     trained = [name for name in variant_names(p) if variant_connection(p, name) == BENCHMARKS[benchmark]]
     models = {("no_connection", None): no_connection(spaces)}
@@ -39,7 +40,7 @@ def main(benchmark: str) -> None:
             projectors = load_checkpoint(checkpoint_path(CONNECTIONS, name, seed)).projectors
             models[name, None if official else seed] = {s: projectors[s].embed for s in spaces}
     try:  # the closed-form rows (no training, deterministic): the second space mapped linearly into the first
-        fitted = closed_form_connection(EMBEDDINGS, KNOWN_CONNECTIONS[BENCHMARKS[benchmark]])
+        fitted = closed_form_connection(EMBEDDINGS, link)
     except ArtifactError as exc:
         log.warning("closed-form rows skipped: %s", exc)
         fitted = {}

@@ -16,6 +16,7 @@ from cmcr.examples import write_examples
 from cmcr.world import class_names
 from cmcr.artifacts import atomic_path, write_json
 from cmcr.benchmarks import BENCHMARKS
+from cmcr.encoders.base import register_paper_encoders
 from cmcr.experiments import checkpoint_path, resolve_variant, seeds_of, setup_of, variant_names
 from cmcr.train import load_checkpoint
 
@@ -28,6 +29,7 @@ def write_text(path, text: str) -> None:
 def main() -> None:
     log = setup_logging("report")
     p = params()
+    register_paper_encoders(p)  # setup paper: a plugin space's modalities, for the graphs' checks
     paper = setup_of(p) != "demo"  # the paper's numbers sit beside ours when the data is real
     variants = {n: resolve_variant(p, n) for n in variant_names(p)}
     configs = {n: v.config for n, v in variants.items()}

@@ -14,6 +14,22 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 OFFICIAL = Path(os.environ.get("CMCR_OFFICIAL_FIXTURES") or SHARED / "fixtures" / "c-mcr-official")
 
 
+def _paper_links() -> dict:
+    """The links the project's params.yaml declares (``connections.<name>.link``): the paper's two are data there,
+    no constant in the library."""
+    from cmcr.config import connection_of
+    from cmcr.params import load_params
+
+    if not (ROOT_DIR / "params.yaml").is_file():  # a copy of this file outside the repository (test_pages)
+        return {"clip_clap": None, "clip_ulip": None}
+    params = load_params(ROOT_DIR / "params.yaml")
+    return {name: connection_of(params, name) for name in params["connections"]}
+
+
+PAPER_LINKS = _paper_links()
+CLIP_CLAP, CLIP_ULIP = PAPER_LINKS["clip_clap"], PAPER_LINKS["clip_ulip"]
+
+
 #: what an end-to-end test copies into its temporary repository to run `dvc repro` there
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "cmcr", ".dvc/config", ".dvcignore", "byo/embeddings/README.md",
                  "plugins/README.md"]

@@ -11,7 +11,8 @@ import torch
 
 from cmcr.api import ConnectedModel, EmbedError
 from cmcr.artifacts import ArtifactError, save_torch
-from cmcr.config import CONNECTIONS, ConfigError, ConnectionConfig, LossConfig, ProjectorConfig
+from cmcr.config import ConfigError, ConnectionConfig, LossConfig, ProjectorConfig
+from conftest import CLIP_CLAP, CLIP_ULIP, PAPER_LINKS as CONNECTIONS
 from cmcr.encoders.demo import DemoSpace, DemoSpaceModel
 from cmcr.extraction import extract_sharded
 from cmcr.projector import build_projectors
@@ -367,7 +368,6 @@ def test_a_graph_checkpoint_searches_point_clouds_with_a_sound(files, tmp_path):
     from typer.testing import CliRunner
 
     from cmcr.cli import app
-    from cmcr.config import CLIP_CLAP, CLIP_ULIP
     from cmcr.exmcr import ExtendProjector, Identity
     from cmcr.graph import Graph, GraphResult
 
@@ -378,7 +378,7 @@ def test_a_graph_checkpoint_searches_point_clouds_with_a_sound(files, tmp_path):
     project = demo_project(files, tmp_path)
     shutil.copy(files["root"] / "ulip.pt", project / "models" / "spaces" / "ulip.pt")
     save_torch(project / "models" / "graphs" / "extend" / "seed0.pt",
-               GraphResult(graph, modules, {"clip_clap": ConnectionConfig()}, {}).checkpoint())
+               GraphResult(graph, modules, {"clip_clap": ConnectionConfig(CLIP_CLAP)}, {}).checkpoint())
     m = ConnectedModel.from_pipeline(project, graph="extend")
     assert m.spaces_for("audio") == ["clap"] and m.spaces_for("text") == ["clip"] and m.dim == DIM
     raw = m.encode_raw("ulip", "points", files["points"][:3])
@@ -435,7 +435,7 @@ def test_a_byo_graph_projects_indexes_and_searches_precomputed_embeddings(tmp_pa
     (project / "models" / "graphs" / "touch_into_clip").mkdir(parents=True)
     (project / "params.yaml").write_text(yaml.safe_dump({"setup": "byo", "seeds": [0]}))
     checkpoint = project / "models" / "graphs" / "touch_into_clip" / "seed0.pt"
-    save_torch(checkpoint, GraphResult(graph, modules, {"clip_touch": ConnectionConfig()}, {}).checkpoint())
+    save_torch(checkpoint, GraphResult(graph, modules, {"clip_touch": ConnectionConfig(CLIP_CLAP)}, {}).checkpoint())
     rng = np.random.default_rng(0)
     raw = rng.standard_normal((9, 12)).astype(np.float32)
     raw /= np.linalg.norm(raw, axis=1, keepdims=True)

@@ -100,8 +100,11 @@ def test_errors_are_one_line_and_choices_are_checked(tmp_path):
         assert out.returncode == 1, out.stderr
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("cmcr: error: ") and needle in lines[0], out.stderr
-    res = runner.invoke(app, ["config", "-p", str(params), "--connection", "clip_audio"])
-    assert res.exit_code == 2 and "clip_clap" in res.output and "clip_ulip" in res.output
+    # --connection names a link params declare (every link is data): an unknown one is one line listing them
+    out = subprocess.run(cli + ["config", "-p", str(params), "--connection", "clip_audio"], capture_output=True, text=True)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and lines[0].startswith("cmcr: error: unknown connection 'clip_audio'")
+    assert "['clip_clap', 'clip_ulip']" in lines[0] and "connections.clip_audio.link" in lines[0], out.stderr
     # --space takes any space of the checkpoint (a graph's own spaces too; issue 32): a missing checkpoint is one line
     out = subprocess.run(cli + ["project", "--checkpoint", str(tmp_path / "x.pt"), "--space", "audio", "--embeddings",
                                 "e.npy", "--out", "o.npy"], capture_output=True, text=True)

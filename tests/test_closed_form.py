@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from cmcr.checks import EmbeddingError
 from cmcr.closed_form import CONTEXT_ROWS, LinearConfig, LinearLinkData, LinearMap, procrustes_map, ridge_map
-from cmcr.config import CONNECTIONS, ConfigError, Connection
+from cmcr.config import ConfigError, Connection
+from conftest import PAPER_LINKS as CONNECTIONS
 from cmcr.graph import Graph, check_graph, closed_form_rows, fit_linear, graphs_of, load_graph_checkpoint
 from cmcr.metrics.retrieval import retrieval_metrics
 

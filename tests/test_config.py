@@ -67,13 +67,14 @@ def test_unknown_connection():
 
 
 def test_pipeline_wiring_comes_from_the_connections():
-    from cmcr.config import CLIP_CLAP, CLIP_ULIP, Connection, extraction_sets
+    from cmcr.config import Connection, extraction_sets
+    from conftest import CLIP_CLAP, CLIP_ULIP
 
     assert CLIP_CLAP.aggregate_jobs() == [("clip_image_from_text", "clip/text", "clip/image"),
                                           ("clap_audio_from_text", "clap/text", "clap/audio")]
     assert CLIP_ULIP.training_inputs() == {"clip": ("clip/image", "clip_text_from_image"),
                                            "ulip": ("ulip/image", "ulip_points_from_image")}
-    assert extraction_sets() == {"clip": {"text": "texts", "image": "memory"},
+    assert extraction_sets([CLIP_CLAP, CLIP_ULIP]) == {"clip": {"text": "texts", "image": "memory"},
                                  "clap": {"text": "texts", "audio": "memory"},
                                  "ulip": {"image": "memory", "points": "memory"}}
     # a third connection is one definition: its sets, Eq. 2 jobs and training inputs follow

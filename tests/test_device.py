@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from cmcr.config import ConnectionConfig, LossConfig, MemoryConfig, NoiseConfig, ProjectorConfig, TrainConfig
 from cmcr.memory import aggregate_memory
-from conftest import toy_world
+from conftest import CLIP_CLAP, toy_world
 
 DEVICE = os.environ.get("CMCR_TEST_DEVICE", "cuda")
 pytestmark = [
@@ -55,7 +55,6 @@ def test_memory_aggregation_on_the_device():
 
 def test_cross_space_aggregation_and_extend_training_on_the_device():
     """Ex-MCR's Eq. 2 with values from another space (streamed kernel on the device) and a leaf's training there."""
-    from cmcr.config import CLIP_CLAP
     from cmcr.exmcr import modality_centric_data, stack_centres, train_leaf
 
     g = torch.Generator().manual_seed(1)
@@ -70,7 +69,7 @@ def test_cross_space_aggregation_and_extend_training_on_the_device():
     aggregates = {s: aggregate_memory(shared[s], memory_sets[s], MemoryConfig(), device="cpu") for s in shared}
     tuples = stack_centres(modality_centric_data(CLIP_CLAP, "clap", shared, memory_sets, aggregates, MemoryConfig(),
                                                  device=DEVICE))
-    train = ConnectionConfig(projector=ProjectorConfig(hidden_dim=128, out_dim=64),
+    train = ConnectionConfig(connection=CLIP_CLAP, projector=ProjectorConfig(hidden_dim=128, out_dim=64),
                              train=TrainConfig(epochs=3, batch_size=256, device=DEVICE))
     result = train_leaf("clap", tuples, lambda x: F.normalize(x, dim=-1), train, progress=False)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
@@ -89,6 +88,7 @@ def test_farthest_point_sampling_on_the_device_picks_the_cpus_points():
 def toy_config(epochs: int) -> ConnectionConfig:
     """A small CLIP–CLAP connection on the toy world, trained on the device under test."""
     return ConnectionConfig(
+        connection=CLIP_CLAP,
         projector=ProjectorConfig(in_dims={"clip": 32, "clap": 32}, hidden_dim=64, out_dim=32),
         noise=NoiseConfig(var=0.004),
         loss=LossConfig(shared_temperature=0.05, pseudo_temperature=0.05, lambda_intra=0.1),

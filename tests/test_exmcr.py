@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmcr.config import CLIP_CLAP, CLIP_ULIP, ConfigError, Connection, ConnectionConfig, LossConfig, MemoryConfig, \
+from conftest import CLIP_CLAP, CLIP_ULIP
+from cmcr.config import ConfigError, Connection, ConnectionConfig, LossConfig, MemoryConfig, \
     NoiseConfig, ProjectorConfig, TrainConfig
 from cmcr.exmcr import (ROLES, ExtendConfig, ExtendProjector, Identity, dense_alignment, extend_loss,
                         modality_centric_data, stack_centres)
@@ -85,7 +86,7 @@ def test_every_modality_is_a_query_and_the_weights_cross_through_the_shared_item
 
 def test_dense_alignment_is_four_info_nce_terms_at_their_temperatures():
     x = {r: unit(12, 8, seed=i) for i, r in enumerate(ROLES)}
-    config = ConnectionConfig(loss=LossConfig(shared_temperature=0.07, pseudo_temperature=0.2))
+    config = ConnectionConfig(connection=CLIP_CLAP, loss=LossConfig(shared_temperature=0.07, pseudo_temperature=0.2))
     parts = dense_alignment(x["leaf_memory"], x["leaf_shared"], x["parent_shared"], x["parent_memory"], config)
     want = {"shared_pair": info_nce64(x["leaf_shared"], x["parent_shared"], 0.07),
             "pseudo_pair": info_nce64(x["leaf_memory"], x["parent_memory"], 0.2),
@@ -102,7 +103,7 @@ def test_extend_loss_adds_lambda_times_eq9_on_the_linear_layer_for_an_intra_spac
     torch.manual_seed(0)
     p = ExtendProjector(8, 16, 8)
     batch = {r: unit(10, 8, seed=10 + i) for i, r in enumerate(ROLES)}
-    config = ConnectionConfig(noise=NoiseConfig(enabled=False, renorm=False),
+    config = ConnectionConfig(connection=CLIP_CLAP, noise=NoiseConfig(enabled=False, renorm=False),
                               loss=LossConfig(lambda_intra=0.3, intra_spaces=("clap",)))
     parts = extend_loss(p, "clap", batch, batch, config, dense=True)
     intra = 0.5 * (F.normalize(p.intra(batch["leaf_shared"]), dim=-1)
@@ -125,7 +126,7 @@ def small_links():
                           {"clip": a.aggregates["clip"], "clap": a.aggregates["leaf"]})
     ulip = ExtendLinkData({"clip": b.shared["clip"], "ulip": b.shared["leaf"]}, {"clip": b.memory_sets["clip"], "ulip": b.memory_sets["leaf"]},
                           {"clip": b.aggregates["clip"], "ulip": b.aggregates["leaf"]})
-    config = ConnectionConfig(projector=ProjectorConfig(hidden_dim=16, out_dim=6),
+    config = ConnectionConfig(connection=CLIP_CLAP, projector=ProjectorConfig(hidden_dim=16, out_dim=6),
                               train=TrainConfig(epochs=3, batch_size=32, lr=0.01))
     configs = {"clip_clap": config, "clip_ulip": dataclasses.replace(config, connection=CLIP_ULIP,
                                                                      loss=LossConfig(intra_spaces=("ulip",)))}
@@ -187,7 +188,7 @@ def test_joint_and_paired_results_round_trip_through_the_graph_checkpoint(tmp_pa
     from cmcr.train import ConnectionData, train_paired
 
     joint = Graph("j", "joint", ("clip", "clap"), (CLIP_CLAP,))
-    config = ConnectionConfig(projector=ProjectorConfig(hidden_dim=16, out_dim=8), train=TrainConfig(epochs=2, batch_size=16))
+    config = ConnectionConfig(connection=CLIP_CLAP, projector=ProjectorConfig(hidden_dim=16, out_dim=8), train=TrainConfig(epochs=2, batch_size=16))
     data = {"clip_clap": ConnectionData({"clip": unit(40, 6, seed=1), "clap": unit(40, 7, seed=2)},
                                         {"clip": unit(40, 6, seed=3), "clap": unit(40, 7, seed=4)})}
     result = graph_result_from_training(joint, train_joint(joint, data, {"clip_clap": config}, progress=False),
@@ -220,7 +221,7 @@ def test_joint_and_paired_results_round_trip_through_the_graph_checkpoint(tmp_pa
      r"^graphs.g.pairs is for mode paired"),
 ])
 def test_paired_graph_definitions_are_checked(entry, message):
-    from cmcr.config import CONNECTIONS
+    from conftest import PAPER_LINKS as CONNECTIONS
 
     with pytest.raises(ConfigError, match=message):
         check_graph("g", entry, CONNECTIONS)

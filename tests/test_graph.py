@@ -6,7 +6,8 @@ import dataclasses
 import pytest
 import torch
 
-from cmcr.config import CONNECTIONS, ConfigError, ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
+from cmcr.config import ConfigError, ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
+from conftest import PAPER_LINKS as CONNECTIONS
 from cmcr.graph import Graph, check_graph, graphs_of, space_modalities, train_joint
 from cmcr.train import ConnectionData, train_connection
 from conftest import ROOT_DIR, toy_world

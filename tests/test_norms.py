@@ -10,6 +10,7 @@ from cmcr.exmcr import ExtendProjector
 from cmcr.norms import calibrate, calibrate_all
 from cmcr.projector import Projector
 from cmcr.train import TrainResult, load_checkpoint
+from conftest import CLIP_CLAP
 
 
 def test_calibrated_statistics_are_exact_and_chunk_independent():
@@ -79,7 +80,7 @@ def test_checkpoints_carry_the_statistics_and_extend_leaves_have_them_too(tmp_pa
     from cmcr.artifacts import save_torch
 
     torch.manual_seed(3)
-    config = ConnectionConfig(projector=ProjectorConfig(in_dims={"clip": 8, "clap": 6}, hidden_dim=16, out_dim=4,
+    config = ConnectionConfig(connection=CLIP_CLAP, projector=ProjectorConfig(in_dims={"clip": 8, "clap": 6}, hidden_dim=16, out_dim=4,
                                                         norm_stats="modality"),
                               train=TrainConfig(epochs=1, batch_size=16))
     projectors = torch.nn.ModuleDict({"clip": Projector("paper", 8, 16, 4), "clap": Projector("paper", 6, 16, 4)}).eval()

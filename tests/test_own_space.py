@@ -116,7 +116,7 @@ def test_setup_paper_accepts_a_space_of_your_own(project):
 
 def test_an_encoder_alias_makes_a_second_space_of_a_registered_kind():
     """``encoder: clip`` builds a second CLIP-kind space under another name (e.g. a larger CLIP as ``clip_l``)."""
-    from cmcr.experiments import register_paper_encoders
+    from cmcr.encoders.base import register_paper_encoders
     from cmcr.graph import space_modalities
 
     p = paper_params()

@@ -60,6 +60,8 @@ def test_the_committed_params_are_valid_and_resolve_every_variant():
     ("memory.mode=top", "memory.mode must be one of softmax, argmax, random; got 'top'"),
     ("memory.query_chunk=x", "memory.query_chunk"),
     ("connections.clip_ulip.noise.var=-2", "variant clip_ulip .*noise.var"),
+    ("connections.clip_clap.link.shared=audio", "connections.clip_clap.link: spaces \\['clip', 'clap'\\] share no 'audio'"),
+    ("connections.clip_ulip.link=null", "connections.clip_ulip.link must be {spaces: \\[a, b\\], shared"),
     ("variants.K=foo", "variants.K must be a mapping"),
     ("variants.A.overrides.loss.intra_spaces=[audio]", "variant A .*intra_spaces names \\['audio'\\]"),
     ("evaluation.counterfactual.ap=bad", "evaluation.counterfactual.ap: 'bad' is not one of"),
@@ -82,6 +84,35 @@ def test_every_bad_value_is_one_line_naming_key_value_and_what_is_allowed(overri
     with pytest.raises(ConfigError, match=message) as info:
         validate_params(with_(override))
     assert "\n" not in str(info.value)
+
+
+def test_every_link_is_declared_in_params_the_papers_two_included():
+    """Issue 31, point 1: clip_clap and clip_ulip are declared in params.yaml as any link (no Python constant); a
+    params file whose variants or benchmarks use a link it does not declare is refused, naming what to declare."""
+    import cmcr.config
+    from cmcr.config import Connection, connection_of
+
+    assert PARAMS["connections"]["clip_clap"]["link"] == {"spaces": ["clip", "clap"], "shared": "text",
+                                                         "memory": {"clip": "image", "clap": "audio"}}
+    assert connection_of(PARAMS, "clip_ulip") == Connection("clip_ulip", ("clip", "ulip"), "image",
+                                                            {"clip": "text", "ulip": "points"})
+    assert not [k for k, v in vars(cmcr.config).items() if isinstance(v, (Connection, dict)) and k.isupper()
+                and (isinstance(v, Connection) or any(isinstance(x, Connection) for x in v.values()))]
+    no_clap = deep_merge(PARAMS, {})
+    no_clap["connections"] = {k: v for k, v in PARAMS["connections"].items() if k != "clip_clap"}
+    with pytest.raises(ConfigError, match="graphs.joint.links: unknown connection 'clip_clap'; known: clip_ulip"):
+        validate_params(no_clap)
+    no_clap["graphs"] = {"paired_audio_3d": PARAMS["graphs"]["paired_audio_3d"]}
+    with pytest.raises(ConfigError, match=r"variants \['K', 'A'.*train the link 'clip_clap', which params do not "
+                                          r"declare: connections.clip_clap.link: \{spaces"):
+        validate_params(no_clap)
+    no_clap["variants"] = {k: v for k, v in PARAMS["variants"].items() if v.get("connection") == "clip_ulip"}
+    with pytest.raises(ConfigError, match="benchmarks.retrieval evaluates the link 'clip_clap', which params do not"):
+        validate_params(no_clap)
+    linkless = deep_merge(PARAMS, {})
+    linkless["connections"] = PARAMS["connections"] | {"clip_ulip": {"noise": {"var": 0.002}}}
+    with pytest.raises(ConfigError, match="connections.clip_ulip: no link declared"):
+        validate_params(linkless)
 
 
 def test_explicit_training_scale_wins_over_the_demo_scale():

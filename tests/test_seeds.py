@@ -5,6 +5,7 @@ import math
 import pytest
 
 from cmcr.config import ConfigError
+from conftest import CLIP_CLAP
 from cmcr.metrics.seeds import mean_std, paired_difference, seed_values, summarize_seeds, t_quantile
 
 
@@ -88,8 +89,8 @@ def test_table5_prints_mean_std_marks_and_relative_drops():
                           "K": run([(10.0, 10.0), (11.0, 11.0), (12.0, 12.0)]),
                           "D": run([(8.0, 8.0), (9.0, 9.0), (10.0, 10.0)]),     # 2 below K at every seed
                           "E": run([(12.0, 10.0), (9.0, 11.0), (12.0, 12.0)])}}  # the same as K within noise
-    configs = {"K": ConnectionConfig(), "D": ConnectionConfig(loss=LossConfig(shared_pair=False)),
-               "E": ConnectionConfig(loss=LossConfig(pseudo_pair=False))}
+    configs = {"K": ConnectionConfig(CLIP_CLAP), "D": ConnectionConfig(CLIP_CLAP, loss=LossConfig(shared_pair=False)),
+               "E": ConnectionConfig(CLIP_CLAP, loss=LossConfig(pseudo_pair=False))}
     text = table5(retrieval, configs, paper=False, rows=["K", "D", "E"])
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
     assert "| 11.00 ± 1.00 | 11.00 ± 1.00 |" in rows["K"]
@@ -222,7 +223,8 @@ def test_tables_say_what_produced_them_and_use_labels(tmp_path):
     its effect on localization / counterfactual; a variant's label was not used."""
     import torch
 
-    from cmcr.config import CONNECTIONS, ConnectionConfig, LossConfig, NoiseConfig, ProjectorConfig, TrainConfig
+    from cmcr.config import ConnectionConfig, LossConfig, NoiseConfig, ProjectorConfig, TrainConfig
+    from conftest import PAPER_LINKS as CONNECTIONS
     from cmcr.projector import build_projectors
     from cmcr.report import figure3_table, table1, training_note
     from cmcr.train import TrainResult

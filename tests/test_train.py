@@ -10,11 +10,12 @@ from cmcr.checks import EmbeddingError
 from cmcr.config import ConnectionConfig, LossConfig, NoiseConfig, ProjectorConfig, TrainConfig
 from cmcr.metrics.retrieval import bidirectional_retrieval, random_expectation
 from cmcr.train import ConnectionData, auto_scale, batch_slices, cosine_lr, load_checkpoint, train_connection
-from conftest import toy_world
+from conftest import CLIP_CLAP, toy_world
 
 
 def small_config(**loss) -> ConnectionConfig:
     return ConnectionConfig(
+        connection=CLIP_CLAP,
         projector=ProjectorConfig(in_dims={"clip": 32, "clap": 32}, hidden_dim=64, out_dim=32),
         noise=NoiseConfig(var=0.004),
         loss=LossConfig(shared_temperature=0.05, pseudo_temperature=0.05, lambda_intra=0.1, **loss),
@@ -303,7 +304,8 @@ def main(out: str) -> None:
     import torch
     from conftest import toy_world
     from cmcr.artifacts import save_torch
-    from cmcr.config import CONNECTIONS, ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
+    from cmcr.config import ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
+    from conftest import PAPER_LINKS as CONNECTIONS
     from cmcr.train import train_connection
     data, _ = toy_world(n_train=2000, n_memory=800, n_eval=10, dim=64)
     conn = CONNECTIONS["clip_clap"]
@@ -341,7 +343,8 @@ def test_seeds_side_by_side_train_what_each_trains_alone():
     must give the bytes it gives alone, so the results do not depend on the machine's cores either."""
     import dataclasses
 
-    from cmcr.config import CONNECTIONS, ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
+    from cmcr.config import ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
+    from conftest import PAPER_LINKS as CONNECTIONS
     from cmcr.train import train_connection, train_seeds
     from conftest import toy_world
 

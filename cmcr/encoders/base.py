@@ -14,13 +14,15 @@ import dataclasses
 import hashlib
 import importlib.util
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from cmcr.config import ConfigError
 
 
 class EncoderSpace(abc.ABC):
@@ -141,8 +143,6 @@ def load_plugin(path: str | Path) -> tuple[ModuleType, dict[str, Callable[..., E
 def registered(name: str, plugin: str | Path | None = None) -> Callable[..., EncoderSpace]:
     """The factory registered under ``name`` — by ``plugin``'s file when given (imported first; its own
     registration wins over another file's of the same name) — ``KeyError`` naming the registered ones otherwise."""
-    import cmcr.encoders  # noqa: F401  (registers the built-in spaces)
-
     if plugin is not None:
         _, own = load_plugin(plugin)
         if name in own:
@@ -151,6 +151,47 @@ def registered(name: str, plugin: str | Path | None = None) -> Callable[..., Enc
         where = f" (after importing {plugin})" if plugin is not None else ""
         raise KeyError(f"unknown encoder space {name!r}{where}; registered: {sorted(_REGISTRY)}")
     return _REGISTRY[name]
+
+
+def encoder_source(space: str, options: Mapping[str, Any]) -> tuple[str | None, str]:
+    """``paper.encoders.<space>``'s ``plugin`` (a file, or None) and ``encoder`` (the registered name; default the
+    space's), each a non-empty string where given; ConfigError naming the key otherwise."""
+    for key in ("plugin", "encoder"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, str) and value):
+            raise ConfigError(f"paper.encoders.{space}.{key} must be a string (or null), got {value!r}")
+    return options.get("plugin"), options.get("encoder") or space
+
+
+def register_paper_encoders(params: Mapping[str, Any]) -> None:
+    """Called once at start-up by whatever checks params (``cmcr.validation.validate_params``, the report stage), never
+    as a side effect of parsing. Setup paper: make every ``paper.encoders.<space>`` buildable by its space's name — import its ``plugin``
+    (a .py file under the project's ``plugins/`` folder, which dvc.yaml tracks, registering the user's encoder
+    class) and register an ``encoder`` alias (space ``clip_l`` with ``encoder: clip``) — so a link's and a
+    graph's checks know the space's modalities. ConfigError naming the key for a bad path or a failed import."""
+
+    if params.get("setup") != "paper":  # (setup's value is checked by the validate stage)
+        return
+    encoders = (params.get("paper") or {}).get("encoders") or {}
+    for space, options in (encoders.items() if isinstance(encoders, Mapping) else ()):
+        if not isinstance(options, Mapping) or (options.get("plugin") is None and options.get("encoder") is None):
+            continue
+        plugin, encoder = encoder_source(space, options)
+        key = f"paper.encoders.{space}"
+        if plugin is not None:
+            path = Path(str(plugin))
+            if path.is_absolute() or path.parts[:1] != ("plugins",) or ".." in path.parts or path.suffix != ".py":
+                raise ConfigError(f"{key}.plugin: {plugin!r} must be a .py file under the project's plugins/ folder "
+                                  "(e.g. plugins/touch.py): dvc.yaml tracks that folder, so an edit re-extracts")
+            if not path.is_file():
+                raise ConfigError(f"{key}.plugin: {plugin} does not exist (paths are relative to the project root)")
+        try:
+            factory = registered(encoder, plugin)
+        except KeyError as exc:
+            raise ConfigError(f"{key}: {exc.args[0]}") from None
+        except Exception as exc:  # noqa: BLE001 — any error while importing the user's file is reported as such
+            raise ConfigError(f"{key}.plugin: importing {plugin} failed: {type(exc).__name__}: {exc}") from None
+        _REGISTRY.setdefault(space, factory)  # a built-in space keeps its own entry (same modalities)
 
 
 def build_space(name: str, *, encoder: str | None = None, plugin: str | Path | None = None, **kwargs: Any

@@ -57,7 +57,7 @@ def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Opti
     from cmcr.plan import aggregate_folder
     from cmcr.graph import (ExtendLinkData, closed_form_rows, extend_tuples, fit_linear, graph_config, graphs_of,
                             graph_result_from_training, train_extend, train_joint)
-    from cmcr.graph_benchmark import evaluate_task, load_task
+    from cmcr.evaluation import load_task, score_model
     from cmcr.norms import calibrate_all, link_sets
     from cmcr.params import deep_merge, load_params, parse_overrides
     from cmcr.train import ConnectionData, train_seeds
@@ -70,7 +70,7 @@ def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Opti
     def scores(result) -> dict[str, float]:
         out = {}
         for task, direction, metric, label in TASKS:
-            m = evaluate_task(tasks[task], result.embedders(), "x")[0]
+            m = score_model(tasks[task], result.embedders(), "x")[0]
             out[label] = m[direction][metric] if direction else m[metric]
         return out
 

@@ -35,7 +35,7 @@ def main(variants: list[str] = typer.Option(["K", "clip_ulip"]), modes: list[str
          seeds: list[int] = typer.Option([0, 1, 2]), params: Path = ROOT / "params.yaml") -> None:
     import torch
 
-    from cmcr.evaluation import evaluate_model, load_benchmark
+    from cmcr.evaluation import load_benchmark, score_model
     from cmcr.experiments import resolve_variant
     from cmcr.params import deep_merge, load_params, parse_overrides
     from cmcr.plan import variant_aggregate
@@ -59,7 +59,7 @@ def main(variants: list[str] = typer.Option(["K", "clip_ulip"]), modes: list[str
                 result = train_connection(data, v.config.with_seed(seed), progress=False)
                 seconds.append(time.perf_counter() - started)
                 embed = {s: p.embed for s, p in result.projectors.items()}
-                scores.append(read(evaluate_model(bench, embed, name)[0]))
+                scores.append(read(score_model(bench, embed, name)[0]))
             t = result.config.train
             n = int(next(iter(data.shared.values())).shape[0])
             steps = t.epochs * len(batch_slices(n, t.batch_size))

@@ -237,11 +237,11 @@ def retrieval_section(data, embed, renderer: Renderer, resolve, *, count: int = 
     import torch
 
     with torch.no_grad():
-        a, i = embed["clap"](data.sets["audio"], modality="audio"), embed["clip"](data.sets["image"], modality="image")
+        a, i = embed["clap"](data.sets["audio"].x, modality="audio"), embed["clip"](data.sets["image"].x, modality="image")
     return (f"<h2>Audio–image retrieval ({html.escape(dataset)})</h2><p class='small'>✓ exact pair: the query's own "
             "pair; ✓ same class: another item of its concept, size and condition (the benchmark's classes: right too, "
             "as its ceiling counts)</p>") + _retrieval_rows(
-        (a, data.tables["audio"], "audio", "A"), (i, data.tables["image"], "image", "I"), renderer, resolve,
+        (a, data.sets["audio"].table, "audio", "A"), (i, data.sets["image"].table, "image", "I"), renderer, resolve,
         count=count, k=k, seed=seed, dataset=dataset, names=names, relevant=CLASS_COLUMNS)
 
 
@@ -335,9 +335,9 @@ def localization_section(data, embed, renderer: Renderer, scene_images: dict[str
         return (f"<h2>Localization ({html.escape(dataset)})</h2><p class='small'>not shown: the scenes' image "
                 "files are not known for this dataset</p>")
     with torch.no_grad():
-        scored = score_scenes(embed["clip"](data.sets["proposals"], modality="image"), data.tables["proposals"],
-                              embed["clap"](data.sets["audio"], modality="audio"), data.tables["audio"])
-    audio_t, proposals = data.tables["audio"], data.tables["proposals"]
+        scored = score_scenes(embed["clip"](data.sets["proposals"].x, modality="image"), data.sets["proposals"].table,
+                              embed["clap"](data.sets["audio"].x, modality="audio"), data.sets["audio"].table)
+    audio_t, proposals = data.sets["audio"].table, data.sets["proposals"].table
     tiles = []
     for r in _sample(len(audio_t), count, seed):
         scene = str(audio_t["scene_id"].iloc[r])
@@ -361,13 +361,13 @@ def zeroshot_section(data, embed, renderer: Renderer, resolve, *, count: int = 6
 
     from cmcr.metrics.zeroshot import class_embeddings
 
-    prompts_t, points_t = data.tables["prompts"], data.tables["points"]
+    prompts_t, points_t = data.sets["prompts"].table, data.sets["points"].table
     labels = torch.tensor(prompts_t["label"].to_numpy())
     names = (prompts_t.drop_duplicates("label").set_index("label")["name"].to_dict() if "name" in prompts_t
              else {int(x): str(x) for x in labels.unique().tolist()})
     with torch.no_grad():
-        classes = class_embeddings(embed["clip"](data.sets["prompts"], modality="text"), labels, int(labels.max()) + 1)
-        x = embed["ulip"](data.sets["points"], modality="points")
+        classes = class_embeddings(embed["clip"](data.sets["prompts"].x, modality="text"), labels, int(labels.max()) + 1)
+        x = embed["ulip"](data.sets["points"].x, modality="points")
     tiles = []
     for r in _sample(len(x), count, seed):
         scores = (x[r:r + 1] @ classes.T)[0]

@@ -16,11 +16,10 @@ from cmcr import layout
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.config import connection_of
 from cmcr.benchmarks import BENCHMARKS
-from cmcr.evaluation import (benchmark_modalities, ceiling, evaluate_model, load_benchmark, metric_options,
-                             no_connection, random_baseline)
+from cmcr.evaluation import (Row, benchmark_modalities, ceiling, load_benchmark, metric_options, no_connection,
+                             random_baseline, score_rows)
 from cmcr.graph import closed_form_connection
 from cmcr.experiments import checkpoint_path, seeds_of, variant_connection, variant_names
-from cmcr.metrics.seeds import summarize_seeds
 from cmcr.train import load_checkpoint
 
 def main(benchmark: str) -> None:
@@ -32,13 +31,13 @@ def main(benchmark: str) -> None:
     spaces = link.spaces
     seeds = seeds_of(p)
     trained = [name for name in variant_names(p) if variant_connection(p, name) == BENCHMARKS[benchmark]]
-    models = {("no_connection", None): no_connection(spaces)}
+    rows = [Row("no_connection", None, no_connection(spaces))]
     for name in trained:
         # an imported official release is the same file for every seed: scored once, as a single run
         official = bool((p["variants"][name] or {}).get("official"))
         for seed in seeds[:1] if official else seeds:
             projectors = load_checkpoint(checkpoint_path(CONNECTIONS, name, seed)).projectors
-            models[name, None if official else seed] = {s: projectors[s].embed for s in spaces}
+            rows.append(Row(name, None if official else seed, {s: projectors[s].embed for s in spaces}))
     try:  # the closed-form rows (no training, deterministic): the second space mapped linearly into the first
         fitted = closed_form_connection(EMBEDDINGS, link)
     except ArtifactError as exc:
@@ -46,8 +45,8 @@ def main(benchmark: str) -> None:
         fitted = {}
     modalities = benchmark_modalities(benchmark)
     for row, result in fitted.items():
-        models[row, None] = {s: (lambda x, m=m, modality=modalities[s]: m.embed(x, modality))
-                             for s, m in result.projectors.items()}
+        rows.append(Row(row, None, {s: (lambda x, m=m, modality=modalities[s]: m.embed(x, modality))
+                                    for s, m in result.projectors.items()}))
     options = metric_options(benchmark, p["evaluation"].get(benchmark))
     metrics, items = {}, []
     for dataset in p["benchmarks"][benchmark] or []:
@@ -60,23 +59,17 @@ def main(benchmark: str) -> None:
         if coverage and coverage["scored"] < coverage["listed"]:
             log.warning("%s: %d of %d pairs scored (the others lost an item to a load failure)", dataset,
                         coverage["scored"], coverage["listed"])
-        metrics[dataset] = {"random": random_baseline(data), "ceiling": ceiling(data)} | ({"pairs": coverage} if coverage else {})
-        widths = {key: int(x.shape[1]) for key, x in data.sets.items()}
-        per_seed: dict[str, dict[str, dict]] = {}
-        for (name, seed), embed in models.items():
-            if name == "no_connection" and len(set(widths.values())) > 1:  # nothing to compare directly
-                metrics[dataset][name] = {"skipped": f"the original spaces have different widths {widths}"}
-                log.info("%s / no_connection: skipped (widths %s)", dataset, widths)
-                continue
-            scores, per_item = evaluate_model(data, embed, name)
-            items.append(per_item.assign(dataset=dataset, seed=-1 if seed is None else seed))
-            if seed is None:
-                metrics[dataset][name] = scores
-            else:
-                per_seed.setdefault(name, {})[str(seed)] = scores
-            log.info("%s / %s%s: %s", dataset, name, "" if seed is None else f" seed {seed}", scores)
-        for name, by_seed in per_seed.items():  # mean (where one run's scores were), std and every seed
-            metrics[dataset][name] = summarize_seeds(by_seed)
+        widths = {key: int(s.x.shape[1]) for key, s in data.sets.items()}
+        different = len(set(widths.values())) > 1  # the original spaces: nothing to compare directly
+        scores, skipped, scored_items = score_rows(
+            rows, data, {"dataset": dataset},
+            lambda row: f"the original spaces have different widths {widths}" if row.name == "no_connection" and different
+            else None)
+        metrics[dataset] = ({"random": random_baseline(data), "ceiling": ceiling(data)}
+                            | ({"pairs": coverage} if coverage else {}) | scores
+                            | {name: {"skipped": reason} for name, reason in skipped.items()})
+        items += scored_items
+        log.info("%s: %s", dataset, scores | skipped)
     write_json(METRICS / f"{benchmark}.json", metrics)
     write_parquet(ROOT / layout.EVAL / f"{benchmark}_items.parquet",
                   pd.concat(items, ignore_index=True) if items else pd.DataFrame())

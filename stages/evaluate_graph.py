@@ -8,7 +8,6 @@ Writes ``metrics/graph.json`` and per-item ranks ``data/eval/graph_items.parquet
 from common import CONNECTIONS, EMBEDDINGS, GRAPHS, METRICS, ROOT, params, run, setup_logging
 
 import pandas as pd
-import torch.nn.functional as F
 
 from cmcr import layout
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
@@ -16,8 +15,8 @@ from cmcr.benchmarks import graph_tasks
 from cmcr.experiments import checkpoint_path, pipeline_spaces, seeds_of, variant_connection, variant_names
 from cmcr.closed_form import LinearLinkData
 from cmcr.graph import closed_form_rows, fit_linear, load_graph_checkpoint
-from cmcr.graph_benchmark import SINGLE_CONNECTION_VARIANTS, evaluate_task, load_task, task_ceiling, task_random, unusable
-from cmcr.metrics.seeds import summarize_seeds
+from cmcr.evaluation import (SINGLE_CONNECTION_VARIANTS, Row, ceiling, load_task, no_connection, random_baseline,
+                             score_rows)
 from cmcr.train import load_checkpoint
 
 
@@ -27,22 +26,21 @@ def main() -> None:
     log = setup_logging("evaluate_graph")
     p = params()
     seeds = seeds_of(p)
-    models = {("no_connection", None): ({s: (lambda x, modality=None: F.normalize(x.float(), dim=-1))
-                                         for s in pipeline_spaces(p)}, None)}
+    rows = [Row("no_connection", None, no_connection(pipeline_spaces(p)))]
     for connection, variant in SINGLE_CONNECTION_VARIANTS.items():
         if variant in variant_names(p) and variant_connection(p, variant) == connection:
             for seed in seeds:
                 projectors = load_checkpoint(checkpoint_path(CONNECTIONS, variant, seed)).projectors
-                models[variant, seed] = ({s: m.embed for s, m in projectors.items()}, None)
+                rows.append(Row(variant, seed, {s: m.embed for s, m in projectors.items()}))
     graphs = {}
     for name in p["graphs"]:  # each checkpoint holds its graph (spaces, links, which space embeds each modality)
         for seed in seeds:
             result = load_graph_checkpoint(checkpoint_path(GRAPHS, name, seed))
             graphs[name] = result.graph
-            if result.graph.mode == "linear":  # closed form: the same fit for every seed, scored once
-                models[name, None] = (result.embedders(), result.graph.modalities())
+            linear = result.graph.mode == "linear"  # closed form: the same fit for every seed, scored once
+            rows.append(Row(name, None if linear else seed, result.embedders(), result.graph.modalities()))
+            if linear:
                 break
-            models[name, seed] = (result.embedders(), result.graph.modalities())
     link_data: dict[str, LinearLinkData] = {}
     for row, graph in closed_form_rows(graphs).items():  # the closed-form context rows: no training, seconds
         try:
@@ -52,8 +50,7 @@ def main() -> None:
         except ArtifactError as exc:
             log.warning("closed-form row %s skipped: %s", row, exc)
             continue
-        result = fit_linear(graph, link_data)
-        models[row, None] = (result.embedders(), graph.modalities())
+        rows.append(Row(row, None, fit_linear(graph, link_data).embedders(), graph.modalities()))
     metrics, items, tasks = {}, [], graph_tasks(p)  # the built-in four and any of your own (graph_tasks)
     for dataset in p["benchmarks"].get("graph") or []:
         metrics[dataset] = {}
@@ -64,23 +61,12 @@ def main() -> None:
                 log.warning("graph %s on %s skipped: %s", task, dataset, exc)
                 metrics[dataset][task] = {"skipped": str(exc)}
                 continue
-            out = {"random": task_random(data), "ceiling": task_ceiling(data)} | ({"pairs": coverage} if coverage else {})
-            per_seed: dict[str, dict[str, dict]] = {}
-            for (name, seed), (embed, modality_spaces) in models.items():
-                reason = unusable(data, embed, modality_spaces)
-                if reason:
-                    out.setdefault("not_applicable", {})[name] = reason
-                    continue
-                scores, per_item = evaluate_task(data, embed, name)
-                items.append(per_item.assign(dataset=dataset, seed=-1 if seed is None else seed))
-                if seed is None:
-                    out[name] = scores
-                else:
-                    per_seed.setdefault(name, {})[str(seed)] = scores
-            for name, by_seed in per_seed.items():
-                out[name] = summarize_seeds(by_seed)
-            log.info("%s / %s: %s", dataset, task, {k: v for k, v in out.items() if k not in ("not_applicable",)})
-            metrics[dataset][task] = out
+            scores, skipped, scored_items = score_rows(rows, data, {"dataset": dataset})
+            out = ({"random": random_baseline(data), "ceiling": ceiling(data)}
+                   | ({"pairs": coverage} if coverage else {}) | scores)
+            log.info("%s / %s: %s", dataset, task, out)
+            metrics[dataset][task] = out | ({"not_applicable": skipped} if skipped else {})
+            items += scored_items
     write_json(METRICS / "graph.json", metrics)
     write_parquet(ROOT / layout.EVAL / "graph_items.parquet",
                   pd.concat(items, ignore_index=True) if items else pd.DataFrame())

@@ -1,17 +1,21 @@
 """cmcr.evaluation: models as embedding functions per space, baselines."""
 
+import math
+
 import pandas as pd
 import pytest
 import torch
 
-from cmcr.evaluation import BenchmarkData, evaluate_model, no_connection, random_baseline
+from cmcr.evaluation import EvalSet, TaskData, no_connection, random_baseline, score_model
 from conftest import unit
 
 
 def test_no_connection_compares_spaces_as_they_are():
     x = unit(20, 8)
-    data = BenchmarkData("retrieval", {"audio": 3 * x, "image": x}, {})
-    metrics, items = evaluate_model(data, no_connection(("clip", "clap")), "no_connection")
+    ids = pd.DataFrame({"pair_id": range(20)})
+    data = TaskData("retrieval", "retrieval", {"audio": EvalSet("clap", "audio", 3 * x, ids),
+                                               "image": EvalSet("clip", "image", x, ids)})
+    metrics, items = score_model(data, no_connection(("clip", "clap")), "no_connection")
     assert metrics["A2I"]["mAP"] == 100.0 and metrics["I2A"]["R@1"] == 100.0
     assert set(items["direction"]) == {"A2I", "I2A"} and (items["rank"] == 1).all()
 
@@ -20,10 +24,11 @@ def test_zeroshot_model_and_chance():
     prompts = torch.eye(4)[[0, 0, 1, 1, 2, 2]]  # two prompts per class, 3 classes
     table = pd.DataFrame({"label": [0, 0, 1, 1, 2, 2]})
     points = torch.eye(4)[[0, 1, 2, 2]]
-    data = BenchmarkData("zeroshot3d", {"points": points, "prompts": prompts},
-                         {"points": pd.DataFrame({"concept": [0, 1, 2, 0]}), "prompts": table})
-    metrics, _ = evaluate_model(data, no_connection(("clip", "ulip")), "x")
+    data = TaskData("zeroshot3d", "zeroshot", {"points": EvalSet("ulip", "points", points, pd.DataFrame({"concept": [0, 1, 2, 0]})),
+                                               "prompts": EvalSet("clip", "text", prompts, table)})
+    metrics, items = score_model(data, no_connection(("clip", "ulip")), "x")
     assert metrics["top1"] == pytest.approx(75.0)  # the last item is a class-2 cloud labelled 0
+    assert items["rank"].tolist() == [1, 1, 1, 3] and set(items["direction"]) == {"P2T"}  # cos 1, 1, 1; class 0 third
     assert random_baseline(data) == {"top1": pytest.approx(100 / 3), "top3": 100.0, "top5": 100.0}
 
 
@@ -80,3 +85,30 @@ def test_training_items_of_two_spaces_are_aligned_by_id():
     assert align_by_id({"clip": clip, "clap": clip}, "text") == (None, "text_id")  # nothing to do
     with pytest.raises(ValueError, match="no common id column"):
         align_by_id({"clip": clip[["text"]], "clap": clap}, "text")
+
+
+def test_one_driver_scores_rows_over_seeds_and_names_what_it_skips():
+    """Issue 31, point 4: every family goes through score_rows — a trained unit's seeds become mean ± std and every
+    seed, a row scored once stays as it is, a row the caller's rule or `unusable` rejects is named with its reason,
+    and every per-item row carries the caller's columns and its seed (-1 for a row scored once)."""
+    from cmcr.evaluation import Row, score_rows
+
+    x = unit(10, 6)
+    ids = pd.DataFrame({"pair_id": range(10)})
+    data = TaskData("retrieval", "retrieval", {"audio": EvalSet("clap", "audio", x, ids),
+                                               "image": EvalSet("clip", "image", x, ids)})
+
+    def shuffled(k):  # a model whose audio side is x with its first k rows rolled: exactly 10 - k pairs at rank 1
+        return {"clip": lambda v, modality=None: v,
+                "clap": lambda v, modality=None: torch.cat([v[:k].roll(1, 0), v[k:]]) if k else v}
+
+    rows = [Row("exact", None, shuffled(0)), Row("unit", 0, shuffled(2)), Row("unit", 1, shuffled(4)),
+            Row("no_connection", None, shuffled(0)), Row("other_space", None, {"clip": shuffled(0)["clip"]})]
+    scores, skipped, items = score_rows(rows, data, {"dataset": "d"},
+                                        lambda row: "told to skip" if row.name == "no_connection" else None)
+    assert skipped == {"no_connection": "told to skip", "other_space": "embeds no clap (audio)"}
+    assert scores["exact"]["A2I"]["R@1"] == 100.0
+    r1 = [scores["unit"]["seeds"][s]["A2I"]["R@1"] for s in ("0", "1")]
+    assert r1 == [80.0, 60.0] and scores["unit"]["A2I"]["R@1"] == 70.0
+    assert scores["unit"]["std"]["A2I"]["R@1"] == pytest.approx(math.sqrt(200))  # sample std of 80, 60
+    assert [sorted(set(i["seed"])) for i in items] == [[-1], [0], [1]] and all((i["dataset"] == "d").all() for i in items)

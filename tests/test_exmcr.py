@@ -249,7 +249,7 @@ def test_graph_tasks_score_against_their_exact_ceiling_and_skip_what_a_model_can
     """audio↔3D on 12 pairs of 3 concepts (4 each): the exact ceiling (a perfect concept-level ranker, ties in a
     random order) is the closed form H(4)/4; a model embedding every item exactly at its concept ties each pair
     with its 3 class mates, and ties count against it (rank 4: mAP 25); chance is the analytic expectation."""
-    from cmcr.graph_benchmark import evaluate_task, load_task, task_ceiling, task_random, unusable
+    from cmcr.evaluation import ceiling, load_task, random_baseline, score_model, unusable
 
     concept = np.repeat([0, 1, 2], 4)
     centres = F.normalize(torch.randn(3, 5, generator=torch.Generator().manual_seed(0)), dim=-1)
@@ -259,14 +259,14 @@ def test_graph_tasks_score_against_their_exact_ceiling_and_skip_what_a_model_can
               table.iloc[::-1][["pair_id", "concept"]].reset_index(drop=True))  # another row order: joined by pair_id
     data, coverage = load_task(tmp_path, "audio_points", "d")
     assert coverage == {"scored": 12, "listed": 12} and data.directions() == ("A2P", "P2A")
-    ceiling = task_ceiling(data)
+    best = ceiling(data)
     h4 = 1 + 1 / 2 + 1 / 3 + 1 / 4
-    assert math.isclose(ceiling["A2P"]["mAP"], 100 * h4 / 4, rel_tol=1e-9)
+    assert math.isclose(best["A2P"]["mAP"], 100 * h4 / 4, rel_tol=1e-9)
     identity = {s: (lambda x, modality=None: F.normalize(x, dim=-1)) for s in ("clap", "ulip")}
-    scores, items = evaluate_task(data, identity, "exact")
+    scores, items = score_model(data, identity, "exact")
     assert scores["A2P"]["mAP"] == pytest.approx(25.0) and scores["P2A"]["R@5"] == pytest.approx(100.0)
     assert len(items) == 24 and set(items["direction"]) == {"A2P", "P2A"}
-    assert task_random(data)["A2P"]["mAP"] == pytest.approx(100 * sum(1 / r for r in range(1, 13)) / 12)
+    assert random_baseline(data)["A2P"]["mAP"] == pytest.approx(100 * sum(1 / r for r in range(1, 13)) / 12)
     assert unusable(data, {"clap": identity["clap"]}) == "embeds no ulip (points)"
     assert unusable(data, identity, {"audio": "clap", "points": "clip"}) == "embeds points from clip, the set is ulip's"
     assert unusable(data, identity, {"audio": "clap", "points": "ulip"}) is None

@@ -223,7 +223,7 @@ def test_a_graph_task_of_your_own_is_extracted_scored_and_tabled(project):
     from cmcr.artifacts import save_embedding_set
     from cmcr.benchmarks import graph_tasks
     from cmcr.validation import pipeline_sets
-    from cmcr.graph_benchmark import evaluate_task, load_task, task_ceiling, task_random, unusable
+    from cmcr.evaluation import ceiling, load_task, random_baseline, score_model, unusable
     from cmcr.metrics.retrieval import random_expectation
     from cmcr.report import graph_table
 
@@ -243,15 +243,15 @@ def test_a_graph_task_of_your_own_is_extracted_scored_and_tabled(project):
     data, coverage = load_task(tmp_path, "touch_image", "TouchAndGo", spec)
     assert coverage == {"scored": 8, "listed": 8}
     assert data.directions() == ("touch2I", "I2touch")
-    assert task_ceiling(data)["touch2I"]["mAP"] == 100.0
-    assert task_random(data)["touch2I"] == random_expectation(8)
+    assert ceiling(data)["touch2I"]["mAP"] == 100.0
+    assert random_baseline(data)["touch2I"] == random_expectation(8)
     identity = {"touch": lambda x, modality=None: x, "clip": lambda x, modality=None: x}
     assert unusable(data, identity, {"touch": "touch", "image": "clip"}) is None
     assert unusable(data, identity, {"image": "clip"}) == "embeds touch from None, the set is touch's"
-    scores, _ = evaluate_task(data, identity, "identity")
+    scores, _ = score_model(data, identity, "identity")
     sims = (touch @ image.T).numpy()  # an independent count: rank of the true image among the 8, per touch query
     ranks = 1 + (sims > np.diag(sims)[:, None]).sum(1)
     assert scores["touch2I"]["mAP"] == pytest.approx(100 * np.mean(1 / ranks), abs=1e-6)
-    table = graph_table({"TouchAndGo": {"touch_image": {"identity": scores, "ceiling": task_ceiling(data)}}},
+    table = graph_table({"TouchAndGo": {"touch_image": {"identity": scores, "ceiling": ceiling(data)}}},
                         {"identity": "Identity", "ceiling": "Ceiling"})
     assert "| touch→I mAP | I→touch mAP |" in table and "| TouchAndGo | Ceiling |" in table

@@ -47,6 +47,12 @@ def space_plan(space: str) -> Path:
     return PLANS / "spaces" / f"{space}.json"
 
 
+def evaluation_plan(family: str) -> Path:
+    """``evaluate@<benchmark>``'s or ``evaluate_graph``'s (family ``graph``) plan: what it scores — datasets, tasks,
+    the units and seeds it loads."""
+    return PLANS / "evaluate" / f"{family}.json"
+
+
 def checkpoint_path(folder: str | Path, unit: str, seed: int, suffix: str = ".pt") -> Path:
     """Where a trained unit's seed is written: ``<folder>/<unit>/seed<seed><suffix>`` (checkpoints in
     :data:`CONNECTIONS` / :data:`GRAPHS`, training histories in :data:`HISTORY` / :data:`GRAPH_HISTORY`, ``.json``)."""

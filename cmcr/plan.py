@@ -8,6 +8,7 @@ reruns the Eq. 2 aggregate stage and the units that train on that link, not ever
   aggregates at that τ1, never on its link's.
 - :func:`variant_plan` / :func:`graph_plan`: a trained unit's resolved config, seeds and aggregate folders.
 - :func:`space_sets`: the sets a space's ``extract@<space>`` embeds.
+- :func:`evaluation_plan` / :func:`graph_evaluation_plan`: what ``evaluate@<benchmark>`` / ``evaluate_graph`` score.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cmcr.benchmarks import EVAL_SET_MODALITY, evaluation_sets, graph_paired_sets, graph_tasks, paired_sets, set_modality
-from cmcr.config import (ConfigError, Connection, ConnectionConfig, MemoryConfig, extraction_sets,
+from cmcr.benchmarks import (BENCHMARKS, EVAL_SET_MODALITY, evaluation_sets, graph_paired_sets, graph_tasks, paired_sets,
+                             set_modality)
+from cmcr.config import (ConfigError, Connection, ConnectionConfig, MemoryConfig, connection_of, extraction_sets,
                          memory_config_from_params)
+from cmcr.evaluation import SINGLE_CONNECTION_VARIANTS, metric_options
 from cmcr.exmcr import ExtendConfig
 from cmcr.experiments import Variant, pipeline_spaces, seeds_of, training_spec
 from cmcr.graph import Graph, graph_config
@@ -151,6 +154,35 @@ def sets_from_plan(plan: Mapping[str, Any]) -> dict[str, tuple[str, bool]]:
     return {f: (str(m), bool(required)) for f, (m, required) in plan["sets"].items()}
 
 
+def evaluation_plan(params: Mapping[str, Any], benchmark: str, variants: Mapping[str, Variant]) -> dict[str, Any]:
+    """``evaluate@<benchmark>``'s plan: the link it evaluates (None when params neither declare it nor list a dataset),
+    its datasets and metric options, and the variants of that link with the seeds each is scored for (an imported
+    release: once, its first seed's file)."""
+    seeds = seeds_of(params)
+    name = BENCHMARKS[benchmark]
+    try:
+        link = connection_of(params, name).to_link_dict()
+    except ConfigError:
+        link = None
+    units = [{"name": n, "seeds": seeds[:1] if v.official else seeds, "once": bool(v.official)}
+             for n, v in variants.items() if v.config.connection.name == name]
+    return {"format": PLAN_FORMAT, "benchmark": benchmark, "link": link,
+            "datasets": [str(d) for d in (params["benchmarks"].get(benchmark) or [])],
+            "options": metric_options(benchmark, (params.get("evaluation") or {}).get(benchmark)), "variants": units}
+
+
+def graph_evaluation_plan(params: Mapping[str, Any], variants: Mapping[str, Variant], graphs: Mapping[str, Graph]
+                          ) -> dict[str, Any]:
+    """``evaluate_graph``'s plan: its datasets and tasks (the built-in four and those params declare), the spaces of
+    the no-connection row, each single connection's main variant that can score a task alone, every graph, the seeds."""
+    seeds = seeds_of(params)
+    single = [{"name": v, "seeds": seeds, "once": False} for c, v in SINGLE_CONNECTION_VARIANTS.items()
+              if v in variants and variants[v].config.connection.name == c]
+    return {"format": PLAN_FORMAT, "datasets": [str(d) for d in (params["benchmarks"].get("graph") or [])],
+            "tasks": graph_tasks(params), "spaces": list(pipeline_spaces(params)), "variants": single,
+            "graphs": list(graphs), "seeds": seeds}
+
+
 def pipeline_plans(params: Mapping[str, Any], variants: Mapping[str, Variant], graphs: Mapping[str, Graph]
                    ) -> dict[Path, dict[str, Any]]:
     """Every plan file the validate stage writes (paths relative to the project root, :mod:`cmcr.layout`): the
@@ -160,6 +192,8 @@ def pipeline_plans(params: Mapping[str, Any], variants: Mapping[str, Variant], g
     out |= {layout.variant_plan(n): variant_plan(params, v) for n, v in variants.items()}
     out |= {layout.graph_plan(n): graph_plan(params, g) for n, g in graphs.items()}
     out |= {layout.space_plan(s): space_plan(params, s, variants, graphs) for s in pipeline_spaces(params)}
+    out |= {layout.evaluation_plan(b): evaluation_plan(params, b, variants) for b in BENCHMARKS}
+    out[layout.evaluation_plan("graph")] = graph_evaluation_plan(params, variants, graphs)
     return out
 
 

@@ -4,54 +4,56 @@ retrieval      — audio↔image (AVE / Flickr-SoundNet protocol), CLIP–CLAP v
 localization   — best proposal vs the sounding object's box, cIoU / AUC (Table 2; VGGSS, MUSIC);
 counterfactual — the same scenes plus negatives, AP / Max-F1 per Eq. 11 (Table 3; Ex-VGGSS, Ex-FlickrNet);
 zeroshot3d     — ModelNet40-style zero-shot 3D classification, CLIP–ULIP variants (Table 4).
-Writes metrics JSON (git-tracked, for `dvc metrics diff`) and per-item results as Parquet.
+Reads its plan ``data/params/evaluate/<benchmark>.json`` (the link, datasets, metric options, the variants and
+seeds it scores: :func:`cmcr.plan.evaluation_plan`), not params.yaml. Every row goes through the one driver,
+:func:`cmcr.evaluation.score_rows`. Writes metrics JSON (git-tracked, for `dvc metrics diff`) and per-item results
+as Parquet.
 """
 
-from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, params, run, setup_logging
+from common import CONNECTIONS, EMBEDDINGS, METRICS, ROOT, run, setup_logging
 
 import pandas as pd
 import typer
 
 from cmcr import layout
 from cmcr.artifacts import ArtifactError, write_json, write_parquet
-from cmcr.config import connection_of
 from cmcr.benchmarks import BENCHMARKS
-from cmcr.evaluation import (Row, benchmark_modalities, ceiling, load_benchmark, metric_options, no_connection,
-                             random_baseline, score_rows)
+from cmcr.config import Connection
+from cmcr.evaluation import Row, benchmark_modalities, ceiling, load_benchmark, no_connection, random_baseline, score_rows
 from cmcr.graph import closed_form_connection
-from cmcr.experiments import checkpoint_path, seeds_of, variant_connection, variant_names
+from cmcr.layout import checkpoint_path
+from cmcr.plan import read_plan
 from cmcr.train import load_checkpoint
 
+
 def main(benchmark: str) -> None:
-    log = setup_logging(f"evaluate@{benchmark}")
-    p = params()
     if benchmark not in BENCHMARKS:
         raise typer.BadParameter(f"unknown benchmark {benchmark!r}; known: {sorted(BENCHMARKS)}")
-    link = connection_of(p, BENCHMARKS[benchmark])  # the link the benchmark evaluates, as params declare it
-    spaces = link.spaces
-    seeds = seeds_of(p)
-    trained = [name for name in variant_names(p) if variant_connection(p, name) == BENCHMARKS[benchmark]]
-    rows = [Row("no_connection", None, no_connection(spaces))]
-    for name in trained:
-        # an imported official release is the same file for every seed: scored once, as a single run
-        official = bool((p["variants"][name] or {}).get("official"))
-        for seed in seeds[:1] if official else seeds:
-            projectors = load_checkpoint(checkpoint_path(CONNECTIONS, name, seed)).projectors
-            rows.append(Row(name, None if official else seed, {s: projectors[s].embed for s in spaces}))
-    try:  # the closed-form rows (no training, deterministic): the second space mapped linearly into the first
-        fitted = closed_form_connection(EMBEDDINGS, link)
-    except ArtifactError as exc:
-        log.warning("closed-form rows skipped: %s", exc)
-        fitted = {}
-    modalities = benchmark_modalities(benchmark)
-    for row, result in fitted.items():
-        rows.append(Row(row, None, {s: (lambda x, m=m, modality=modalities[s]: m.embed(x, modality))
-                                    for s, m in result.projectors.items()}))
-    options = metric_options(benchmark, p["evaluation"].get(benchmark))
+    log = setup_logging(f"evaluate@{benchmark}")
+    plan = read_plan(ROOT / layout.evaluation_plan(benchmark))
     metrics, items = {}, []
-    for dataset in p["benchmarks"][benchmark] or []:
+    if plan["link"] is None:  # neither declared nor listed: nothing to score
+        log.info("no link %s declared and no dataset listed: nothing to evaluate", BENCHMARKS[benchmark])
+        plan["datasets"] = []
+    else:
+        spaces = Connection.from_link_dict(plan["link"]).spaces
+        rows = [Row("no_connection", None, no_connection(spaces))]
+        for unit in plan["variants"]:  # an imported official release is one file for every seed: scored once
+            for seed in unit["seeds"]:
+                projectors = load_checkpoint(checkpoint_path(CONNECTIONS, unit["name"], seed)).projectors
+                rows.append(Row(unit["name"], None if unit["once"] else seed, {s: projectors[s].embed for s in spaces}))
+        try:  # the closed-form rows (no training, deterministic): the second space mapped linearly into the first
+            fitted = closed_form_connection(EMBEDDINGS, Connection.from_link_dict(plan["link"]))
+        except ArtifactError as exc:
+            log.warning("closed-form rows skipped: %s", exc)
+            fitted = {}
+        modalities = benchmark_modalities(benchmark)
+        for row, result in fitted.items():
+            rows.append(Row(row, None, {s: (lambda x, m=m, modality=modalities[s]: m.embed(x, modality))
+                                        for s, m in result.projectors.items()}))
+    for dataset in plan["datasets"]:
         try:
-            data, coverage = load_benchmark(EMBEDDINGS, benchmark, str(dataset), options)
+            data, coverage = load_benchmark(EMBEDDINGS, benchmark, dataset, plan["options"])
         except ArtifactError as exc:  # e.g. bring-your-own embeddings without this dataset's sets
             log.warning("%s on %s skipped: %s", benchmark, dataset, exc)
             metrics[dataset] = {"skipped": str(exc)}

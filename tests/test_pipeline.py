@@ -232,18 +232,20 @@ def test_a_new_link_and_graph_rerun_only_what_they_change(repo):
     path, env = repo["path"], repo["env"]
     link = "{link: {spaces: [clip, clap], shared: text, memory: {clip: image, clap: audio}}, memory: {temperature: 0.03}}"
     before = digests(path)
-    res = run(["dvc", "exp", "run", "-S", f"+connections.clip_clap_t3={link}",
-               "-S", "+graphs.joint_t3={mode: joint, spaces: [clip, clap], links: [clip_clap_t3]}"], path, env)
-    ran = sorted(line.split("'")[1] for line in res.stdout.splitlines() if line.startswith("Running stage '"))
-    assert ran == ["aggregate", "evaluate_graph", "graph@joint_t3", "report", "validate"], res.stdout
-    after = digests(path)
-    kept = [f for f in before if f.startswith(("models/connections", "models/graphs", "data/aggregated/clip_"))
-            and not f.endswith(".gitignore")]  # (DVC lists the new graph in models/graphs/.gitignore)
-    assert kept and all(after.get(f) == before[f] for f in kept)
-    assert "models/graphs/joint_t3/seed0.pt" in after and "data/aggregated/clip_clap_t3/softmax/clip_image_from_text.npy" in after
-    run(["git", "checkout", "--", "."], path, env)
-    run(["git", "clean", "-fdq", "models/graph_history", "data/params"], path, env)
-    run(["dvc", "checkout", "-f"], path, env, check=False)
+    try:
+        res = run(["dvc", "exp", "run", "-S", f"+connections.clip_clap_t3={link}",
+                   "-S", "+graphs.joint_t3={mode: joint, spaces: [clip, clap], links: [clip_clap_t3]}"], path, env)
+        ran = sorted(line.split("'")[1] for line in res.stdout.splitlines() if line.startswith("Running stage '"))
+        assert ran == ["aggregate", "evaluate_graph", "graph@joint_t3", "report", "validate"], res.stdout
+        after = digests(path)
+        kept = [f for f in before if f.startswith(("models/connections", "models/graphs", "data/aggregated/clip_"))
+                and not f.endswith(".gitignore")]  # (DVC lists the new graph in models/graphs/.gitignore)
+        assert kept and all(after.get(f) == before[f] for f in kept)
+        assert "models/graphs/joint_t3/seed0.pt" in after and "data/aggregated/clip_clap_t3/softmax/clip_image_from_text.npy" in after
+    finally:  # the later tests share this repository: restored whatever happened above
+        run(["git", "checkout", "--", "."], path, env)
+        run(["git", "clean", "-fdq", "models/graph_history", "data/params"], path, env)
+        run(["dvc", "checkout", "-f"], path, env, check=False)
     assert "up to date" in run(["dvc", "status"], path, env).stdout
 
 
@@ -327,9 +329,9 @@ def test_every_param_a_stage_reads_is_declared(repo):
         name = p.stem if p.stem in declared else p.stem.split("@")[0]
         traces[name] = sorted(set(traces.get(name, [])) | set(json.loads(p.read_text())))
     assert set(traces) <= set(declared)
-    # every stage that declares params ran and left a trace; the aggregate stage and the trained units (train@*,
-    # graph@*) read no params at all — their plans (data/params/…, cmcr.plan) — and declare none
-    planned = {s for s in declared if s.split("@")[0] in ("aggregate", "train", "graph")}
+    # every stage that declares params ran and left a trace; the aggregate stage, the trained units (train@*, graph@*)
+    # and the evaluations (evaluate@*, evaluate_graph) read no params at all — their plans (data/params/…, cmcr.plan)
+    planned = {s for s in declared if s.split("@")[0] in ("aggregate", "train", "graph", "evaluate", "evaluate_graph")}
     assert planned and all(declared[s] == [] for s in planned)
     assert set(traces) == set(declared) - planned
     for stage, reads in traces.items():

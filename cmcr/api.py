@@ -12,7 +12,9 @@ preprocessed by that encoder's own loader, exactly as the extraction stage does 
 space's projector, then L2 normalisation (:meth:`cmcr.projector.Projector.embed`). So the API's
 embedding of a file equals the pipeline's extracted embedding of it after projection.
 
-The connection's *shared* modality (text for CLIP–CLAP, images for CLIP–ULIP) exists in both spaces.
+A variant is a one-link graph (one checkpoint format, :func:`cmcr.graph.load_unit`; a connection checkpoint of an
+older cmcr is converted on load). The connection's *shared* modality (text for CLIP–CLAP, images for CLIP–ULIP)
+exists in both spaces.
 ``shared_space`` says which feeds the connected space: one space's name, or ``mean`` (default: both
 projected embeddings averaged and re-normalised). The paper trains both projections of the shared
 modality to agree (L_ttc, Eq. 5) but states no inference rule for it; ``mean`` uses both encoders.
@@ -39,8 +41,8 @@ import torch
 from cmcr.config import ConfigError
 from cmcr.encoders.base import EncoderSpace, build_space
 from cmcr.extraction import extract
+from cmcr.graph import GraphResult, load_unit
 
-MODALITIES = ("text", "image", "audio", "points")
 
 
 class EmbedError(ValueError):
@@ -56,65 +58,34 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_any_checkpoint(path: str | Path):
-    """A connection checkpoint (:func:`cmcr.train.load_checkpoint`) or a graph's (:func:`cmcr.graph.load_graph_checkpoint`),
-    whichever ``path`` holds."""
-    from cmcr.artifacts import load_torch
-    from cmcr.graph import GRAPH_FORMAT, graph_from_payload
-    from cmcr.train import CHECKPOINT_FORMAT, result_from_payload
-
-    path = Path(path)
-    payload = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
-    if isinstance(payload, dict) and payload.get("format") == GRAPH_FORMAT:
-        return graph_from_payload(payload)
-    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
-        return result_from_payload(payload)
-    return result_from_payload(load_torch(path, CHECKPOINT_FORMAT, "projector checkpoint"))  # its error, named
-
-
 class ConnectedModel:
-    """Frozen spaces and their trained projectors (a connection's two, or a graph's): embeds raw items into the
-    connected space, and projects a space's precomputed embeddings there (:meth:`project`).
+    """Frozen spaces and a trained unit's modules — a variant (a one-link graph: a connection's two projectors) or a
+    graph of any number of spaces, one type (:class:`cmcr.graph.GraphResult`, :func:`cmcr.graph.load_unit`): embeds
+    raw items into the connected space, and projects a space's precomputed embeddings there (:meth:`project`).
 
     ``spaces`` gives an encoder per space; a space without one (setup byo: its embeddings were computed elsewhere;
-    or ``encoders=False``) can still project its precomputed embeddings, but not embed raw items."""
+    or ``encoders=False``) can still project its precomputed embeddings, but not embed raw items. ``shared_space``:
+    which space feeds a modality that several embed (a connection's shared modality, :meth:`cmcr.graph.Graph.owners`):
+    ``mean`` (default) or one space's name."""
 
-    def __init__(self, projectors: Any, spaces: Mapping[str, EncoderSpace], *, shared_space: str = "mean",
+    def __init__(self, result: GraphResult, spaces: Mapping[str, EncoderSpace], *, shared_space: str = "mean",
                  batch_size: int = 64, checkpoint_digest: str | None = None) -> None:
-        from cmcr.graph import GraphResult
-
-        self.result = projectors
-        self.graph = projectors.graph if isinstance(projectors, GraphResult) else None
-        self.connection = None if self.graph else projectors.config.connection
-        names = set(projectors.projectors) if self.graph else set(self.connection.spaces)
+        self.result, self.graph = result, result.graph
+        names = set(result.projectors)
         if not set(spaces) <= names:
-            what = f"graph {self.graph.name}" if self.graph else self.connection.name
-            raise ConfigError(f"the checkpoint connects {sorted(names)} ({what}); encoders were given "
+            raise ConfigError(f"the checkpoint connects {sorted(names)} ({self._what()}); encoders were given "
                               f"for {sorted(spaces)}")
-        if self.graph:
-            self.spaces, self.shared_space, self.batch_size = dict(spaces), None, batch_size
-            self.checkpoint_digest = checkpoint_digest
-            for name, space in spaces.items():
-                width = projectors.projectors[name].in_dim
-                if space.dim != width:
-                    raise ConfigError(f"the graph's {name} module takes {width}-d embeddings but the {name} encoder "
-                                      f"({space.name}) gives {space.dim}-d: another encoder than the one it was trained on")
-            self.dim = {m.out_dim for m in projectors.projectors.values()}.pop()
-            return
-        in_dims = projectors.config.projector.in_dims
         for name, space in spaces.items():
-            if in_dims.get(name) is not None and space.dim != in_dims[name]:
-                raise ConfigError(f"the checkpoint's {name} projector takes {in_dims[name]}-d embeddings but the {name} "
-                                  f"encoder ({space.name}) gives {space.dim}-d: another encoder than the one it was "
-                                  "trained on")
-        if shared_space not in (*self.connection.spaces, "mean"):
-            raise ConfigError(f"shared_space must be one of {', '.join((*self.connection.spaces, 'mean'))}; "
+            width = result.projectors[name].in_dim
+            if space.dim != width:
+                raise ConfigError(f"the checkpoint's {name} projector takes {width}-d embeddings but the {name} encoder "
+                                  f"({space.name}) gives {space.dim}-d: another encoder than the one it was trained on")
+        if shared_space not in (*self.graph.spaces, "mean"):
+            raise ConfigError(f"shared_space must be one of {', '.join((*self.graph.spaces, 'mean'))}; "
                               f"got {shared_space!r}")
-        self.spaces = dict(spaces)
-        self.shared_space = shared_space
-        self.batch_size = batch_size
+        self.spaces, self.shared_space, self.batch_size = dict(spaces), shared_space, batch_size
         self.checkpoint_digest = checkpoint_digest
-        self.dim = projectors.config.projector.out_dim
+        self.dim = {m.out_dim for m in result.projectors.values()}.pop()
 
     # -- construction ----------------------------------------------------------------------------------
     @classmethod
@@ -122,7 +93,7 @@ class ConnectedModel:
              ) -> "ConnectedModel":
         """From a cmcr checkpoint (``cmcr train``, the pipeline, or ``cmcr import-official``) and, per space, an
         encoder or the keyword arguments of :func:`cmcr.encoders.base.build_space` (as ``paper.encoders``)."""
-        result = load_any_checkpoint(checkpoint)
+        result = load_unit(checkpoint)
         built = {name: s if isinstance(s, EncoderSpace) else build_space(name, **dict(s)) for name, s in spaces.items()}
         return cls(result, built, checkpoint_digest=file_digest(checkpoint), **kwargs)
 
@@ -150,10 +121,10 @@ class ConnectedModel:
                 raise ConfigError(f"seed {seed} is not one of params.yaml's seeds {seeds}: no such checkpoint")
             folder, name = (root / layout.GRAPHS, graph) if graph else (root / layout.CONNECTIONS, variant)
             path = layout.checkpoint_path(folder, name, seeds[0] if seed is None else seed)
-        result = load_any_checkpoint(path)
+        result = load_unit(path)
         setup = setup_of(params)
         spaces: dict[str, EncoderSpace] = {}
-        for name in (result.projectors if hasattr(result, "graph") else result.config.connection.spaces):
+        for name in result.projectors:
             if not encoders or setup == "byo":
                 break
             if setup == "demo":
@@ -169,38 +140,24 @@ class ConnectedModel:
 
     # -- which space embeds what ------------------------------------------------------------------------
     def spaces_for(self, modality: str) -> list[str]:
-        """The space(s) whose encoder and projector embed ``modality`` (both for the shared modality under ``mean``)."""
-        if self.graph:  # a graph embeds every modality of its spaces, a space of your own's (e.g. touch) included
-            owners = self.graph.modalities()
-            if modality not in owners:
-                raise ValueError(f"graph {self.graph.name} embeds {', '.join(owners)}, not {modality}")
-            return [owners[modality]]
-        if modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
-        conn = self.connection
-        if modality == conn.shared_modality:
-            return list(conn.spaces) if self.shared_space == "mean" else [self.shared_space]
-        owners = [s for s in conn.spaces if conn.memory_modality[s] == modality]
-        if not owners:
-            raise ValueError(f"the {conn.name} connection embeds {conn.shared_modality} and "
-                             f"{', '.join(conn.memory_modality.values())}, not {modality}")
-        return owners
+        """The space(s) whose encoder and module embed ``modality`` (:meth:`cmcr.graph.Graph.owners`: both of a
+        connection's spaces for its shared modality under ``mean``; a graph embeds a space of your own's modalities
+        too, e.g. touch)."""
+        owners = self.graph.owners(modality)
+        if len(owners) == 1 or self.shared_space == "mean":
+            return owners
+        return [self.shared_space] if self.shared_space in owners else owners[:1]
 
     def modalities(self) -> dict[str, list[str]]:
         """Every modality this model embeds and the space(s) that embed it."""
-        if self.graph:
-            return {m: [s] for m, s in self.graph.modalities().items()}
-        conn = self.connection
-        return {m: self.spaces_for(m) for m in dict.fromkeys([conn.shared_modality, *conn.memory_modality.values()])}
+        return {m: self.spaces_for(m) for m in self.graph.modalities()}
 
     def identity(self, modality: str) -> dict[str, Any]:
         """What decides this model's embeddings of ``modality`` (an index built with another is refused)."""
-        encoders = {s: self.spaces[s].identity() for s in self.spaces_for(modality) if s in self.spaces}
-        if self.graph:
-            return {"graph": self.graph.name, "checkpoint": self.checkpoint_digest, "modality": modality,
-                    "spaces": encoders}
-        return {"connection": self.connection.name, "checkpoint": self.checkpoint_digest, "modality": modality,
-                "shared_space": self.shared_space if modality == self.connection.shared_modality else None,
+        owners = self.spaces_for(modality)
+        encoders = {s: self.spaces[s].identity() for s in owners if s in self.spaces}
+        return {"graph": self.graph.name, "checkpoint": self.checkpoint_digest, "modality": modality,
+                "shared_space": self.shared_space if len(self.graph.owners(modality)) > 1 else None,
                 "spaces": encoders}
 
     # -- embedding --------------------------------------------------------------------------------------
@@ -226,7 +183,7 @@ class ConnectedModel:
             return self.result.projectors[space].embed(x, modality).numpy().astype(np.float32, copy=False)
 
     def _what(self) -> str:
-        return f"graph {self.graph.name}" if self.graph else f"the {self.connection.name} connection"
+        return self.graph.label()
 
     def encode_raw(self, space: str, modality: str, items: Sequence[Any]) -> np.ndarray:
         """``space``'s own embeddings of ``items`` through :func:`cmcr.extraction.extract` (the extraction's

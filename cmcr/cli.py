@@ -120,6 +120,7 @@ def train(
     """Train the two projectors of a connection (Eq. 3–10, AdamW + cosine) from pre-extracted embeddings, at
     params' training scale (``scale``: demo small, byo auto, paper paper; ``-S scale.mode=auto``)."""
     from cmcr.artifacts import save_torch, write_json
+    from cmcr.graph import unit_from_connection
     from cmcr.train import ConnectionData, train_connection
 
     from cmcr.experiments import training_scale
@@ -134,7 +135,7 @@ def train(
     else:
         data = ConnectionData.from_folder(embeddings, config)
     result = train_connection(data, config)
-    save_torch(out, result.checkpoint())
+    save_torch(out, unit_from_connection(result, config.connection.name).checkpoint())  # a one-link graph (load_unit)
     if history is not None:
         write_json(history, result.history)
 
@@ -200,10 +201,10 @@ def evaluate_retrieval(
     from cmcr.artifacts import load_npy, write_json
     from cmcr.checks import check_same_rows
     from cmcr.metrics.retrieval import bidirectional_retrieval
-    from cmcr.train import load_checkpoint
+    from cmcr.graph import load_unit
 
     _setup_logging()
-    result = load_checkpoint(checkpoint)
+    result = load_unit(checkpoint)
     a = torch.from_numpy(load_npy(first, mmap=False)).float()
     b = torch.from_numpy(load_npy(second, mmap=False)).float()
     check_same_rows(a, str(first), b, str(second))
@@ -382,12 +383,13 @@ def import_official(
 ) -> None:
     """Convert an official release checkpoint (Head_A/Head_B) into projectors named by space."""
     from cmcr.artifacts import save_torch
+    from cmcr.graph import unit_from_connection
     from cmcr.official import load_official
 
     _setup_logging()
     release = release.value
     result = load_official(checkpoint, release)
-    save_torch(out, result.checkpoint())
+    save_torch(out, unit_from_connection(result, release).checkpoint())
     typer.echo(f"{release}: projectors for {', '.join(result.projectors)} ({result.config.projector.kind}) → {out}")
 
 

@@ -296,9 +296,9 @@ def graph_section(embeddings: str | Path, graph_checkpoint: str | Path, dataset:
     from cmcr.artifacts import ArtifactError, load_embedding_set
     from cmcr.benchmarks import GRAPH_TASKS, set_name
     from cmcr.evaluation import join_pairs
-    from cmcr.graph import load_graph_checkpoint
+    from cmcr.graph import load_unit
 
-    result = load_graph_checkpoint(graph_checkpoint)
+    result = load_unit(graph_checkpoint)
     title = f"<h2>Audio–3D retrieval in the unified space of graph {html.escape(result.graph.name)} ({html.escape(dataset)})</h2>"
     _, (_, audio_space, audio_set), (_, points_space, points_set), _ = GRAPH_TASKS["audio_points"]
     owners = result.graph.modalities()
@@ -397,7 +397,7 @@ def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: di
     from cmcr.artifacts import ArtifactError
     from cmcr.benchmarks import BENCHMARKS
     from cmcr.evaluation import load_benchmark
-    from cmcr.train import load_checkpoint
+    from cmcr.graph import load_unit
 
     out_html = Path(out_html)
     renderer = page_renderer(out_html)
@@ -406,7 +406,7 @@ def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: di
                 + ". Scores are cosine similarities in the connected space.</p>"]
     embeds = {}
     for connection, path in checkpoints.items():
-        projectors = load_checkpoint(path).projectors
+        projectors = load_unit(path).projectors
         embeds[connection] = {s: projectors[s].embed for s in projectors}
     for benchmark in ("retrieval", "localization", "zeroshot3d"):
         datasets = benchmarks.get(benchmark) or []

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ from cmcr.exmcr import ExtendConfig, ExtendProjector, Identity, modality_centric
 from cmcr.experiments import pipeline_spaces, training_scale
 from cmcr.loss import total_loss
 from cmcr.projector import Projector
-from cmcr.train import ConnectionData, fit_streams, train_seeds
+from cmcr.train import CHECKPOINT_FORMAT, ConnectionData, TrainResult, fit_streams, result_from_payload, train_seeds
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,25 @@ class Graph:
             for modality in stated_modalities(space, self.links):
                 out.setdefault(modality, space)
         return out
+
+    def owners(self, modality: str) -> list[str]:
+        """The spaces whose modules embed ``modality`` into the unified space: for a one-link graph of mode joint (a
+        C-MCR connection, a variant) its shared modality is embedded by both spaces (CLIP's and CLAP's texts — the
+        API averages them by default); otherwise the one space :meth:`modalities` names. ValueError naming what the
+        graph embeds for another modality."""
+        owners = self.modalities()
+        if modality not in owners:
+            raise ValueError(f"{self.label()} embeds {', '.join(owners)}, not {modality}")
+        if self.mode == "joint" and len(self.links) == 1 and modality == self.links[0].shared_modality:
+            return list(self.links[0].spaces)
+        return [owners[modality]]
+
+    def label(self) -> str:
+        """How messages name it: ``the clip_clap connection (K)`` for a one-link joint or paired graph (a variant),
+        else ``graph <name>``."""
+        if len(self.links) == 1 and self.mode in ("joint", "paired"):
+            return f"the {self.links[0].name} connection ({self.name})"
+        return f"graph {self.name}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain form (checkpoints): the links with their definitions, so a checkpoint needs no params."""
@@ -600,7 +620,7 @@ class GraphResult:
 
 
 def graph_result_from_training(graph: Graph, result, configs: Mapping[str, ConnectionConfig]) -> GraphResult:
-    """A :func:`train_joint` or paired :class:`cmcr.train.TrainResult` as a :class:`GraphResult`; the first
+    """A :func:`train_joint` or paired :class:`TrainResult` as a :class:`GraphResult`; the first
     link's config (whose optimisation ran) holds the epochs and batch size as run (scale ``auto``)."""
     configs = dict(configs)
     lead = next(iter(configs))
@@ -608,11 +628,37 @@ def graph_result_from_training(graph: Graph, result, configs: Mapping[str, Conne
     return GraphResult(graph, result.projectors, configs, {graph.mode: result.history})
 
 
-def load_graph_checkpoint(path, map_location="cpu") -> GraphResult:
-    """Load a checkpoint of :meth:`GraphResult.checkpoint` (``weights_only=True``); ValueError naming the file
-    when it is not one."""
+def unit_from_connection(result: TrainResult, name: str, paired: str | None = None) -> GraphResult:
+    """A trained connection (a variant, ``cmcr train``, an imported release) as what it is, a one-link graph: mode
+    ``joint`` — or ``paired`` for the paired-data reference (``result.objective``), its true pairs of ``paired``'s
+    dataset being the two memory modalities — named ``name``, its link's config, its history. The one converter:
+    the pipeline, the CLI and :func:`load_unit` (an older connection checkpoint) all go through it."""
+    link = result.config.connection
+    if result.objective == "paired":
+        graph = Graph(name, "paired", link.spaces, (link,),
+                      pairs={"dataset": paired, "modalities": {s: link.memory_modality[s] for s in link.spaces}})
+    else:
+        graph = Graph(name, "joint", link.spaces, (link,))
+    return GraphResult(graph, result.projectors, {link.name: result.config}, {graph.mode: list(result.history)})
 
-    return graph_from_payload(load_torch(path, GRAPH_FORMAT, "graph checkpoint", map_location))
+
+def load_unit(path, map_location="cpu") -> GraphResult:
+    """The one loader of a trained unit's checkpoint — a variant's, a graph's, ``cmcr train``'s or ``cmcr
+    import-official``'s (:meth:`GraphResult.checkpoint`, ``weights_only=True``); a connection checkpoint of an
+    older cmcr (format ``cmcr.projectors/1``) is converted (:func:`unit_from_connection`, named by its link).
+    FileNotFoundError / ValueError naming the file when it is neither."""
+    path = Path(path)
+    payload = torch.load(path, map_location=map_location, weights_only=True) if path.is_file() else None
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        try:
+            result = result_from_payload(payload)
+        except (KeyError, TypeError, ConfigError) as exc:
+            raise ValueError(f"{path}: a {CHECKPOINT_FORMAT} checkpoint without a readable config and projectors "
+                             f"({type(exc).__name__}: {exc})") from None
+        return unit_from_connection(result, result.config.connection.name)
+    if not (isinstance(payload, dict) and payload.get("format") == GRAPH_FORMAT):
+        payload = load_torch(path, GRAPH_FORMAT, "trained unit checkpoint", map_location)  # its error, named
+    return graph_from_payload(payload)
 
 
 def graph_from_payload(payload: Mapping[str, Any]) -> GraphResult:

@@ -430,14 +430,14 @@ def scale_words(train: Any) -> str:
 
 
 def training_note(checkpoints: Mapping[str, Any]) -> str:
-    """What produced a table's trained rows, read from their checkpoints (``{variant: TrainResult}``, e.g.
-    ``load_checkpoint`` of the first seed): projector kind and sizes per space, trainable parameters, epochs,
+    """What produced a table's trained rows, read from their checkpoints (``{variant: GraphResult}`` of one link,
+    :func:`cmcr.graph.load_unit` of the first seed): projector kind and sizes per space, trainable parameters, epochs,
     batch size and learning rate — so a ``-S projector.hidden_dim=512`` run's tables say so."""
     from cmcr.projector import count_parameters
 
     parts = []
     for name, result in checkpoints.items():
-        c = result.config
+        (c,) = result.configs.values()  # a variant: one link
         sizes = ", ".join(f"{space} {projector.in_dim}→{c.projector.hidden_dim}→{projector.out_dim}"
                           if c.projector.kind != "official_ulip_clip" else f"{space} {projector.in_dim}→{projector.out_dim}"
                           for space, projector in result.projectors.items())

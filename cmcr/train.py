@@ -34,7 +34,7 @@ from cmcr.projector import build_projectors, count_parameters
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "cmcr.projectors/1"
+CHECKPOINT_FORMAT = "cmcr.projectors/1"  # connection checkpoints of older cmcr versions (read, converted, not written)
 #: projector initialisation draws from PyTorch's global RNG: one training at a time (:func:`train_seeds`)
 _INIT_LOCK = threading.Lock()
 
@@ -159,24 +159,16 @@ class ConnectionData:
 
 @dataclass
 class TrainResult:
+    """What :func:`train_connection` / :func:`train_paired` return: the projectors, the config they ran with and the
+    per-epoch history. It is saved as the one-link graph it is (:func:`cmcr.graph.unit_from_connection`): one
+    checkpoint format for every trained unit."""
+
     projectors: nn.ModuleDict
     config: ConnectionConfig
     history: list[dict[str, float]] = field(default_factory=list)
     #: what the projectors were trained for: "cmcr" (Eq. 10 on the shared modality and Eq. 2 aggregates) or
     #: "paired" (the paired-data reference, :func:`train_paired`: only ``projector`` and ``train`` of the config apply)
     objective: str = "cmcr"
-
-    def checkpoint(self) -> dict[str, Any]:
-        """Projector weights + exact config + per-epoch history; loadable with ``weights_only=True``."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "objective": self.objective,
-            "connection": self.config.connection.name,
-            "projectors": {s: {k: v.detach().cpu() for k, v in m.state_dict().items()}
-                           for s, m in self.projectors.items()},
-            "config": self.config.to_dict(),
-            "history": self.history,
-        }
 
 
 def cosine_lr(step: int, total_steps: int, lr: float, min_lr: float) -> float:
@@ -404,15 +396,10 @@ def train_seeds(train_one: Callable[[int], TrainResult], seeds: Sequence[int], w
         return {seed: futures[seed].result() for seed in seeds}
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> TrainResult:
-    """Load a checkpoint written from :meth:`TrainResult.checkpoint` (``weights_only=True``)."""
-    from cmcr.artifacts import load_torch
-
-    return result_from_payload(load_torch(path, CHECKPOINT_FORMAT, "projector checkpoint", map_location))
-
-
 def result_from_payload(payload: Mapping[str, Any]) -> TrainResult:
-    """A :class:`TrainResult` from a checkpoint payload already read (:meth:`TrainResult.checkpoint`'s dict)."""
+    """A :class:`TrainResult` from a connection checkpoint of an older cmcr (format :data:`CHECKPOINT_FORMAT`: its
+    ``config``, ``projectors`` state, ``history``, ``objective``), already read: what :func:`cmcr.graph.load_unit`
+    converts. cmcr no longer writes this format."""
     config = ConnectionConfig.from_dict(payload["config"])
     projectors = build_projectors(config.projector, config.connection.spaces)
     for space, state in payload["projectors"].items():

@@ -20,10 +20,9 @@ from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.benchmarks import BENCHMARKS
 from cmcr.config import Connection
 from cmcr.evaluation import Row, benchmark_modalities, ceiling, load_benchmark, no_connection, random_baseline, score_rows
-from cmcr.graph import closed_form_connection
+from cmcr.graph import closed_form_connection, load_unit
 from cmcr.layout import checkpoint_path
 from cmcr.plan import read_plan
-from cmcr.train import load_checkpoint
 
 
 def main(benchmark: str) -> None:
@@ -40,7 +39,7 @@ def main(benchmark: str) -> None:
         rows = [Row("no_connection", None, no_connection(spaces))]
         for unit in plan["variants"]:  # an imported official release is one file for every seed: scored once
             for seed in unit["seeds"]:
-                projectors = load_checkpoint(checkpoint_path(CONNECTIONS, unit["name"], seed)).projectors
+                projectors = load_unit(checkpoint_path(CONNECTIONS, unit["name"], seed)).projectors
                 rows.append(Row(unit["name"], None if unit["once"] else seed, {s: projectors[s].embed for s in spaces}))
         try:  # the closed-form rows (no training, deterministic): the second space mapped linearly into the first
             fitted = closed_form_connection(EMBEDDINGS, Connection.from_link_dict(plan["link"]))

@@ -16,9 +16,8 @@ from cmcr.artifacts import ArtifactError, write_json, write_parquet
 from cmcr.layout import checkpoint_path
 from cmcr.plan import read_plan
 from cmcr.closed_form import LinearLinkData
-from cmcr.graph import closed_form_rows, fit_linear, load_graph_checkpoint
+from cmcr.graph import closed_form_rows, fit_linear, load_unit
 from cmcr.evaluation import Row, ceiling, load_task, no_connection, random_baseline, score_rows
-from cmcr.train import load_checkpoint
 
 
 def main() -> None:
@@ -29,12 +28,12 @@ def main() -> None:
     rows = [Row("no_connection", None, no_connection(tuple(plan["spaces"])))]
     for unit in plan["variants"]:  # each single connection's main variant that can score a task alone
         for seed in unit["seeds"]:
-            projectors = load_checkpoint(checkpoint_path(CONNECTIONS, unit["name"], seed)).projectors
+            projectors = load_unit(checkpoint_path(CONNECTIONS, unit["name"], seed)).projectors
             rows.append(Row(unit["name"], seed, {s: m.embed for s, m in projectors.items()}))
     graphs = {}
     for name in plan["graphs"]:  # each checkpoint holds its graph (spaces, links, which space embeds each modality)
         for seed in plan["seeds"]:
-            result = load_graph_checkpoint(checkpoint_path(GRAPHS, name, seed))
+            result = load_unit(checkpoint_path(GRAPHS, name, seed))
             graphs[name] = result.graph
             linear = result.graph.mode == "linear"  # closed form: the same fit for every seed, scored once
             rows.append(Row(name, None if linear else seed, result.embedders(), result.graph.modalities()))

@@ -10,7 +10,7 @@ import pandas as pd
 
 from cmcr import report
 from cmcr.closed_form import CONTEXT_ROWS, LinearConfig
-from cmcr.graph import closed_form_label, closed_form_rows, graphs_of, load_graph_checkpoint
+from cmcr.graph import closed_form_label, closed_form_rows, graphs_of, load_unit
 from cmcr.report import ours
 from cmcr.examples import write_examples
 from cmcr.world import class_names
@@ -18,7 +18,6 @@ from cmcr.artifacts import atomic_path, write_json
 from cmcr.benchmarks import BENCHMARKS
 from cmcr.encoders.base import register_paper_encoders
 from cmcr.experiments import checkpoint_path, resolve_variant, seeds_of, setup_of, variant_names
-from cmcr.train import load_checkpoint
 
 
 def write_text(path, text: str) -> None:
@@ -50,7 +49,7 @@ def main() -> None:
             main_variants.setdefault(v.config.connection.name, n)
     seeds = seeds_of(p)
     # what produced the tables' trained rows, from their first seed's checkpoint (projector sizes, epochs, batch)
-    notes = {c: report.training_note({n: load_checkpoint(checkpoint_path(CONNECTIONS, n, seeds[0]))})
+    notes = {c: report.training_note({n: load_unit(checkpoint_path(CONNECTIONS, n, seeds[0]))})
              for c, n in main_variants.items()}
     labels = {n: v.label for n, v in variants.items() if v.label != n}  # the labels params.yaml gives
     retrieval = scores["retrieval"]
@@ -87,7 +86,7 @@ def main() -> None:
         rows |= {n: closed_form_label(g) for n, g in closed_form_rows(graphs).items()}
         rows["ceiling"] = "Ceiling (best possible on this benchmark)"
         write_text(RESULTS / "graph.md", report.graph_table(json.loads(graph_metrics.read_text()), rows)
-                   + report.graph_note({n: load_graph_checkpoint(checkpoint_path(GRAPHS, n, seeds[0])) for n in graphs}))
+                   + report.graph_note({n: load_unit(checkpoint_path(GRAPHS, n, seeds[0])) for n in graphs}))
     # the headline means are the DVC metrics (what `dvc exp show` lists); their std and every seed's value sit
     # beside them in a plain git-tracked file (`dvc metrics diff --targets metrics/summary_seeds.json`,
     # `cmcr experiments`), so DVC's table keeps 14 metric columns (7 of the connections, 7 of the graphs) rather than 70

@@ -6,7 +6,9 @@ computes single-threaded, so its bytes do not depend on the others; one process 
 Reads the variant's plan ``data/params/variants/<variant>.json`` (written by the validate stage: its effective
 config, seeds and Eq. 2 aggregate folder, :mod:`cmcr.plan`), not params.yaml: a change of params that leaves this
 variant's plan as it was does not retrain it.
-Writes ``models/connections/<variant>/seed<seed>.pt`` and ``models/history/<variant>/seed<seed>.json``.
+Writes ``models/connections/<variant>/seed<seed>.pt`` — the variant as the one-link graph it is (mode joint, or paired
+for the paired-data reference; :func:`cmcr.graph.unit_from_connection`), read by :func:`cmcr.graph.load_unit` like
+every trained unit — and ``models/history/<variant>/seed<seed>.json``.
 """
 
 from common import AGGREGATED, CONNECTIONS, EMBEDDINGS, HISTORY, ROOT, run, setup_logging
@@ -17,6 +19,7 @@ from cmcr.layout import checkpoint_path
 from cmcr.norms import calibrate_all, link_sets
 from cmcr.official import load_official
 from cmcr.experiments import variant_from_spec
+from cmcr.graph import unit_from_connection
 from cmcr.plan import read_plan, unit_plan
 from cmcr.train import ConnectionData, load_true_pairs, train_connection, train_paired, train_seeds
 
@@ -48,7 +51,8 @@ def main(variant: str) -> None:
         for seed, result in results.items():
             log.info("seed %d: BatchNorm statistics per modality from %s", seed, ", ".join(calibrate_all(result.projectors, sets)))
     for seed, result in results.items():
-        save_torch(checkpoint_path(CONNECTIONS, variant, seed), result.checkpoint())
+        # a variant is a one-link graph: one checkpoint format for every trained unit (cmcr.graph.load_unit)
+        save_torch(checkpoint_path(CONNECTIONS, variant, seed), unit_from_connection(result, variant, v.paired).checkpoint())
         write_json(checkpoint_path(HISTORY, variant, seed, ".json"), result.history)
         if result.history:
             log.info("seed %d: final loss %.4f", seed, result.history[-1]["loss"])

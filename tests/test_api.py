@@ -17,6 +17,7 @@ from cmcr.encoders.demo import DemoSpace, DemoSpaceModel
 from cmcr.extraction import extract_sharded
 from cmcr.projector import build_projectors
 from cmcr.search import build_index, open_index, search, top_k
+from cmcr.graph import unit_from_connection
 from cmcr.train import TrainResult
 from cmcr.world import SAMPLE_RATE
 
@@ -55,7 +56,7 @@ def files(tmp_path_factory):
             if isinstance(module, torch.nn.BatchNorm1d):
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
-        save_torch(root / f"{connection}.pt", TrainResult(projectors.eval(), config).checkpoint())
+        save_torch(root / f"{connection}.pt", unit_from_connection(TrainResult(projectors.eval(), config), connection).checkpoint())
     out["root"] = root
     return out
 
@@ -93,7 +94,7 @@ def test_shared_modality_from_one_space_or_both(files):
     assert not np.allclose(by["clip"], by["clap"])
     with pytest.raises(ConfigError, match="shared_space must be one of clip, clap, mean"):
         model(files, shared_space="ulip")
-    with pytest.raises(ValueError, match="embeds text and image, audio, not points"):
+    with pytest.raises(ValueError, match=r"the clip_clap connection \(clip_clap\) embeds image, text, audio, not points"):
         model(files).embed_points(files["points"][:1])
 
 
@@ -119,7 +120,8 @@ def test_official_release_checkpoint_through_the_api(files, tmp_path):
 
     if not (OFFICIAL / "ulip_clip.pt").is_file():
         pytest.skip("official fixtures not found")
-    save_torch(tmp_path / "official.pt", load_official(OFFICIAL / "ulip_clip.pt", "ulip_clip").checkpoint())
+    save_torch(tmp_path / "official.pt", unit_from_connection(load_official(OFFICIAL / "ulip_clip.pt", "ulip_clip"),
+                                                              "ulip_clip").checkpoint())
     torch.manual_seed(2)
     spaces = {s: DemoSpace(DemoSpaceModel(s, 512, ["a", "dog"])) for s in ("clip", "ulip")}
     m = ConnectedModel.load(tmp_path / "official.pt", spaces)
@@ -254,7 +256,7 @@ def test_cli_index_and_search_on_a_project(files, tmp_path):
     assert res.exit_code == 2 and "no such file" in res.output
     res = runner.invoke(app, ["search", "--root", str(project), "--index", str(tmp_path / "idx"), "--variant", "Z",
                               "--text", "x"])
-    assert res.exit_code != 0 and "projector checkpoint not found" in str(res.exception)
+    assert res.exit_code != 0 and "trained unit checkpoint not found" in str(res.exception)
 
 
 def test_cli_index_failure_rate_stop_is_one_line(files, tmp_path):
@@ -404,7 +406,7 @@ def test_a_graph_checkpoint_searches_point_clouds_with_a_sound(files, tmp_path):
     assert "graph extend" in (tmp_path / "h.html").read_text()
     res = runner.invoke(app, ["search", "--root", str(project), "--index", str(tmp_path / "idx"), "--query",
                               files["audio"][2], "--query-modality", "audio"])  # variant K cannot embed the index's clouds
-    assert res.exit_code != 0 and "the clip_clap connection embeds text and image, audio, not points" in str(res.exception)
+    assert res.exit_code != 0 and "the clip_clap connection (clip_clap) embeds image, text, audio, not points" in str(res.exception)
     paired = Graph("p", "paired", ("clap", "ulip"), (), None, {"dataset": "demo", "modalities": {"clap": "audio", "ulip": "points"}})
     pm = ConnectedModel(GraphResult(paired, torch.nn.ModuleDict({s: modules[s] for s in ("clap", "ulip")}), {}, {}),
                         {s: m.spaces[s] for s in ("clap", "ulip")})

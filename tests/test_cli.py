@@ -64,10 +64,10 @@ def test_aggregate_train_evaluate(tmp_path):
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "m.json").read_text())
     from cmcr.metrics.retrieval import bidirectional_retrieval
-    from cmcr.train import load_checkpoint
+    from cmcr.graph import load_unit
 
-    loaded = load_checkpoint(tmp_path / "p.pt")
-    assert loaded.config.train.epochs == 2
+    loaded = load_unit(tmp_path / "p.pt")  # `cmcr train` writes the connection as a one-link graph
+    assert loaded.graph.mode == "joint" and loaded.configs["clip_clap"].train.epochs == 2
     with torch.no_grad():
         direct = bidirectional_retrieval(loaded.projectors["clap"].embed(ev["clap_audio"]),
                                          loaded.projectors["clip"].embed(ev["clip_image"]))
@@ -108,7 +108,7 @@ def test_errors_are_one_line_and_choices_are_checked(tmp_path):
     # --space takes any space of the checkpoint (a graph's own spaces too; issue 32): a missing checkpoint is one line
     out = subprocess.run(cli + ["project", "--checkpoint", str(tmp_path / "x.pt"), "--space", "audio", "--embeddings",
                                 "e.npy", "--out", "o.npy"], capture_output=True, text=True)
-    assert out.returncode == 1 and out.stderr.strip() == f"cmcr: error: projector checkpoint not found: {tmp_path / 'x.pt'}"
+    assert out.returncode == 1 and out.stderr.strip() == f"cmcr: error: trained unit checkpoint not found: {tmp_path / 'x.pt'}"
 
 
 def test_cli_train_runs_at_the_training_scale(tmp_path):
@@ -123,11 +123,11 @@ def test_cli_train_runs_at_the_training_scale(tmp_path):
     res = runner.invoke(app, ["train", "--embeddings", str(tmp_path), "--out", str(tmp_path / "p.pt"), "-p", str(params),
                               "-S", "scale.mode=auto", "-S", "scale.auto.steps=20", "-S", "train.epochs=1"])
     assert res.exit_code == 0, res.output
-    train = torch.load(tmp_path / "p.pt", weights_only=True)["config"]["train"]
+    train = torch.load(tmp_path / "p.pt", weights_only=True)["configs"]["clip_clap"]["train"]
     assert (train["epochs"], train["batch_size"], train["auto_steps"], train["auto_min_batch"]) == (2, 128, 20, 128)
     res = runner.invoke(app, ["train", "--embeddings", str(tmp_path), "--out", str(tmp_path / "q.pt"), "-p", str(params),
                               "-S", "train.epochs=1"])  # the committed params: setup demo → small; 1 × 256 set on purpose
-    train = torch.load(tmp_path / "q.pt", weights_only=True)["config"]["train"]
+    train = torch.load(tmp_path / "q.pt", weights_only=True)["configs"]["clip_clap"]["train"]
     assert (train["epochs"], train["batch_size"], train["auto_steps"]) == (1, 256, 0)
 
 
@@ -174,8 +174,8 @@ def test_train_reads_the_pipeline_layout_and_pairs_texts_by_id(tmp_path):
         layouts[name] = torch.load(out, weights_only=True)
     a, b = layouts["aligned"]["projectors"], layouts["reversed"]["projectors"]
     for space in a:
-        for key in a[space]:
-            assert torch.equal(a[space][key], b[space][key]), (space, key)
+        for key in a[space]["state"]:
+            assert torch.equal(a[space]["state"][key], b[space]["state"][key]), (space, key)
     # without the id column nothing can be paired: an error naming the files, not a silent row-by-row pairing
     pd.DataFrame({"text": ["x"] * n}).to_parquet(tmp_path / "reversed" / "embeddings" / "clap" / "text.parquet")
     res = runner.invoke(app, ["train", "--embeddings", str(tmp_path / "reversed" / "embeddings"), "--aggregated",

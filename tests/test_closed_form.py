@@ -10,7 +10,7 @@ from cmcr.checks import EmbeddingError
 from cmcr.closed_form import CONTEXT_ROWS, LinearConfig, LinearLinkData, LinearMap, procrustes_map, ridge_map
 from cmcr.config import ConfigError, Connection
 from conftest import PAPER_LINKS as CONNECTIONS
-from cmcr.graph import Graph, check_graph, closed_form_rows, fit_linear, graphs_of, load_graph_checkpoint
+from cmcr.graph import Graph, check_graph, closed_form_rows, fit_linear, graphs_of, load_unit
 from cmcr.metrics.retrieval import retrieval_metrics
 
 
@@ -151,7 +151,7 @@ def test_graph_mode_linear_is_declared_checked_saved_loaded_and_projected(tmp_pa
     data, audio, points = linear_world()
     result = fit_linear(graph, data)
     save_torch(tmp_path / "seed0.pt", result.checkpoint())
-    loaded = load_graph_checkpoint(tmp_path / "seed0.pt")
+    loaded = load_unit(tmp_path / "seed0.pt")
     assert loaded.graph == graph
     model = ConnectedModel(loaded, {})  # projection only (no encoders)
     projected = model.project("clap", "audio", audio.numpy())

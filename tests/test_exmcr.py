@@ -15,7 +15,7 @@ from cmcr.config import ConfigError, Connection, ConnectionConfig, LossConfig, M
     NoiseConfig, ProjectorConfig, TrainConfig
 from cmcr.exmcr import (ROLES, ExtendConfig, ExtendProjector, Identity, dense_alignment, extend_loss,
                         modality_centric_data, stack_centres)
-from cmcr.graph import (Graph, check_graph, extend_tuples, graph_result_from_training, load_graph_checkpoint,
+from cmcr.graph import (Graph, check_graph, extend_tuples, graph_result_from_training, load_unit,
                         train_extend, train_joint, ExtendLinkData)
 from conftest import unit
 
@@ -153,14 +153,17 @@ def test_extend_trains_the_leaves_into_the_untouched_base_and_seeds_do_not_depen
     assert "intra" in result.history["ulip"][-1]
     path = tmp_path / "g.pt"
     torch.save(result.checkpoint(), path)
-    loaded = load_graph_checkpoint(path)
+    loaded = load_unit(path)
     assert loaded.graph == graph and loaded.extend == ExtendConfig().to_dict()
     for space, width in (("clap", 8), ("ulip", 5), ("clip", 6)):
         x = unit(7, width, seed=3)
         assert torch.equal(loaded.projectors[space].embed(x), result.projectors[space].eval().embed(x))
     torch.save({"format": "cmcr.projectors/1"}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="bad.pt: not a cmcr graph checkpoint"):
-        load_graph_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="bad.pt: a cmcr.projectors/1 checkpoint without a readable config"):
+        load_unit(tmp_path / "bad.pt")
+    torch.save({"format": "something/1"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: not a cmcr trained unit checkpoint"):
+        load_unit(tmp_path / "other.pt")
 
 
 def test_a_leaf_two_links_from_the_base_trains_against_its_parents_projection():
@@ -200,7 +203,7 @@ def test_joint_and_paired_results_round_trip_through_the_graph_checkpoint(tmp_pa
                                                                    paired_config, progress=False), {"p": paired_config})
     for r in (result, paired):
         torch.save(r.checkpoint(), tmp_path / "c.pt")
-        loaded = load_graph_checkpoint(tmp_path / "c.pt")
+        loaded = load_unit(tmp_path / "c.pt")
         assert loaded.graph == r.graph and set(loaded.history) == {r.graph.mode}
         for space, m in r.projectors.items():
             x = unit(5, m.in_dim, seed=8)

@@ -163,9 +163,13 @@ def test_a_fourth_space_is_registered_and_linked_from_params_alone():
     result = train_joint(graph, data, {"clip_clap": av, "clip_touch": touch}, progress=False)
     assert set(result.projectors) == {"clip", "clap", "toy_touch"}
     # the checkpoint carries the declared link, so it loads without the params that declared it
-    from cmcr.train import TrainResult
+    from cmcr.graph import graph_result_from_training
 
-    assert TrainResult(result.projectors, result.config).checkpoint()["config"]["connection"]["name"] == "clip_clap"
+    payload = graph_result_from_training(graph, result, {"clip_clap": av, "clip_touch": touch}).checkpoint()
+    assert [link["name"] for link in payload["graph"]["links"]] == ["clip_clap", "clip_touch"]
+    assert payload["configs"]["clip_touch"]["connection"] == {"name": "clip_touch", "spaces": ["clip", "toy_touch"],
+                                                               "shared_modality": "image",
+                                                               "memory_modality": {"clip": "text", "toy_touch": "touch"}}
 
 
 def test_a_declared_links_config_is_checked_by_validate():
@@ -196,3 +200,41 @@ def test_a_declared_link_between_pipeline_spaces_gets_its_own_eq2_folder_and_pas
     assert jobs["clip_clap_t2/softmax"]["link"] == {"name": "clip_clap_t2", "spaces": ["clip", "clap"], "shared": "text",
                                                     "memory": {"clip": "image", "clap": "audio"}}
     assert aggregate_folder("data/aggregated", "clip_clap_t2", "softmax") == Path("data/aggregated/clip_clap_t2/softmax")
+
+
+def test_an_older_connection_checkpoint_loads_as_the_one_link_graph_it_is(tmp_path):
+    """Issue 31, point 3: one checkpoint format (a connection is a one-link graph) and one loader; a connection
+    checkpoint written by an older cmcr (format cmcr.projectors/1, written here by hand as it was) is converted on load
+    — mode joint, or paired for the paired-data reference — and projects exactly as the projectors it holds."""
+    from cmcr.artifacts import save_torch
+    from cmcr.graph import load_unit, unit_from_connection
+    from cmcr.projector import build_projectors
+    from cmcr.train import CHECKPOINT_FORMAT, TrainResult
+    from conftest import CLIP_CLAP, unit
+
+    config = ConnectionConfig(CLIP_CLAP, projector=ProjectorConfig(in_dims={"clip": 6, "clap": 5}, hidden_dim=12, out_dim=4))
+    torch.manual_seed(0)
+    projectors = build_projectors(config.projector, CLIP_CLAP.spaces)
+    for module in projectors.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    projectors.eval()
+    history = [{"epoch": 0, "loss": 1.5}]
+    for objective, mode in (("cmcr", "joint"), ("paired", "paired")):
+        old = {"format": CHECKPOINT_FORMAT, "objective": objective, "connection": "clip_clap", "config": config.to_dict(),
+               "projectors": {s: m.state_dict() for s, m in projectors.items()}, "history": history}
+        save_torch(tmp_path / f"{objective}.pt", old)
+        loaded = load_unit(tmp_path / f"{objective}.pt")
+        assert loaded.graph.mode == mode and loaded.graph.links == (CLIP_CLAP,) and loaded.graph.name == "clip_clap"
+        assert loaded.configs == {"clip_clap": config} and loaded.history == {mode: history}
+        for space, width in (("clip", 6), ("clap", 5)):
+            x = unit(9, width, seed=width)
+            assert torch.equal(loaded.projectors[space].embed(x), projectors[space].embed(x))  # 0 difference
+        # and saved again, it is the one format, read back the same
+        save_torch(tmp_path / "again.pt", loaded.checkpoint())
+        again = load_unit(tmp_path / "again.pt")
+        assert again.graph == loaded.graph and again.configs == loaded.configs
+    new = unit_from_connection(TrainResult(projectors, config, history), "K")
+    assert new.graph.owners("text") == ["clip", "clap"] and new.graph.owners("audio") == ["clap"]
+    assert new.graph.label() == "the clip_clap connection (K)"

@@ -9,7 +9,8 @@ from cmcr.config import ConnectionConfig, ProjectorConfig, TrainConfig
 from cmcr.exmcr import ExtendProjector
 from cmcr.norms import calibrate, calibrate_all
 from cmcr.projector import Projector
-from cmcr.train import TrainResult, load_checkpoint
+from cmcr.graph import load_unit, unit_from_connection
+from cmcr.train import TrainResult
 from conftest import CLIP_CLAP
 
 
@@ -88,9 +89,9 @@ def test_checkpoints_carry_the_statistics_and_extend_leaves_have_them_too(tmp_pa
                      "image": np.random.default_rng(1).standard_normal((40, 8)).astype(np.float32) + 1},
             "clap": {"audio": np.random.default_rng(2).standard_normal((30, 6)).astype(np.float32)}}
     assert calibrate_all(projectors, sets) == ["clip/text (50)", "clip/image (40)", "clap/audio (30)"]
-    save_torch(tmp_path / "c.pt", TrainResult(projectors, config, []).checkpoint())
-    loaded = load_checkpoint(tmp_path / "c.pt")
-    assert loaded.config.projector.norm_stats == "modality"
+    save_torch(tmp_path / "c.pt", unit_from_connection(TrainResult(projectors, config, []), "K").checkpoint())
+    loaded = load_unit(tmp_path / "c.pt")
+    assert loaded.configs["clip_clap"].projector.norm_stats == "modality"
     x = torch.from_numpy(sets["clip"]["image"])
     with torch.no_grad():
         torch.testing.assert_close(loaded.projectors["clip"].embed(x, "image"), projectors["clip"].embed(x, "image"))

@@ -5,7 +5,7 @@ import torch
 
 from cmcr.artifacts import save_torch
 from cmcr.official import load_official
-from cmcr.train import load_checkpoint
+from cmcr.graph import load_unit, unit_from_connection
 
 
 def test_real_ulip_clip_checkpoint(official_dir, tmp_path):
@@ -20,9 +20,9 @@ def test_real_ulip_clip_checkpoint(official_dir, tmp_path):
             x @ raw["Head_B.net.0.weight"].T + raw["Head_B.net.0.bias"], raw["Head_B.net.1.running_mean"],
             raw["Head_B.net.1.running_var"], raw["Head_B.net.1.weight"], raw["Head_B.net.1.bias"], eps=1e-5))
         torch.testing.assert_close(result.projectors["ulip"].embed(x), torch.nn.functional.normalize(manual, dim=1))
-    save_torch(tmp_path / "official.pt", result.checkpoint())  # our format, evaluated like our models
-    again = load_checkpoint(tmp_path / "official.pt")
-    assert again.config.projector.kind == "official_ulip_clip" and again.config.connection.name == "clip_ulip"
+    save_torch(tmp_path / "official.pt", unit_from_connection(result, "ulip_clip").checkpoint())  # our format
+    again = load_unit(tmp_path / "official.pt")  # evaluated like our models: a one-link graph
+    assert again.configs["clip_ulip"].projector.kind == "official_ulip_clip" and again.graph.links[0].name == "clip_ulip"
 
 
 def test_clap_clip_layout_maps_head_b_to_clip(tmp_path):
@@ -62,7 +62,7 @@ def test_cli_import_official(official_dir, tmp_path):
     res = CliRunner().invoke(app, ["import-official", "--checkpoint", str(official_dir / "ulip_clip.pt"),
                                    "--release", "ulip_clip", "--out", str(tmp_path / "o.pt")])
     assert res.exit_code == 0, res.output
-    assert set(load_checkpoint(tmp_path / "o.pt").projectors) == {"clip", "ulip"}
+    assert set(load_unit(tmp_path / "o.pt").projectors) == {"clip", "ulip"}
 
 
 class _OfficialMLP(torch.nn.Module):
@@ -122,8 +122,8 @@ def test_state_dict_of_the_official_module_structure_loads(release, head, tmp_pa
             torch.testing.assert_close(result.projectors[space].embed(x),
                                        torch.nn.functional.normalize(module(x), dim=1), rtol=0, atol=1e-6)
     assert result.config.projector.hidden_dim == (1024 if release == "clap_clip" else 512)
-    save_torch(tmp_path / "ours.pt", result.checkpoint())  # and it round-trips through our format
-    assert load_checkpoint(tmp_path / "ours.pt").config.projector.kind == f"official_{release}"
+    save_torch(tmp_path / "ours.pt", unit_from_connection(result, release).checkpoint())  # round-trips through ours
+    assert load_unit(tmp_path / "ours.pt").configs[result.config.connection.name].projector.kind == f"official_{release}"
 
 
 def test_a_head_mixing_layouts_is_refused(tmp_path):

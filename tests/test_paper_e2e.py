@@ -385,11 +385,11 @@ def test_api_and_pages_on_the_paper_setup(paper_repo):
     from cmcr.api import ConnectedModel
     from cmcr.pages import check_page
     from conftest import have_browser
-    from cmcr.train import load_checkpoint
+    from cmcr.graph import load_unit
 
     path = paper_repo["path"]
     model = ConnectedModel.from_pipeline(path, "K")
-    projectors = load_checkpoint(path / "models" / "connections" / "K" / "seed0.pt").projectors
+    projectors = load_unit(path / "models" / "connections" / "K" / "seed0.pt").projectors
     for space, modality, name in (("clip", "image", "eval_image@AVE"), ("clap", "audio", "eval_audio@AVE")):
         table = pd.read_parquet(path / "data" / "embeddings" / space / f"{name}.parquet")
         raw = np.load(path / "data" / "embeddings" / space / f"{name}.npy")
@@ -412,7 +412,7 @@ def test_the_graphs_train_and_score_on_the_users_sets(paper_repo):
     import torch
 
     from cmcr.api import ConnectedModel
-    from cmcr.graph import load_graph_checkpoint
+    from cmcr.graph import load_unit
 
     path = paper_repo["path"]
     graph = json.loads((path / "metrics" / "graph.json").read_text())
@@ -428,7 +428,7 @@ def test_the_graphs_train_and_score_on_the_users_sets(paper_repo):
     table = (path / "results" / "graph.md").read_text()
     assert "| AudioCaps | Ex-MCR extend: CLAP, ULIP into CLIP |" in table and "| User-Audio3D | Paired-data reference" in table
     model = ConnectedModel.from_pipeline(path, graph="extend")
-    result = load_graph_checkpoint(path / "models" / "graphs" / "extend" / "seed0.pt")
+    result = load_unit(path / "models" / "graphs" / "extend" / "seed0.pt")
     for space, modality, name in (("clap", "audio", "graph_audio@User-Audio3D"), ("ulip", "points", "graph_points@User-Audio3D")):
         table = pd.read_parquet(path / "data" / "embeddings" / space / f"{name}.parquet")
         raw = np.load(path / "data" / "embeddings" / space / f"{name}.npy")
@@ -444,7 +444,7 @@ def test_the_graphs_train_and_score_on_the_users_sets(paper_repo):
     # issue 30: the closed-form graph loads and embeds like any other (its centring told the modality by the API),
     # scored once (deterministic), beside the closed-form context rows every table carries
     closed = ConnectedModel.from_pipeline(path, graph="closed_into_clip")
-    fitted = load_graph_checkpoint(path / "models" / "graphs" / "closed_into_clip" / "seed0.pt")
+    fitted = load_unit(path / "models" / "graphs" / "closed_into_clip" / "seed0.pt")
     assert fitted.projectors["clap"].kind == "linear" and fitted.projectors["clap"].modalities == ("text", "audio")
     table = pd.read_parquet(path / "data" / "embeddings" / "clap" / "graph_audio@User-Audio3D.parquet")
     raw = np.load(path / "data" / "embeddings" / "clap" / "graph_audio@User-Audio3D.npy")
@@ -466,7 +466,7 @@ def test_a_space_of_your_own_runs_through_the_pipeline(paper_repo):
     import torch
 
     from cmcr.api import ConnectedModel
-    from cmcr.graph import load_graph_checkpoint
+    from cmcr.graph import load_unit
 
     path, env = paper_repo["path"], paper_repo["env"]
     emb = path / "data" / "embeddings" / "touch"
@@ -474,7 +474,7 @@ def test_a_space_of_your_own_runs_through_the_pipeline(paper_repo):
     failures = pd.read_parquet(emb / "failures.parquet")
     assert sorted(Path(i).name for i in failures["item"]) == ["broken.jpeg", "touch_bad.npy"]
     assert "1-D array" in failures.set_index("set").loc["touch", "reason"]
-    result = load_graph_checkpoint(path / "models" / "graphs" / "touch_into_clip" / "seed1.pt")
+    result = load_unit(path / "models" / "graphs" / "touch_into_clip" / "seed1.pt")
     assert result.graph.modalities() == {"image": "clip", "text": "clip", "touch": "touch"}
     assert (result.projectors["touch"].in_dim, result.projectors["touch"].out_dim) == (32, 512)
     graph = json.loads((path / "metrics" / "graph.json").read_text())

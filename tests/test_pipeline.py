@@ -187,9 +187,9 @@ def test_the_graph_family_scores_every_modality_pair_of_the_unified_spaces(repo)
     listed = json.loads((aggregated / "aggregates.json").read_text())
     assert listed["clip_clap_t2/softmax"]["aggregates"] == ["clip_image_from_text", "clap_audio_from_text"]
     assert listed["clip_clap_t2/softmax"]["memory"]["temperature"] == 0.02
-    from cmcr.graph import load_graph_checkpoint
+    from cmcr.graph import load_unit
 
-    joint = load_graph_checkpoint(repo["path"] / "models/graphs/joint/seed0.pt")
+    joint = load_unit(repo["path"] / "models/graphs/joint/seed0.pt")
     assert [link.name for link in joint.graph.links] == ["clip_clap_t2", "clip_ulip"]
     assert joint.configs["clip_clap_t2"].memory.temperature == 0.02
 
@@ -491,9 +491,9 @@ def test_bring_your_own_embeddings(repo):
     table1 = (path / "results/table1_retrieval.md").read_text()
     assert "| AVE | C-MCR (paper) | 4.11 | 1.25 | 4.54 | 4.13 | 1.25 | 4.44 |" in table1
     assert "| AVE | No connection" not in table1
-    from cmcr.graph import load_graph_checkpoint
+    from cmcr.graph import load_unit
 
-    av = load_graph_checkpoint(path / "models/graphs/av/seed0.pt")
+    av = load_unit(path / "models/graphs/av/seed0.pt")
     assert (av.projectors["clap"].in_dim, av.projectors["clap"].out_dim) == (48, 512)
     assert (av.projectors["touch"].in_dim, av.projectors["touch"].out_dim) == (40, 512)  # the space of your own
     # each leaf's link config holds its scale as run (touch_link starts from its own 3 epochs × 512)

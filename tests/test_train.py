@@ -9,7 +9,8 @@ import torch
 from cmcr.checks import EmbeddingError
 from cmcr.config import ConnectionConfig, LossConfig, NoiseConfig, ProjectorConfig, TrainConfig
 from cmcr.metrics.retrieval import bidirectional_retrieval, random_expectation
-from cmcr.train import ConnectionData, auto_scale, batch_slices, cosine_lr, load_checkpoint, train_connection
+from cmcr.graph import load_unit, unit_from_connection
+from cmcr.train import ConnectionData, auto_scale, batch_slices, cosine_lr, train_connection
 from conftest import CLIP_CLAP, toy_world
 
 
@@ -72,8 +73,8 @@ def test_scale_auto_trains_and_the_checkpoint_holds_what_ran(world, tmp_path):
     batch = n * 2 // 12
     assert (result.config.train.epochs, result.config.train.batch_size) == (2, batch) and batch >= 64
     assert len(result.history) == 2
-    save_torch(tmp_path / "p.pt", result.checkpoint())
-    assert load_checkpoint(tmp_path / "p.pt").config.train == result.config.train
+    save_torch(tmp_path / "p.pt", unit_from_connection(result, "K").checkpoint())
+    assert load_unit(tmp_path / "p.pt").configs["clip_clap"].train == result.config.train
 
 
 def test_training_connects_the_spaces_and_row_f_does_not(world):
@@ -99,13 +100,13 @@ def test_same_seed_gives_bitwise_identical_weights(world):
     data, _ = world
     config = small_config()
     config = ConnectionConfig(**{**config.__dict__, "train": TrainConfig(epochs=2, batch_size=256, device="cpu", seed=7)})
-    a = train_connection(data, config, progress=False).checkpoint()["projectors"]
-    b = train_connection(data, config, progress=False).checkpoint()["projectors"]
+    a = {s: m.state_dict() for s, m in train_connection(data, config, progress=False).projectors.items()}
+    b = {s: m.state_dict() for s, m in train_connection(data, config, progress=False).projectors.items()}
     for space in a:
         for key in a[space]:
             assert torch.equal(a[space][key], b[space][key]), (space, key)
     other = ConnectionConfig(**{**config.__dict__, "train": TrainConfig(epochs=2, batch_size=256, device="cpu", seed=8)})
-    c = train_connection(data, other, progress=False).checkpoint()["projectors"]
+    c = {s: m.state_dict() for s, m in train_connection(data, other, progress=False).projectors.items()}
     assert not torch.equal(a["clip"]["net.0.weight"], c["clip"]["net.0.weight"])
 
 
@@ -137,10 +138,11 @@ def test_checkpoint_round_trip_with_weights_only(world, tmp_path):
     data, ev = world
     config = ConnectionConfig(**{**small_config().__dict__, "train": TrainConfig(epochs=1, batch_size=512, device="cpu")})
     result = train_connection(data, config, progress=False)
-    save_torch(tmp_path / "p.pt", result.checkpoint())
-    loaded = load_checkpoint(tmp_path / "p.pt")
-    assert loaded.config == config
-    assert len(loaded.history) == 1 and set(loaded.history[0]) >= {"loss", "shared_pair", "pseudo_pair", "intra", "lr"}
+    save_torch(tmp_path / "p.pt", unit_from_connection(result, "K").checkpoint())
+    loaded = load_unit(tmp_path / "p.pt")  # a connection is a one-link graph: one checkpoint format
+    assert loaded.configs == {"clip_clap": config} and loaded.graph.mode == "joint" and loaded.graph.links == (CLIP_CLAP,)
+    history = loaded.history["joint"]
+    assert len(history) == 1 and set(history[0]) >= {"loss", "shared_pair", "pseudo_pair", "intra", "lr"}
     with torch.no_grad():
         torch.testing.assert_close(loaded.projectors["clap"].embed(ev["clap_audio"]),
                                    result.projectors["clap"].embed(ev["clap_audio"]))
@@ -191,7 +193,7 @@ def test_two_runs_of_the_same_training_give_the_same_checkpoint_bytes(tmp_path):
                           memory={"clip": unit(60, 32, seed=3), "clap": unit(60, 32, seed=4)})
     config = dataclasses.replace(small_config(), train=TrainConfig(epochs=2, batch_size=30, device="cpu"))
     for name in ("a.pt", "b.pt"):
-        save_torch(tmp_path / name, train_connection(data, config, progress=False).checkpoint())
+        save_torch(tmp_path / name, unit_from_connection(train_connection(data, config, progress=False), "K").checkpoint())
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
 
 
@@ -218,8 +220,11 @@ def test_paired_reference_learns_from_true_pairs_and_beats_random(tmp_path):
     scores = bidirectional_retrieval(a, i)
     assert scores["A2I"]["mAP"] > 5 * chance and scores["I2A"]["mAP"] > 5 * chance
     path = tmp_path / "paired.pt"
-    torch.save(result.checkpoint(), path)
-    assert load_checkpoint(path).objective == "paired"
+    torch.save(unit_from_connection(result, "paired", "demo").checkpoint(), path)
+    loaded = load_unit(path)  # the paired-data reference is a paired graph of one link: its memory modalities' pairs
+    assert loaded.graph.mode == "paired" and loaded.graph.pairs == {"dataset": "demo",
+                                                                     "modalities": {"clip": "image", "clap": "audio"}}
+    assert loaded.graph.modalities() == {"image": "clip", "audio": "clap"}
     with pytest.raises(EmbeddingError, match="same number of rows|rows"):
         train_paired({"clip": train["clip"], "clap": train["clap"][:-5]}, small_config(), progress=False)
     with pytest.raises(EmbeddingError, match="must be given for spaces"):
@@ -312,7 +317,7 @@ def main(out: str) -> None:
     config = ConnectionConfig(connection=conn, loss=LossConfig(intra_spaces=conn.spaces),
                               projector=ProjectorConfig(in_dims={{"clip": 64, "clap": 64}}, hidden_dim=256, out_dim=64),
                               train=TrainConfig(epochs=2, batch_size=128, lr=1e-3, seed=0, device="cpu"))
-    save_torch(out, train_connection(data, config).checkpoint())
+    save_torch(out, {{s: m.state_dict() for s, m in train_connection(data, config).projectors.items()}})
     print("threads", torch.get_num_threads())
 
 run(main)

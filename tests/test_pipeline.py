@@ -118,8 +118,8 @@ def test_per_modality_batchnorm_statistics_change_inference_only(repo):
     each modality's statistics fitted on its training set (texts, the raw memory sets), and is scored as its own row."""
     import torch
 
-    k = torch.load(repo["path"] / "models/connections/K/seed0.pt", weights_only=True)["projectors"]
-    norms = torch.load(repo["path"] / "models/connections/K_norms/seed0.pt", weights_only=True)["projectors"]
+    k, norms = ({s: m["state"] for s, m in torch.load(repo["path"] / f"models/connections/{v}/seed0.pt",
+                                                      weights_only=True)["projectors"].items()} for v in ("K", "K_norms"))
     for space in ("clip", "clap"):
         extra = sorted(set(norms[space]) - set(k[space]))
         assert extra and all(key.startswith("norm_") for key in extra), extra
@@ -477,7 +477,9 @@ def test_bring_your_own_embeddings(repo):
     assert "skipped" in json.loads((path / "metrics/zeroshot3d.json").read_text())["ModelNet40"]
     import torch
 
-    checkpoint = torch.load(path / "models/connections/K/seed0.pt", weights_only=True)
+    checkpoint = torch.load(path / "models/connections/K/seed0.pt", weights_only=True)  # a one-link graph's
+    assert checkpoint["graph"]["mode"] == "joint" and [link["name"] for link in checkpoint["graph"]["links"]] == ["clip_clap"]
+    checkpoint = {"config": checkpoint["configs"]["clip_clap"]}
     assert checkpoint["config"]["projector"]["in_dims"] == {"clip": 512, "clap": 48}
     # scale auto, as it ran: 8 epochs, the batch lowered from 10,240 to ⌊1500 · 8 / 40⌋ = 300 (1,500 corpus
     # texts) — 5 batches × 8 = 40 steps; logged by validate and by the training

@@ -20,7 +20,7 @@ CONNECTIONS = Path("models/connections")          # train@<variant>: <variant>/s
 HISTORY = Path("models/history")                  # train@<variant>: <variant>/seed<s>.json
 GRAPHS = Path("models/graphs")                    # graph@<name>: <name>/seed<s>.pt
 GRAPH_HISTORY = Path("models/graph_history")      # graph@<name>: <name>/seed<s>.json
-EVAL = Path("data/eval")                          # evaluate@*, evaluate_graph: per-item scores (<family>_items.parquet)
+EVAL = Path("data/eval")                          # evaluate, evaluate_graph: per-item scores (<family>_items.parquet)
 METRICS = Path("metrics")
 RESULTS = Path("results")
 PLUGINS = Path("plugins")                         # encoders of your own spaces (setup paper)
@@ -48,7 +48,7 @@ def space_plan(space: str) -> Path:
 
 
 def evaluation_plan(family: str) -> Path:
-    """``evaluate@<benchmark>``'s or ``evaluate_graph``'s (family ``graph``) plan: what it scores — datasets, tasks,
+    """The plan of one benchmark of the ``evaluate`` stage, or ``evaluate_graph``'s (family ``graph``): what it scores — datasets, tasks,
     the units and seeds it loads."""
     return PLANS / "evaluate" / f"{family}.json"
 

@@ -8,7 +8,7 @@ reruns the Eq. 2 aggregate stage and the units that train on that link, not ever
   aggregates at that τ1, never on its link's.
 - :func:`variant_plan` / :func:`graph_plan`: a trained unit's resolved config, seeds and aggregate folders.
 - :func:`space_sets`: the sets a space's ``extract@<space>`` embeds.
-- :func:`evaluation_plan` / :func:`graph_evaluation_plan`: what ``evaluate@<benchmark>`` / ``evaluate_graph`` score.
+- :func:`evaluation_plan` / :func:`graph_evaluation_plan`: what each benchmark of ``evaluate`` / ``evaluate_graph`` scores.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def sets_from_plan(plan: Mapping[str, Any]) -> dict[str, tuple[str, bool]]:
 
 
 def evaluation_plan(params: Mapping[str, Any], benchmark: str, variants: Mapping[str, Variant]) -> dict[str, Any]:
-    """``evaluate@<benchmark>``'s plan: the link it evaluates (None when params neither declare it nor list a dataset),
+    """One benchmark's plan (the ``evaluate`` stage): the link it evaluates (None when params neither declare it nor list a dataset),
     its datasets and metric options, and the variants of that link with the seeds each is scored for (an imported
     release: once, its first seed's file)."""
     seeds = seeds_of(params)

@@ -330,7 +330,7 @@ def test_every_param_a_stage_reads_is_declared(repo):
         traces[name] = sorted(set(traces.get(name, [])) | set(json.loads(p.read_text())))
     assert set(traces) <= set(declared)
     # every stage that declares params ran and left a trace; the aggregate stage, the trained units (train@*, graph@*)
-    # and the evaluations (evaluate@*, evaluate_graph) read no params at all — their plans (data/params/…, cmcr.plan)
+    # and the evaluations (evaluate, evaluate_graph) read no params at all — their plans (data/params/…, cmcr.plan)
     planned = {s for s in declared if s.split("@")[0] in ("aggregate", "train", "graph", "evaluate", "evaluate_graph")}
     assert planned and all(declared[s] == [] for s in planned)
     assert set(traces) == set(declared) - planned

@@ -156,7 +156,7 @@ def load_benchmark(embeddings: str | Path, benchmark: str, dataset: str, options
     if benchmark == "localization":
         audio = sets["audio"]
         keep = audio.table["positive"].to_numpy(dtype=bool)
-        sets["audio"] = EvalSet(audio.space, audio.modality, audio.x[torch.from_numpy(keep)],
+        sets["audio"] = EvalSet(audio.space, audio.modality, audio.x[torch.tensor(keep)],
                                 audio.table[keep].reset_index(drop=True))
     return data, None
 

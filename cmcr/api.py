@@ -154,11 +154,10 @@ class ConnectedModel:
 
     def identity(self, modality: str) -> dict[str, Any]:
         """What decides this model's embeddings of ``modality`` (an index built with another is refused)."""
-        owners = self.spaces_for(modality)
-        encoders = {s: self.spaces[s].identity() for s in owners if s in self.spaces}
+        owners = self.graph.owners(modality)
+        encoders = {s: self.spaces[s].identity() for s in self.spaces_for(modality) if s in self.spaces}
         return {"graph": self.graph.name, "checkpoint": self.checkpoint_digest, "modality": modality,
-                "shared_space": self.shared_space if len(self.graph.owners(modality)) > 1 else None,
-                "spaces": encoders}
+                "shared_space": self.shared_space if len(owners) > 1 else None, "spaces": encoders}
 
     # -- embedding --------------------------------------------------------------------------------------
     def project(self, space: str, modality: str, embeddings: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -402,12 +402,20 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+#: the shape of a link's declaration, as error messages state it
+LINK_SHAPE = "{spaces: [a, b], shared: <modality>, memory: {a: <modality>, b: <modality>}}"
+
+
+def link_declaration(name: str) -> str:
+    """What to add to params to declare link ``name`` (error messages name it): ``connections.<name>.link: {…}``."""
+    return f"connections.{name}.link: {LINK_SHAPE}"
+
+
 def connection_from_params(name: str, entry: Any, key: str) -> Connection:
     """A connection declared in params (``connections.<name>.link``): ``{spaces: [a, b], shared: <modality>,
     memory: {a: <modality>, b: <modality>}}`` — a link of the MCR graph between spaces the project has."""
     if not isinstance(entry, Mapping) or set(entry) != {"spaces", "shared", "memory"}:
-        raise ConfigError(f"{key} must be {{spaces: [a, b], shared: <modality>, memory: {{a: <modality>, "
-                          f"b: <modality>}}}}, got {entry!r}")
+        raise ConfigError(f"{key} must be {LINK_SHAPE}, got {entry!r}")
     spaces, shared, memory = entry["spaces"], entry["shared"], entry["memory"]
     if not isinstance(spaces, list) or not all(isinstance(s, str) for s in spaces):
         raise ConfigError(f"{key}.spaces must be a list of two space names, got {spaces!r}")
@@ -426,8 +434,7 @@ def connection_of(params: Mapping[str, Any], name: str) -> Connection:
     known = sorted(n for n, g in connections.items() if isinstance(g, Mapping) and "link" in g) \
         if isinstance(connections, Mapping) else []
     raise ConfigError(f"unknown connection {name!r}: params declare the links {known}; declare it as "
-                      f"connections.{name}.link: {{spaces: [a, b], shared: <modality>, memory: {{a: <modality>, "
-                      "b: <modality>}} (README \"The MCR graph\")")
+                      f"{link_declaration(name)} (README \"The MCR graph\")")
 
 
 def group_from_params(params: Mapping[str, Any], connection: str, group: str,

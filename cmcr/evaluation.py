@@ -239,7 +239,7 @@ def score_model(data: TaskData, embed: Mapping[str, Embed], name: str) -> tuple[
             metrics = topk_accuracy(a, classes, truth)
             sims = F.normalize(a, dim=-1) @ F.normalize(classes, dim=-1).T
             rank = (sims >= sims.gather(1, truth.view(-1, 1))).sum(1)  # the true class's rank, as topk_accuracy
-            direction = f"{LETTER.get(ka, ka)}2{LETTER.get(data.sets[kb].modality, kb)}"
+            direction = "2".join(LETTER.get(s.modality, s.modality) for s in data.sets.values())  # P2T
             items = pd.DataFrame({"variant": name, "task": data.task, "direction": direction, "query": range(len(a)),
                                   "rank": rank.numpy()})
         elif data.kind in ("localization", "counterfactual"):

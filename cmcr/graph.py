@@ -634,12 +634,10 @@ def unit_from_connection(result: TrainResult, name: str, paired: str | None = No
     dataset being the two memory modalities — named ``name``, its link's config, its history. The one converter:
     the pipeline, the CLI and :func:`load_unit` (an older connection checkpoint) all go through it."""
     link = result.config.connection
-    if result.objective == "paired":
-        graph = Graph(name, "paired", link.spaces, (link,),
-                      pairs={"dataset": paired, "modalities": {s: link.memory_modality[s] for s in link.spaces}})
-    else:
-        graph = Graph(name, "joint", link.spaces, (link,))
-    return GraphResult(graph, result.projectors, {link.name: result.config}, {graph.mode: list(result.history)})
+    pairs = {"dataset": paired, "modalities": {s: link.memory_modality[s] for s in link.spaces}}
+    graph = (Graph(name, "paired", link.spaces, (link,), pairs=pairs) if result.objective == "paired"
+             else Graph(name, "joint", link.spaces, (link,)))
+    return graph_result_from_training(graph, result, {link.name: result.config})
 
 
 def load_unit(path, map_location="cpu") -> GraphResult:

@@ -14,7 +14,7 @@ from typing import Any
 
 from cmcr.artifacts import ArtifactError
 from cmcr.benchmarks import BENCHMARKS, GRAPH_SIDE_KEYS, GRAPH_TASKS, GRAPH_TASK_KEYS, graph_paired_sets, paired_sets
-from cmcr.config import (ConfigError, PRECISIONS, _bool, _choice, _device, _positive, _positive_int,
+from cmcr.config import (ConfigError, PRECISIONS, link_declaration, _bool, _choice, _device, _positive, _positive_int,
                          connection_config_from_params)
 from cmcr.encoders.base import encoder_source, register_paper_encoders, registered
 from cmcr.encoders.demo import DEMO_SPACES
@@ -140,8 +140,7 @@ def _check_spaces(params: Mapping[str, Any], links: Mapping[str, Any], graphs: M
         if name not in links:
             users = [v for v in variant_names(params) if variant_connection(params, v) == name]
             raise ConfigError(f"variants {users} train the link {name!r}, which params do not declare: "
-                              f"connections.{name}.link: {{spaces: [a, b], shared: <modality>, memory: {{a: <modality>, "
-                              "b: <modality>}}")
+                              f"{link_declaration(name)}")
         outside = [s for s in links[name].spaces if s not in spaces]
         if outside:
             raise ConfigError(f"spaces: {outside} not listed, but the variants use connection {name} "
@@ -213,7 +212,7 @@ def _check_benchmarks(benchmarks: Any, links: Mapping[str, Any]) -> None:
             continue
         if name in BENCHMARKS and datasets and BENCHMARKS[name] not in links:
             raise ConfigError(f"benchmarks.{name} evaluates the link {BENCHMARKS[name]!r}, which params do not declare: "
-                              f"connections.{BENCHMARKS[name]}.link: {{spaces, shared, memory}}")
+                              f"{link_declaration(BENCHMARKS[name])}")
         if not isinstance(datasets, list) or not all(isinstance(d, str) and d for d in datasets):
             raise ConfigError(f"benchmarks.{name} must be a list of dataset names, e.g. [demo], got {datasets!r}")
         if len(set(datasets)) != len(datasets):
@@ -268,8 +267,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         groups = _mapping(f"connections.{name}", groups)
         if "link" not in groups:
             raise ConfigError(f"connections.{name}: no link declared — every connection states its link, the "
-                              f"paper's too: connections.{name}.link: {{spaces: [a, b], shared: <modality>, "
-                              "memory: {a: <modality>, b: <modality>}} (README \"The MCR graph\")")
+                              f"paper's too: {link_declaration(name)} (README \"The MCR graph\")")
 
     links = connections_of(params)  # declared links parsed and their modalities checked
     trained_by_variants = set(connections_used(params))  # their configs are checked per variant (names the variant)

@@ -30,13 +30,13 @@ from cmcr.plan import read_plan
 def evaluate_benchmark(benchmark: str, plan: dict, load, log: logging.Logger) -> None:
     """One benchmark: its rows (``load(name, seed)``: a variant's checkpoint, read once for every benchmark) scored
     on each listed dataset; writes its metrics and per-item tables."""
-    metrics, items = {}, []
+    metrics, items, rows, datasets = {}, [], [], plan["datasets"]
     if plan["link"] is None:  # neither declared nor listed: nothing to score
         log.info("%s: no link %s declared and no dataset listed: nothing to evaluate", benchmark, BENCHMARKS[benchmark])
-        plan["datasets"] = []
+        datasets = []
     else:
         link = Connection.from_link_dict(plan["link"])
-        rows = [Row("no_connection", None, no_connection(link.spaces))]
+        rows.append(Row("no_connection", None, no_connection(link.spaces)))
         for unit in plan["variants"]:  # an imported official release is one file for every seed: scored once
             for seed in unit["seeds"]:
                 projectors = load(unit["name"], seed).projectors
@@ -50,7 +50,7 @@ def evaluate_benchmark(benchmark: str, plan: dict, load, log: logging.Logger) ->
         for row, result in fitted.items():
             rows.append(Row(row, None, {s: (lambda x, m=m, modality=modalities[s]: m.embed(x, modality))
                                         for s, m in result.projectors.items()}))
-    for dataset in plan["datasets"]:
+    for dataset in datasets:
         try:
             data, coverage = load_benchmark(EMBEDDINGS, benchmark, dataset, plan["options"])
         except ArtifactError as exc:  # e.g. bring-your-own embeddings without this dataset's sets

@@ -39,8 +39,8 @@ from torch import nn
 
 from cmcr.artifacts import load_npy, load_torch
 from cmcr.closed_form import CONTEXT_ROWS, LinearConfig, LinearLinkData, LinearMap, fit_link
-from cmcr.config import (ConfigError, Connection, ConnectionConfig, connection_config_from_params,
-                         connection_of, paired_objective)
+from cmcr.config import (GROUPS, ConfigError, Connection, ConnectionConfig, connection_config_from_params,
+                         connection_of, deep_merge, paired_objective)
 from cmcr.encoders.base import _REGISTRY
 from cmcr.enhance import semantic_completion
 from cmcr.exmcr import ExtendConfig, ExtendProjector, Identity, modality_centric_data, stack_centres, train_leaf
@@ -338,13 +338,38 @@ def graph_needs(params: Mapping[str, Any], eq2: bool = False) -> tuple[list[Conn
     return list(links.values()), paired
 
 
+def graph_training(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """params' ``graph_training``, checked: groups (``loss``, ``projector``…) every link trained *inside a graph*
+    (modes joint, extend, paired) takes on top of the base groups — below ``connections.<link>``, so a link's own
+    setting wins. The default (params.yaml) is τ2 = τ3 = 0.05 and per-modality BatchNorm statistics: on both public
+    worlds they raise the emergent audio↔3D pair (README "What the graph's training settings do"); ``{}`` trains
+    a graph's links at the paper's settings. The variants (the paper's tables) never read it."""
+    block = params.get("graph_training") or {}
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"graph_training must be a mapping of config groups, got {block!r}")
+    unknown = sorted(set(block) - set(GROUPS))
+    if unknown:
+        raise ConfigError(f"graph_training: unknown group(s) {unknown}; known: {', '.join(GROUPS)}")
+    for group, values in block.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"graph_training.{group} must be a mapping, got {values!r}")
+    return {g: dict(v) for g, v in block.items()}
+
+
+def with_graph_training(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with :func:`graph_training` merged into its base groups (what :func:`graph_config` resolves)."""
+    block = graph_training(params)
+    return {**params, **{g: deep_merge(params.get(g) or {}, v) for g, v in block.items()}}
+
+
 def graph_config(params: Mapping[str, Any], graph: "Graph") -> dict[str, ConnectionConfig]:
-    """Each link's effective config (base groups → ``connections.<link>`` → the training scale), as the
-    variants resolve theirs; mode ``paired``: one config named after the graph, the audio–visual connection's
-    projector and optimisation with the pair term only (as a paired-data reference variant)."""
+    """Each link's effective config (base groups → :func:`graph_training` → ``connections.<link>`` → the training
+    scale), as the variants resolve theirs; mode ``paired``: one config named after the graph, the audio–visual
+    connection's projector and optimisation with the pair term only (as a paired-data reference variant)."""
 
     if graph.mode == "linear":
         return {}  # fitted in closed form: no training config
+    params = with_graph_training(params)
     if graph.mode != "paired":
         return {link.name: connection_config_from_params(params, link.name, training_scale(params, link.name)[0])
                 for link in graph.links}

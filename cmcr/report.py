@@ -468,8 +468,10 @@ def graph_note(results: Mapping[str, Any]) -> str:
             links = "; ".join(f"{k} {scale_words(c.train)}, lr {c.train.lr:g}"
                               for k, c in result.configs.items())
         extra = f", extend {result.extend}" if result.extend else ""
+        temperatures = ", ".join(f"{k} {c.loss.shared_temperature:g}/{c.loss.pseudo_temperature:g}" for k, c in result.configs.items())
+        norms = "; BatchNorm statistics per modality" if any(c.projector.norm_stats == "modality" for c in result.configs.values()) else ""
         parts.append(f"{name} ({g.mode}{', base ' + g.base if g.base else ''}): {modules}; {params / 1e6:.2f}M trainable "
-                     f"parameters; {links}{extra}")
+                     f"parameters; {links}{extra}; τ2/τ3 {temperatures}{norms}")
     return ("\nTrained with (from the checkpoints): " + " | ".join(parts) + ".\n") if parts else ""
 
 

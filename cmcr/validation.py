@@ -23,13 +23,13 @@ from cmcr.exmcr import ExtendConfig
 from cmcr.experiments import (connections_used, pipeline_spaces, require_manifests, resolve_variant,
                               scale_of, seeds_of, setup_of, variant_connection, variant_names)
 from cmcr.extraction import resolve_devices
-from cmcr.graph import connections_of, graph_config, graphs_of, stated_modalities
+from cmcr.graph import connections_of, graph_config, graph_training, graphs_of, stated_modalities
 from cmcr.plan import space_sets
 from cmcr.train import FEW_STEPS, planned_steps
 from cmcr.world import WorldConfig
 
 #: every top-level group params.yaml may have (README "Parameters")
-TOP_LEVEL = ("setup", "seeds", "scale", "spaces", "graph_tasks", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "extend", "demo", "extraction",
+TOP_LEVEL = ("setup", "seeds", "scale", "spaces", "graph_tasks", "memory", "noise", "projector", "loss", "train", "connections", "graphs", "graph_training", "extend", "demo", "extraction",
              "paper", "benchmarks", "evaluation", "variants")
 
 
@@ -320,6 +320,7 @@ def _check_graphs(params: Mapping[str, Any], graphs: Mapping[str, Any]) -> None:
     whose data the pipeline's stages compute (the built-in connections')."""
 
     ExtendConfig.from_params(params)
+    graph_training(params)
     if not graphs:
         raise ConfigError("graphs: none declared; the pipeline's graph@<name>, evaluate_graph and report stages need "
                           "at least one (README \"The MCR graph\")")

@@ -202,6 +202,35 @@ def test_a_declared_link_between_pipeline_spaces_gets_its_own_eq2_folder_and_pas
     assert aggregate_folder("data/aggregated", "clip_clap_t2", "softmax") == Path("data/aggregated/clip_clap_t2/softmax")
 
 
+def test_graph_training_sits_between_the_base_groups_and_a_links_own_and_never_reaches_a_variant():
+    """Issue 30: params' ``graph_training`` (τ2 = τ3 = 0.05, per-modality BatchNorm statistics) is what a link trains
+    at inside a graph; a link's own ``connections.<link>`` setting wins over it; the variants keep the paper's
+    1/100; ``graph_training: {}`` gives the graph's links the paper's settings back."""
+    from cmcr.config import connection_config_from_params
+    from cmcr.graph import graph_config
+
+    p = params_with({"joint": {"mode": "joint", "spaces": ["clip", "clap", "ulip"], "links": ["clip_clap", "clip_ulip"]},
+                     "pairs": {"mode": "paired", "spaces": ["clap", "ulip"],
+                               "pairs": {"dataset": "demo", "modalities": {"clap": "audio", "ulip": "points"}}}})
+    p["graph_training"] = {"loss": {"shared_temperature": 0.05, "pseudo_temperature": 0.05},
+                           "projector": {"norm_stats": "modality"}}
+    p["connections"]["clip_ulip"]["loss"]["pseudo_temperature"] = 0.02
+    graphs = graphs_of(p)
+    joint = graph_config(p, graphs["joint"])
+    assert (joint["clip_clap"].loss.shared_temperature, joint["clip_clap"].loss.pseudo_temperature) == (0.05, 0.05)
+    assert (joint["clip_ulip"].loss.shared_temperature, joint["clip_ulip"].loss.pseudo_temperature) == (0.05, 0.02)
+    assert joint["clip_ulip"].loss.lambda_intra == 0.4 and joint["clip_ulip"].noise.var == 0.002  # the link's own
+    assert {c.projector.norm_stats for c in joint.values()} == {"modality"}
+    assert graph_config(p, graphs["pairs"])["pairs"].loss.pseudo_temperature == 0.05  # the paired reference too
+    variant = connection_config_from_params(p, "clip_clap")
+    assert (variant.loss.shared_temperature, variant.projector.norm_stats) == (0.01, "shared")
+    p["graph_training"] = {}
+    paper = graph_config(p, graphs["joint"])
+    assert (paper["clip_clap"].loss.shared_temperature, paper["clip_clap"].projector.norm_stats) == (0.01, "shared")
+    own = connection_config_from_params(p, "clip_clap")
+    assert (paper["clip_clap"].loss, paper["clip_clap"].projector, paper["clip_clap"].noise) == (own.loss, own.projector, own.noise)
+
+
 def test_an_older_connection_checkpoint_loads_as_the_one_link_graph_it_is(tmp_path):
     """Issue 31, point 3: one checkpoint format (a connection is a one-link graph) and one loader; a connection
     checkpoint written by an older cmcr (format cmcr.projectors/1, written here by hand as it was) is converted on load

@@ -78,6 +78,9 @@ def test_the_committed_params_are_valid_and_resolve_every_variant():
     ("graphs.joint.spaces=[clip,clap,imagebind]", "graphs.joint.spaces: unknown space 'imagebind'"),
     ("graphs.paired_audio_3d.pairs.dataset=VGGSound", "graphs.paired_audio_3d.pairs: the demo world's true pairs"),
     ("extend.dense=maybe", "extend.dense must be true or false"),
+    ("graph_training.memroy={mode: argmax}", "graph_training: unknown group\\(s\\) \\['memroy'\\]; known: memory, noise"),
+    ("graph_training.loss=0.05", "graph_training.loss must be a mapping, got 0.05"),
+    ("graph_training.loss.shared_temperature=-1", "graphs.joint: .*temperature"),
     ("benchmarks.graph=demo", "benchmarks.graph must be a list of dataset names"),
 ])
 def test_every_bad_value_is_one_line_naming_key_value_and_what_is_allowed(override, message):

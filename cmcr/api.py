@@ -38,11 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from cmcr import layout
 from cmcr.config import ConfigError
 from cmcr.encoders.base import EncoderSpace, build_space
 from cmcr.extraction import extract
 from cmcr.graph import GraphResult, load_unit
-
+from cmcr.plan import read_plan
 
 
 class EmbedError(ValueError):
@@ -102,27 +103,25 @@ class ConnectedModel:
                       checkpoint: str | Path | None = None, graph: str | None = None, encoders: bool = True,
                       **kwargs: Any) -> "ConnectedModel":
         """The model ``dvc repro`` trained: ``models/connections/<variant>/seed<seed>.pt`` — or with ``graph``
-        ``models/graphs/<graph>/seed<seed>.pt`` — (``seed`` default: the first of params.yaml's ``seeds``; or
+        ``models/graphs/<graph>/seed<seed>.pt`` — (``seed`` default: the first of the pipeline's seeds; or
         ``checkpoint``) with the encoders of the project's setup — the demo stand-ins (``models/spaces/<space>.pt``)
         for ``setup: demo``, the real encoders of ``paper.encoders`` for ``setup: paper``. ``setup: byo`` has no
         encoders (its embeddings were computed elsewhere), nor has ``encoders=False`` (no encoder built): such a model
-        projects precomputed embeddings (:meth:`project`) and nothing else."""
-        from cmcr import layout
-        from cmcr.experiments import seeds_of, setup_of
-        from cmcr.params import load_params
-
+        projects precomputed embeddings (:meth:`project`) and nothing else. Setup, seeds and encoders are the ones the
+        pipeline ran with: its overview plan (``data/params/overview.json``, :func:`cmcr.plan.overview_plan`), not
+        params.yaml as edited since."""
         root = Path(root)
-        params = load_params(root / "params.yaml")
+        plan = read_plan(root / layout.OVERVIEW_PLAN)
         if checkpoint is not None:
             path = Path(checkpoint)
         else:
-            seeds = seeds_of(params)
+            seeds = plan["seeds"]
             if seed is not None and seed not in seeds:
-                raise ConfigError(f"seed {seed} is not one of params.yaml's seeds {seeds}: no such checkpoint")
+                raise ConfigError(f"seed {seed} is not one of the pipeline's seeds {seeds}: no such checkpoint")
             folder, name = (root / layout.GRAPHS, graph) if graph else (root / layout.CONNECTIONS, variant)
             path = layout.checkpoint_path(folder, name, seeds[0] if seed is None else seed)
         result = load_unit(path)
-        setup = setup_of(params)
+        setup = plan["setup"]
         spaces: dict[str, EncoderSpace] = {}
         for name in result.projectors:
             if not encoders or setup == "byo":
@@ -130,7 +129,7 @@ class ConnectedModel:
             if setup == "demo":
                 spaces[name] = build_space(f"demo_{name}", checkpoint=root / layout.SPACES / f"{name}.pt")
             elif setup == "paper":
-                options = dict((params.get("paper") or {}).get("encoders", {}).get(name) or {})
+                options = dict(plan["encoders"].get(name) or {})
                 for key in ("weights", "plugin"):  # relative to the project (a plugin always is: plugins/<file>.py)
                     value = options.get(key)
                     if value and not Path(value).is_absolute() and (root / value).exists():

@@ -30,6 +30,7 @@ BYO = Path("byo/embeddings")                      # setup byo: your own <space>/
 PLANS = Path("data/params")
 VALID = PLANS / "valid.txt"
 AGGREGATE_PLAN = PLANS / "aggregates.json"
+OVERVIEW_PLAN = PLANS / "overview.json"            # report and the API: setup, seeds, datasets, the units' labels, configs
 
 
 def variant_plan(name: str) -> Path:
@@ -42,8 +43,13 @@ def graph_plan(name: str) -> Path:
     return PLANS / "graphs" / f"{name}.json"
 
 
+def stage_plan(stage: str) -> Path:
+    """A data stage's plan (``world``, ``texts``, ``spaces``): the params it reads (``{"params": {…}}``)."""
+    return PLANS / "stages" / f"{stage}.json"
+
+
 def space_plan(space: str) -> Path:
-    """``extract@<space>``'s plan: the sets the space embeds (``{file: [modality, required]}``)."""
+    """``extract@<space>``'s plan: the sets the space embeds (``{file: [modality, required]}``) and the params it reads."""
     return PLANS / "spaces" / f"{space}.json"
 
 

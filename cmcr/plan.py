@@ -7,8 +7,11 @@ reruns the Eq. 2 aggregate stage and the units that train on that link, not ever
   each in its own folder ``<link>/<key>`` (:func:`aggregate_key`): a variant that sets its own τ1 trains on
   aggregates at that τ1, never on its link's.
 - :func:`variant_plan` / :func:`graph_plan`: a trained unit's resolved config, seeds and aggregate folders.
-- :func:`space_sets`: the sets a space's ``extract@<space>`` embeds.
+- :func:`space_sets`: the sets a space's ``extract@<space>`` embeds; :func:`stage_plan`: the params a data stage
+  (``world``, ``texts``, ``spaces``) reads, and nothing else of them.
 - :func:`evaluation_plan` / :func:`graph_evaluation_plan`: what each benchmark of ``evaluate`` / ``evaluate_graph`` scores.
+- :func:`overview_plan`: the pipeline at a glance — setup, seeds, datasets, every unit's label, group and config — for
+  the ``report`` stage and the API (:class:`Overview` read back).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from cmcr.config import (ConfigError, Connection, ConnectionConfig, MemoryConfig
                          memory_config_from_params)
 from cmcr.evaluation import SINGLE_CONNECTION_VARIANTS, metric_options
 from cmcr.exmcr import ExtendConfig
-from cmcr.experiments import Variant, pipeline_spaces, seeds_of, training_spec
+from cmcr.experiments import Variant, pipeline_spaces, seeds_of, setup_of, training_spec
 from cmcr.graph import Graph, graph_config
 from cmcr import layout
 
@@ -118,6 +121,41 @@ def graph_from_plan(plan: Mapping[str, Any]) -> GraphPlan:
                      [int(s) for s in plan["seeds"]], dict(plan["aggregates"]))
 
 
+#: the params each data stage reads, by dotted key: its plan (:func:`stage_plan`) holds exactly these, so the stage
+#: can read nothing else and reruns only when one of them changes (``extract@<space>``: :func:`extraction_params`)
+STAGE_PARAMS = {"world": ("setup", "demo.world"), "texts": ("setup", "paper.texts"),
+                "spaces": ("setup", "spaces", "demo.spaces")}
+
+
+def extraction_params(space: str) -> tuple[str, ...]:
+    """What ``extract@<space>`` reads of params: the setup, the failure limit, the space's own encoder and sets
+    (setup paper; another space's encoder changed does not re-extract this one) and the extraction settings."""
+    return ("setup", "extraction", f"paper.encoders.{space}", f"paper.sets.{space}", "paper.extraction")
+
+
+def params_subset(params: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The part of ``params`` at the dotted ``keys``, nested as in params (``demo.world`` → ``{"demo": {"world":
+    …}}``); a key params lacks is left out."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        *parents, last = key.split(".")
+        source: Any = params
+        for part in parents:
+            source = source.get(part) if isinstance(source, Mapping) else None
+        if not isinstance(source, Mapping) or last not in source:
+            continue
+        target = out
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[last] = source[last]
+    return out
+
+
+def stage_plan(params: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """A data stage's plan (``world``, ``texts``, ``spaces``): :func:`params_subset` of :data:`STAGE_PARAMS`."""
+    return {"format": PLAN_FORMAT, "stage": stage, "params": params_subset(params, STAGE_PARAMS[stage])}
+
+
 def space_sets(params: Mapping[str, Any], space: str, variants: Mapping[str, Variant],
                graphs: Mapping[str, Graph]) -> dict[str, tuple[str, bool]]:
     """``{file name: (modality, required)}`` a space contributes: the training sets of the links the variants and
@@ -145,9 +183,10 @@ def space_sets(params: Mapping[str, Any], space: str, variants: Mapping[str, Var
 
 def space_plan(params: Mapping[str, Any], space: str, variants: Mapping[str, Variant], graphs: Mapping[str, Graph]
                ) -> dict[str, Any]:
-    """``extract@<space>``'s plan: :func:`space_sets` as JSON."""
+    """``extract@<space>``'s plan: :func:`space_sets` as JSON and the params it reads (:func:`extraction_params`)."""
     return {"format": PLAN_FORMAT, "space": space,
-            "sets": {f: [m, required] for f, (m, required) in space_sets(params, space, variants, graphs).items()}}
+            "sets": {f: [m, required] for f, (m, required) in space_sets(params, space, variants, graphs).items()},
+            "params": params_subset(params, extraction_params(space))}
 
 
 def sets_from_plan(plan: Mapping[str, Any]) -> dict[str, tuple[str, bool]]:
@@ -183,17 +222,59 @@ def graph_evaluation_plan(params: Mapping[str, Any], variants: Mapping[str, Vari
             "graphs": list(graphs), "seeds": seeds}
 
 
+def overview_plan(params: Mapping[str, Any], variants: Mapping[str, Variant], graphs: Mapping[str, Graph]) -> dict[str, Any]:
+    """The overview plan (the ``report`` stage's, and :meth:`cmcr.api.ConnectedModel.from_pipeline`'s): the setup (the paper's numbers sit beside ours unless demo), the seeds, each benchmark's
+    datasets in params' order; per variant its label, group, whether imported or trained on true pairs, its text
+    sources and config (Table 5 and Figure 3 describe their rows by it); per graph its definition and label; setup
+    paper's encoder declarations (a plugin space registers from them, as at validation)."""
+    paper = params.get("paper") or {}
+    return {"format": PLAN_FORMAT, "setup": setup_of(params), "seeds": seeds_of(params),
+            "benchmarks": {b: [str(d) for d in (v or [])] for b, v in params["benchmarks"].items()},
+            "variants": {n: {"label": v.label, "group": v.group, "official": v.official, "paired": v.paired,
+                             "exclude_sources": list(v.exclude_sources), "config": v.config.to_dict()}
+                         for n, v in variants.items()},
+            "graphs": {n: {"label": str((params["graphs"][n] or {}).get("label", n)), "graph": g.to_dict()}
+                       for n, g in graphs.items()},
+            "encoders": dict(paper.get("encoders") or {}) if setup_of(params) == "paper" else {},
+            "trust_pickled_points": bool(((paper.get("encoders") or {}).get("ulip") or {}).get("trust_pickled_points", False))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Overview:
+    """The overview plan read back (:func:`overview_plan`)."""
+
+    setup: str
+    seeds: list[int]
+    benchmarks: dict[str, list[str]]
+    variants: dict[str, Variant]
+    graphs: dict[str, Graph]
+    graph_labels: dict[str, str]
+    encoders: dict[str, Any]
+    trust_pickled_points: bool
+
+
+def overview_from_plan(plan: Mapping[str, Any]) -> Overview:
+    variants = {n: Variant(n, v["group"], v["label"], ConnectionConfig.from_dict(v["config"]),
+                           tuple(v["exclude_sources"]), v["official"], v["paired"]) for n, v in plan["variants"].items()}
+    return Overview(plan["setup"], [int(s) for s in plan["seeds"]], dict(plan["benchmarks"]), variants,
+                      {n: Graph.from_dict(g["graph"]) for n, g in plan["graphs"].items()},
+                      {n: g["label"] for n, g in plan["graphs"].items()}, dict(plan["encoders"]),
+                      bool(plan["trust_pickled_points"]))
+
+
 def pipeline_plans(params: Mapping[str, Any], variants: Mapping[str, Variant], graphs: Mapping[str, Graph]
                    ) -> dict[Path, dict[str, Any]]:
     """Every plan file the validate stage writes (paths relative to the project root, :mod:`cmcr.layout`): the
-    aggregate stage's, one per variant, graph and space."""
+    aggregate stage's, one per variant, graph, space and evaluation family, and the report's."""
     out: dict[Path, dict[str, Any]] = {layout.AGGREGATE_PLAN: {"format": PLAN_FORMAT,
                                                                "jobs": aggregate_plan(params, variants, graphs)}}
     out |= {layout.variant_plan(n): variant_plan(params, v) for n, v in variants.items()}
     out |= {layout.graph_plan(n): graph_plan(params, g) for n, g in graphs.items()}
+    out |= {layout.stage_plan(s): stage_plan(params, s) for s in STAGE_PARAMS}
     out |= {layout.space_plan(s): space_plan(params, s, variants, graphs) for s in pipeline_spaces(params)}
     out |= {layout.evaluation_plan(b): evaluation_plan(params, b, variants) for b in BENCHMARKS}
     out[layout.evaluation_plan("graph")] = graph_evaluation_plan(params, variants, graphs)
+    out[layout.OVERVIEW_PLAN] = overview_plan(params, variants, graphs)
     return out
 
 

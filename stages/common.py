@@ -28,77 +28,13 @@ GRAPHS, GRAPH_HISTORY, METRICS, RESULTS = (ROOT / p for p in (layout.GRAPHS, lay
 BYO = ROOT / layout.BYO
 
 
-class TracedParams(dict):
-    """A params mapping that records which keys a stage reads (dotted paths).
+def stage_params(stage: str) -> dict[str, Any]:
+    """The params a data stage reads, from its plan (:func:`cmcr.plan.stage_plan`, written by the validate stage):
+    exactly the keys :data:`cmcr.plan.STAGE_PARAMS` names — a read of any other key fails — so DVC reruns the stage
+    when one of those changes and never for another (the plan file is its dependency, not params.yaml)."""
+    from cmcr.plan import read_plan  # here, not at the top: cmcr.plan imports torch, which must follow the pins above
 
-    A scalar read records its path; iterating or copying a mapping records the mapping's path (all of
-    it was read); membership tests record nothing. With ``CMCR_PARAMS_TRACE=<folder>`` set, every
-    stage writes its reads there at exit, and the test suite checks they are all declared in the
-    stage's ``params:`` in dvc.yaml, so an experiment (`dvc exp run -S …`) invalidates the right stages.
-    """
-
-    def __init__(self, data: dict, path: str = "", reads: set | None = None) -> None:
-        super().__init__(data)
-        self._path, self._reads = path, reads if reads is not None else set()
-
-    def _child(self, key: str, value: Any) -> Any:
-        path = f"{self._path}.{key}" if self._path else str(key)
-        if isinstance(value, dict):
-            return TracedParams(value, path, self._reads)
-        self._reads.add(path)
-        return value
-
-    def __getitem__(self, key: str) -> Any:
-        return self._child(key, super().__getitem__(key))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._child(key, super().get(key, default))
-
-    def _all(self) -> None:
-        self._reads.add(self._path)
-
-    def __iter__(self):
-        self._all()
-        return super().__iter__()
-
-    def keys(self):
-        self._all()
-        return super().keys()
-
-    def items(self):
-        self._all()
-        return [(k, self._child(k, v)) for k, v in super().items()]
-
-    def values(self):
-        return [v for _, v in self.items()]
-
-    def __len__(self) -> int:
-        self._all()
-        return super().__len__()
-
-    def __bool__(self) -> bool:  # `params.get(g) or {}` is not a read of everything in g
-        return super().__len__() > 0
-
-
-def params() -> TracedParams:
-    """params.yaml read as DVC reads it (YAML 1.2, :func:`cmcr.params.load_params`), reads traced."""
-    from cmcr.params import load_params
-
-    traced = TracedParams(load_params(ROOT / "params.yaml"))
-    trace_dir = os.environ.get("CMCR_PARAMS_TRACE")
-    if trace_dir:
-        import atexit
-        import json
-        import sys
-
-        stage = Path(sys.argv[0]).stem + (f"@{sys.argv[1]}" if len(sys.argv) > 1 else "")
-
-        def dump() -> None:
-            Path(trace_dir).mkdir(parents=True, exist_ok=True)
-            (Path(trace_dir) / f"{stage}.json").write_text(json.dumps(sorted(traced._reads)))
-
-        atexit.register(dump)
-    return traced
+    return read_plan(ROOT / layout.stage_plan(stage))["params"]
 
 
 def setup_logging(stage: str) -> logging.Logger:

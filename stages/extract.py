@@ -11,7 +11,7 @@ same sharded, resumable extraction (`cmcr.extraction.extract_sharded`): shards l
 `data/shards/<space>/` (outside DVC's outputs), so a killed stage resumes where it stopped.
 """
 
-from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, params, run, setup_logging, skipped_marker
+from common import BYO, EMBEDDINGS, ROOT, SPACES, TEXTS, WORLD, run, setup_logging, skipped_marker
 
 import json
 
@@ -45,7 +45,7 @@ def paper_rows(space: str, name: str, modality: str, p) -> pd.DataFrame | None:
     """The texts, or the user's manifest ``paper.sets.<space>.<name>`` (None when not given)."""
     if name == "text":
         return texts_rows()
-    spec = (p["paper"]["sets"].get(space) or {}).get(name)
+    spec = ((p["paper"].get("sets") or {}).get(space) or {}).get(name)  # the plan holds this space's sets only
     if not spec:
         return None
     column = spec.get("column", "path")
@@ -114,9 +114,9 @@ def extract_sets(space: str, sets, tmp, p, log, encoder: tuple[str, dict], rows_
 
 def main(space: str) -> None:
     log = setup_logging(f"extract@{space}")
-    p = params()
     plan_file = ROOT / layout.space_plan(space)
-    sets = sets_from_plan(read_plan(plan_file))
+    plan = read_plan(plan_file)
+    sets, p = sets_from_plan(plan), plan["params"]  # the params it reads: cmcr.plan.extraction_params
     log.info("plan %s: %d sets", plan_file, len(sets))
     setup = setup_of(p)
     if setup == "demo":

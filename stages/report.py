@@ -1,7 +1,10 @@
 """Stage `report`: result tables like the paper's (results/*.md), plots (results/*.png, results/plots.html)
-and qualitative examples (results/examples.html)."""
+and qualitative examples (results/examples.html).
 
-from common import CONNECTIONS, EMBEDDINGS, GRAPH_HISTORY, GRAPHS, HISTORY, METRICS, RESULTS, ROOT, WORLD, params, setup_logging, run
+Reads its plan ``data/params/overview.json`` (the setup, seeds, datasets, the units' labels, groups and configs:
+:func:`cmcr.plan.overview_plan`, written by the validate stage; the API reads it too), the metrics and the checkpoints — not params.yaml."""
+
+from common import CONNECTIONS, EMBEDDINGS, GRAPH_HISTORY, GRAPHS, HISTORY, METRICS, RESULTS, ROOT, WORLD, setup_logging, run
 
 import json
 from pathlib import Path
@@ -10,14 +13,16 @@ import pandas as pd
 
 from cmcr import report
 from cmcr.closed_form import CONTEXT_ROWS, LinearConfig
-from cmcr.graph import closed_form_label, closed_form_rows, graphs_of, load_unit
+from cmcr.graph import closed_form_label, closed_form_rows, load_unit
 from cmcr.report import ours
 from cmcr.examples import write_examples
 from cmcr.world import class_names
 from cmcr.artifacts import atomic_path, write_json
 from cmcr.benchmarks import BENCHMARKS
 from cmcr.encoders.base import register_paper_encoders
-from cmcr.experiments import checkpoint_path, resolve_variant, seeds_of, setup_of, variant_names
+from cmcr import layout
+from cmcr.experiments import checkpoint_path
+from cmcr.plan import read_plan, overview_from_plan
 
 
 def write_text(path, text: str) -> None:
@@ -27,15 +32,15 @@ def write_text(path, text: str) -> None:
 
 def main() -> None:
     log = setup_logging("report")
-    p = params()
-    register_paper_encoders(p)  # setup paper: a plugin space's modalities, for the graphs' checks
-    paper = setup_of(p) != "demo"  # the paper's numbers sit beside ours when the data is real
-    variants = {n: resolve_variant(p, n) for n in variant_names(p)}
+    plan = overview_from_plan(read_plan(ROOT / layout.OVERVIEW_PLAN))
+    setup, seeds, variants, graphs = plan.setup, plan.seeds, plan.variants, plan.graphs
+    register_paper_encoders({"setup": setup, "paper": {"encoders": plan.encoders}})  # a plugin space's modalities
+    paper = setup != "demo"  # the paper's numbers sit beside ours when the data is real
     configs = {n: v.config for n, v in variants.items()}
     scores = {b: json.loads((METRICS / f"{b}.json").read_text())
               for b in ("retrieval", "localization", "counterfactual", "zeroshot3d")}
     # metrics JSON has sorted keys; the tables show the datasets in the order params.yaml lists them
-    scores = {b: report.in_order(m, [str(d) for d in (p["benchmarks"][b] or [])]) for b, m in scores.items()}
+    scores = {b: report.in_order(m, plan.benchmarks.get(b, [])) for b, m in scores.items()}
     RESULTS.mkdir(exist_ok=True)
     # variants of group table1 / table4 other than ours (e.g. the official release) become extra rows
     extra = {"no_connection": "No connection (original spaces, no training)"} | {
@@ -47,7 +52,6 @@ def main() -> None:
     for n, v in variants.items():
         if not v.official and not v.paired:
             main_variants.setdefault(v.config.connection.name, n)
-    seeds = seeds_of(p)
     # what produced the tables' trained rows, from their first seed's checkpoint (projector sizes, epochs, batch)
     notes = {c: report.training_note({n: load_unit(checkpoint_path(CONNECTIONS, n, seeds[0]))})
              for c, n in main_variants.items()}
@@ -78,11 +82,10 @@ def main() -> None:
             write_text(RESULTS / out, render(scores[benchmark], paper, extra=extra, label=labels.get(main))
                        + notes.get(BENCHMARKS[benchmark], ""))
     graph_metrics = METRICS / "graph.json"
-    graphs = graphs_of(p)
     if graphs and graph_metrics.is_file():
         rows = {"random": "Random (expected)", "no_connection": "No connection (original spaces, no training)"}
         rows |= {n: f"{ours(labels.get(n))} (single connection)" for n in ("K", "clip_ulip") if n in variants}
-        rows |= {n: str(p["graphs"][n].get("label", n)) for n in graphs}
+        rows |= {n: plan.graph_labels[n] for n in graphs}
         rows |= {n: closed_form_label(g) for n, g in closed_form_rows(graphs).items()}
         rows["ceiling"] = "Ceiling (best possible on this benchmark)"
         write_text(RESULTS / "graph.md", report.graph_table(json.loads(graph_metrics.read_text()), rows)
@@ -111,7 +114,6 @@ def main() -> None:
               if (RESULTS / name).is_file()}
     tables = sorted(p.name for p in RESULTS.glob("*.md"))
     write_text(RESULTS / "plots.html", report.plots_page(summary, images, tables))
-    setup = setup_of(p)
 
     def resolve(path):  # demo tables list world-relative paths; the paper's manifests absolute or repo-relative
         path = Path(str(path))
@@ -127,10 +129,9 @@ def main() -> None:
         return {str(s): WORLD / str(i) for s, i in zip(table["scene_id"], table["image"])}
 
     checkpoints = {c: checkpoint_path(CONNECTIONS, n, seeds[0]) for c, n in main_variants.items()}  # first seed
-    trust = bool((p["paper"]["encoders"].get("ulip") or {}).get("trust_pickled_points", False))
     write_examples(RESULTS / "examples.html", EMBEDDINGS, checkpoints,
-                   {b: list(p["benchmarks"].get(b) or []) for b in ("retrieval", "localization", "zeroshot3d", "graph")},
-                   resolve, scene_images, seed=0, trust_pickle=trust,
+                   {b: plan.benchmarks.get(b, []) for b in ("retrieval", "localization", "zeroshot3d", "graph")},
+                   resolve, scene_images, seed=0, trust_pickle=plan.trust_pickled_points,
                    names=class_names() if setup == "demo" else None,
                    graphs={n: checkpoint_path(GRAPHS, n, seeds[0]) for n, g in graphs.items() if g.mode != "paired"})
     log.info("wrote tables and plots to %s", RESULTS)

@@ -5,7 +5,7 @@ intra-op thread each, :func:`cmcr.train.train_seeds`), so each computes exactly 
 takes about as long as the slowest (ULIP-2's). ``python stages/spaces.py clip`` trains the spaces named only.
 Other setups write a SKIPPED marker per space."""
 
-from common import METRICS, SPACES, TEXTS, WORLD, params, setup_logging, run
+from common import METRICS, SPACES, TEXTS, WORLD, stage_params, setup_logging, run
 
 import logging
 
@@ -29,7 +29,7 @@ log = logging.getLogger("spaces")
 
 def main(spaces: list[str] = typer.Argument(None, help="the spaces to train (default: params.yaml spaces)")) -> None:
     setup_logging("spaces")
-    p = params()
+    p = stage_params("spaces")  # setup and its own keys only (data/params/stages/spaces.json)
     spaces = list(spaces or pipeline_spaces(p))
     if setup_of(p) != "demo":
         for space in spaces:

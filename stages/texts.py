@@ -1,6 +1,6 @@
 """Stage `texts`: collect the C-MCR text set (text_id, text, source)."""
 
-from common import BYO, TEXTS, WORLD, params, setup_logging, run
+from common import BYO, TEXTS, WORLD, stage_params, setup_logging, run
 from cmcr.artifacts import read_parquet, write_parquet
 from cmcr.experiments import setup_of
 from cmcr.sources.texts import collect_texts
@@ -9,7 +9,7 @@ from cmcr.world import WorldFiles
 
 def main() -> None:
     log = setup_logging("texts")
-    p = params()
+    p = stage_params("texts")  # setup and its own keys only (data/params/stages/texts.json)
     if setup_of(p) == "demo":
         texts = WorldFiles(WORLD).corpus()
     elif setup_of(p) == "paper":  # the §4.1 corpora from the user's disk

@@ -12,13 +12,14 @@ changes. The folder is a persistent output (DVC does not delete it before this s
 longer in params are removed here.
 """
 
-from common import BYO, ROOT, params, run, setup_logging
+from common import BYO, ROOT, run, setup_logging
 
 from cmcr import layout
 from cmcr.artifacts import atomic_path
 from cmcr.experiments import (describe_stale, pipeline_spaces, scale_of, seeds_of, setup_of, stale_outputs,
                               training_scale, training_scale_block)
 from cmcr.graph import graphs_of
+from cmcr.params import load_params
 from cmcr.plan import pipeline_plans, plan_text, sets_from_plan
 from cmcr.train import FEW_STEPS
 from cmcr.validation import check_byo_layout, check_params, few_steps
@@ -37,7 +38,7 @@ def write_if_changed(path, text: str) -> bool:
 
 def main() -> None:
     log = setup_logging("validate")
-    p = params()
+    p = load_params(ROOT / "params.yaml")  # all of it, as DVC reads it (its one stage that reads params.yaml)
     resolved = check_params(p)
     graphs = graphs_of(p)
     plans = pipeline_plans(p, resolved, graphs)

@@ -1,6 +1,6 @@
 """Stage `world`: generate the embedded demo world (setup: demo)."""
 
-from common import WORLD, params, run, setup_logging, skipped_marker
+from common import WORLD, stage_params, run, setup_logging, skipped_marker
 
 import shutil
 
@@ -11,7 +11,7 @@ from cmcr.world import WorldConfig, generate_world
 
 def main() -> None:
     log = setup_logging("world")
-    p = params()
+    p = stage_params("world")  # setup and its own keys only (data/params/stages/world.json)
     if setup_of(p) != "demo":
         shutil.rmtree(WORLD, ignore_errors=True)
         skipped_marker(WORLD, f"setup={setup_of(p)}: the demo world is not used")

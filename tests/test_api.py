@@ -215,8 +215,22 @@ def demo_project(files, tmp_path) -> Path:
     for s in ("clip", "clap"):
         shutil.copy(files["root"] / f"{s}.pt", project / "models" / "spaces" / f"{s}.pt")
     shutil.copy(files["root"] / "clip_clap.pt", project / "models" / "connections" / "K" / "seed0.pt")
-    (project / "params.yaml").write_text(yaml.safe_dump(yaml.safe_load((ROOT_DIR / "params.yaml").read_text())))
+    params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    write_overview(project, params)
     return project
+
+
+def write_overview(project, params) -> None:
+    """The overview plan the validate stage writes (:func:`cmcr.plan.overview_plan`): what the API reads of the run."""
+    from cmcr import layout
+    from cmcr.graph import graphs_of
+    from cmcr.plan import overview_plan, plan_text
+    from cmcr.validation import check_params
+
+    path = project / layout.OVERVIEW_PLAN
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(plan_text(overview_plan(params, check_params(params), graphs_of(params))))
 
 
 def test_cli_index_and_search_on_a_project(files, tmp_path):
@@ -436,6 +450,10 @@ def test_a_byo_graph_projects_indexes_and_searches_precomputed_embeddings(tmp_pa
     project = tmp_path / "project"
     (project / "models" / "graphs" / "touch_into_clip").mkdir(parents=True)
     (project / "params.yaml").write_text(yaml.safe_dump({"setup": "byo", "seeds": [0]}))
+    # the three keys of the overview plan the API reads (setup, seeds, encoders); validate writes all of it
+    (project / "data" / "params").mkdir(parents=True)
+    (project / "data" / "params" / "overview.json").write_text(json.dumps(
+        {"format": "cmcr.plan/1", "setup": "byo", "seeds": [0], "encoders": {}}))
     checkpoint = project / "models" / "graphs" / "touch_into_clip" / "seed0.pt"
     save_torch(checkpoint, GraphResult(graph, modules, {"clip_touch": ConnectionConfig(CLIP_CLAP)}, {}).checkpoint())
     rng = np.random.default_rng(0)

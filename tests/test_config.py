@@ -114,3 +114,17 @@ def test_aggregate_plan_has_one_job_per_link_and_memory_config():
     base = MemoryConfig()
     assert aggregate_key(MemoryConfig(mode="random"), base) == "random"  # only the mode differs: its name
     assert aggregate_key(MemoryConfig(seed=3), base) != aggregate_key(MemoryConfig(seed=4), base)
+
+
+def test_a_data_stage_plan_holds_exactly_the_params_it_reads():
+    """cmcr.plan.params_subset (a data stage's plan, issue 31): the dotted keys' values nested as in params, a key
+    params lacks left out (no empty parents), nothing else copied."""
+    from cmcr.plan import extraction_params, params_subset
+
+    p = {"setup": "paper", "demo": {"world": {"seed": 3}, "spaces": {"dim": 8}},
+         "paper": {"encoders": {"clip": {"weights": "a.pt"}, "clap": {"weights": "b.pt"}}, "sets": {"clip": {"x": {}}},
+                   "extraction": {"devices": 1}, "texts": {"seed": 0}}, "extraction": {"max_failure_rate": 0.1}}
+    assert params_subset(p, ("setup", "demo.world", "missing.key", "demo.missing")) == {"setup": "paper", "demo": {"world": {"seed": 3}}}
+    assert params_subset(p, extraction_params("clap")) == {
+        "setup": "paper", "extraction": {"max_failure_rate": 0.1},
+        "paper": {"encoders": {"clap": {"weights": "b.pt"}}, "extraction": {"devices": 1}}}  # clip's encoder, sets: not clap's

@@ -86,6 +86,8 @@ def test_paper_setup_extracts_with_real_encoders(official_dir, tmp_path):
     # other weights (here another random init): the old shards are stale, never reused
     params["paper"]["encoders"]["ulip"]["seed"] = 1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # the plans it changes: ulip's extraction and the overview (the API builds encoders from it); clip's, clap's stay
+    assert "2 changed (spaces/ulip.json, overview.json)" in stage("stages/validate.py")
     log = stage("stages/extract.py", "ulip")
     assert "0 already done" in log and "other run(s)" in log
     assert not np.allclose(np.load(emb / "ulip/points.npy"), points)

@@ -1,9 +1,9 @@
 """The DVC pipeline on a reduced demo world, in a temporary git repository (CPU, offline, ~1–2 min).
 
 Checks that the connection works end to end (A→I mAP several times random, row F near random, 3D
-zero-shot far above random), that a second `dvc repro` does nothing, that every param a stage reads
-is declared in its `params:` (traced at run time), and that `dvc exp run -S noise.var=…` works as
-written and re-runs only the stages that depend on it.
+zero-shot far above random), that a second `dvc repro` does nothing, that no stage but validate depends on
+params.yaml (each reads its plan, data/params/), and that `dvc exp run -S noise.var=…` works as written and
+re-runs only the stages that depend on it.
 """
 
 import json
@@ -66,9 +66,8 @@ def repo(tmp_path_factory):
     params = reduced_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "HF_HUB_OFFLINE": "1", "CMCR_PARAMS_TRACE": str(path / ".trace"), "GIT_AUTHOR_NAME": "ci",
+           "HF_HUB_OFFLINE": "1", "GIT_AUTHOR_NAME": "ci",
            "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com"}
-    (path / ".gitignore").write_text(".trace/\n")
     run(["git", "init", "-q"], path, env)
     run(["git", "add", "-A"], path, env)
     run(["git", "commit", "-qm", "reduced demo"], path, env)
@@ -321,25 +320,27 @@ def expand_stages(dvc_yaml: dict, params: dict) -> dict[str, list[str]]:
     return out
 
 
-def test_every_param_a_stage_reads_is_declared(repo):
+def test_no_stage_but_validate_reads_params_each_reads_its_plan(repo):
+    """Issue 31, point 2: validate depends on params.yaml (the file) and resolves it into plans; every other stage
+    declares no params and depends on its own plan file (a data stage's holds exactly the keys it reads:
+    cmcr.plan.STAGE_PARAMS — a read of another key fails, and this pipeline ran every stage); params.yaml is
+    listed once at the top of dvc.yaml for `dvc exp show`."""
+    from cmcr import layout
+    from cmcr.plan import STAGE_PARAMS, extraction_params, params_subset
+
     params = yaml.safe_load((repo["path"] / "params.yaml").read_text())
-    declared = expand_stages(yaml.safe_load((repo["path"] / "dvc.yaml").read_text()), params)
-    traces: dict[str, list[str]] = {}
-    for p in (repo["path"] / ".trace").glob("*.json"):  # `stages/spaces.py clip` (a test's direct run): the spaces stage
-        name = p.stem if p.stem in declared else p.stem.split("@")[0]
-        traces[name] = sorted(set(traces.get(name, [])) | set(json.loads(p.read_text())))
-    assert set(traces) <= set(declared)
-    # every stage that declares params ran and left a trace; the aggregate stage, the trained units (train@*, graph@*)
-    # and the evaluations (evaluate, evaluate_graph) read no params at all — their plans (data/params/…, cmcr.plan)
-    planned = {s for s in declared if s.split("@")[0] in ("aggregate", "train", "graph", "evaluate", "evaluate_graph")}
-    assert planned and all(declared[s] == [] for s in planned)
-    assert set(traces) == set(declared) - planned
-    for stage, reads in traces.items():
-        if stage == "validate":  # depends on the whole of params.yaml (a file dependency)
-            continue
-        for read in reads:
-            assert any(read == d or read.startswith(d + ".") for d in declared[stage]), (
-                f"stage {stage} reads params '{read}' but declares only {declared[stage]}")
+    dvc_yaml = yaml.safe_load((repo["path"] / "dvc.yaml").read_text())
+    declared = expand_stages(dvc_yaml, params)
+    assert dvc_yaml["params"] == ["params.yaml"] and "params.yaml" in dvc_yaml["stages"]["validate"]["deps"]
+    assert all(reads == [] for reads in declared.values()), {s: r for s, r in declared.items() if r}
+    for stage in STAGE_PARAMS:
+        assert str(layout.stage_plan(stage)) in dvc_yaml["stages"][stage]["deps"]
+        plan = json.loads((repo["path"] / layout.stage_plan(stage)).read_text())
+        assert plan["params"] == params_subset(params, STAGE_PARAMS[stage])
+    world = json.loads((repo["path"] / layout.stage_plan("world")).read_text())["params"]
+    assert world == {"setup": "demo", "demo": {"world": params["demo"]["world"]}}  # setup and demo.world, no more
+    clap = json.loads((repo["path"] / layout.space_plan("clap")).read_text())["params"]
+    assert set(clap["paper"]["encoders"]) == {"clap"} and clap == params_subset(params, extraction_params("clap"))
 
 
 def test_exp_run_with_noise_override(repo):

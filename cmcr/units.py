@@ -1,0 +1,145 @@
+"""One trainer entry for every trained unit (issue 31): a variant (a one-link joint graph, or a paired-data
+reference) and a graph (joint, extend, paired, linear) are trained from their plan by :func:`train_unit`, calibrated
+where their config asks (:mod:`cmcr.norms`), and returned as :class:`cmcr.graph.GraphResult` per seed — the one
+result type, saved in the one checkpoint format (:meth:`GraphResult.checkpoint`) and read by the one loader
+(:func:`cmcr.graph.load_unit`). The ``train@<variant>`` and ``graph@<name>`` stages are this call and
+:func:`save_unit`; which plan a unit has (``data/params/variants/`` or ``graphs/``, :mod:`cmcr.layout`) is all
+that tells them apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cmcr import layout
+from cmcr.artifacts import ArtifactError, save_torch, write_json
+from cmcr.benchmarks import graph_paired_sets
+from cmcr.closed_form import LinearLinkData
+from cmcr.experiments import variant_from_spec
+from cmcr.graph import (ExtendLinkData, GraphResult, extend_tuples, fit_linear, graph_result_from_training, train_extend,
+                        train_joint, unit_from_connection)
+from cmcr.layout import checkpoint_path
+from cmcr.norms import calibrate_all, link_sets
+from cmcr.official import load_official
+from cmcr.plan import graph_from_plan
+from cmcr.train import ConnectionData, load_true_pairs, train_connection, train_paired, train_seeds
+
+log = logging.getLogger(__name__)
+
+#: a unit kind → (its plan's folder function, its checkpoints' folder, its histories' folder)
+KINDS = {"variant": (layout.variant_plan, layout.CONNECTIONS, layout.HISTORY),
+         "graph": (layout.graph_plan, layout.GRAPHS, layout.GRAPH_HISTORY)}
+
+
+@dataclass
+class TrainedUnit:
+    """What :func:`train_unit` returns: per seed the unit as a graph, and the history each seed's file keeps
+    (a variant's: its per-epoch list, as before; a graph's: ``{part: per-epoch list}``)."""
+
+    results: dict[int, GraphResult]
+    histories: dict[int, Any]
+
+
+def train_unit(kind: str, name: str, plan: Mapping[str, Any], root: str | Path = ".") -> TrainedUnit:
+    """Train (or import, or fit) the unit ``name`` of ``kind`` (``variant`` / ``graph``) from its plan, every seed;
+    the embeddings and Eq. 2 aggregates are read where :mod:`cmcr.layout` puts them under ``root``."""
+    root = Path(root)
+    embeddings, aggregated = root / layout.EMBEDDINGS, root / layout.AGGREGATED
+    if kind == "variant":
+        return _variant(name, plan, root, embeddings, aggregated)
+    if kind == "graph":
+        return _graph(name, plan, embeddings, aggregated)
+    raise ValueError(f"unknown unit kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def _variant(name, plan, root, embeddings, aggregated) -> TrainedUnit:
+    v, seeds = variant_from_spec(plan), plan["seeds"]  # the plan is the variant's training spec + seeds
+    log.info("variant %s: seeds %s%s", name, seeds, f", Eq. 2 aggregates {plan['aggregate']}" if plan["aggregate"] else "")
+    if v.official:  # the released projectors, evaluated by the same code as ours (one file: the same for every seed)
+        result = load_official(root / v.official["checkpoint"], v.official["release"])
+        log.info("imported the official %s release from %s", v.official["release"], v.official["checkpoint"])
+        results = {seed: result for seed in seeds}
+    elif v.paired:  # the paired-data reference: the same projectors trained on true pairs (never C-MCR's data)
+        pairs = load_true_pairs(embeddings, v.config.connection.name, v.paired)
+        results = train_seeds(lambda seed: train_paired(pairs, v.config.with_seed(seed), progress=False), seeds)
+    else:
+        data = ConnectionData.from_pipeline(embeddings, aggregated / plan["aggregate"], v.config, v.exclude_sources)
+        results = train_seeds(lambda seed: train_connection(data, v.config.with_seed(seed), progress=False), seeds)
+    if v.config.projector.norm_stats == "modality" and not v.official:  # cmcr.norms: each modality its own statistics
+        conn = v.config.connection
+        if v.paired:  # the true pairs are the raw sets of their two modalities
+            sets = {s: {conn.memory_modality[s]: pairs[s]} for s in conn.spaces}
+        else:  # the memory sets as they are, and the texts (or images) this variant trained on
+            sets = link_sets(embeddings, [conn])
+            for s in conn.spaces:
+                sets[s][conn.shared_modality] = data.shared[s]
+        _calibrate(results, sets)
+    # a variant is a one-link graph: one checkpoint format for every trained unit (cmcr.graph.load_unit)
+    return TrainedUnit({seed: unit_from_connection(r, name, v.paired) for seed, r in results.items()},
+                       {seed: r.history for seed, r in results.items()})
+
+
+def _graph(name, plan, embeddings, aggregated) -> TrainedUnit:
+    plan = graph_from_plan(plan)
+    graph, configs, seeds = plan.graph, plan.configs, plan.seeds
+    folders = {link: aggregated / folder for link, folder in plan.aggregates.items()}
+    log.info("graph %s (%s): spaces %s, links %s, seeds %s", name, graph.mode, list(graph.spaces),
+             [link.name for link in graph.links] or graph.pairs, seeds)
+    if graph.mode == "joint":
+        data = {link: ConnectionData.from_pipeline(embeddings, folders[link], c) for link, c in configs.items()}
+
+        def joint(seed):
+            links = {k: c.with_seed(seed) for k, c in configs.items()}
+            return graph_result_from_training(graph, train_joint(graph, data, links, progress=False), links)
+
+        results = train_seeds(joint, seeds)
+    elif graph.mode == "extend":
+        data = {link: ExtendLinkData.from_pipeline(embeddings, folders[link], c) for link, c in configs.items()}
+        results = train_extend(graph, extend_tuples(graph, data, configs, plan.extend), configs, plan.extend, seeds=seeds,
+                               progress=False)
+    elif graph.mode == "linear":  # no training: one fit, deterministic
+        fitted = fit_linear(graph, {link.name: LinearLinkData.from_pipeline(embeddings, link) for link in graph.links})
+        results = {seed: fitted for seed in seeds}
+    else:
+        dataset = graph.pairs["dataset"]
+        files = graph_paired_sets(graph.pairs["modalities"], dataset)
+        try:
+            pairs = load_true_pairs(embeddings, None, dataset, files)
+        except (ArtifactError, FileNotFoundError) as exc:
+            raise ArtifactError(f"graph {name}: its true pairs ({', '.join(f'{s}/{f}' for s, f in files.items())}): {exc}") from None
+        (config,) = configs.values()
+        results = train_seeds(lambda seed: graph_result_from_training(
+            graph, train_paired(pairs, config.with_seed(seed), progress=False), {name: config.with_seed(seed)}), seeds)
+    # cmcr.norms: each modality its own BatchNorm statistics where the config asks (joint: its first link's setting,
+    # one optimiser for all; extend: each leaf its link's; paired: its one config), fitted on the raw training sets
+    asked = {k for k, c in configs.items() if c.projector.norm_stats == "modality"}
+    sets = {}
+    if graph.mode == "joint" and next(iter(configs)) in asked:
+        sets = link_sets(embeddings, graph.links)
+    elif graph.mode == "extend" and asked:
+        every = link_sets(embeddings, graph.links)
+        sets = {leaf: every[leaf] for leaf, (_, link) in graph.toward_base().items() if link.name in asked}
+    elif graph.mode == "paired" and asked:
+        sets = {s: {m: pairs[s]} for s, m in graph.pairs["modalities"].items()}
+    if sets:
+        _calibrate(results, sets)
+    return TrainedUnit(results, {seed: r.history for seed, r in results.items()})
+
+
+def _calibrate(results: Mapping[int, Any], sets) -> None:
+    for seed, result in results.items():
+        log.info("seed %d: BatchNorm statistics per modality from %s", seed, ", ".join(calibrate_all(result.projectors, sets)))
+
+
+def save_unit(kind: str, name: str, unit: TrainedUnit, root: str | Path = ".") -> None:
+    """Write every seed's checkpoint and history where :mod:`cmcr.layout` puts the ``kind``'s (atomically)."""
+    _, checkpoints, histories = KINDS[kind]
+    root = Path(root)
+    for seed, result in unit.results.items():
+        save_torch(checkpoint_path(root / checkpoints, name, seed), result.checkpoint())
+        write_json(checkpoint_path(root / histories, name, seed, ".json"), unit.histories[seed])
+        log.info("seed %d: final loss %s", seed, ", ".join(f"{part} {h[-1]['loss']:.4f}" for part, h in result.history.items() if h))

@@ -312,32 +312,6 @@ def _check_paired(name: str, key: str, entry: Mapping[str, Any], spaces: list[st
                  {"dataset": pairs["dataset"], "modalities": {s: pairs["modalities"][s] for s in spaces}})
 
 
-def graph_needs(params: Mapping[str, Any], eq2: bool = False) -> tuple[list[Connection], list[tuple[dict[str, str], str]]]:
-    """What the declared graphs need from extraction and Eq. 2, reading only ``graphs`` and the definitions of
-    the links they name: the links of ``joint``/``extend``/``linear`` graphs (``eq2``: only those trained on Eq. 2
-    aggregates, not a closed-form one's), and each ``paired`` graph's ``(modalities, dataset)``. Unchecked (the
-    validate stage checks): an entry that does not parse is left out."""
-    links: dict[str, Connection] = {}
-    paired = []
-    graphs = params.get("graphs") or {}
-    for entry in (graphs.values() if isinstance(graphs, Mapping) else ()):
-        if not isinstance(entry, Mapping):
-            continue
-        if entry.get("mode") == "paired":
-            pairs = entry.get("pairs")
-            if isinstance(pairs, Mapping) and isinstance(pairs.get("modalities"), Mapping) and len(pairs["modalities"]) == 2:
-                paired.append(({str(k): str(v) for k, v in pairs["modalities"].items()}, str(pairs.get("dataset"))))
-            continue
-        if eq2 and entry.get("mode") == "linear":
-            continue
-        for name in entry.get("links") or []:
-            try:
-                links.setdefault(name, connection_of(params, name))
-            except ConfigError:
-                continue
-    return list(links.values()), paired
-
-
 def graph_training(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """params' ``graph_training``, checked: groups (``loss``, ``projector``…) every link trained *inside a graph*
     (modes joint, extend, paired) takes on top of the base groups — below ``connections.<link>``, so a link's own

@@ -223,10 +223,11 @@ def graph_evaluation_plan(params: Mapping[str, Any], variants: Mapping[str, Vari
 
 
 def overview_plan(params: Mapping[str, Any], variants: Mapping[str, Variant], graphs: Mapping[str, Graph]) -> dict[str, Any]:
-    """The overview plan (the ``report`` stage's, and :meth:`cmcr.api.ConnectedModel.from_pipeline`'s): the setup (the paper's numbers sit beside ours unless demo), the seeds, each benchmark's
-    datasets in params' order; per variant its label, group, whether imported or trained on true pairs, its text
-    sources and config (Table 5 and Figure 3 describe their rows by it); per graph its definition and label; setup
-    paper's encoder declarations (a plugin space registers from them, as at validation)."""
+    """The overview plan, read by the ``report`` stage and :meth:`cmcr.api.ConnectedModel.from_pipeline`: the setup
+    (the paper's numbers sit beside ours unless demo), the seeds, each benchmark's datasets in params' order; per
+    variant its label, group, whether imported or trained on true pairs, its text sources and config (Table 5 and
+    Figure 3 describe their rows by it); per graph its definition and label; setup paper's encoder declarations (a
+    plugin space registers from them, as at validation; the API builds the encoders from them)."""
     paper = params.get("paper") or {}
     return {"format": PLAN_FORMAT, "setup": setup_of(params), "seeds": seeds_of(params),
             "benchmarks": {b: [str(d) for d in (v or [])] for b, v in params["benchmarks"].items()},
@@ -254,18 +255,19 @@ class Overview:
 
 
 def overview_from_plan(plan: Mapping[str, Any]) -> Overview:
+    """:func:`overview_plan`'s JSON read back into variants and graphs."""
     variants = {n: Variant(n, v["group"], v["label"], ConnectionConfig.from_dict(v["config"]),
                            tuple(v["exclude_sources"]), v["official"], v["paired"]) for n, v in plan["variants"].items()}
     return Overview(plan["setup"], [int(s) for s in plan["seeds"]], dict(plan["benchmarks"]), variants,
-                      {n: Graph.from_dict(g["graph"]) for n, g in plan["graphs"].items()},
-                      {n: g["label"] for n, g in plan["graphs"].items()}, dict(plan["encoders"]),
-                      bool(plan["trust_pickled_points"]))
+                    {n: Graph.from_dict(g["graph"]) for n, g in plan["graphs"].items()},
+                    {n: g["label"] for n, g in plan["graphs"].items()}, dict(plan["encoders"]),
+                    bool(plan["trust_pickled_points"]))
 
 
 def pipeline_plans(params: Mapping[str, Any], variants: Mapping[str, Variant], graphs: Mapping[str, Graph]
                    ) -> dict[Path, dict[str, Any]]:
     """Every plan file the validate stage writes (paths relative to the project root, :mod:`cmcr.layout`): the
-    aggregate stage's, one per variant, graph, space and evaluation family, and the report's."""
+    aggregate stage's, one per variant, graph, data stage, space and evaluation family, and the overview."""
     out: dict[Path, dict[str, Any]] = {layout.AGGREGATE_PLAN: {"format": PLAN_FORMAT,
                                                                "jobs": aggregate_plan(params, variants, graphs)}}
     out |= {layout.variant_plan(n): variant_plan(params, v) for n, v in variants.items()}

@@ -30,7 +30,7 @@ from cmcr.train import ConnectionData, load_true_pairs, train_connection, train_
 
 log = logging.getLogger(__name__)
 
-#: a unit kind → (its plan's folder function, its checkpoints' folder, its histories' folder)
+#: a unit kind → (where its plan is, by name; its checkpoints' folder; its histories' folder)
 KINDS = {"variant": (layout.variant_plan, layout.CONNECTIONS, layout.HISTORY),
          "graph": (layout.graph_plan, layout.GRAPHS, layout.GRAPH_HISTORY)}
 

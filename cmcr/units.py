@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +34,7 @@ KINDS = {"variant": (layout.variant_plan, layout.CONNECTIONS, layout.HISTORY),
          "graph": (layout.graph_plan, layout.GRAPHS, layout.GRAPH_HISTORY)}
 
 
-@dataclass
-class TrainedUnit:
-    """What :func:`train_unit` returns: per seed the unit as a graph, and the history each seed's file keeps
-    (a variant's: its per-epoch list, as before; a graph's: ``{part: per-epoch list}``)."""
-
-    results: dict[int, GraphResult]
-    histories: dict[int, Any]
-
-
-def train_unit(kind: str, name: str, plan: Mapping[str, Any], root: str | Path = ".") -> TrainedUnit:
+def train_unit(kind: str, name: str, plan: Mapping[str, Any], root: str | Path = ".") -> dict[int, GraphResult]:
     """Train (or import, or fit) the unit ``name`` of ``kind`` (``variant`` / ``graph``) from its plan, every seed;
     the embeddings and Eq. 2 aggregates are read where :mod:`cmcr.layout` puts them under ``root``."""
     root = Path(root)
@@ -56,7 +46,7 @@ def train_unit(kind: str, name: str, plan: Mapping[str, Any], root: str | Path =
     raise ValueError(f"unknown unit kind {kind!r}; known: {', '.join(KINDS)}")
 
 
-def _variant(name, plan, root, embeddings, aggregated) -> TrainedUnit:
+def _variant(name, plan, root, embeddings, aggregated) -> dict[int, GraphResult]:
     v, seeds = variant_from_spec(plan), plan["seeds"]  # the plan is the variant's training spec + seeds
     log.info("variant %s: seeds %s%s", name, seeds, f", Eq. 2 aggregates {plan['aggregate']}" if plan["aggregate"] else "")
     if v.official:  # the released projectors, evaluated by the same code as ours (one file: the same for every seed)
@@ -79,11 +69,10 @@ def _variant(name, plan, root, embeddings, aggregated) -> TrainedUnit:
                 sets[s][conn.shared_modality] = data.shared[s]
         _calibrate(results, sets)
     # a variant is a one-link graph: one checkpoint format for every trained unit (cmcr.graph.load_unit)
-    return TrainedUnit({seed: unit_from_connection(r, name, v.paired) for seed, r in results.items()},
-                       {seed: r.history for seed, r in results.items()})
+    return {seed: unit_from_connection(r, name, v.paired) for seed, r in results.items()}
 
 
-def _graph(name, plan, embeddings, aggregated) -> TrainedUnit:
+def _graph(name, plan, embeddings, aggregated) -> dict[int, GraphResult]:
     plan = graph_from_plan(plan)
     graph, configs, seeds = plan.graph, plan.configs, plan.seeds
     folders = {link: aggregated / folder for link, folder in plan.aggregates.items()}
@@ -127,7 +116,7 @@ def _graph(name, plan, embeddings, aggregated) -> TrainedUnit:
         sets = {s: {m: pairs[s]} for s, m in graph.pairs["modalities"].items()}
     if sets:
         _calibrate(results, sets)
-    return TrainedUnit(results, {seed: r.history for seed, r in results.items()})
+    return results
 
 
 def _calibrate(results: Mapping[int, Any], sets) -> None:
@@ -135,11 +124,13 @@ def _calibrate(results: Mapping[int, Any], sets) -> None:
         log.info("seed %d: BatchNorm statistics per modality from %s", seed, ", ".join(calibrate_all(result.projectors, sets)))
 
 
-def save_unit(kind: str, name: str, unit: TrainedUnit, root: str | Path = ".") -> None:
-    """Write every seed's checkpoint and history where :mod:`cmcr.layout` puts the ``kind``'s (atomically)."""
+def save_unit(kind: str, name: str, results: Mapping[int, GraphResult], root: str | Path = ".") -> None:
+    """Write every seed's checkpoint and history where :mod:`cmcr.layout` puts the ``kind``'s (atomically): a graph's
+    history ``{part: per-epoch list}``, a variant's its one part's list (its history files' format)."""
     _, checkpoints, histories = KINDS[kind]
     root = Path(root)
-    for seed, result in unit.results.items():
+    for seed, result in results.items():
         save_torch(checkpoint_path(root / checkpoints, name, seed), result.checkpoint())
-        write_json(checkpoint_path(root / histories, name, seed, ".json"), unit.histories[seed])
+        history = next(iter(result.history.values())) if kind == "variant" else result.history
+        write_json(checkpoint_path(root / histories, name, seed, ".json"), history)
         log.info("seed %d: final loss %s", seed, ", ".join(f"{part} {h[-1]['loss']:.4f}" for part, h in result.history.items() if h))

@@ -7,9 +7,11 @@ complete, so a killed stage never leaves a half-written file that DVC or a rerun
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,8 +57,6 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` whole."""
-    import shutil
-
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -159,8 +159,6 @@ def save_torch(path: str | Path, payload: Any) -> Path:
     Saved through a buffer: torch names the archive inside after the file, and the temporary file's
     random name would otherwise make identical checkpoints differ byte for byte.
     """
-    import io
-
     import torch
 
     buffer = io.BytesIO()

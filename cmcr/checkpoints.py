@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from cmcr.artifacts import save_torch
+
 #: how the trust switch of a space is named in messages
 TRUST_SWITCH = "paper.encoders.{}.trust_checkpoint (CLI: --trust-checkpoint)"
 #: non-tensor entries OpenAI's TorchScript CLIP keeps in its state dict (open_clip drops them too)
@@ -65,8 +67,6 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, trust: bool = False)
     """Write ``src``'s tensors (a pickle or a TorchScript archive) to ``dst`` as a flat, tensors-only state dict
     that loads with ``weights_only=True``; returns the number of tensors. ``trust`` must be given for files
     that run code when loaded (the conversion loads them once)."""
-    from cmcr.artifacts import save_torch
-
     state = load_state_dict_file(Path(src), trust=trust, switch="--trust")
     save_torch(dst, state)
     return len(state)

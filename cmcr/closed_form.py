@@ -32,8 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmcr.artifacts import ArtifactError, load_npy, read_parquet
 from cmcr.checks import EmbeddingError
 from cmcr.config import ConfigError, Connection
+from cmcr.pairing import align_by_id
 
 #: how a link's map is fitted
 MAPS = ("ridge", "procrustes")
@@ -149,9 +151,6 @@ class LinearLinkData:
         """``<embeddings>/<space>/<modality>.npy`` (+ ``.parquet``): the shared sets paired by id
         (:func:`cmcr.pairing.align_by_id`), each modality's mean over its own set — the shared set, or the space's
         memory set of its other modality (e.g. CLAP's AudioSet sounds). ArtifactError naming a missing file."""
-        from cmcr.artifacts import ArtifactError, load_npy, read_parquet
-        from cmcr.pairing import align_by_id
-
         embeddings = Path(embeddings)
         paths = {s: embeddings / link.set_path(s, link.shared_modality) for s in link.spaces}
         listed = {s: np.asarray(load_npy(f"{p}.npy"), dtype=np.float64) for s, p in paths.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -58,8 +59,6 @@ def _torch_libgomp():
     """PyTorch's OpenMP runtime (the libgomp loaded from torch's own lib folder), or None. Other packages
     may load their own libgomp (faiss-cpu does): its thread pool is not PyTorch's."""
     if not _GOMP:
-        import ctypes
-
         handle = None
         torch_lib = os.path.realpath(os.path.join(os.path.dirname(torch.__file__), "lib"))
         try:
@@ -88,8 +87,6 @@ def _flush_denormal_everywhere(on: bool) -> bool:
     gomp = _torch_libgomp()
     threads = torch.get_num_threads()
     if gomp is not None and threads > 1:
-        import ctypes
-
         callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _: torch.set_flush_denormal(on))
         gomp.GOMP_parallel(callback, None, ctypes.c_uint(threads), ctypes.c_uint(0))
     return True

@@ -12,14 +12,28 @@ from __future__ import annotations
 
 import html
 import io
+import json
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile
+import torch
+from PIL import Image, ImageDraw
 
+from cmcr.artifacts import ArtifactError, atomic_path, load_embedding_set
+from cmcr.benchmarks import BENCHMARKS, GRAPH_TASKS, set_name
+from cmcr.evaluation import join_pairs, load_benchmark
+from cmcr.graph import load_unit
+from cmcr.metrics.localization import score_scenes
+from cmcr.metrics.zeroshot import class_embeddings
 from cmcr.pages import page
+from cmcr.sources.audio import read_audio
+from cmcr.sources.images import load_image
+from cmcr.sources.points import read_point_cloud
 
 THUMB = 128
 AUDIO_RATE = 16_000
@@ -76,10 +90,6 @@ class Renderer:
 
     def image(self, path: str | Path, boxes: Sequence[tuple[Sequence[float], str]] = ()) -> str:
         """A thumbnail of an image, with ``(box, colour)`` rectangles drawn (boxes in the image's pixels)."""
-        from PIL import ImageDraw
-
-        from cmcr.sources.images import load_image
-
         img = load_image(path)
         scale = THUMB / max(img.width, img.height)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
@@ -93,11 +103,6 @@ class Renderer:
 
     def audio(self, path: str | Path) -> tuple[str, str]:
         """The first ``AUDIO_SECONDS`` of a sound as a 16 kHz WAV (for the player) and its waveform (PNG)."""
-        import soundfile
-        from PIL import Image, ImageDraw
-
-        from cmcr.sources.audio import read_audio
-
         wave = read_audio(path, AUDIO_RATE)[: int(AUDIO_RATE * AUDIO_SECONDS)]
         wav, wav_rel = self._name(Path(str(path)).stem, ".wav")
         buffer = io.BytesIO()
@@ -117,10 +122,6 @@ class Renderer:
 
     def points(self, path: str | Path, trust_pickle: bool = False) -> str:
         """A point cloud (N×3+) seen from a fixed oblique angle, orthographic, nearer points darker and drawn last."""
-        from PIL import Image, ImageDraw
-
-        from cmcr.sources.points import read_point_cloud
-
         xyz = np.asarray(read_point_cloud(path, trust_pickle=trust_pickle), dtype=np.float64)[:, :3]
         xyz = xyz - xyz.mean(axis=0)
         xyz /= float(np.abs(xyz).max()) or 1.0
@@ -176,8 +177,6 @@ EXTRA_STYLE = """<style>
 
 def page_renderer(out_html: Path) -> Renderer:
     """A renderer writing into ``<page name>_files/`` beside ``out_html``, emptied first (no stale files)."""
-    import shutil
-
     folder = out_html.parent / f"{out_html.stem}_files"
     if folder.exists():
         shutil.rmtree(folder)
@@ -186,8 +185,6 @@ def page_renderer(out_html: Path) -> Renderer:
 
 def write_page(path: Path, title: str, sections: Sequence[str]) -> Path:
     """Write a page (atomically) from HTML sections."""
-    from cmcr.artifacts import atomic_path
-
     with atomic_path(path, ".html") as tmp:
         tmp.write_text(page(title, EXTRA_STYLE + "\n" + "\n".join(sections)))
     return path
@@ -234,8 +231,6 @@ def retrieval_section(data, embed, renderer: Renderer, resolve, *, count: int = 
                       dataset: str = "", names: Mapping[str, Mapping[int, str]] | None = None) -> str:
     """A→I and I→A: sampled queries and their top-k with scores; a hit is the query's pair (✓ exact pair) or of
     its class — concept, size and condition, which the benchmark cannot tell apart (✓ same class) — or neither."""
-    import torch
-
     with torch.no_grad():
         a, i = embed["clap"](data.sets["audio"].x, modality="audio"), embed["clip"](data.sets["image"].x, modality="image")
     return (f"<h2>Audio–image retrieval ({html.escape(dataset)})</h2><p class='small'>✓ exact pair: the query's own "
@@ -253,8 +248,6 @@ def _retrieval_rows(first, second, renderer: Renderer, resolve, *, count: int, k
     too when it shares the query's ``relevant`` class columns (✓ same concept / same class), else ✗; each query's
     header says how many of its top k are right and where its own pair ranks. ``described[modality]``: the class
     columns shown under that modality's items (default all)."""
-    import torch
-
     kind = "concept" if tuple(relevant) == ("concept",) else "class"
     html_rows = []
     for (queries, q_table, q_mod, q_letter), (gallery, g_table, g_mod, g_letter) in ((first, second), (second, first))[:2 if both else 1]:
@@ -291,13 +284,6 @@ def graph_section(embeddings: str | Path, graph_checkpoint: str | Path, dataset:
                   trust_pickle: bool = False) -> str:
     """Audio→3D in a graph's unified space (the emergent pair: no link trains it): sampled sounds and the point
     clouds they retrieve (rendered); a shape of the sound's concept is right too (the benchmark's class)."""
-    import torch
-
-    from cmcr.artifacts import ArtifactError, load_embedding_set
-    from cmcr.benchmarks import GRAPH_TASKS, set_name
-    from cmcr.evaluation import join_pairs
-    from cmcr.graph import load_unit
-
     result = load_unit(graph_checkpoint)
     title = f"<h2>Audio–3D retrieval in the unified space of graph {html.escape(result.graph.name)} ({html.escape(dataset)})</h2>"
     _, (_, audio_space, audio_set), (_, points_space, points_set), _ = GRAPH_TASKS["audio_points"]
@@ -327,10 +313,6 @@ def graph_section(embeddings: str | Path, graph_checkpoint: str | Path, dataset:
 def localization_section(data, embed, renderer: Renderer, scene_images: dict[str, Any], *, count: int = 4,
                          seed: int = 0, dataset: str = "") -> str:
     """Scenes whose sound source is visible: ground-truth box (green) and the proposal chosen (red)."""
-    import torch
-
-    from cmcr.metrics.localization import score_scenes
-
     if not scene_images:
         return (f"<h2>Localization ({html.escape(dataset)})</h2><p class='small'>not shown: the scenes' image "
                 "files are not known for this dataset</p>")
@@ -357,10 +339,6 @@ def localization_section(data, embed, renderer: Renderer, scene_images: dict[str
 def zeroshot_section(data, embed, renderer: Renderer, resolve, *, count: int = 6, k: int = 3, seed: int = 0,
                      dataset: str = "", trust_pickle: bool = False) -> str:
     """Point clouds with their top-k classes (class embedding = mean of its prompts, as the evaluation)."""
-    import torch
-
-    from cmcr.metrics.zeroshot import class_embeddings
-
     prompts_t, points_t = data.sets["prompts"].table, data.sets["points"].table
     labels = torch.tensor(prompts_t["label"].to_numpy())
     names = (prompts_t.drop_duplicates("label").set_index("label")["name"].to_dict() if "name" in prompts_t
@@ -394,11 +372,6 @@ def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: di
     ``scene_images(dataset)`` gives ``{scene_id: image file}`` for localization (or None); ``names`` gives words
     for the class columns' indices (``{column: {index: word}}``, the demo world's :func:`cmcr.world.class_names`); ``graphs`` (``{name:
     checkpoint}``) adds audio↔3D in each graph's unified space on the first dataset of ``benchmarks["graph"]``."""
-    from cmcr.artifacts import ArtifactError
-    from cmcr.benchmarks import BENCHMARKS
-    from cmcr.evaluation import load_benchmark
-    from cmcr.graph import load_unit
-
     out_html = Path(out_html)
     renderer = page_renderer(out_html)
     sections = [f"<p class='small'>Seeded sample (seed {seed}) of evaluation queries; models: "
@@ -439,8 +412,6 @@ def write_examples(out_html: str | Path, embeddings: str | Path, checkpoints: di
 
 def search_page(out_html: str | Path, query_modality: str, query: Any, results, index_dir: str | Path) -> Path:
     """One query and its search results (``cmcr search --html``): renderings in ``<page name>_files/``."""
-    import json
-
     index_info = json.loads((Path(index_dir) / "index.json").read_text())
     out_html = Path(out_html)
     renderer = page_renderer(out_html)

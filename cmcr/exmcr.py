@@ -48,7 +48,9 @@ from cmcr.checks import EmbeddingError, as_tensor
 from cmcr.config import ConfigError, Connection, ConnectionConfig, MemoryConfig
 from cmcr.enhance import semantic_completion
 from cmcr.loss import intra_mcr_alignment, symmetric_info_nce
+from cmcr.memory import aggregate_memory
 from cmcr.norms import ModalityNorms
+from cmcr.train import fit_streams
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +177,6 @@ def modality_centric_data(link: Connection, leaf: str, shared: Mapping[str, Any]
     - ``parent`` (queries = the parent's memory, e.g. images): ``(A(ŝ_L; M_L→M_L), s_L = A(q; S_P→S_L),
       A(q; S_P→S_P), q)``; ``ŝ`` is ``s`` L2-normalised (a query of Eq. 2).
     """
-    from cmcr.memory import aggregate_memory
-
     parent = link.spaces[1] if link.spaces[0] == leaf else link.spaces[0]
     if leaf not in link.spaces:
         raise ValueError(f"{leaf} is not a space of link {link.name} ({list(link.spaces)})")
@@ -265,8 +265,6 @@ def train_leaf(leaf: str, tuples: Mapping[str, torch.Tensor], parent_embed, conf
     ``parent_embed`` of the parent's two roles (computed once: the parent is frozen). Optimisation (epochs,
     batch size, AdamW, cosine schedule, seed) as every trainer (:func:`cmcr.train.fit_streams`). Returns a
     :class:`cmcr.train.TrainResult` whose projectors hold ``{leaf: ExtendProjector}``."""
-    from cmcr.train import fit_streams
-
     n = int(tuples["leaf_memory"].shape[0])
     for role in ROLES:
         if tuples[role].shape[0] != n:

@@ -17,11 +17,16 @@ the baseline's metrics, which are not the experiment's.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cmcr.metrics.seeds import SPREAD_KEY, seed_entries
+import dvc.api
+
+from cmcr.metrics.seeds import SPREAD_KEY, mean_std, paired_difference, seed_entries
+from cmcr.params import load_params
 
 #: columns of ``dvc.api.exp_show`` rows that describe the row, not the experiment's params or metrics
 _ROW_FIELDS = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")
@@ -52,8 +57,6 @@ _UNFINISHED = {"queued", "running", "failed"}
 
 
 def _metric_cell(row: Mapping[str, Any], key: str, baseline: Mapping[str, Any] | None) -> str:
-    from cmcr.metrics.seeds import mean_std, paired_difference
-
     state = str(row.get("State") or "").lower()
     if state in _UNFINISHED:
         return state
@@ -147,12 +150,6 @@ def flat_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
 def show_experiments(root: str | Path = ".", width: int = 200, all_commits: bool = False) -> str:
     """The compact table of the experiments of the repository at ``root`` (``dvc.api.exp_show``), with the
     params of params.yaml and the metrics of metrics/summary.json as they are in the workspace."""
-    import json
-
-    import dvc.api
-
-    from cmcr.params import load_params
-
     root = Path(root)
     rows = dvc.api.exp_show(repo=str(root), num=-1 if all_commits else 1, param_deps=False, force=False)
     summary = root / "metrics" / "summary.json"
@@ -177,9 +174,6 @@ def seed_values_of(root: Path, row: Mapping[str, Any], columns: Mapping[str, str
     revision has it (git-tracked; the workspace's file for the workspace row), keyed ``<metric column>_seed<s>``
     (what :func:`experiment_table` reads). Empty where the revision has no such file (an older commit, a
     queued experiment)."""
-    import json
-    import subprocess
-
     rev = str(row.get("rev") or "")
     if row.get("typ") == "workspace" or rev == "workspace":
         path = root / SEEDS_FILE

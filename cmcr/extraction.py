@@ -47,7 +47,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from cmcr.artifacts import ArtifactError, atomic_path, npy_writer, save_npy, write_json, write_parquet
-from cmcr.encoders.base import EncoderSpace
+from cmcr.config import ConfigError
+from cmcr.encoders.base import EncoderSpace, build_space
 from cmcr.items import as_item
 
 log = logging.getLogger(__name__)
@@ -360,8 +361,6 @@ def resolve_devices(spec: Any, key: str = "paper.extraction.devices") -> list[st
     the encoder's own device when there is none or one); ``N`` — the first N GPUs, or N processes on the CPU
     when there is no GPU; ``[ids]`` — those GPUs. ``None`` stands for "the encoder's own ``device`` setting"
     (one in-process worker). ConfigError naming ``key`` for anything else."""
-    from cmcr.config import ConfigError
-
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if spec == "auto":
         return [f"cuda:{i}" for i in range(gpus)] if gpus > 1 else [None]
@@ -385,8 +384,6 @@ def resolve_devices(spec: Any, key: str = "paper.extraction.devices") -> list[st
 def _build(space: str, kwargs: dict[str, Any], device: str | None) -> EncoderSpace:
     """The encoder of one worker: on its GPU (``device`` overrides the setting), else as configured (CPU
     workers, like ``None``, leave the encoder's own ``device`` setting alone)."""
-    from cmcr.encoders.base import build_space
-
     on_gpu = device is not None and device.startswith("cuda")
     return build_space(space, **(kwargs | ({"device": device} if on_gpu else {})))
 

@@ -26,12 +26,11 @@ cycle, or a leaf without a path to the base.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -512,8 +511,6 @@ class ExtendLinkData:
     def from_pipeline(cls, embeddings, aggregated, config: ConnectionConfig) -> "ExtendLinkData":
         """``<embeddings>/<space>/<modality>.npy`` and ``<aggregated>/<aggregate>.npy`` as the pipeline lays
         them out (the shared set paired by id across the spaces: :meth:`cmcr.train.ConnectionData.from_pipeline`)."""
-        from pathlib import Path
-
 
         data = ConnectionData.from_pipeline(embeddings, aggregated, config)
         conn = config.connection

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from cmcr.artifacts import load_npy
 
 _BUFFER = re.compile(r"^norm_(\d+)_(.+)_(mean|var)$")
 
@@ -123,10 +126,6 @@ def calibrate(module: ModalityNorms, modality: str, x: torch.Tensor | np.ndarray
 def link_sets(embeddings, links) -> dict[str, dict[str, np.ndarray]]:
     """The raw training set of every (space, modality) the ``links`` name, as the pipeline lays them out:
     ``<embeddings>/<space>/<modality>.npy`` (each link's shared set and each space's memory set; memory-mapped)."""
-    from pathlib import Path
-
-    from cmcr.artifacts import load_npy
-
     sets: dict[str, dict[str, np.ndarray]] = {}
     for link in links:
         for space in link.spaces:

@@ -6,11 +6,16 @@ demo world it shows the random baseline instead (the paper's numbers are not com
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cmcr.benchmarks import BENCHMARKS
 from cmcr.closed_form import CONTEXT_ROWS, LinearConfig
+from cmcr.metrics.seeds import SEEDS, SPREAD_KEY, STD, mean_std, paired_difference, seed_entries, seed_values
+from cmcr.pages import figure, page
+from cmcr.projector import count_parameters
 
 #: Paper numbers (C-MCR rows). Table 1: mAP / R@1 / R@5 per dataset and direction.
 PAPER_TABLE1 = {
@@ -51,16 +56,12 @@ def _get(m: Mapping[str, Any] | None, path: tuple[str, ...]) -> Any:
 def cell(m: Mapping[str, Any], *path: str) -> str:
     """One score: ``mean ± std`` over the training seeds when ``m`` is a seed summary
     (:func:`cmcr.metrics.seeds.summarize_seeds`, more than one seed), else the number alone."""
-    from cmcr.metrics.seeds import STD
-
     value, std = _get(m, path), _get(m.get(STD), path) if isinstance(m, Mapping) else None
     return _pm(value, std if isinstance(std, (int, float)) else None)
 
 
 def seeds_note(metrics: Mapping[str, Any]) -> str:
     """How many training seeds the trained rows' mean ± std are over (read from the metrics themselves)."""
-    from cmcr.metrics.seeds import SEEDS
-
     runs = [m[SEEDS] for by_variant in datasets_of(metrics).values() for m in by_variant.values()
             if isinstance(m, Mapping) and SEEDS in m]
     if not runs:
@@ -229,8 +230,6 @@ def _map_columns(retrieval: Mapping[str, Any]) -> tuple[list[str], list[str]]:
 def _map_cells(retrieval: Mapping[str, Any], datasets: list[str], name: str, against: str | None = None) -> list[str]:
     """A2I and I2A mAP of ``name`` per dataset; with ``against`` (a variant), a cell whose paired difference to
     that variant's over the seeds is significant gets a † (:func:`cmcr.metrics.seeds.paired_difference`)."""
-    from cmcr.metrics.seeds import paired_difference, seed_values
-
     cells = []
     for d in datasets:
         m, ref = retrieval[d].get(name), retrieval[d].get(against) if against else None
@@ -259,8 +258,6 @@ def _flat(config: Any) -> dict[str, Any]:
 
 def _mean_map_per_seed(retrieval: Mapping[str, Any], datasets: list[str], name: str) -> dict[str, float]:
     """``{seed: mean mAP over every dataset and direction}`` of one trained variant."""
-    from cmcr.metrics.seeds import seed_values
-
     columns = [seed_values(retrieval[d][name], direction, "mAP") for d in datasets for direction in ("A2I", "I2A")
                if isinstance(retrieval[d].get(name), Mapping)]
     if not columns:
@@ -298,8 +295,6 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
     in which a row differs from K beyond the switch columns is named in the last column. A score marked †
     differs from K's beyond the seed spread (:func:`cmcr.metrics.seeds.paired_difference`). Below the table:
     random, no connection, the paired-data references (``references``: {variant: label}) and the ceiling."""
-    from cmcr.metrics.seeds import paired_difference
-
     datasets, columns = _map_columns(retrieval)
     rows = [r for r in (rows if rows is not None else list("ABCDEFGHIJK")) if r in configs]
     header = ["Row", "Consistency", "Re-norm", "Noise", "L_ttc", "L_avc", "CLAP", "CLIP"] + columns
@@ -353,8 +348,6 @@ def table5(retrieval: Mapping[str, Any], configs: Mapping[str, Any], paper: bool
 def figure3_points(retrieval: Mapping[str, Any], configs: Mapping[str, Any], names: list[str]) -> list[dict[str, Any]]:
     """σ² sweep points (the figure3 variants and row K) per dataset, sorted by σ²: A2I and I2A mAP and their
     mean (means over the training seeds, with the std over seeds of each; ``None`` with one seed)."""
-    from cmcr.metrics.seeds import STD, mean_std, seed_values
-
     points = []
     for dataset, by_variant in datasets_of(retrieval).items():
         per_var = {}
@@ -433,8 +426,6 @@ def training_note(checkpoints: Mapping[str, Any]) -> str:
     """What produced a table's trained rows, read from their checkpoints (``{variant: GraphResult}`` of one link,
     :func:`cmcr.graph.load_unit` of the first seed): projector kind and sizes per space, trainable parameters, epochs,
     batch size and learning rate — so a ``-S projector.hidden_dim=512`` run's tables say so."""
-    from cmcr.projector import count_parameters
-
     parts = []
     for name, result in checkpoints.items():
         (c,) = result.configs.values()  # a variant: one link
@@ -547,8 +538,6 @@ def headline(scores: Mapping[str, Mapping[str, Any]], variants: Mapping[str, str
     decimals) beside it (``metrics/summary_seeds.json``; :func:`headline_means` is ``metrics/summary.json``),
     so `dvc metrics diff --targets` shows the spread and ``cmcr experiments`` a paired test. Details stay in
     metrics/<benchmark>.json."""
-    from cmcr.benchmarks import BENCHMARKS
-
     out: dict[str, Any] = {}
     for benchmark, by_dataset in scores.items():
         name = variants.get(BENCHMARKS[benchmark])
@@ -592,8 +581,6 @@ def graph_headline(graph_scores: Mapping[str, Any], graphs: Sequence[str]) -> di
 def _headline_cells(m: Mapping[str, Any], path: Sequence[str], key: str) -> dict[str, float]:
     """One headline score of a seed summary ``m``: ``key`` (the mean, 2 decimals), ``key_std`` (2 decimals, more
     than one seed) and ``key_seed<s>`` (4 decimals); nothing when ``m`` has no number at ``path``."""
-    from cmcr.metrics.seeds import STD, seed_values
-
     value: Any = m
     for part in path:
         value = value.get(part) if isinstance(value, Mapping) else None
@@ -610,8 +597,6 @@ def _headline_cells(m: Mapping[str, Any], path: Sequence[str], key: str) -> dict
 
 def headline_means(summary: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`headline` without the ``_std`` / ``_seed<s>`` keys: the means, ``metrics/summary.json``."""
-    from cmcr.metrics.seeds import SPREAD_KEY
-
     return {b: {d: {k: v for k, v in values.items() if not SPREAD_KEY.search(k)} for d, values in by_dataset.items()}
             for b, by_dataset in summary.items()}
 
@@ -619,12 +604,6 @@ def headline_means(summary: Mapping[str, Any]) -> dict[str, Any]:
 def plots_page(summary: Mapping[str, Any], images: Mapping[str, str], tables: list[str]) -> str:
     """``results/plots.html``: the pipeline's plots (PNG files beside the page), the headline metrics and
     links to the tables — the offline counterpart of ``dvc plots show``, whose page loads Vega from a CDN."""
-    import html
-
-    from cmcr.pages import figure, page
-
-    from cmcr.metrics.seeds import seed_entries
-
     rows = ""
     for b, by_dataset in headline_means(summary).items():
         for d, means in by_dataset.items():

@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +25,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cmcr.artifacts import load_npy
+from cmcr.artifacts import ArtifactError, load_embedding_set, load_npy, read_parquet
+from cmcr.benchmarks import paired_sets
 from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_same_rows
 from cmcr.config import ConnectionConfig, TrainConfig
+from cmcr.device import deterministic_cuda, resolve_device
 from cmcr.enhance import semantic_completion
 from cmcr.loss import symmetric_info_nce, total_loss
-from cmcr.device import deterministic_cuda, resolve_device
 from cmcr.optim import AdamW
+from cmcr.pairing import align_by_id, pair_rows
 from cmcr.projector import build_projectors, count_parameters
 
 log = logging.getLogger(__name__)
@@ -84,9 +88,6 @@ class ConnectionData:
         space failed to load, still pair correctly; tables without a common id column are an
         ArtifactError. ``exclude_sources`` drops texts of those sources (appendix A; needs ``source``).
         """
-        from cmcr.artifacts import ArtifactError, read_parquet
-        from cmcr.pairing import align_by_id
-
         embeddings, aggregated = Path(embeddings), Path(aggregated)
         inputs = config.connection.training_inputs()  # per space: (shared-modality set, Eq. 2 aggregate)
         shared = {s: load_npy(embeddings / f"{src}.npy") for s, (src, _) in inputs.items()}
@@ -243,10 +244,6 @@ def load_true_pairs(embeddings: str | Path, connection: str | None, dataset: str
     ``<embeddings>/<space>/<set>@<dataset>`` of :data:`cmcr.benchmarks.PAIRED_SETS` (or ``files``: ``{space:
     file name}``, e.g. a paired graph's), rows joined by ``pair_id`` (an item that failed to load on either
     side drops its pair). ArtifactError naming a missing file or column."""
-    from cmcr.artifacts import ArtifactError, load_embedding_set
-    from cmcr.benchmarks import paired_sets
-    from cmcr.pairing import pair_rows
-
     files = paired_sets(connection, dataset) if files is None else dict(files)
     loaded = {space: load_embedding_set(Path(embeddings) / space, file, columns=["pair_id"]) for space, file in files.items()}
     (first, (m1, t1)), (second, (m2, t2)) = loaded.items()
@@ -381,9 +378,6 @@ def train_seeds(train_one: Callable[[int], TrainResult], seeds: Sequence[int], w
     seeds share the cores; the projectors' initialisation takes the global RNG under a lock. Results in the
     order of ``seeds``; the first failure is raised. ``names`` says what each job is in the log (default: the
     seeds; a caller whose jobs are not seeds, e.g. Ex-MCR's seed × leaf jobs, names them)."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
     seeds = list(seeds)
     if workers is None:
         workers = max(1, (os.cpu_count() or 1) // max(1, torch.get_num_threads()))

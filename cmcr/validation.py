@@ -9,19 +9,25 @@ line naming the key, its value and what is allowed. The ``validate`` stage runs 
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow.parquet as pq
+
 from cmcr.artifacts import ArtifactError
-from cmcr.benchmarks import BENCHMARKS, GRAPH_SIDE_KEYS, GRAPH_TASKS, GRAPH_TASK_KEYS, graph_paired_sets, paired_sets
-from cmcr.config import (ConfigError, PRECISIONS, link_declaration, _bool, _choice, _device, _positive, _positive_int,
-                         connection_config_from_params)
+from cmcr.benchmarks import BENCHMARKS, GRAPH_SIDE_KEYS, GRAPH_TASK_KEYS, GRAPH_TASKS, graph_paired_sets, paired_sets
+from cmcr.config import (PRECISIONS, ConfigError, _bool, _choice, _device, _positive, _positive_int,
+                         connection_config_from_params, link_declaration)
 from cmcr.encoders.base import encoder_source, register_paper_encoders, registered
 from cmcr.encoders.demo import DEMO_SPACES
 from cmcr.evaluation import METRIC_OPTIONS, metric_options
 from cmcr.exmcr import ExtendConfig
-from cmcr.experiments import (connections_used, pipeline_spaces, require_manifests, resolve_variant,
-                              scale_of, seeds_of, setup_of, variant_connection, variant_names)
+from cmcr.experiments import (connections_used, pipeline_spaces, require_manifests, resolve_variant, scale_of, seeds_of,
+                              setup_of, variant_connection, variant_names)
 from cmcr.extraction import resolve_devices
 from cmcr.graph import connections_of, graph_config, graph_training, graphs_of, stated_modalities
 from cmcr.plan import space_sets
@@ -46,8 +52,6 @@ def _mapping(name: str, value: Any, keys: tuple[str, ...] | None = None) -> Mapp
 
 
 def _check_demo(demo: Mapping[str, Any]) -> None:
-    import dataclasses
-
 
     if isinstance(demo, Mapping) and "overrides" in demo:
         raise ConfigError("demo.overrides: the demo's training scale is now scale.small (scale.mode: setup trains the "
@@ -116,8 +120,6 @@ def _check_spaces(params: Mapping[str, Any], links: Mapping[str, Any], graphs: M
     Setup demo: each has a stand-in; setup paper: each has an encoder (built in, or ``paper.encoders.<space>``'s
     ``plugin`` / ``encoder``, imported here so a missing class stops the pipeline before anything runs); every
     connection a variant uses and every graph stays among them. Returns the list."""
-    import re
-
 
     spaces = pipeline_spaces(params)
     if not spaces or not all(isinstance(s, str) and re.fullmatch(_SPACE_NAME, s) for s in spaces):
@@ -157,8 +159,6 @@ def _check_graph_tasks(params: Mapping[str, Any], spaces: tuple[str, ...], links
     """``graph_tasks``: retrieval tasks of your own for the graph family — each side a listed space and a modality
     it embeds (registered, or stated by its links), two different modalities, ``classes`` a list of column names.
     The demo world has sets for the built-in tasks only."""
-    import re
-
 
     tasks = _mapping("graph_tasks", params.get("graph_tasks"))
     if tasks and setup_of(params) == "demo":
@@ -349,11 +349,6 @@ def check_byo_layout(sets: Mapping[str, Mapping[str, tuple[str, bool]]], folder:
     output. ``temp_workspace``: the check runs in a copy DVC made (``dvc exp run --temp`` or a queued
     experiment), which holds git- and DVC-tracked files only — the error then says so. Returns ``{(space, set):
     rows}`` of the sets checked; raises :class:`~cmcr.artifacts.ArtifactError` naming the first file at fault."""
-    from pathlib import Path
-
-    import numpy as np
-    import pyarrow.parquet as pq
-
 
     folder = Path(folder)
     hint = (" — this is a temporary copy made by `dvc exp run --temp` or the experiment queue, which holds only "

@@ -31,7 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
 
+from cmcr.artifacts import write_parquet
+from cmcr.items import Item
 from cmcr.sources.texts import SOURCES
 
 log = logging.getLogger(__name__)
@@ -316,12 +321,6 @@ def normalize_points(points: np.ndarray) -> np.ndarray:
 
 def generate_world(root: str | Path, config: WorldConfig = WorldConfig(), *, progress: bool = True) -> dict[str, int]:
     """Write the demo world's files under ``root``; returns item counts per (modality, split)."""
-    import pandas as pd
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from cmcr.artifacts import write_parquet
-
     root = Path(root)
     for sub in ("images", "audio", "points"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -442,11 +441,6 @@ def generate_scenes(root: Path, config: WorldConfig) -> None:
     scene_id, x1, y1, x2, y2 — from a stand-in "detector": every object's box jittered by up to 2 px,
     plus two random boxes.
     """
-    import pandas as pd
-    from PIL import Image
-
-    from cmcr.artifacts import write_parquet
-
     rng = np.random.default_rng(config.seed + 1)  # independent of the rest of the world
     folder = root / "scenes"
     folder.mkdir(parents=True, exist_ok=True)
@@ -498,8 +492,6 @@ class WorldFiles:
         self.root = Path(root)
 
     def _table(self, name: str):
-        import pandas as pd
-
         return pd.read_parquet(self.root / name)
 
     def corpus(self):
@@ -528,10 +520,6 @@ class WorldFiles:
 
     def rows(self, name: str, modality: str):
         """The items of extraction set ``name`` (memory sets are named by their modality)."""
-        import pandas as pd
-
-        from cmcr.items import Item
-
         source = self.EVAL.get(name, "memory")
         if source == "prompts":
             frame = pd.DataFrame([{"label": c, "name": n, "prompt": t}

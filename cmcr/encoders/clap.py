@@ -51,10 +51,11 @@ import torch
 
 from cmcr.checkpoints import TRUST_SWITCH, load_state_dict_file
 from cmcr.config import ConfigError
-from cmcr.sources.audio import read_audio
 from cmcr.device import amp_settings, resolve_device, seeded_init
+from cmcr.encoders import melspec
 from cmcr.encoders.base import EncoderSpace, non_empty_text, register
 from cmcr.items import file_of
+from cmcr.sources.audio import read_audio
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ def import_laion_clap():
     """Import laion_clap offline (HF_HUB_OFFLINE=1 first: otherwise the import retries the hub for minutes)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import laion_clap
-
-    from cmcr.encoders import melspec
 
     if melspec.install():
         log.info("torchaudio is not installed: laion_clap uses cmcr.encoders.melspec for its log-mel features")

@@ -53,6 +53,7 @@ from cmcr.device import amp_settings, resolve_device, seeded_init
 from cmcr.encoders.base import EncoderSpace, register
 from cmcr.items import file_of
 from cmcr.sources.images import load_image
+from cmcr.sources.points import read_point_cloud
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,6 @@ class UlipSpace(EncoderSpace):
                     transforms.Resize(224, interpolation=transforms.InterpolationMode.BILINEAR),
                     transforms.CenterCrop(224), transforms.ToTensor(), transforms.Normalize(IMAGE_MEAN, IMAGE_STD)])
             return self._preprocess(load_image(item))  # RGB, cropped to the item's box
-        from cmcr.sources.points import read_point_cloud
 
         points = read_point_cloud(file_of(item, modality), trust_pickle=self.trust_pickled_points)
         # both modes: clouds smaller than npoints go in whole, so only Point-BERT's own 512 patch centres are needed

@@ -25,7 +25,8 @@ def main(rows: int = 2_330_000, batch_size: int = 10240, epochs: int = 1, d: int
     from cmcr.config import ConnectionConfig, ProjectorConfig, TrainConfig, connection_of
     from cmcr.params import load_params
     from cmcr.device import resolve_device
-    from cmcr.train import ConnectionData, train_connection
+    from cmcr.graph import train_connection
+    from cmcr.train import ConnectionData
 
     dev = resolve_device(device)
     CLIP_CLAP = connection_of(load_params("params.yaml"), "clip_clap")  # the link as the project declares it
@@ -50,7 +51,7 @@ def main(rows: int = 2_330_000, batch_size: int = 10240, epochs: int = 1, d: int
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{name}: {rows:,} rows × {d}, batch {batch_size}, {epochs} epoch(s): {seconds:.2f} s, "
           f"{steps / seconds:.1f} steps/s, {rows * epochs / seconds:,.0f} rows/s; "
-          f"{paper_epochs} epochs ≈ {seconds / epochs * paper_epochs / 60:.1f} min; final loss {result.history[-1]['loss']:.4f}"
+          f"{paper_epochs} epochs ≈ {seconds / epochs * paper_epochs / 60:.1f} min; final loss {result.history['joint'][-1]['loss']:.4f}"
           + (f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if dev.type == "cuda" else ""))
 
 

@@ -69,7 +69,7 @@ def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Opti
     from cmcr.exmcr import ExtendConfig
     from cmcr.plan import aggregate_folder
     from cmcr.graph import (ExtendLinkData, closed_form_rows, extend_tuples, fit_linear, graph_config, graphs_of,
-                            graph_result_from_training, train_extend, train_joint)
+                            train_extend, train_joint)
     from cmcr.evaluation import load_task, score_model
     from cmcr.norms import calibrate_all, link_sets
     from cmcr.params import deep_merge, load_params, parse_overrides
@@ -107,11 +107,8 @@ def main(root: Path = ROOT, dataset: str = "demo", seeds: list[int] = typer.Opti
             data = {k: ConnectionData.from_pipeline(embeddings, aggregate_folder(aggregated, k, c.memory.mode), c)
                     for k, c in configs.items()}
 
-            def joint(seed):
-                links = {k: c.with_seed(seed) for k, c in configs.items()}
-                return graph_result_from_training(graph, train_joint(graph, data, links, progress=False), links)
-
-            results = train_seeds(joint, seeds)
+            results = train_seeds(lambda seed: train_joint(graph, data, {k: c.with_seed(seed) for k, c in configs.items()},
+                                                           progress=False), seeds)
         else:
             extend = ExtendConfig.from_params(p)
             data = {k: ExtendLinkData.from_pipeline(embeddings, aggregate_folder(aggregated, k, c.memory.mode), c)

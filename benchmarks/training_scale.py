@@ -39,7 +39,8 @@ def main(variants: list[str] = typer.Option(["K", "clip_ulip"]), modes: list[str
     from cmcr.experiments import resolve_variant
     from cmcr.params import deep_merge, load_params, parse_overrides
     from cmcr.plan import variant_aggregate
-    from cmcr.train import ConnectionData, batch_slices, train_connection
+    from cmcr.graph import train_connection
+    from cmcr.train import ConnectionData, batch_slices
 
     torch.set_num_threads(1)
     embeddings, aggregated = ROOT / "data" / "embeddings", ROOT / "data" / "aggregated"
@@ -60,7 +61,7 @@ def main(variants: list[str] = typer.Option(["K", "clip_ulip"]), modes: list[str
                 seconds.append(time.perf_counter() - started)
                 embed = {s: p.embed for s, p in result.projectors.items()}
                 scores.append(read(score_model(bench, embed, name)[0]))
-            t = result.config.train
+            t = result.configs[v.config.connection.name].train
             n = int(next(iter(data.shared.values())).shape[0])
             steps = t.epochs * len(batch_slices(n, t.batch_size))
             spread = statistics.stdev(scores) if len(scores) > 1 else 0.0

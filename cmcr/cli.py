@@ -120,10 +120,9 @@ def train(
     """Train the two projectors of a connection (Eq. 3–10, AdamW + cosine) from pre-extracted embeddings, at
     params' training scale (``scale``: demo small, byo auto, paper paper; ``-S scale.mode=auto``)."""
     from cmcr.artifacts import save_torch, write_json
-    from cmcr.graph import unit_from_connection
-    from cmcr.train import ConnectionData, train_connection
-
     from cmcr.experiments import training_scale
+    from cmcr.graph import train_connection
+    from cmcr.train import ConnectionData
 
     _setup_logging()
     overrides = parse_overrides(set_)  # a config group's -S is the connection's own (as `cmcr config -c`); others params
@@ -134,10 +133,10 @@ def train(
         data = ConnectionData.from_pipeline(embeddings, aggregated, config)
     else:
         data = ConnectionData.from_folder(embeddings, config)
-    result = train_connection(data, config)
-    save_torch(out, unit_from_connection(result, config.connection.name).checkpoint())  # a one-link graph (load_unit)
+    result = train_connection(data, config)  # a one-link graph (load_unit reads it)
+    save_torch(out, result.checkpoint())
     if history is not None:
-        write_json(history, result.history)
+        write_json(history, result.history["joint"])
 
 
 @app.command()
@@ -383,14 +382,14 @@ def import_official(
 ) -> None:
     """Convert an official release checkpoint (Head_A/Head_B) into projectors named by space."""
     from cmcr.artifacts import save_torch
-    from cmcr.graph import unit_from_connection
+    from cmcr.graph import connection_unit
     from cmcr.official import load_official
 
     _setup_logging()
     release = release.value
-    result = load_official(checkpoint, release)
-    save_torch(out, unit_from_connection(result, release).checkpoint())
-    typer.echo(f"{release}: projectors for {', '.join(result.projectors)} ({result.config.projector.kind}) → {out}")
+    projectors, config = load_official(checkpoint, release)
+    save_torch(out, connection_unit(projectors, config, release).checkpoint())
+    typer.echo(f"{release}: projectors for {', '.join(projectors)} ({config.projector.kind}) → {out}")
 
 
 def _model(root: Path, variant: str, seed: Optional[int], checkpoint: Optional[Path], shared_space: str,

@@ -264,7 +264,7 @@ def train_leaf(leaf: str, tuples: Mapping[str, torch.Tensor], parent_embed, conf
     """Train ``leaf``'s :class:`ExtendProjector` on stacked tuples (:func:`stack_centres`); the parent side is
     ``parent_embed`` of the parent's two roles (computed once: the parent is frozen). Optimisation (epochs,
     batch size, AdamW, cosine schedule, seed) as every trainer (:func:`cmcr.train.fit_streams`). Returns a
-    :class:`cmcr.train.TrainResult` whose projectors hold ``{leaf: ExtendProjector}``."""
+    :class:`cmcr.train.Fitted` whose projectors hold ``{leaf: ExtendProjector}``."""
     n = int(tuples["leaf_memory"].shape[0])
     for role in ROLES:
         if tuples[role].shape[0] != n:

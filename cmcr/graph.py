@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from cmcr.artifacts import load_npy, load_torch
+from cmcr.checks import EmbeddingError, check_matrix, check_same_rows
 from cmcr.closed_form import CONTEXT_ROWS, LinearConfig, LinearLinkData, LinearMap, fit_link
 from cmcr.config import (GROUPS, ConfigError, Connection, ConnectionConfig, connection_config_from_params,
                          connection_of, deep_merge, paired_objective)
@@ -44,9 +45,9 @@ from cmcr.encoders.base import _REGISTRY
 from cmcr.enhance import semantic_completion
 from cmcr.exmcr import ExtendConfig, ExtendProjector, Identity, modality_centric_data, stack_centres, train_leaf
 from cmcr.experiments import pipeline_spaces, training_scale
-from cmcr.loss import total_loss
-from cmcr.projector import Projector
-from cmcr.train import CHECKPOINT_FORMAT, ConnectionData, TrainResult, fit_streams, result_from_payload, train_seeds
+from cmcr.loss import symmetric_info_nce, total_loss
+from cmcr.projector import Projector, build_projectors
+from cmcr.train import ConnectionData, Fitted, fit_streams, train_seeds
 
 log = logging.getLogger(__name__)
 
@@ -491,8 +492,50 @@ def train_joint(graph: Graph, data: Mapping[str, Any], configs: Mapping[str, Con
               for s in resolved[name].connection.spaces}
     sizes = {name: int(data[name].shared[resolved[name].connection.spaces[0]].shape[0]) for name in links}
     config = dataclasses.replace(lead, projector=projector)
-    return fit_streams(inputs, sizes, config, graph.spaces, step, progress=progress,
-                       label=f"graph {graph.name}" if len(links) > 1 else lead.connection.name)
+    return trained_unit(graph, configs, fit_streams(inputs, sizes, config, graph.spaces, step, progress=progress,
+                                                    label=f"graph {graph.name}" if len(links) > 1 else lead.connection.name))
+
+
+def train_connection(data: ConnectionData, config: ConnectionConfig, *, name: str | None = None,
+                     progress: bool = True) -> "GraphResult":
+    """Train the two projectors of ``config.connection`` on ``data`` (Eq. 3, 4, 10; AdamW + cosine): the connection
+    as the one-link graph it is (:func:`link_graph`, named ``name``), trained by :func:`train_joint`. Input widths
+    missing from ``config.projector.in_dims`` are read from the data (:meth:`ConnectionData.resolve_dims`)."""
+    link = config.connection.name
+    return train_joint(link_graph(config.connection, name), {link: data}, {link: config}, progress=progress)
+
+
+def train_paired(graph: Graph, pairs: Mapping[str, torch.Tensor | np.ndarray], config: ConnectionConfig, *,
+                 progress: bool = True) -> "GraphResult":
+    """The paired-data reference (a variant's, :func:`link_graph` with ``paired``, or a graph of mode ``paired``): the
+    same two projectors, optimiser, schedule, epochs and batch size as C-MCR, trained directly on *true* pairs of two
+    modalities (row i of ``pairs[space]`` for each of ``config.connection.spaces``, e.g. an image in CLIP and its own
+    sound in CLAP) with the symmetric InfoNCE of Eq. 1 at τ3 (``loss.pseudo_temperature``, the temperature C-MCR uses
+    for its pseudo audio–image pairs). No Eq. 3 noise and no Eq. 9 term: this is what supervision by paired data
+    reaches, the role the paper's Table 1 gives to methods trained on audio–visual pairs. C-MCR never sees these pairs."""
+    spaces = config.connection.spaces
+    if set(pairs) != set(spaces):
+        raise EmbeddingError(f"paired data must be given for spaces {list(spaces)}, got {sorted(pairs)}")
+    first_space, second_space = spaces
+    names = {s: config.connection.embedding_name(s, config.connection.memory_modality[s]) + " (true pairs)"
+             for s in spaces}
+    dims = dict(config.projector.in_dims)
+    for space in spaces:
+        check_matrix(pairs[space], names[space], dim=dims.get(space))
+        dims[space] = int(pairs[space].shape[1])
+    check_same_rows(pairs[first_space], names[first_space], pairs[second_space], names[second_space])
+    run = dataclasses.replace(config, projector=dataclasses.replace(config.projector, in_dims=dims))
+
+    def step(projectors: nn.ModuleDict, tensors: Mapping[str, torch.Tensor], idx: Mapping[str, torch.Tensor],
+             generator: torch.Generator) -> dict[str, torch.Tensor]:
+        i = idx[""]
+        pair = symmetric_info_nce(projectors[first_space](tensors[first_space][i]),
+                                  projectors[second_space](tensors[second_space][i]), config.loss.pseudo_temperature)
+        return {"paired": pair, "loss": pair}
+
+    fitted = fit_streams(dict(pairs), {"": int(pairs[first_space].shape[0])}, run, spaces, step, progress=progress,
+                         label=config.connection.name)
+    return trained_unit(graph, {config.connection.name: config}, fitted)
 
 
 
@@ -615,41 +658,59 @@ class GraphResult:
                 "history": {k: list(v) for k, v in self.history.items()}, "extend": self.extend}
 
 
-def graph_result_from_training(graph: Graph, result, configs: Mapping[str, ConnectionConfig]) -> GraphResult:
-    """A :func:`train_joint` or paired :class:`TrainResult` as a :class:`GraphResult`; the first
-    link's config (whose optimisation ran) holds the epochs and batch size as run (scale ``auto``)."""
-    configs = dict(configs)
+def trained_unit(graph: Graph, configs: Mapping[str, ConnectionConfig], fitted: Fitted) -> GraphResult:
+    """What a trainer of :func:`train_joint` / :func:`train_paired` returns: ``fitted``'s projectors and history (one
+    part, named by the graph's mode) with each link's config as it ran — its spaces' input widths as read from the
+    data; the first link's (whose optimisation ran) with the epochs and batch size as run (scale ``auto``)."""
+    widths = fitted.config.projector.in_dims
+    configs = {k: dataclasses.replace(c, projector=dataclasses.replace(
+        c.projector, in_dims={s: widths[s] for s in c.connection.spaces})) for k, c in configs.items()}
     lead = next(iter(configs))
-    configs[lead] = dataclasses.replace(configs[lead], train=result.config.train)
-    return GraphResult(graph, result.projectors, configs, {graph.mode: result.history})
+    configs[lead] = dataclasses.replace(configs[lead], train=fitted.config.train)
+    return GraphResult(graph, fitted.projectors, configs, {graph.mode: fitted.history})
 
 
-def unit_from_connection(result: TrainResult, name: str, paired: str | None = None) -> GraphResult:
-    """A trained connection (a variant, ``cmcr train``, an imported release) as what it is, a one-link graph: mode
-    ``joint`` — or ``paired`` for the paired-data reference (``result.objective``), its true pairs of ``paired``'s
-    dataset being the two memory modalities — named ``name``, its link's config, its history. The one converter:
-    the pipeline, the CLI and :func:`load_unit` (an older connection checkpoint) all go through it."""
-    link = result.config.connection
-    pairs = {"dataset": paired, "modalities": {s: link.memory_modality[s] for s in link.spaces}}
-    graph = (Graph(name, "paired", link.spaces, (link,), pairs=pairs) if result.objective == "paired"
-             else Graph(name, "joint", link.spaces, (link,)))
-    return graph_result_from_training(graph, result, {link.name: result.config})
+def link_graph(link: Connection, name: str | None = None, *, paired: bool = False, dataset: str | None = None) -> Graph:
+    """A connection as what it is, a one-link graph named ``name`` (default: the link's): mode ``joint`` (C-MCR), or
+    ``paired`` for its paired-data reference — its true pairs of ``dataset`` being the two memory modalities. What a
+    variant, ``cmcr train`` and an imported release train or load as."""
+    if not paired:
+        return Graph(name or link.name, "joint", link.spaces, (link,))
+    return Graph(name or link.name, "paired", link.spaces, (link,),
+                 pairs={"dataset": dataset, "modalities": {s: link.memory_modality[s] for s in link.spaces}})
+
+
+def connection_unit(projectors: nn.ModuleDict, config: ConnectionConfig, name: str | None = None, *, paired: bool = False,
+                    history: Sequence[dict] = ()) -> GraphResult:
+    """A connection's projectors and config that no trainer here produced — an imported release
+    (:func:`cmcr.official.load_official`), an older cmcr's checkpoint (:func:`load_unit`) — as the one-link graph they
+    are (:func:`link_graph`, named ``name``), with their history if any."""
+    graph = link_graph(config.connection, name, paired=paired)
+    return GraphResult(graph, projectors, {config.connection.name: config}, {graph.mode: list(history)})
+
+
+#: connection checkpoints of older cmcr versions (read by :func:`load_unit`, converted, not written)
+CONNECTION_FORMAT = "cmcr.projectors/1"
 
 
 def load_unit(path, map_location="cpu") -> GraphResult:
     """The one loader of a trained unit's checkpoint — a variant's, a graph's, ``cmcr train``'s or ``cmcr
     import-official``'s (:meth:`GraphResult.checkpoint`, ``weights_only=True``); a connection checkpoint of an
-    older cmcr (format ``cmcr.projectors/1``) is converted (:func:`unit_from_connection`, named by its link).
+    older cmcr (format ``cmcr.projectors/1``) is converted (:func:`link_graph`, named by its link).
     FileNotFoundError / ValueError naming the file when it is neither."""
     path = Path(path)
     payload = torch.load(path, map_location=map_location, weights_only=True) if path.is_file() else None
-    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+    if isinstance(payload, dict) and payload.get("format") == CONNECTION_FORMAT:  # its config, states, history
         try:
-            result = result_from_payload(payload)
+            config = ConnectionConfig.from_dict(payload["config"])
+            projectors = build_projectors(config.projector, config.connection.spaces)
+            for space, state in payload["projectors"].items():
+                projectors[space].load_state_dict(state)
         except (KeyError, TypeError, ConfigError) as exc:
-            raise ValueError(f"{path}: a {CHECKPOINT_FORMAT} checkpoint without a readable config and projectors "
+            raise ValueError(f"{path}: a {CONNECTION_FORMAT} checkpoint without a readable config and projectors "
                              f"({type(exc).__name__}: {exc})") from None
-        return unit_from_connection(result, result.config.connection.name)
+        return connection_unit(projectors.eval(), config, paired=payload.get("objective") == "paired",
+                               history=payload.get("history", []))
     if not (isinstance(payload, dict) and payload.get("format") == GRAPH_FORMAT):
         payload = load_torch(path, GRAPH_FORMAT, "trained unit checkpoint", map_location)  # its error, named
     return graph_from_payload(payload)

@@ -21,10 +21,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from cmcr.config import Connection, ConnectionConfig, LossConfig, ProjectorConfig
 from cmcr.projector import build_projectors
-from cmcr.train import TrainResult
 
 #: What each released file is: the link it was trained on (release metadata, in the plain form of
 #: ``Connection.to_link_dict``; a variant importing it trains nothing and is evaluated as that link), its projector
@@ -59,8 +59,9 @@ def flat_layout(head: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_official(path: str | Path, release: str) -> TrainResult:
-    """Load ``ulip_clip.pt`` or ``clap_clip.pt`` (``weights_only=True``) as projectors keyed by space."""
+def load_official(path: str | Path, release: str) -> tuple[nn.ModuleDict, ConnectionConfig]:
+    """Load ``ulip_clip.pt`` or ``clap_clip.pt`` (``weights_only=True``) as projectors keyed by space and the config
+    they run with (a one-link graph: :func:`cmcr.graph.connection_unit`)."""
     if release not in RELEASES:
         raise ValueError(f"unknown release {release!r}; known: {sorted(RELEASES)}")
     path = Path(path)
@@ -97,5 +98,4 @@ def load_official(path: str | Path, release: str) -> TrainResult:
             projectors[space].load_state_dict(sub, strict=True)
         except RuntimeError as exc:
             raise ValueError(f"{path}: {spec['heads'][space]} does not match the released {spec['kind']} layout: {exc}") from exc
-    projectors.eval()
-    return TrainResult(projectors, config, [])
+    return projectors.eval(), config

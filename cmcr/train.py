@@ -1,4 +1,6 @@
-"""Training of the two projectors (section 3.5): the encoders are frozen and never seen here.
+"""Training (section 3.5): the data of a connection, the optimisation loop every trainer shares, seeds side by side.
+The encoders are frozen and never seen here; the trainers of a unit (a connection, a graph, the paired-data reference)
+are in :mod:`cmcr.graph`.
 
 The whole training set — per space the shared-modality embeddings (t^I, t^A) and the Eq. 2 aggregates
 (v^I, a^A) — is moved to the device once as four tensors and shuffled by index each epoch; a batch is
@@ -16,9 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -30,15 +32,12 @@ from cmcr.benchmarks import paired_sets
 from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_same_rows
 from cmcr.config import ConnectionConfig, TrainConfig
 from cmcr.device import deterministic_cuda, resolve_device
-from cmcr.enhance import semantic_completion
-from cmcr.loss import symmetric_info_nce, total_loss
 from cmcr.optim import AdamW
 from cmcr.pairing import align_by_id, pair_rows
 from cmcr.projector import build_projectors, count_parameters
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "cmcr.projectors/1"  # connection checkpoints of older cmcr versions (read, converted, not written)
 #: projector initialisation draws from PyTorch's global RNG: one training at a time (:func:`train_seeds`)
 _INIT_LOCK = threading.Lock()
 
@@ -158,18 +157,14 @@ class ConnectionData:
         return n
 
 
-@dataclass
-class TrainResult:
-    """What :func:`train_connection` / :func:`train_paired` return: the projectors, the config they ran with and the
-    per-epoch history. It is saved as the one-link graph it is (:func:`cmcr.graph.unit_from_connection`): one
-    checkpoint format for every trained unit."""
+class Fitted(NamedTuple):
+    """What the optimisation loop (:func:`fit_streams`) ends with: the projectors (on the CPU, in eval mode), the config
+    as it ran (training scale ``auto`` applied) and the per-epoch history. The trainers of :mod:`cmcr.graph` turn it
+    into the one result type of a trained unit, :class:`cmcr.graph.GraphResult`."""
 
     projectors: nn.ModuleDict
     config: ConnectionConfig
-    history: list[dict[str, float]] = field(default_factory=list)
-    #: what the projectors were trained for: "cmcr" (Eq. 10 on the shared modality and Eq. 2 aggregates) or
-    #: "paired" (the paired-data reference, :func:`train_paired`: only ``projector`` and ``train`` of the config apply)
-    objective: str = "cmcr"
+    history: list[dict[str, float]]
 
 
 def cosine_lr(step: int, total_steps: int, lr: float, min_lr: float) -> float:
@@ -219,25 +214,6 @@ def auto_scale(train: TrainConfig, n: int) -> TrainConfig:
     return dataclasses.replace(train, epochs=epochs, batch_size=batch)
 
 
-def train_connection(data: ConnectionData, config: ConnectionConfig, *, progress: bool = True) -> TrainResult:
-    """Train the two projectors of ``config.connection`` on ``data`` (Eq. 3, 4, 10; AdamW + cosine).
-    Input widths missing from ``config.projector.in_dims`` are read from the data (:meth:`ConnectionData.resolve_dims`)."""
-    config = data.resolve_dims(config)
-    n = data.validate(config)
-    spaces = config.connection.spaces
-
-    def step(projectors: nn.ModuleDict, tensors: Mapping[str, torch.Tensor], idx: torch.Tensor,
-             generator: torch.Generator) -> dict[str, torch.Tensor]:
-        projected_shared = {s: projectors[s](semantic_completion(tensors[f"shared/{s}"][idx], config.noise, generator))
-                            for s in spaces}
-        projected_memory = {s: projectors[s](semantic_completion(tensors[f"memory/{s}"][idx], config.noise, generator))
-                            for s in spaces}
-        return total_loss(projected_shared, projected_memory, spaces, config.loss)
-
-    inputs = {f"shared/{s}": data.shared[s] for s in spaces} | {f"memory/{s}": data.memory[s] for s in spaces}
-    return _fit(inputs, n, config, step, progress=progress)
-
-
 def load_true_pairs(embeddings: str | Path, connection: str | None, dataset: str,
                     files: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """The true pairs a paired-data reference trains on, from the pipeline's embeddings folder:
@@ -256,50 +232,9 @@ def load_true_pairs(embeddings: str | Path, connection: str | None, dataset: str
     return {first: np.asarray(m1[rows1]), second: np.asarray(m2[rows2])}
 
 
-def train_paired(pairs: Mapping[str, torch.Tensor | np.ndarray], config: ConnectionConfig, *,
-                 progress: bool = True) -> TrainResult:
-    """The paired-data reference: the same two projectors, optimiser, schedule, epochs and batch size as
-    C-MCR, trained directly on *true* pairs of the two non-shared modalities (row i of ``pairs[space]``
-    for each of ``config.connection.spaces``, e.g. an image in CLIP and its own sound in CLAP) with the
-    symmetric InfoNCE of Eq. 1 at τ3 (``loss.pseudo_temperature``, the temperature C-MCR uses for its
-    pseudo audio–image pairs). No Eq. 3 noise and no Eq. 9 term: this is what supervision by paired data
-    reaches, the role the paper's Table 1 gives to methods trained on audio–visual pairs. C-MCR never
-    sees these pairs."""
-    spaces = config.connection.spaces
-    if set(pairs) != set(spaces):
-        raise EmbeddingError(f"paired data must be given for spaces {list(spaces)}, got {sorted(pairs)}")
-    first_space, second_space = spaces
-    names = {s: config.connection.embedding_name(s, config.connection.memory_modality[s]) + " (true pairs)"
-             for s in spaces}
-    dims = dict(config.projector.in_dims)
-    for space in spaces:
-        check_matrix(pairs[space], names[space], dim=dims.get(space))
-        dims[space] = int(pairs[space].shape[1])
-    check_same_rows(pairs[first_space], names[first_space], pairs[second_space], names[second_space])
-    n = int(pairs[first_space].shape[0])
-    config = dataclasses.replace(config, projector=dataclasses.replace(config.projector, in_dims=dims))
-
-    def step(projectors: nn.ModuleDict, tensors: Mapping[str, torch.Tensor], idx: torch.Tensor,
-             generator: torch.Generator) -> dict[str, torch.Tensor]:
-        pair = symmetric_info_nce(projectors[first_space](tensors[first_space][idx]),
-                                  projectors[second_space](tensors[second_space][idx]), config.loss.pseudo_temperature)
-        return {"paired": pair, "loss": pair}
-
-    return dataclasses.replace(_fit(dict(pairs), n, config, step, progress=progress), objective="paired")
-
-
-def _fit(inputs: Mapping[str, torch.Tensor | np.ndarray], n: int, config: ConnectionConfig, step, *,
-         progress: bool) -> TrainResult:
-    """One stream of ``n`` items (a connection, or true pairs): :func:`fit_streams` with ``step(projectors,
-    tensors, idx, generator)`` taking that stream's batch indices."""
-    return fit_streams(inputs, {"": n}, config, config.connection.spaces,
-                       lambda projectors, tensors, idx, generator: step(projectors, tensors, idx[""], generator),
-                       progress=progress, label=config.connection.name)
-
-
 def fit_streams(inputs: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[str, int], config: ConnectionConfig,
                 spaces: Sequence[str], step, *, progress: bool, label: str,
-                build: Callable[[], nn.ModuleDict] | None = None) -> TrainResult:
+                build: Callable[[], nn.ModuleDict] | None = None) -> Fitted:
     """The optimisation loop every trainer shares: the inputs moved to the device once; one projector per space
     of ``spaces`` initialised from the seed; per epoch a seeded shuffle of each stream (``sizes``: stream →
     items, in order; a connection is one stream, a graph one per link); batches as index slices — an epoch
@@ -366,11 +301,11 @@ def fit_streams(inputs: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[
         bar.set_postfix(loss=f"{record['loss']:.4f}")
     bar.close()
     projectors.eval()
-    return TrainResult(projectors.cpu(), config, history)
+    return Fitted(projectors.cpu(), config, history)
 
 
-def train_seeds(train_one: Callable[[int], TrainResult], seeds: Sequence[int], workers: int | None = None,
-                names: Sequence[str] | None = None) -> dict[int, TrainResult]:
+def train_seeds(train_one: Callable[[int], Any], seeds: Sequence[int], workers: int | None = None,
+                names: Sequence[str] | None = None) -> dict[int, Any]:
     """``train_one(seed)`` for every seed, ``workers`` at a time in threads of this process (default: one per
     CPU core PyTorch's pool leaves free, i.e. cores ÷ intra-op threads). With one intra-op thread (the stages'
     default) every operation of a training runs in its own calling thread, so a training computes exactly
@@ -388,15 +323,3 @@ def train_seeds(train_one: Callable[[int], TrainResult], seeds: Sequence[int], w
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seed") as pool:
         futures = {seed: pool.submit(train_one, seed) for seed in seeds}
         return {seed: futures[seed].result() for seed in seeds}
-
-
-def result_from_payload(payload: Mapping[str, Any]) -> TrainResult:
-    """A :class:`TrainResult` from a connection checkpoint of an older cmcr (format :data:`CHECKPOINT_FORMAT`: its
-    ``config``, ``projectors`` state, ``history``, ``objective``), already read: what :func:`cmcr.graph.load_unit`
-    converts. cmcr no longer writes this format."""
-    config = ConnectionConfig.from_dict(payload["config"])
-    projectors = build_projectors(config.projector, config.connection.spaces)
-    for space, state in payload["projectors"].items():
-        projectors[space].load_state_dict(state)
-    projectors.eval()
-    return TrainResult(projectors, config, list(payload.get("history", [])), str(payload.get("objective", "cmcr")))

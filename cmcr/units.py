@@ -19,13 +19,13 @@ from cmcr.artifacts import ArtifactError, save_torch, write_json
 from cmcr.benchmarks import graph_paired_sets
 from cmcr.closed_form import LinearLinkData
 from cmcr.experiments import variant_from_spec
-from cmcr.graph import (ExtendLinkData, GraphResult, extend_tuples, fit_linear, graph_result_from_training, train_extend,
-                        train_joint, unit_from_connection)
+from cmcr.graph import (ExtendLinkData, GraphResult, connection_unit, extend_tuples, fit_linear, link_graph,
+                        train_extend, train_joint, train_paired)
 from cmcr.layout import checkpoint_path
 from cmcr.norms import calibrate_all, link_sets
 from cmcr.official import load_official
 from cmcr.plan import graph_from_plan
-from cmcr.train import ConnectionData, load_true_pairs, train_connection, train_paired, train_seeds
+from cmcr.train import ConnectionData, load_true_pairs, train_seeds
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +47,23 @@ def train_unit(kind: str, name: str, plan: Mapping[str, Any], root: str | Path =
 
 
 def _variant(name, plan, root, embeddings, aggregated) -> dict[int, GraphResult]:
+    """A variant is a one-link graph (:func:`cmcr.graph.link_graph`): trained by the graphs' trainers."""
     v, seeds = variant_from_spec(plan), plan["seeds"]  # the plan is the variant's training spec + seeds
     log.info("variant %s: seeds %s%s", name, seeds, f", Eq. 2 aggregates {plan['aggregate']}" if plan["aggregate"] else "")
     if v.official:  # the released projectors, evaluated by the same code as ours (one file: the same for every seed)
-        result = load_official(root / v.official["checkpoint"], v.official["release"])
+        result = connection_unit(*load_official(root / v.official["checkpoint"], v.official["release"]), name)
         log.info("imported the official %s release from %s", v.official["release"], v.official["checkpoint"])
-        results = {seed: result for seed in seeds}
-    elif v.paired:  # the paired-data reference: the same projectors trained on true pairs (never C-MCR's data)
-        pairs = load_true_pairs(embeddings, v.config.connection.name, v.paired)
-        results = train_seeds(lambda seed: train_paired(pairs, v.config.with_seed(seed), progress=False), seeds)
+        return {seed: result for seed in seeds}
+    conn = v.config.connection
+    graph = link_graph(conn, name, paired=bool(v.paired), dataset=v.paired)
+    if v.paired:  # the paired-data reference: the same projectors trained on true pairs (never C-MCR's data)
+        pairs = load_true_pairs(embeddings, conn.name, v.paired)
+        results = train_seeds(lambda seed: train_paired(graph, pairs, v.config.with_seed(seed), progress=False), seeds)
     else:
         data = ConnectionData.from_pipeline(embeddings, aggregated / plan["aggregate"], v.config, v.exclude_sources)
-        results = train_seeds(lambda seed: train_connection(data, v.config.with_seed(seed), progress=False), seeds)
-    if v.config.projector.norm_stats == "modality" and not v.official:  # cmcr.norms: each modality its own statistics
-        conn = v.config.connection
+        results = train_seeds(lambda seed: train_joint(graph, {conn.name: data}, {conn.name: v.config.with_seed(seed)},
+                                                       progress=False), seeds)
+    if v.config.projector.norm_stats == "modality":  # cmcr.norms: each modality its own statistics
         if v.paired:  # the true pairs are the raw sets of their two modalities
             sets = {s: {conn.memory_modality[s]: pairs[s]} for s in conn.spaces}
         else:  # the memory sets as they are, and the texts (or images) this variant trained on
@@ -68,8 +71,7 @@ def _variant(name, plan, root, embeddings, aggregated) -> dict[int, GraphResult]
             for s in conn.spaces:
                 sets[s][conn.shared_modality] = data.shared[s]
         _calibrate(results, sets)
-    # a variant is a one-link graph: one checkpoint format for every trained unit (cmcr.graph.load_unit)
-    return {seed: unit_from_connection(r, name, v.paired) for seed, r in results.items()}
+    return results
 
 
 def _graph(name, plan, embeddings, aggregated) -> dict[int, GraphResult]:
@@ -81,11 +83,8 @@ def _graph(name, plan, embeddings, aggregated) -> dict[int, GraphResult]:
     if graph.mode == "joint":
         data = {link: ConnectionData.from_pipeline(embeddings, folders[link], c) for link, c in configs.items()}
 
-        def joint(seed):
-            links = {k: c.with_seed(seed) for k, c in configs.items()}
-            return graph_result_from_training(graph, train_joint(graph, data, links, progress=False), links)
-
-        results = train_seeds(joint, seeds)
+        results = train_seeds(lambda seed: train_joint(graph, data, {k: c.with_seed(seed) for k, c in configs.items()},
+                                                       progress=False), seeds)
     elif graph.mode == "extend":
         data = {link: ExtendLinkData.from_pipeline(embeddings, folders[link], c) for link, c in configs.items()}
         results = train_extend(graph, extend_tuples(graph, data, configs, plan.extend), configs, plan.extend, seeds=seeds,
@@ -101,8 +100,7 @@ def _graph(name, plan, embeddings, aggregated) -> dict[int, GraphResult]:
         except (ArtifactError, FileNotFoundError) as exc:
             raise ArtifactError(f"graph {name}: its true pairs ({', '.join(f'{s}/{f}' for s, f in files.items())}): {exc}") from None
         (config,) = configs.values()
-        results = train_seeds(lambda seed: graph_result_from_training(
-            graph, train_paired(pairs, config.with_seed(seed), progress=False), {name: config.with_seed(seed)}), seeds)
+        results = train_seeds(lambda seed: train_paired(graph, pairs, config.with_seed(seed), progress=False), seeds)
     # cmcr.norms: each modality its own BatchNorm statistics where the config asks (joint: its first link's setting,
     # one optimiser for all; extend: each leaf its link's; paired: its one config), fitted on the raw training sets
     asked = {k for k, c in configs.items() if c.projector.norm_stats == "modality"}

@@ -17,8 +17,7 @@ from cmcr.encoders.demo import DemoSpace, DemoSpaceModel
 from cmcr.extraction import extract_sharded
 from cmcr.projector import build_projectors
 from cmcr.search import build_index, open_index, search, top_k
-from cmcr.graph import unit_from_connection
-from cmcr.train import TrainResult
+from cmcr.graph import connection_unit
 from cmcr.world import SAMPLE_RATE
 
 DIM = 32
@@ -56,7 +55,7 @@ def files(tmp_path_factory):
             if isinstance(module, torch.nn.BatchNorm1d):
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
-        save_torch(root / f"{connection}.pt", unit_from_connection(TrainResult(projectors.eval(), config), connection).checkpoint())
+        save_torch(root / f"{connection}.pt", connection_unit(projectors.eval(), config, connection).checkpoint())
     out["root"] = root
     return out
 
@@ -120,8 +119,8 @@ def test_official_release_checkpoint_through_the_api(files, tmp_path):
 
     if not (OFFICIAL / "ulip_clip.pt").is_file():
         pytest.skip("official fixtures not found")
-    save_torch(tmp_path / "official.pt", unit_from_connection(load_official(OFFICIAL / "ulip_clip.pt", "ulip_clip"),
-                                                              "ulip_clip").checkpoint())
+    save_torch(tmp_path / "official.pt", connection_unit(*load_official(OFFICIAL / "ulip_clip.pt", "ulip_clip"),
+                                                         "ulip_clip").checkpoint())
     torch.manual_seed(2)
     spaces = {s: DemoSpace(DemoSpaceModel(s, 512, ["a", "dog"])) for s in ("clip", "ulip")}
     m = ConnectedModel.load(tmp_path / "official.pt", spaces)

@@ -15,7 +15,7 @@ from cmcr.config import ConfigError, Connection, ConnectionConfig, LossConfig, M
     NoiseConfig, ProjectorConfig, TrainConfig
 from cmcr.exmcr import (ROLES, ExtendConfig, ExtendProjector, Identity, dense_alignment, extend_loss,
                         modality_centric_data, stack_centres)
-from cmcr.graph import (Graph, check_graph, extend_tuples, graph_result_from_training, load_unit,
+from cmcr.graph import (Graph, check_graph, extend_tuples, load_unit,
                         train_extend, train_joint, ExtendLinkData)
 from conftest import unit
 
@@ -188,19 +188,19 @@ def test_a_leaf_two_links_from_the_base_trains_against_its_parents_projection():
 
 
 def test_joint_and_paired_results_round_trip_through_the_graph_checkpoint(tmp_path):
-    from cmcr.train import ConnectionData, train_paired
+    from cmcr.graph import train_paired
+    from cmcr.train import ConnectionData
 
     joint = Graph("j", "joint", ("clip", "clap"), (CLIP_CLAP,))
     config = ConnectionConfig(connection=CLIP_CLAP, projector=ProjectorConfig(hidden_dim=16, out_dim=8), train=TrainConfig(epochs=2, batch_size=16))
     data = {"clip_clap": ConnectionData({"clip": unit(40, 6, seed=1), "clap": unit(40, 7, seed=2)},
                                         {"clip": unit(40, 6, seed=3), "clap": unit(40, 7, seed=4)})}
-    result = graph_result_from_training(joint, train_joint(joint, data, {"clip_clap": config}, progress=False),
-                                        {"clip_clap": config})
+    result = train_joint(joint, data, {"clip_clap": config}, progress=False)
     pairs = Connection("p", ("clap", "ulip"), "true pairs", {"clap": "audio", "ulip": "points"})
     paired_config = dataclasses.replace(config, connection=pairs, loss=LossConfig(intra_spaces=(), shared_pair=False))
     paired_graph = Graph("p", "paired", ("clap", "ulip"), (), None, {"dataset": "demo", "modalities": {"clap": "audio", "ulip": "points"}})
-    paired = graph_result_from_training(paired_graph, train_paired({"clap": unit(30, 7, seed=5), "ulip": unit(30, 5, seed=6)},
-                                                                   paired_config, progress=False), {"p": paired_config})
+    paired = train_paired(paired_graph, {"clap": unit(30, 7, seed=5), "ulip": unit(30, 5, seed=6)}, paired_config,
+                          progress=False)
     for r in (result, paired):
         torch.save(r.checkpoint(), tmp_path / "c.pt")
         loaded = load_unit(tmp_path / "c.pt")

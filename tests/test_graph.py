@@ -8,8 +8,8 @@ import torch
 
 from cmcr.config import ConfigError, ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
 from conftest import PAPER_LINKS as CONNECTIONS
-from cmcr.graph import Graph, check_graph, graphs_of, space_modalities, train_joint
-from cmcr.train import ConnectionData, train_connection
+from cmcr.graph import Graph, check_graph, graphs_of, space_modalities, train_connection, train_joint
+from cmcr.train import ConnectionData
 from conftest import ROOT_DIR, toy_world
 
 
@@ -84,14 +84,31 @@ def small_config(connection, **train):
 
 
 def test_a_two_space_graph_trains_exactly_what_the_connection_trains():
-    """Joint mode is C-MCR generalised: one link, two spaces → the same bytes and the same losses."""
+    """Joint mode is C-MCR generalised: one link, two spaces → the same bytes and the same losses as the paper's
+    per-connection step written out here (Eq. 3 noise on both roles, Eq. 4 projection, Eq. 10 over the one
+    connection) in the shared optimisation loop. A variant and ``train_connection`` train this way."""
+    from cmcr.enhance import semantic_completion
+    from cmcr.loss import total_loss
+    from cmcr.train import fit_streams
+
     data, _ = toy_world(n_train=500, n_memory=300, n_eval=10, dim=16)
     config = small_config("clip_clap")
-    alone = train_connection(data, config, progress=False)
-    graph = Graph("g", "joint", ("clip", "clap"), (CONNECTIONS["clip_clap"],))
+    run = data.resolve_dims(config)
+    spaces = ("clip", "clap")
+
+    def step(projectors, tensors, idx, generator):
+        i = idx[""]
+        shared = {s: projectors[s](semantic_completion(tensors[f"shared/{s}"][i], run.noise, generator)) for s in spaces}
+        memory = {s: projectors[s](semantic_completion(tensors[f"memory/{s}"][i], run.noise, generator)) for s in spaces}
+        return total_loss(shared, memory, spaces, run.loss)
+
+    inputs = {f"shared/{s}": data.shared[s] for s in spaces} | {f"memory/{s}": data.memory[s] for s in spaces}
+    alone = fit_streams(inputs, {"": 500}, run, spaces, step, progress=False, label="by hand")
+    graph = Graph("g", "joint", spaces, (CONNECTIONS["clip_clap"],))
     joint = train_joint(graph, {"clip_clap": data}, {"clip_clap": config}, progress=False)
-    assert joint.history == alone.history
-    for space in ("clip", "clap"):
+    assert joint.history == {"joint": alone.history}
+    assert train_connection(data, config, progress=False).history == joint.history  # the same training
+    for space in spaces:
         for key, value in alone.projectors[space].state_dict().items():
             assert torch.equal(joint.projectors[space].state_dict()[key], value), (space, key)
 
@@ -116,11 +133,12 @@ def test_three_spaces_train_together_and_share_the_hub_projector():
                    intra_spaces=("clip", "ulip"), lambda_intra=0.4))}
     result = train_joint(graph, data, configs, progress=False)
     assert set(result.projectors) == {"clip", "clap", "ulip"}
-    first, last = result.history[0], result.history[-1]
+    history = result.history["joint"]
+    first, last = history[0], history[-1]
     assert {"clip_clap/loss", "clip_ulip/loss", "clip_ulip/intra", "clip_clap/shared_pair"} <= set(first)
     assert last["clip_clap/loss"] < first["clip_clap/loss"] and last["clip_ulip/loss"] < first["clip_ulip/loss"]
     assert last["loss"] == pytest.approx(last["clip_clap/loss"] + last["clip_ulip/loss"], rel=1e-6)
-    assert len(result.history) == 4  # 400 items at batch 64: 7 steps per epoch; the 250-item link wraps (4 batches)
+    assert len(history) == 4  # 400 items at batch 64: 7 steps per epoch; the 250-item link wraps (4 batches)
 
 
 def test_a_fourth_space_is_registered_and_linked_from_params_alone():
@@ -163,9 +181,7 @@ def test_a_fourth_space_is_registered_and_linked_from_params_alone():
     result = train_joint(graph, data, {"clip_clap": av, "clip_touch": touch}, progress=False)
     assert set(result.projectors) == {"clip", "clap", "toy_touch"}
     # the checkpoint carries the declared link, so it loads without the params that declared it
-    from cmcr.graph import graph_result_from_training
-
-    payload = graph_result_from_training(graph, result, {"clip_clap": av, "clip_touch": touch}).checkpoint()
+    payload = result.checkpoint()
     assert [link["name"] for link in payload["graph"]["links"]] == ["clip_clap", "clip_touch"]
     assert payload["configs"]["clip_touch"]["connection"] == {"name": "clip_touch", "spaces": ["clip", "toy_touch"],
                                                                "shared_modality": "image",
@@ -236,9 +252,8 @@ def test_an_older_connection_checkpoint_loads_as_the_one_link_graph_it_is(tmp_pa
     checkpoint written by an older cmcr (format cmcr.projectors/1, written here by hand as it was) is converted on load
     — mode joint, or paired for the paired-data reference — and projects exactly as the projectors it holds."""
     from cmcr.artifacts import save_torch
-    from cmcr.graph import load_unit, unit_from_connection
+    from cmcr.graph import CONNECTION_FORMAT, connection_unit, load_unit
     from cmcr.projector import build_projectors
-    from cmcr.train import CHECKPOINT_FORMAT, TrainResult
     from conftest import CLIP_CLAP, unit
 
     config = ConnectionConfig(CLIP_CLAP, projector=ProjectorConfig(in_dims={"clip": 6, "clap": 5}, hidden_dim=12, out_dim=4))
@@ -251,7 +266,7 @@ def test_an_older_connection_checkpoint_loads_as_the_one_link_graph_it_is(tmp_pa
     projectors.eval()
     history = [{"epoch": 0, "loss": 1.5}]
     for objective, mode in (("cmcr", "joint"), ("paired", "paired")):
-        old = {"format": CHECKPOINT_FORMAT, "objective": objective, "connection": "clip_clap", "config": config.to_dict(),
+        old = {"format": CONNECTION_FORMAT, "objective": objective, "connection": "clip_clap", "config": config.to_dict(),
                "projectors": {s: m.state_dict() for s, m in projectors.items()}, "history": history}
         save_torch(tmp_path / f"{objective}.pt", old)
         loaded = load_unit(tmp_path / f"{objective}.pt")
@@ -264,6 +279,6 @@ def test_an_older_connection_checkpoint_loads_as_the_one_link_graph_it_is(tmp_pa
         save_torch(tmp_path / "again.pt", loaded.checkpoint())
         again = load_unit(tmp_path / "again.pt")
         assert again.graph == loaded.graph and again.configs == loaded.configs
-    new = unit_from_connection(TrainResult(projectors, config, history), "K")
+    new = connection_unit(projectors, config, "K", history=history)
     assert new.graph.owners("text") == ["clip", "clap"] and new.graph.owners("audio") == ["clap"]
     assert new.graph.label() == "the clip_clap connection (K)"

@@ -9,8 +9,7 @@ from cmcr.config import ConnectionConfig, ProjectorConfig, TrainConfig
 from cmcr.exmcr import ExtendProjector
 from cmcr.norms import calibrate, calibrate_all
 from cmcr.projector import Projector
-from cmcr.graph import load_unit, unit_from_connection
-from cmcr.train import TrainResult
+from cmcr.graph import connection_unit, load_unit
 from conftest import CLIP_CLAP
 
 
@@ -89,7 +88,7 @@ def test_checkpoints_carry_the_statistics_and_extend_leaves_have_them_too(tmp_pa
                      "image": np.random.default_rng(1).standard_normal((40, 8)).astype(np.float32) + 1},
             "clap": {"audio": np.random.default_rng(2).standard_normal((30, 6)).astype(np.float32)}}
     assert calibrate_all(projectors, sets) == ["clip/text (50)", "clip/image (40)", "clap/audio (30)"]
-    save_torch(tmp_path / "c.pt", unit_from_connection(TrainResult(projectors, config, []), "K").checkpoint())
+    save_torch(tmp_path / "c.pt", connection_unit(projectors, config, "K").checkpoint())
     loaded = load_unit(tmp_path / "c.pt")
     assert loaded.configs["clip_clap"].projector.norm_stats == "modality"
     x = torch.from_numpy(sets["clip"]["image"])

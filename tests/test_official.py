@@ -5,12 +5,12 @@ import torch
 
 from cmcr.artifacts import save_torch
 from cmcr.official import load_official
-from cmcr.graph import load_unit, unit_from_connection
+from cmcr.graph import connection_unit, load_unit
 
 
 def test_real_ulip_clip_checkpoint(official_dir, tmp_path):
     raw = torch.load(official_dir / "ulip_clip.pt", map_location="cpu", weights_only=True)
-    result = load_official(official_dir / "ulip_clip.pt", "ulip_clip")
+    result = connection_unit(*load_official(official_dir / "ulip_clip.pt", "ulip_clip"), "ulip_clip")
     assert set(result.projectors) == {"clip", "ulip"}
     assert torch.equal(result.projectors["clip"].net[0].weight, raw["Head_A.net.0.weight"])  # Head_A = CLIP here
     assert torch.equal(result.projectors["ulip"].net[1].running_mean, raw["Head_B.net.1.running_mean"])
@@ -20,7 +20,7 @@ def test_real_ulip_clip_checkpoint(official_dir, tmp_path):
             x @ raw["Head_B.net.0.weight"].T + raw["Head_B.net.0.bias"], raw["Head_B.net.1.running_mean"],
             raw["Head_B.net.1.running_var"], raw["Head_B.net.1.weight"], raw["Head_B.net.1.bias"], eps=1e-5))
         torch.testing.assert_close(result.projectors["ulip"].embed(x), torch.nn.functional.normalize(manual, dim=1))
-    save_torch(tmp_path / "official.pt", unit_from_connection(result, "ulip_clip").checkpoint())  # our format
+    save_torch(tmp_path / "official.pt", result.checkpoint())  # our format
     again = load_unit(tmp_path / "official.pt")  # evaluated like our models: a one-link graph
     assert again.configs["clip_ulip"].projector.kind == "official_ulip_clip" and again.graph.links[0].name == "clip_ulip"
 
@@ -39,10 +39,10 @@ def test_clap_clip_layout_maps_head_b_to_clip(tmp_path):
             state[f"{head}.net.{i}.running_var"] = torch.rand(n, generator=g) + 0.5
             state[f"{head}.net.{i}.num_batches_tracked"] = torch.tensor(7)
     torch.save(state, tmp_path / "clap_clip.pt")
-    result = load_official(tmp_path / "clap_clip.pt", "clap_clip")
-    assert torch.equal(result.projectors["clip"].net[3].weight, state["Head_B.net.3.weight"])
-    assert torch.equal(result.projectors["clap"].net[0].weight, state["Head_A.net.0.weight"])
-    assert len(result.projectors["clip"].net) == 5  # no final ReLU in the release
+    projectors, _ = load_official(tmp_path / "clap_clip.pt", "clap_clip")
+    assert torch.equal(projectors["clip"].net[3].weight, state["Head_B.net.3.weight"])
+    assert torch.equal(projectors["clap"].net[0].weight, state["Head_A.net.0.weight"])
+    assert len(projectors["clip"].net) == 5  # no final ReLU in the release
 
 
 def test_wrong_file_or_release_is_refused(official_dir, tmp_path):
@@ -114,16 +114,17 @@ def test_state_dict_of_the_official_module_structure_loads(release, head, tmp_pa
     if release == "clap_clip":
         assert "Head_A.net1.1.running_mean" in state and "Head_B.net2.0.weight" in state
     torch.save(state, tmp_path / f"{release}.pt")
-    result = load_official(tmp_path / f"{release}.pt", release)
+    result = connection_unit(*load_official(tmp_path / f"{release}.pt", release), release)
     x = torch.nn.functional.normalize(torch.randn(6, 512), dim=1)
     spaces = {"clap_clip": ("clap", "clip"), "ulip_clip": ("clip", "ulip")}[release]  # (Head_A's, Head_B's)
     with torch.no_grad():
         for space, module in zip(spaces, (official.Head_A, official.Head_B)):
             torch.testing.assert_close(result.projectors[space].embed(x),
                                        torch.nn.functional.normalize(module(x), dim=1), rtol=0, atol=1e-6)
-    assert result.config.projector.hidden_dim == (1024 if release == "clap_clip" else 512)
-    save_torch(tmp_path / "ours.pt", unit_from_connection(result, release).checkpoint())  # round-trips through ours
-    assert load_unit(tmp_path / "ours.pt").configs[result.config.connection.name].projector.kind == f"official_{release}"
+    (link, config), = result.configs.items()
+    assert config.projector.hidden_dim == (1024 if release == "clap_clip" else 512)
+    save_torch(tmp_path / "ours.pt", result.checkpoint())  # round-trips through ours
+    assert load_unit(tmp_path / "ours.pt").configs[link].projector.kind == f"official_{release}"
 
 
 def test_a_head_mixing_layouts_is_refused(tmp_path):

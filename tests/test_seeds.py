@@ -227,14 +227,13 @@ def test_tables_say_what_produced_them_and_use_labels(tmp_path):
     from conftest import PAPER_LINKS as CONNECTIONS
     from cmcr.projector import build_projectors
     from cmcr.report import figure3_table, table1, training_note
-    from cmcr.graph import unit_from_connection
-    from cmcr.train import TrainResult
+    from cmcr.graph import connection_unit
 
     conn = CONNECTIONS["clip_clap"]
     config = ConnectionConfig(connection=conn, projector=ProjectorConfig(in_dims={"clip": 512, "clap": 48}, hidden_dim=512,
                                                                           out_dim=256),
                               loss=LossConfig(intra_spaces=conn.spaces), train=TrainConfig(epochs=7, batch_size=64, lr=2e-3))
-    result = unit_from_connection(TrainResult(build_projectors(config.projector, conn.spaces), config), "K")
+    result = connection_unit(build_projectors(config.projector, conn.spaces), config, "K")
     # by hand: clip 512·512+512 + 2·512 (BN) + 512·256+256 + 2·256; clap 48·512+512 + 2·512 + 512·256+256 + 2·256
     params = (512 * 512 + 512 + 1024 + 512 * 256 + 256 + 512) + (48 * 512 + 512 + 1024 + 512 * 256 + 256 + 512)
     note = training_note({"K": result})

@@ -9,8 +9,8 @@ import torch
 from cmcr.checks import EmbeddingError
 from cmcr.config import ConnectionConfig, LossConfig, NoiseConfig, ProjectorConfig, TrainConfig
 from cmcr.metrics.retrieval import bidirectional_retrieval, random_expectation
-from cmcr.graph import load_unit, unit_from_connection
-from cmcr.train import ConnectionData, auto_scale, batch_slices, cosine_lr, train_connection
+from cmcr.graph import link_graph, load_unit, train_connection, train_paired
+from cmcr.train import ConnectionData, auto_scale, batch_slices, cosine_lr
 from conftest import CLIP_CLAP, toy_world
 
 
@@ -71,16 +71,17 @@ def test_scale_auto_trains_and_the_checkpoint_holds_what_ran(world, tmp_path):
         epochs=2, batch_size=10240, auto_steps=12, auto_min_batch=64, device="cpu")})
     result = train_connection(data, config, progress=False)
     batch = n * 2 // 12
-    assert (result.config.train.epochs, result.config.train.batch_size) == (2, batch) and batch >= 64
-    assert len(result.history) == 2
-    save_torch(tmp_path / "p.pt", unit_from_connection(result, "K").checkpoint())
-    assert load_unit(tmp_path / "p.pt").configs["clip_clap"].train == result.config.train
+    ran = result.configs["clip_clap"].train
+    assert (ran.epochs, ran.batch_size) == (2, batch) and batch >= 64
+    assert len(result.history["joint"]) == 2
+    save_torch(tmp_path / "p.pt", result.checkpoint())
+    assert load_unit(tmp_path / "p.pt").configs["clip_clap"].train == ran
 
 
 def test_training_connects_the_spaces_and_row_f_does_not(world):
     data, ev = world
     trained = train_connection(data, small_config(), progress=False)
-    first, last = trained.history[0]["loss"], trained.history[-1]["loss"]
+    first, last = trained.history["joint"][0]["loss"], trained.history["joint"][-1]["loss"]
     assert last < 0.8 * first
     with torch.no_grad():
         a = trained.projectors["clap"].embed(ev["clap_audio"])
@@ -137,8 +138,8 @@ def test_checkpoint_round_trip_with_weights_only(world, tmp_path):
 
     data, ev = world
     config = ConnectionConfig(**{**small_config().__dict__, "train": TrainConfig(epochs=1, batch_size=512, device="cpu")})
-    result = train_connection(data, config, progress=False)
-    save_torch(tmp_path / "p.pt", unit_from_connection(result, "K").checkpoint())
+    result = train_connection(data, config, name="K", progress=False)
+    save_torch(tmp_path / "p.pt", result.checkpoint())
     loaded = load_unit(tmp_path / "p.pt")  # a connection is a one-link graph: one checkpoint format
     assert loaded.configs == {"clip_clap": config} and loaded.graph.mode == "joint" and loaded.graph.links == (CLIP_CLAP,)
     history = loaded.history["joint"]
@@ -174,7 +175,7 @@ def test_input_widths_come_from_the_data():
     config = dataclasses.replace(small_config(), projector=ProjectorConfig(hidden_dim=16, out_dim=8),
                                  train=TrainConfig(epochs=1, batch_size=20, device="cpu"))
     result = train_connection(data, config, progress=False)
-    assert result.config.projector.in_dims == {"clip": 64, "clap": 48}
+    assert result.configs["clip_clap"].projector.in_dims == {"clip": 64, "clap": 48}
     assert result.projectors["clap"](unit(3, 48)).shape == (3, 8)
     stated = dataclasses.replace(config, projector=ProjectorConfig(in_dims={"clip": 64, "clap": 512}, hidden_dim=16,
                                                                     out_dim=8))
@@ -193,7 +194,7 @@ def test_two_runs_of_the_same_training_give_the_same_checkpoint_bytes(tmp_path):
                           memory={"clip": unit(60, 32, seed=3), "clap": unit(60, 32, seed=4)})
     config = dataclasses.replace(small_config(), train=TrainConfig(epochs=2, batch_size=30, device="cpu"))
     for name in ("a.pt", "b.pt"):
-        save_torch(tmp_path / name, unit_from_connection(train_connection(data, config, progress=False), "K").checkpoint())
+        save_torch(tmp_path / name, train_connection(data, config, name="K", progress=False).checkpoint())
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
 
 
@@ -207,12 +208,12 @@ def true_pairs(n: int, seed: int, dim: int = 32, latent: int = 8):
 
 
 def test_paired_reference_learns_from_true_pairs_and_beats_random(tmp_path):
-    from cmcr.train import train_paired
-
     train, held_out = true_pairs(2000, seed=1), true_pairs(200, seed=2)
-    result = train_paired(train, small_config(), progress=False)
-    assert result.objective == "paired" and set(result.history[0]) == {"epoch", "lr", "paired", "loss"}
-    assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
+    graph = link_graph(CLIP_CLAP, "paired", paired=True, dataset="demo")
+    result = train_paired(graph, train, small_config(), progress=False)
+    history = result.history["paired"]
+    assert result.graph.mode == "paired" and set(history[0]) == {"epoch", "lr", "paired", "loss"}
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     with torch.no_grad():
         a = result.projectors["clap"].embed(held_out["clap"])
         i = result.projectors["clip"].embed(held_out["clip"])
@@ -220,15 +221,15 @@ def test_paired_reference_learns_from_true_pairs_and_beats_random(tmp_path):
     scores = bidirectional_retrieval(a, i)
     assert scores["A2I"]["mAP"] > 5 * chance and scores["I2A"]["mAP"] > 5 * chance
     path = tmp_path / "paired.pt"
-    torch.save(unit_from_connection(result, "paired", "demo").checkpoint(), path)
+    torch.save(result.checkpoint(), path)
     loaded = load_unit(path)  # the paired-data reference is a paired graph of one link: its memory modalities' pairs
     assert loaded.graph.mode == "paired" and loaded.graph.pairs == {"dataset": "demo",
                                                                      "modalities": {"clip": "image", "clap": "audio"}}
     assert loaded.graph.modalities() == {"image": "clip", "audio": "clap"}
     with pytest.raises(EmbeddingError, match="same number of rows|rows"):
-        train_paired({"clip": train["clip"], "clap": train["clap"][:-5]}, small_config(), progress=False)
+        train_paired(graph, {"clip": train["clip"], "clap": train["clap"][:-5]}, small_config(), progress=False)
     with pytest.raises(EmbeddingError, match="must be given for spaces"):
-        train_paired({"clip": train["clip"]}, small_config(), progress=False)
+        train_paired(graph, {"clip": train["clip"]}, small_config(), progress=False)
 
 
 def adamw_pair(device="cpu"):
@@ -279,7 +280,7 @@ def test_adamw_is_torch_adamw_bit_for_bit_and_spares_the_dynamo_import():
     script = ("import sys\n"
               "import torch\n"
               "from cmcr.optim import AdamW\n"
-              "from cmcr.train import train_connection\n"
+              "from cmcr.graph import train_connection\n"
               "net = torch.nn.Linear(4, 2); opt = AdamW(net.parameters())\n"
               "net(torch.randn(3, 4)).sum().backward(); opt.step(0.1)\n"
               "print('torch._dynamo' in sys.modules)\n")
@@ -311,7 +312,7 @@ def main(out: str) -> None:
     from cmcr.artifacts import save_torch
     from cmcr.config import ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
     from conftest import PAPER_LINKS as CONNECTIONS
-    from cmcr.train import train_connection
+    from cmcr.graph import train_connection
     data, _ = toy_world(n_train=2000, n_memory=800, n_eval=10, dim=64)
     conn = CONNECTIONS["clip_clap"]
     config = ConnectionConfig(connection=conn, loss=LossConfig(intra_spaces=conn.spaces),
@@ -350,7 +351,8 @@ def test_seeds_side_by_side_train_what_each_trains_alone():
 
     from cmcr.config import ConnectionConfig, LossConfig, ProjectorConfig, TrainConfig
     from conftest import PAPER_LINKS as CONNECTIONS
-    from cmcr.train import train_connection, train_seeds
+    from cmcr.graph import train_connection
+    from cmcr.train import train_seeds
     from conftest import toy_world
 
     data, _ = toy_world(n_train=600, n_memory=300, n_eval=10, dim=32)

@@ -71,12 +71,14 @@ def show_config(params: ParamsOpt = Path("params.yaml"), connection: ConnOpt = "
     if variant is None:
         typer.echo(json.dumps(resolve_config(params, connection, set_).to_dict(), indent=2))
         return
-    from cmcr.experiments import resolve_variant, scale_of, seeds_of, setup_of, training_scale, training_spec, variant_connection
+    from cmcr.experiments import resolve_variant, scale_of, seeds_of, setup_of, training_scale, variant_connection
 
     p = deep_merge(load_params(params), parse_overrides(set_))
     v = resolve_variant(p, variant)
     # the pipeline trains this config once per seed (train.seed = each of `seeds`)
-    spec = training_spec(v) | {"group": v.group, "label": v.label, "setup": setup_of(p), "seeds": seeds_of(p)}
+    spec = {"name": v.name, "config": v.config.to_dict(), "exclude_sources": list(v.exclude_sources),
+            "official": v.official, "paired": v.paired, "group": v.group, "label": v.label, "setup": setup_of(p),
+            "seeds": seeds_of(p)}
     applied, notes = training_scale(p, variant_connection(p, variant))
     spec["scale"] = {"mode": scale_of(p), "applied": applied.get("train", {}), "not_applied": notes}
     typer.echo(json.dumps(spec, indent=2))

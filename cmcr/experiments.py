@@ -270,17 +270,3 @@ def require_manifests(params: Mapping[str, Any], files: Mapping[str, str], what:
     if missing:
         raise ConfigError(f"{what} needs the manifests {', '.join(missing)} (true pairs joined by pair_id; "
                           f"README \"{section}\")")
-
-
-def training_spec(variant: Variant) -> dict[str, Any]:
-    """What training variant ``variant`` needs and nothing else (no label, no group), as plain JSON: the
-    ``validate`` stage writes it per variant and ``train@<variant>`` depends on that file instead of on
-    params, so a change of params retrains exactly the variants whose effective config changed."""
-    return {"name": variant.name, "config": variant.config.to_dict(), "exclude_sources": list(variant.exclude_sources),
-            "official": dict(variant.official) if variant.official else None, "paired": variant.paired}
-
-
-def variant_from_spec(spec: Mapping[str, Any]) -> Variant:
-    """Inverse of :func:`training_spec` (label and group are not part of it: the name stands in)."""
-    return Variant(str(spec["name"]), "", str(spec["name"]), ConnectionConfig.from_dict(spec["config"]),
-                   tuple(spec.get("exclude_sources") or ()), spec.get("official"), spec.get("paired"))

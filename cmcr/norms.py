@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -123,14 +124,20 @@ def calibrate(module: ModalityNorms, modality: str, x: torch.Tensor | np.ndarray
     module.train(was_training)
 
 
-def link_sets(embeddings, links) -> dict[str, dict[str, np.ndarray]]:
-    """The raw training set of every (space, modality) the ``links`` name, as the pipeline lays them out:
-    ``<embeddings>/<space>/<modality>.npy`` (each link's shared set and each space's memory set; memory-mapped)."""
+def link_sets(embeddings, links, shared: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """The training set of every (space, modality) the ``links`` name (the first link naming one gives it): each
+    space's memory set as the pipeline lays it out, ``<embeddings>/<space>/<modality>.npy`` (memory-mapped), and each
+    link's shared set — ``shared[link][space]``, the rows it trained on (paired by id, text sources left out), where
+    given, else as laid out."""
     sets: dict[str, dict[str, np.ndarray]] = {}
     for link in links:
         for space in link.spaces:
             for modality in (link.shared_modality, link.memory_modality[space]):
-                if modality not in sets.setdefault(space, {}):
+                if modality in sets.setdefault(space, {}):
+                    continue
+                if shared is not None and modality == link.shared_modality and link.name in shared:
+                    sets[space][modality] = shared[link.name][space]
+                else:
                     sets[space][modality] = load_npy(Path(embeddings) / f"{link.set_path(space, modality)}.npy")
     return sets
 

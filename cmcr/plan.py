@@ -6,7 +6,8 @@ reruns the Eq. 2 aggregate stage and the units that train on that link, not ever
 - :func:`aggregate_plan`: every distinct Eq. 2 job ``(link, memory config)`` the variants and graphs train on,
   each in its own folder ``<link>/<key>`` (:func:`aggregate_key`): a variant that sets its own τ1 trains on
   aggregates at that τ1, never on its link's.
-- :func:`variant_plan` / :func:`graph_plan`: a trained unit's resolved config, seeds and aggregate folders.
+- :func:`variant_plan` / :func:`graph_plan`: a trained unit's plan, one format for both (a variant is the one-link
+  graph it is): its graph, each link's resolved config, seeds, aggregate folders, true pairs (:class:`UnitPlan`).
 - :func:`space_sets`: the sets a space's ``extract@<space>`` embeds; :func:`stage_plan`: the params a data stage
   (``world``, ``texts``, ``spaces``) reads, and nothing else of them.
 - :func:`evaluation_plan` / :func:`graph_evaluation_plan`: what each benchmark of ``evaluate`` / ``evaluate_graph`` scores.
@@ -29,8 +30,8 @@ from cmcr.config import (ConfigError, Connection, ConnectionConfig, MemoryConfig
                          memory_config_from_params)
 from cmcr.evaluation import SINGLE_CONNECTION_VARIANTS, metric_options
 from cmcr.exmcr import ExtendConfig
-from cmcr.experiments import Variant, pipeline_spaces, seeds_of, setup_of, training_spec
-from cmcr.graph import Graph, graph_config
+from cmcr.experiments import Variant, pipeline_spaces, seeds_of, setup_of
+from cmcr.graph import Graph, graph_config, link_graph
 from cmcr import layout
 
 PLAN_FORMAT = "cmcr.plan/1"
@@ -87,38 +88,61 @@ def aggregate_plan(params: Mapping[str, Any], variants: Mapping[str, Variant], g
     return jobs
 
 
+def variant_graph(variant: Variant) -> Graph:
+    """A variant as the one-link graph it trains as (:func:`cmcr.graph.link_graph`: mode joint, or paired for a
+    paired-data reference), named after the variant."""
+    return link_graph(variant.config.connection, variant.name, paired=bool(variant.paired), dataset=variant.paired)
+
+
+def _trained_unit_plan(params: Mapping[str, Any], graph: Graph, configs: Mapping[str, ConnectionConfig],
+                       aggregates: Mapping[str, str], true_pairs: Mapping[str, str] | None = None,
+                       exclude_sources: tuple[str, ...] = (), official: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A trained unit's plan, the one format of ``train@<variant>`` and ``graph@<name>``: the graph (its links'
+    definitions), each link's effective config, Ex-MCR's switches (mode extend), the seeds, the Eq. 2 folders, the
+    true pairs' files (mode paired: ``{space: file}``), the text sources left out and the release imported instead."""
+    return {"format": PLAN_FORMAT, "graph": graph.to_dict(), "configs": {k: c.to_dict() for k, c in configs.items()},
+            "extend": ExtendConfig.from_params(params).to_dict() if graph.mode == "extend" else None,
+            "seeds": seeds_of(params), "aggregates": dict(aggregates), "true_pairs": dict(true_pairs or {}) or None,
+            "exclude_sources": list(exclude_sources), "official": dict(official) if official else None}
+
+
 def variant_plan(params: Mapping[str, Any], variant: Variant) -> dict[str, Any]:
-    """``train@<variant>``'s plan: :func:`cmcr.experiments.training_spec` (what training needs, no label or group),
-    the seeds and the aggregate folder."""
-    return {"format": PLAN_FORMAT, **training_spec(variant), "seeds": seeds_of(params),
-            "aggregate": variant_aggregate(params, variant)}
+    """``train@<variant>``'s plan: the variant as the one-link graph it is (:func:`variant_graph`) with its config,
+    Eq. 2 folder, true pairs (a paired-data reference), excluded text sources or imported release."""
+    link, folder = variant.config.connection.name, variant_aggregate(params, variant)
+    return _trained_unit_plan(params, variant_graph(variant), {link: variant.config}, {link: folder} if folder else {},
+                              paired_sets(link, variant.paired) if variant.paired else None, variant.exclude_sources,
+                              variant.official)
 
 
 def graph_plan(params: Mapping[str, Any], graph: Graph) -> dict[str, Any]:
-    """``graph@<name>``'s plan: the graph (its links' definitions), each link's effective config (training scale
-    applied; paired: its one config), Ex-MCR's switches (mode extend), the seeds and the aggregate folders."""
+    """``graph@<name>``'s plan: the graph, each link's effective config (training scale applied; paired: its one
+    config), Ex-MCR's switches (mode extend), the seeds, the aggregate folders and a paired graph's true pairs."""
     configs = graph_config(params, graph)
-    return {"format": PLAN_FORMAT, "graph": graph.to_dict(), "configs": {k: c.to_dict() for k, c in configs.items()},
-            "extend": ExtendConfig.from_params(params).to_dict() if graph.mode == "extend" else None,
-            "seeds": seeds_of(params), "aggregates": graph_aggregates(params, graph, configs)}
+    pairs = graph_paired_sets(graph.pairs["modalities"], graph.pairs["dataset"]) if graph.mode == "paired" else None
+    return _trained_unit_plan(params, graph, configs, graph_aggregates(params, graph, configs), pairs)
 
 
 @dataclasses.dataclass(frozen=True)
-class GraphPlan:
-    """A graph plan read back: what ``graph@<name>`` trains."""
+class UnitPlan:
+    """A trained unit's plan read back (:func:`_trained_unit_plan`): what ``train@<variant>`` / ``graph@<name>`` do."""
 
     graph: Graph
     configs: dict[str, ConnectionConfig]
     extend: ExtendConfig | None
     seeds: list[int]
     aggregates: dict[str, str]
+    true_pairs: dict[str, str] | None
+    exclude_sources: tuple[str, ...]
+    official: dict[str, str] | None
 
 
-def graph_from_plan(plan: Mapping[str, Any]) -> GraphPlan:
+def unit_from_plan(plan: Mapping[str, Any]) -> UnitPlan:
     extend = plan.get("extend")
-    return GraphPlan(Graph.from_dict(plan["graph"]), {k: ConnectionConfig.from_dict(c) for k, c in plan["configs"].items()},
-                     None if extend is None else ExtendConfig(**extend),
-                     [int(s) for s in plan["seeds"]], dict(plan["aggregates"]))
+    return UnitPlan(Graph.from_dict(plan["graph"]), {k: ConnectionConfig.from_dict(c) for k, c in plan["configs"].items()},
+                    None if extend is None else ExtendConfig(**extend), [int(s) for s in plan["seeds"]],
+                    dict(plan["aggregates"]), plan.get("true_pairs"), tuple(plan.get("exclude_sources") or ()),
+                    plan.get("official"))
 
 
 #: the params each data stage reads, by dotted key: its plan (:func:`stage_plan`) holds exactly these, so the stage

@@ -1,10 +1,10 @@
 """One trainer entry for every trained unit (issue 31): a variant (a one-link joint graph, or a paired-data
-reference) and a graph (joint, extend, paired, linear) are trained from their plan by :func:`train_unit`, calibrated
-where their config asks (:mod:`cmcr.norms`), and returned as :class:`cmcr.graph.GraphResult` per seed — the one
-result type, saved in the one checkpoint format (:meth:`GraphResult.checkpoint`) and read by the one loader
-(:func:`cmcr.graph.load_unit`). The ``train@<variant>`` and ``graph@<name>`` stages are this call and
-:func:`save_unit`; which plan a unit has (``data/params/variants/`` or ``graphs/``, :mod:`cmcr.layout`) is all
-that tells them apart.
+reference, or an imported release) and a graph (joint, extend, paired, linear) are trained from their plan — one format,
+:class:`cmcr.plan.UnitPlan` — by :func:`train_unit`, calibrated where their config asks (:mod:`cmcr.norms`), and
+returned as :class:`cmcr.graph.GraphResult` per seed — the one result type, saved in the one checkpoint format
+(:meth:`GraphResult.checkpoint`) and read by the one loader (:func:`cmcr.graph.load_unit`). The ``train@<variant>``
+and ``graph@<name>`` stages are this call and :func:`save_unit`; the kind (:data:`KINDS`) says only where a unit's
+plan and files are (:mod:`cmcr.layout`) and a variant's history file format.
 """
 
 from __future__ import annotations
@@ -16,73 +16,40 @@ from typing import Any
 
 from cmcr import layout
 from cmcr.artifacts import ArtifactError, save_torch, write_json
-from cmcr.benchmarks import graph_paired_sets
 from cmcr.closed_form import LinearLinkData
-from cmcr.experiments import variant_from_spec
-from cmcr.graph import (ExtendLinkData, GraphResult, connection_unit, extend_tuples, fit_linear, link_graph,
-                        train_extend, train_joint, train_paired)
+from cmcr.graph import (ExtendLinkData, GraphResult, connection_unit, extend_tuples, fit_linear, train_extend,
+                        train_joint, train_paired)
 from cmcr.layout import checkpoint_path
 from cmcr.norms import calibrate_all, link_sets
 from cmcr.official import load_official
-from cmcr.plan import graph_from_plan
+from cmcr.plan import unit_from_plan
 from cmcr.train import ConnectionData, load_true_pairs, train_seeds
 
 log = logging.getLogger(__name__)
 
-#: a unit kind → (where its plan is, by name; its checkpoints' folder; its histories' folder)
+#: a unit kind → (where its plan is, by name; its checkpoints' folder; its histories' folder): all that tells a
+#: variant's files from a graph's
 KINDS = {"variant": (layout.variant_plan, layout.CONNECTIONS, layout.HISTORY),
          "graph": (layout.graph_plan, layout.GRAPHS, layout.GRAPH_HISTORY)}
 
 
-def train_unit(kind: str, name: str, plan: Mapping[str, Any], root: str | Path = ".") -> dict[int, GraphResult]:
-    """Train (or import, or fit) the unit ``name`` of ``kind`` (``variant`` / ``graph``) from its plan, every seed;
-    the embeddings and Eq. 2 aggregates are read where :mod:`cmcr.layout` puts them under ``root``."""
+def train_unit(name: str, plan: Mapping[str, Any], root: str | Path = ".") -> dict[int, GraphResult]:
+    """Train (or import, or fit) the unit ``name`` from its plan (:func:`cmcr.plan.unit_from_plan`: a variant's or a
+    graph's, one format), every seed; the embeddings and Eq. 2 aggregates are read where :mod:`cmcr.layout` puts them
+    under ``root``. A variant is a one-link graph: joint, or paired for a paired-data reference."""
     root = Path(root)
-    embeddings, aggregated = root / layout.EMBEDDINGS, root / layout.AGGREGATED
-    if kind == "variant":
-        return _variant(name, plan, root, embeddings, aggregated)
-    if kind == "graph":
-        return _graph(name, plan, embeddings, aggregated)
-    raise ValueError(f"unknown unit kind {kind!r}; known: {', '.join(KINDS)}")
-
-
-def _variant(name, plan, root, embeddings, aggregated) -> dict[int, GraphResult]:
-    """A variant is a one-link graph (:func:`cmcr.graph.link_graph`): trained by the graphs' trainers."""
-    v, seeds = variant_from_spec(plan), plan["seeds"]  # the plan is the variant's training spec + seeds
-    log.info("variant %s: seeds %s%s", name, seeds, f", Eq. 2 aggregates {plan['aggregate']}" if plan["aggregate"] else "")
-    if v.official:  # the released projectors, evaluated by the same code as ours (one file: the same for every seed)
-        result = connection_unit(*load_official(root / v.official["checkpoint"], v.official["release"]), name)
-        log.info("imported the official %s release from %s", v.official["release"], v.official["checkpoint"])
-        return {seed: result for seed in seeds}
-    conn = v.config.connection
-    graph = link_graph(conn, name, paired=bool(v.paired), dataset=v.paired)
-    if v.paired:  # the paired-data reference: the same projectors trained on true pairs (never C-MCR's data)
-        pairs = load_true_pairs(embeddings, conn.name, v.paired)
-        results = train_seeds(lambda seed: train_paired(graph, pairs, v.config.with_seed(seed), progress=False), seeds)
-    else:
-        data = ConnectionData.from_pipeline(embeddings, aggregated / plan["aggregate"], v.config, v.exclude_sources)
-        results = train_seeds(lambda seed: train_joint(graph, {conn.name: data}, {conn.name: v.config.with_seed(seed)},
-                                                       progress=False), seeds)
-    if v.config.projector.norm_stats == "modality":  # cmcr.norms: each modality its own statistics
-        if v.paired:  # the true pairs are the raw sets of their two modalities
-            sets = {s: {conn.memory_modality[s]: pairs[s]} for s in conn.spaces}
-        else:  # the memory sets as they are, and the texts (or images) this variant trained on
-            sets = link_sets(embeddings, [conn])
-            for s in conn.spaces:
-                sets[s][conn.shared_modality] = data.shared[s]
-        _calibrate(results, sets)
-    return results
-
-
-def _graph(name, plan, embeddings, aggregated) -> dict[int, GraphResult]:
-    plan = graph_from_plan(plan)
+    embeddings, plan = root / layout.EMBEDDINGS, unit_from_plan(plan)
     graph, configs, seeds = plan.graph, plan.configs, plan.seeds
-    folders = {link: aggregated / folder for link, folder in plan.aggregates.items()}
-    log.info("graph %s (%s): spaces %s, links %s, seeds %s", name, graph.mode, list(graph.spaces),
-             [link.name for link in graph.links] or graph.pairs, seeds)
+    folders = {link: root / layout.AGGREGATED / folder for link, folder in plan.aggregates.items()}
+    log.info("%s (%s): spaces %s, seeds %s, Eq. 2 aggregates %s", graph.label(), graph.mode, list(graph.spaces), seeds,
+             ", ".join(plan.aggregates.values()) or "none")
+    if plan.official:  # the released projectors, evaluated by the same code as ours (one file: the same for every seed)
+        result = connection_unit(*load_official(root / plan.official["checkpoint"], plan.official["release"]), name)
+        log.info("imported the official %s release from %s", plan.official["release"], plan.official["checkpoint"])
+        return {seed: result for seed in seeds}
     if graph.mode == "joint":
-        data = {link: ConnectionData.from_pipeline(embeddings, folders[link], c) for link, c in configs.items()}
-
+        data = {link: ConnectionData.from_pipeline(embeddings, folders[link], c, plan.exclude_sources)
+                for link, c in configs.items()}
         results = train_seeds(lambda seed: train_joint(graph, data, {k: c.with_seed(seed) for k, c in configs.items()},
                                                        progress=False), seeds)
     elif graph.mode == "extend":
@@ -92,21 +59,21 @@ def _graph(name, plan, embeddings, aggregated) -> dict[int, GraphResult]:
     elif graph.mode == "linear":  # no training: one fit, deterministic
         fitted = fit_linear(graph, {link.name: LinearLinkData.from_pipeline(embeddings, link) for link in graph.links})
         results = {seed: fitted for seed in seeds}
-    else:
-        dataset = graph.pairs["dataset"]
-        files = graph_paired_sets(graph.pairs["modalities"], dataset)
+    else:  # the paired-data reference: the same projectors trained on true pairs (never C-MCR's data)
         try:
-            pairs = load_true_pairs(embeddings, None, dataset, files)
+            pairs = load_true_pairs(embeddings, None, graph.pairs["dataset"], plan.true_pairs)
         except (ArtifactError, FileNotFoundError) as exc:
-            raise ArtifactError(f"graph {name}: its true pairs ({', '.join(f'{s}/{f}' for s, f in files.items())}): {exc}") from None
+            raise ArtifactError(f"{graph.label()}: its true pairs "
+                                f"({', '.join(f'{s}/{f}' for s, f in plan.true_pairs.items())}): {exc}") from None
         (config,) = configs.values()
         results = train_seeds(lambda seed: train_paired(graph, pairs, config.with_seed(seed), progress=False), seeds)
     # cmcr.norms: each modality its own BatchNorm statistics where the config asks (joint: its first link's setting,
-    # one optimiser for all; extend: each leaf its link's; paired: its one config), fitted on the raw training sets
+    # one optimiser for all; extend: each leaf its link's; paired: its one config), fitted on the training sets: the
+    # memory sets as they are, the shared sets (joint) and true pairs (paired) as trained on
     asked = {k for k, c in configs.items() if c.projector.norm_stats == "modality"}
     sets = {}
     if graph.mode == "joint" and next(iter(configs)) in asked:
-        sets = link_sets(embeddings, graph.links)
+        sets = link_sets(embeddings, graph.links, {link: d.shared for link, d in data.items()})
     elif graph.mode == "extend" and asked:
         every = link_sets(embeddings, graph.links)
         sets = {leaf: every[leaf] for leaf, (_, link) in graph.toward_base().items() if link.name in asked}

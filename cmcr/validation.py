@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from cmcr.artifacts import ArtifactError
-from cmcr.benchmarks import BENCHMARKS, GRAPH_SIDE_KEYS, GRAPH_TASK_KEYS, GRAPH_TASKS, graph_paired_sets, paired_sets
+from cmcr.benchmarks import BENCHMARKS, GRAPH_SIDE_KEYS, GRAPH_TASK_KEYS, GRAPH_TASKS, graph_paired_sets
 from cmcr.config import (PRECISIONS, ConfigError, _bool, _choice, _device, _positive, _positive_int,
                          connection_config_from_params, link_declaration)
 from cmcr.encoders.base import encoder_source, register_paper_encoders, registered
@@ -30,7 +30,7 @@ from cmcr.experiments import (connections_used, pipeline_spaces, require_manifes
                               setup_of, variant_connection, variant_names)
 from cmcr.extraction import resolve_devices
 from cmcr.graph import connections_of, graph_config, graph_training, graphs_of, stated_modalities
-from cmcr.plan import space_sets
+from cmcr.plan import graph_plan, space_sets, unit_from_plan, variant_plan
 from cmcr.train import FEW_STEPS, planned_steps
 from cmcr.world import WorldConfig
 
@@ -390,36 +390,30 @@ def few_steps(params: Mapping[str, Any], variants: Mapping[str, Any], rows) -> l
     :data:`cmcr.train.FEW_STEPS` optimiser steps: ``(unit, steps, what gives them)`` (steps as text: ``"80"``, or
     ``"≤ 80"`` for a bound). ``rows(space, set)`` is the
     number of items of an embedding set (None: not known yet, the unit is skipped); the steps follow from the
-    training scale as the trainer applies it (:func:`cmcr.train.planned_steps`). A variant that excludes text
-    sources trains on fewer texts: its count is an upper bound."""
-
+    training scale as the trainer applies it (:func:`cmcr.train.planned_steps`), read from each unit's plan (one
+    format: :class:`cmcr.plan.UnitPlan`). A variant that excludes text sources trains on fewer texts: its count is an
+    upper bound."""
+    plans = {n: variant_plan(params, v) for n, v in variants.items()}
+    plans |= {f"graph {n}": graph_plan(params, g) for n, g in graphs_of(params).items()}
     units: list[tuple[str, Any, list[tuple[str, str]], bool]] = []  # (unit, train, its sets, n an upper bound)
-    for name, v in variants.items():
-        conn = v.config.connection
-        if v.official:
-            continue
-        if v.paired:
-            first = conn.spaces[0]
-            units.append((name, v.config.train, [(first, paired_sets(conn.name, v.paired)[first])], False))
-        else:
-            units.append((name, v.config.train, [(conn.spaces[0], conn.shared_modality)], bool(v.exclude_sources)))
-    centres = ExtendConfig.from_params(params).centres
-    for gname, graph in graphs_of(params).items():
-        if graph.mode == "linear":
-            continue  # fitted in closed form: no optimiser steps
-        configs = graph_config(params, graph)
+    for name, plan in plans.items():
+        plan = unit_from_plan(plan)
+        graph, configs = plan.graph, plan.configs
+        if plan.official or graph.mode == "linear":
+            continue  # imported, or fitted in closed form: no optimiser steps
+        lead = next(iter(configs.values()))  # joint: one optimiser, the first link's settings
         if graph.mode == "paired":
             first = graph.spaces[0]
-            files = graph_paired_sets(graph.pairs["modalities"], graph.pairs["dataset"])
-            units.append((f"graph {gname}", next(iter(configs.values())).train, [(first, files[first])], False))
+            units.append((name, lead.train, [(first, plan.true_pairs[first])], False))
         elif graph.mode == "joint":
-            lead = graph.links[0]
-            units.append((f"graph {gname}", configs[lead.name].train, [(lead.spaces[0], lead.shared_modality)], False))
+            link = graph.links[0]
+            units.append((name, lead.train, [(link.spaces[0], link.shared_modality)], bool(plan.exclude_sources)))
         else:
             for leaf, (parent, link) in graph.toward_base().items():
                 sets = {"shared": (leaf, link.shared_modality), "leaf": (leaf, link.memory_modality[leaf]),
                         "parent": (parent, link.memory_modality[parent])}
-                units.append((f"graph {gname} leaf {leaf}", configs[link.name].train, [sets[c] for c in centres], False))
+                units.append((f"{name} leaf {leaf}", configs[link.name].train, [sets[c] for c in plan.extend.centres],
+                              False))
     out = []
     for unit, train, sets, bound in units:
         counts = [rows(space, name) for space, name in sets]

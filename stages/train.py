@@ -7,8 +7,8 @@ single-threaded, so its bytes do not depend on the others).
     python -m cmcr.stage train K                 # train@K
     python -m cmcr.stage train --kind graph joint  # graph@joint
 
-Reads the unit's plan (``data/params/variants/<v>.json`` or ``graphs/<g>.json``, written by the validate stage:
-its effective configs, seeds and Eq. 2 aggregate folders, :mod:`cmcr.plan`), not params.yaml: a change of params
+Reads the unit's plan (``data/params/variants/<v>.json`` or ``graphs/<g>.json``, written by the validate stage; one
+format, :class:`cmcr.plan.UnitPlan`: its graph, effective configs, seeds and Eq. 2 aggregate folders), not params.yaml: a change of params
 that leaves this unit's plan as it was does not retrain it. One trainer entry (:func:`cmcr.units.train_unit`), one
 result type and checkpoint format for both kinds: ``models/connections/<v>/seed<s>.pt`` (the variant as the one-link
 graph it is) or ``models/graphs/<g>/seed<s>.pt``, and their histories (``models/history``, ``models/graph_history``).
@@ -27,7 +27,7 @@ def main(name: str, kind: str = "variant") -> None:
     plan_file = unit_plan(ROOT / KINDS[kind][0](name), kind, name)  # before any log line
     log = setup_logging(f"{'train' if kind == 'variant' else 'graph'}@{name}")
     log.info("plan %s", plan_file)
-    save_unit(kind, name, train_unit(kind, name, read_plan(plan_file), ROOT), ROOT)
+    save_unit(kind, name, train_unit(name, read_plan(plan_file), ROOT), ROOT)
 
 
 if __name__ == "__main__":

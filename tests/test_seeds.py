@@ -150,16 +150,18 @@ def test_paired_reference_config_holds_only_what_it_trains_with():
     effective config (data/params/paired.json) as it was, so `-S noise.var=…` does not retrain it."""
     from pathlib import Path
 
-    from cmcr.experiments import resolve_variant, training_spec
+    from cmcr.experiments import resolve_variant
     from cmcr.params import load_params
+    from cmcr.plan import variant_plan
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    before = training_spec(resolve_variant(params, "paired"))
-    assert before["config"]["loss"]["shared_pair"] is False and before["config"]["noise"]["enabled"] is False
+    before = variant_plan(params, resolve_variant(params, "paired"))
+    config = before["configs"]["clip_clap"]
+    assert config["loss"]["shared_pair"] is False and config["noise"]["enabled"] is False
     params["noise"]["var"], params["loss"]["lambda_intra"] = 0.002, 0.5
-    assert training_spec(resolve_variant(params, "paired")) == before
+    assert variant_plan(params, resolve_variant(params, "paired")) == before
     params["train"]["epochs"] = 3  # explicit: wins over the demo scale
-    assert training_spec(resolve_variant(params, "paired"))["config"]["train"]["epochs"] == 3
+    assert variant_plan(params, resolve_variant(params, "paired"))["configs"]["clip_clap"]["train"]["epochs"] == 3
 
 
 def test_experiments_show_spread_and_a_paired_test_against_the_baseline():

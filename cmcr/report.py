@@ -100,25 +100,41 @@ def ours(label: str | None = None) -> str:
 
 
 def _methods(by_variant: Mapping[str, Any], variant: str, extra: Mapping[str, str] | None,
-             label: str | None = None) -> list[tuple[str, str]]:
-    names = ([("random", "Random (expected)"), (variant, ours(label))] + list((extra or {}).items())
+             label: str | None = None, random: str = "Random (expected)") -> list[tuple[str, str]]:
+    names = ([("random", random), (variant, ours(label))] + list((extra or {}).items())
              + [("ceiling", "Ceiling (best possible on this benchmark)")])
-    return [(n, label) for n, label in names if n in by_variant and "skipped" not in by_variant[n]]
+    return [(n, text) for n, text in names if n in by_variant and "skipped" not in by_variant[n]]
 
 
-def table1(retrieval: Mapping[str, Any], paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None,
-           label: str | None = None) -> str:
-    """Table 1: zero-shot audio–image retrieval (mAP, R@1, R@5, both directions), one block per dataset."""
-    header = ["Dataset", "Method", "A2I mAP", "A2I R@1", "A2I R@5", "I2A mAP", "I2A R@1", "I2A R@5"]
+_RETRIEVAL = [(f"{d} {k}", (d, k)) for d in ("A2I", "I2A") for k in ("mAP", "R@1", "R@5")]
+#: the paper's four benchmark tables: title, columns (header, path in a row's scores), the paper's row per dataset
+#: (its values in column order), the random row's label
+BENCHMARK_TABLES = {
+    "retrieval": ("Table 1 — zero-shot audio–image retrieval", _RETRIEVAL,
+                  {ds: [v for d in ("A2I", "I2A") for v in rows[d]] for ds, rows in PAPER_TABLE1.items()}, "Random (expected)"),
+    "localization": ("Table 2 — zero-shot audio-visual source localization", [(k, (k,)) for k in ("cIoU", "AUC")],
+                     {ds: [r["cIoU"], r["AUC"]] for ds, r in PAPER_TABLE2.items()}, "Random proposal and confidence"),
+    "counterfactual": ("Table 3 — zero-shot counterfactual audio-image recognition", [(k, (k,)) for k in ("AP", "Max-F1")],
+                       {ds: [r["AP"], r["Max-F1"]] for ds, r in PAPER_TABLE3.items()}, "Random proposal and confidence"),
+    "zeroshot3d": ("Table 4 — zero-shot 3D classification", [(f"Top{k}", (f"top{k}",)) for k in (1, 3, 5)],
+                   {"ModelNet40": [PAPER_TABLE4[f"top{k}"] for k in (1, 3, 5)]}, "Random (expected)"),
+}
+
+
+def benchmark_table(benchmark: str, metrics: Mapping[str, Any], paper: bool, variant: str = "K",
+                    extra: Mapping[str, str] | None = None, label: str | None = None) -> str:
+    """Tables 1–4 (:data:`BENCHMARK_TABLES`): per dataset one row per method — random, ours (``variant``, shown with
+    its ``label``), the ``extra`` rows (``{name: label}``), the ceiling — and the paper's row where ``paper``; below,
+    the pairs each retrieval dataset scored and the seeds the trained rows' mean ± std are over."""
+    title, columns, paper_rows, random = BENCHMARK_TABLES[benchmark]
     rows = []
-    for dataset, by_variant in datasets_of(retrieval).items():
-        for name, label in _methods(by_variant, variant, extra, label):
-            m = by_variant[name]
-            rows.append([dataset, label] + [cell(m, d, k) for d in ("A2I", "I2A") for k in ("mAP", "R@1", "R@5")])
-        if paper and dataset in PAPER_TABLE1:
-            rows.append([dataset, "C-MCR (paper)"] + [_fmt(v) for d in ("A2I", "I2A") for v in PAPER_TABLE1[dataset][d]])
-    return ("# Table 1 — zero-shot audio–image retrieval\n\n" + _table(header, rows) + pairs_note(retrieval)
-            + seeds_note(retrieval))
+    for dataset, by_variant in datasets_of(metrics).items():
+        for name, text in _methods(by_variant, variant, extra, label, random):
+            rows.append([dataset, text] + [cell(by_variant[name], *path) for _, path in columns])
+        if paper and dataset in paper_rows:
+            rows.append([dataset, "C-MCR (paper)"] + [_fmt(v) for v in paper_rows[dataset]])
+    return (f"# {title}\n\n" + _table(["Dataset", "Method"] + [h for h, _ in columns], rows)
+            + (pairs_note(metrics) if benchmark == "retrieval" else "") + seeds_note(metrics))
 
 
 def pairs_note(retrieval: Mapping[str, Any]) -> str:
@@ -127,43 +143,6 @@ def pairs_note(retrieval: Mapping[str, Any]) -> str:
     counts = [f"{d} {m['pairs']['scored']} of {m['pairs']['listed']}" for d, m in datasets_of(retrieval).items()
               if "pairs" in m]
     return f"\nPairs scored (joined by pair_id; a pair with an item that failed to load is dropped): {'; '.join(counts)}.\n" if counts else ""
-
-
-def scene_table(title: str, metrics: Mapping[str, Any], keys: tuple[str, str], paper_rows: Mapping[str, Any],
-                paper: bool, variant: str = "K", extra: Mapping[str, str] | None = None, label: str | None = None) -> str:
-    """Tables 2 and 3: one row per method and dataset with two metrics (cIoU/AUC or AP/Max-F1)."""
-    rows = []
-    for dataset, by_variant in datasets_of(metrics).items():
-        for name, label in _methods(by_variant, variant, extra, label):
-            label = "Random proposal and confidence" if name == "random" else label
-            rows.append([dataset, label] + [cell(by_variant[name], k) for k in keys])
-        if paper and dataset in paper_rows:
-            rows.append([dataset, "C-MCR (paper)"] + [_fmt(paper_rows[dataset][k]) for k in keys])
-    return f"# {title}\n\n" + _table(["Dataset", "Method", *keys], rows) + seeds_note(metrics)
-
-
-def table2(localization: Mapping[str, Any], paper: bool, extra: Mapping[str, str] | None = None,
-           label: str | None = None) -> str:
-    return scene_table("Table 2 — zero-shot audio-visual source localization", localization, ("cIoU", "AUC"),
-                       PAPER_TABLE2, paper, extra=extra, label=label)
-
-
-def table3(counterfactual: Mapping[str, Any], paper: bool, extra: Mapping[str, str] | None = None,
-           label: str | None = None) -> str:
-    return scene_table("Table 3 — zero-shot counterfactual audio-image recognition", counterfactual, ("AP", "Max-F1"),
-                       PAPER_TABLE3, paper, extra=extra, label=label)
-
-
-def table4(zeroshot: Mapping[str, Any], paper: bool, variant: str = "clip_ulip",
-           extra: Mapping[str, str] | None = None, label: str | None = None) -> str:
-    rows = []
-    for dataset, by_variant in datasets_of(zeroshot).items():
-        for name, label in _methods(by_variant, variant, extra, label):
-            rows.append([dataset, label] + [cell(by_variant[name], k) for k in ("top1", "top3", "top5")])
-        if paper and dataset == "ModelNet40":
-            rows.append([dataset, "C-MCR (paper)"] + [_fmt(PAPER_TABLE4[k]) for k in ("top1", "top3", "top5")])
-    return ("# Table 4 — zero-shot 3D classification\n\n" + _table(["Dataset", "Method", "Top1", "Top3", "Top5"], rows)
-            + seeds_note(zeroshot))
 
 
 #: the graph table's columns: (task, direction, metric, header)

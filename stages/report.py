@@ -58,7 +58,7 @@ def main() -> None:
     labels = {n: v.label for n, v in variants.items() if v.label != n}  # the labels params.yaml gives
     retrieval = scores["retrieval"]
     if report.datasets_of(retrieval):
-        write_text(RESULTS / "table1_retrieval.md", report.table1(retrieval, paper, extra=extra,
+        write_text(RESULTS / "table1_retrieval.md", report.benchmark_table("retrieval", retrieval, paper, extra=extra,
                                                                    label=labels.get("K")) + notes.get("clip_clap", ""))
         references = {n: v.label for n, v in variants.items()
                       if v.group == "reference" and v.config.connection.name == "clip_clap"}
@@ -75,11 +75,11 @@ def main() -> None:
         sources = {"K": "Full"} | {n: v.label for n, v in variants.items() if v.group == "text_sources"}
         write_text(RESULTS / "appendix_text_sources.md", report.text_sources_table(retrieval, sources, paper, references)
                    + notes.get("clip_clap", ""))
-    for benchmark, render, out, main in (("localization", report.table2, "table2_localization.md", "K"),
-                                         ("counterfactual", report.table3, "table3_counterfactual.md", "K"),
-                                         ("zeroshot3d", report.table4, "table4_zeroshot3d.md", "clip_ulip")):
+    for benchmark, out, main in (("localization", "table2_localization.md", "K"),
+                                 ("counterfactual", "table3_counterfactual.md", "K"), ("zeroshot3d", "table4_zeroshot3d.md", "clip_ulip")):
         if report.datasets_of(scores[benchmark]):
-            write_text(RESULTS / out, render(scores[benchmark], paper, extra=extra, label=labels.get(main))
+            write_text(RESULTS / out, report.benchmark_table(benchmark, scores[benchmark], paper, main, extra=extra,
+                                                             label=labels.get(main))
                        + notes.get(BENCHMARKS[benchmark], ""))
     graph_metrics = METRICS / "graph.json"
     if graphs and graph_metrics.is_file():

@@ -228,7 +228,7 @@ def test_tables_say_what_produced_them_and_use_labels(tmp_path):
     from cmcr.config import ConnectionConfig, LossConfig, NoiseConfig, ProjectorConfig, TrainConfig
     from conftest import PAPER_LINKS as CONNECTIONS
     from cmcr.projector import build_projectors
-    from cmcr.report import figure3_table, table1, training_note
+    from cmcr.report import benchmark_table, figure3_table, training_note
     from cmcr.graph import connection_unit
 
     conn = CONNECTIONS["clip_clap"]
@@ -246,7 +246,13 @@ def test_tables_say_what_produced_them_and_use_labels(tmp_path):
         return summarize_seeds({"0": v, "1": {k: x + 1 for k, x in v.items()}})
 
     retrieval = {"demo": {"K": summarize_seeds({"0": {"A2I": {"mAP": 20.0}, "I2A": {"mAP": 19.0}}})}}
-    assert "| demo | C-MCR (ours): row K, full |" in table1(retrieval, False, label="row K, full")
+    assert "| demo | C-MCR (ours): row K, full |" in benchmark_table("retrieval", retrieval, False, label="row K, full")
+    # every dataset's row of ours keeps its label (the second dataset's once took the ceiling's: "C-MCR (ours):
+    # Ceiling …"), on each of the four tables
+    two = {d: {"K": {"A2I": {"mAP": 20.0}, "I2A": {"mAP": 19.0}}, "ceiling": {"A2I": {"mAP": 90.0}}} for d in ("AVE", "VGGSS")}
+    for benchmark in ("retrieval", "localization", "counterfactual", "zeroshot3d"):
+        lines = [line for line in benchmark_table(benchmark, two, True, label="row K").splitlines() if "C-MCR (ours)" in line]
+        assert [line.split(" | ")[:2] for line in lines] == [["| AVE", "C-MCR (ours): row K"], ["| VGGSS", "C-MCR (ours): row K"]]
     configs = {"K": ConnectionConfig(connection=conn, noise=NoiseConfig(var=0.004)),
                "s1": ConnectionConfig(connection=conn, noise=NoiseConfig(var=0.001))}
     scenes = {"localization": {"demo": {"K": m({"cIoU": 60.0, "AUC": 50.0}), "s1": m({"cIoU": 70.0, "AUC": 55.0}),

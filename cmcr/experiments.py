@@ -121,7 +121,6 @@ def variant_connection(params: Mapping[str, Any], name: str) -> str:
     """Which connection a variant trains, reading only ``variants.<name>.connection``."""
     entry = _variant_entry(params, name)
     if entry.get("official"):
-
         return RELEASES[entry["official"]["release"]]["link"]["name"]
     return entry.get("connection", "clip_clap")
 
@@ -219,7 +218,6 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
         raise ConfigError(f"variants.{name}.group must be one of {GROUPS}, got {group!r}")
     official = entry.get("official")
     if official:
-
         if set(official) != {"release", "checkpoint"} or official["release"] not in RELEASES:
             raise ConfigError(f"variants.{name}.official must be {{release: {'|'.join(RELEASES)}, checkpoint: <path>}}, "
                               f"got {dict(official)}")
@@ -256,7 +254,6 @@ def resolve_variant(params: Mapping[str, Any], name: str) -> Variant:
         if setup_of(params) == "demo" and paired != "demo":
             raise ConfigError(f"variants.{name}.paired: the demo world's true pairs are the dataset 'demo', got {paired!r}")
         if setup_of(params) == "paper":
-
             require_manifests(params, paired_sets(connection, paired), f"variants.{name}.paired: {paired!r}", "Setups")
         config = paired_objective(config)  # the pair term at τ3 only (cmcr.config.paired_objective)
     return Variant(name, group, str(entry.get("label", name)), config, excluded, official, paired)

@@ -52,7 +52,6 @@ def _mapping(name: str, value: Any, keys: tuple[str, ...] | None = None) -> Mapp
 
 
 def _check_demo(demo: Mapping[str, Any]) -> None:
-
     if isinstance(demo, Mapping) and "overrides" in demo:
         raise ConfigError("demo.overrides: the demo's training scale is now scale.small (scale.mode: setup trains the "
                           "demo small); move its train values there (README \"Training scale\")")
@@ -69,12 +68,10 @@ def _check_demo(demo: Mapping[str, Any]) -> None:
     if "lr" in spaces:
         _positive("demo.spaces.lr", spaces["lr"])
     if "geometry" in spaces:
-
         _choice("demo.spaces.geometry", spaces["geometry"], ("published", "learned"))
 
 
 def _check_paper(paper: Mapping[str, Any], spaces: tuple[str, ...]) -> None:
-
     paper = _mapping("paper", paper, ("encoders", "texts", "sets", "extraction"))
     encoders = _mapping("paper.encoders", paper.get("encoders"), spaces)
     for space, kwargs in encoders.items():
@@ -105,7 +102,6 @@ def _check_paper(paper: Mapping[str, Any], spaces: tuple[str, ...]) -> None:
                           ("batch_size", "num_workers", "shard_size", "devices"))
     for key, value in extraction.items():
         if key == "devices":
-
             resolve_devices(value)  # auto | N | [GPU ids], checked against the GPUs visible here
             continue
         _positive_int(f"paper.extraction.{key}", value, minimum=0 if key == "num_workers" else 1)
@@ -129,7 +125,6 @@ def _check_spaces(params: Mapping[str, Any], links: Mapping[str, Any], graphs: M
         raise ConfigError(f"spaces lists a space twice: {list(spaces)}")
     setup = setup_of(params)
     if setup == "demo":
-
         missing = [s for s in spaces if s not in DEMO_SPACES]
         if missing:
             raise ConfigError(f"spaces: {missing} has no demo stand-in (the demo world's spaces are "

@@ -530,30 +530,21 @@ def search(
         if space is None or query_modality is None:
             raise typer.BadParameter("--query-embeddings needs --space and --query-modality", param_hint="--space")
         model = _model(root, variant, seed, checkpoint, shared_space, graph, encoders=False)
-        _check_modality(model, query_modality, "--query-modality")
-        results = run_search(model, index_dir, load_npy(query_embeddings, mmap=False), query_modality, k=k,
-                             chunk=chunk, space=space)
-        typer.echo(results.to_string(index=False, formatters={"score": "{:.4f}".format}))
-        for path in (json_out, parquet_out):
-            if path is not None:
-                write_results(results, path)
-        return
-    if query is not None:
-        if query_modality is None:
-            raise typer.BadParameter("--query-modality is needed with --query (image, audio or points)")
-        if not query.is_file():
-            raise typer.BadParameter(f"{query}: no such file", param_hint="--query")
-        modality, item = query_modality, str(query)
+        modality, item = query_modality, load_npy(query_embeddings, mmap=False)
     else:
-        modality, item = "text", text
-    model = _model(root, variant, seed, checkpoint, shared_space, graph)
+        if query is not None and query_modality is None:
+            raise typer.BadParameter("--query-modality is needed with --query (image, audio or points)")
+        if query is not None and not query.is_file():
+            raise typer.BadParameter(f"{query}: no such file", param_hint="--query")
+        modality, item = (query_modality, str(query)) if query is not None else ("text", text)
+        model = _model(root, variant, seed, checkpoint, shared_space, graph)
     _check_modality(model, modality, "--query-modality")
-    results = run_search(model, index_dir, item, modality, k=k, chunk=chunk)
+    results = run_search(model, index_dir, item, modality, k=k, chunk=chunk, space=space if query_embeddings else None)
     typer.echo(results.to_string(index=False, formatters={"score": "{:.4f}".format}))
     for path in (json_out, parquet_out):
         if path is not None:
             write_results(results, path)
-    if html_out is not None:
+    if html_out is not None and query_embeddings is None:
         from cmcr.examples import search_page
 
         search_page(html_out, modality, item, results, index_dir)

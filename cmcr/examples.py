@@ -24,9 +24,9 @@ import soundfile
 import torch
 from PIL import Image, ImageDraw
 
-from cmcr.artifacts import ArtifactError, atomic_path, load_embedding_set
-from cmcr.benchmarks import BENCHMARKS, GRAPH_TASKS, set_name
-from cmcr.evaluation import join_pairs, load_benchmark
+from cmcr.artifacts import ArtifactError, atomic_path
+from cmcr.benchmarks import BENCHMARKS, GRAPH_TASKS
+from cmcr.evaluation import load_benchmark, load_task
 from cmcr.graph import load_unit
 from cmcr.metrics.localization import score_scenes
 from cmcr.metrics.zeroshot import class_embeddings
@@ -286,18 +286,15 @@ def graph_section(embeddings: str | Path, graph_checkpoint: str | Path, dataset:
     clouds they retrieve (rendered); a shape of the sound's concept is right too (the benchmark's class)."""
     result = load_unit(graph_checkpoint)
     title = f"<h2>Audio–3D retrieval in the unified space of graph {html.escape(result.graph.name)} ({html.escape(dataset)})</h2>"
-    _, (_, audio_space, audio_set), (_, points_space, points_set), _ = GRAPH_TASKS["audio_points"]
+    _, (_, audio_space, _), (_, points_space, _), _ = GRAPH_TASKS["audio_points"]
     owners = result.graph.modalities()
     if owners.get("audio") != audio_space or owners.get("points") != points_space:
         return title + "<p class='small'>not shown: the graph does not embed audio and point clouds</p>"
     try:
-        (a, ta), (p, tp) = (load_embedding_set(Path(embeddings) / space, set_name(name, dataset),
-                                               columns=["pair_id", *CLASS_COLUMNS])
-                            for space, name in ((audio_space, audio_set), (points_space, points_set)))
+        sets = load_task(embeddings, "audio_points", dataset)[0].sets  # the benchmark's pairs, joined by pair_id
     except (ArtifactError, FileNotFoundError) as exc:
         return title + f"<p class='small'>not shown: {html.escape(str(exc))}</p>"
-    a, ta, p, tp, _ = join_pairs(torch.from_numpy(np.array(a, dtype=np.float32)), ta,
-                                 torch.from_numpy(np.array(p, dtype=np.float32)), tp, "pair_id", dataset)
+    (a, ta), (p, tp) = ((sets[m].x, sets[m].table) for m in ("audio", "points"))
     embed = result.embedders()
     with torch.no_grad():
         a, p = embed[audio_space](a, modality="audio"), embed[points_space](p, modality="points")

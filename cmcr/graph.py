@@ -199,16 +199,22 @@ class Graph:
         """``extend`` mode: each leaf's neighbour one link nearer the base, and that link."""
         if self.base is None:
             raise ValueError(f"graph {self.name} has no base (mode {self.mode})")
-        out, frontier = {}, [self.base]
-        while frontier:
-            node = frontier.pop(0)
-            for link in self.links:
-                if node in link.spaces:
-                    other = link.spaces[1] if link.spaces[0] == node else link.spaces[0]
-                    if other != self.base and other not in out:
-                        out[other] = (node, link)
-                        frontier.append(other)
-        return out
+        return _reach(self.base, self.links)
+
+
+def _reach(start: str, links: Sequence[Connection]) -> dict[str, tuple[str, Connection]]:
+    """Breadth-first from ``start`` over ``links``: every other space reached, with its neighbour one link nearer
+    ``start`` and that link."""
+    out, frontier = {}, [start]
+    while frontier:
+        node = frontier.pop(0)
+        for link in links:
+            if node in link.spaces:
+                other = link.spaces[1] if link.spaces[0] == node else link.spaces[0]
+                if other != start and other not in out:
+                    out[other] = (node, link)
+                    frontier.append(other)
+    return out
 
 
 def check_graph(name: str, entry: Any, connections: Mapping[str, Connection], declared: tuple[str, ...] = ()) -> Graph:
@@ -260,16 +266,7 @@ def check_graph(name: str, entry: Any, connections: Mapping[str, Connection], de
         if outside:
             raise ConfigError(f"{key}.links: {link_name} links {list(link.spaces)}, but {outside} is not in {key}.spaces")
         links.append(link)  # its modalities were checked where it was declared (connections_of)
-    # every space reached: a space no link touches would stay unaligned
-    reached, frontier = {spaces[0]}, [spaces[0]]
-    while frontier:
-        node = frontier.pop()
-        for link in links:
-            if node in link.spaces:
-                for other in link.spaces:
-                    if other not in reached:
-                        reached.add(other)
-                        frontier.append(other)
+    reached = {spaces[0], *_reach(spaces[0], links)}  # every space reached: one no link touches would stay unaligned
     base = entry.get("base")
     if mode in ("extend", "linear"):
         if isinstance(base, list):

@@ -551,7 +551,6 @@ class ExtendLinkData:
     def from_pipeline(cls, embeddings, aggregated, config: ConnectionConfig) -> "ExtendLinkData":
         """``<embeddings>/<space>/<modality>.npy`` and ``<aggregated>/<aggregate>.npy`` as the pipeline lays
         them out (the shared set paired by id across the spaces: :meth:`cmcr.train.ConnectionData.from_pipeline`)."""
-
         data = ConnectionData.from_pipeline(embeddings, aggregated, config)
         conn = config.connection
         memory_sets = {s: load_npy(Path(embeddings) / f"{conn.set_path(s, conn.memory_modality[s])}.npy") for s in conn.spaces}
@@ -693,7 +692,7 @@ CONNECTION_FORMAT = "cmcr.projectors/1"
 def load_unit(path, map_location="cpu") -> GraphResult:
     """The one loader of a trained unit's checkpoint — a variant's, a graph's, ``cmcr train``'s or ``cmcr
     import-official``'s (:meth:`GraphResult.checkpoint`, ``weights_only=True``); a connection checkpoint of an
-    older cmcr (format ``cmcr.projectors/1``) is converted (:func:`link_graph`, named by its link).
+    older cmcr (format ``cmcr.projectors/1``) is converted (:func:`connection_unit`, named by its link).
     FileNotFoundError / ValueError naming the file when it is neither."""
     path = Path(path)
     payload = torch.load(path, map_location=map_location, weights_only=True) if path.is_file() else None
@@ -703,7 +702,7 @@ def load_unit(path, map_location="cpu") -> GraphResult:
             projectors = build_projectors(config.projector, config.connection.spaces)
             for space, state in payload["projectors"].items():
                 projectors[space].load_state_dict(state)
-        except (KeyError, TypeError, ConfigError) as exc:
+        except (KeyError, TypeError, RuntimeError, ConfigError) as exc:  # RuntimeError: states of other shapes
             raise ValueError(f"{path}: a {CONNECTION_FORMAT} checkpoint without a readable config and projectors "
                              f"({type(exc).__name__}: {exc})") from None
         return connection_unit(projectors.eval(), config, paired=payload.get("objective") == "paired",

@@ -310,7 +310,7 @@ def plan_text(plan: Mapping[str, Any]) -> str:
     return json.dumps(plan, indent=1) + "\n"
 
 
-def unit_plan(path: str | Path, kind: str, name: str) -> Path:
+def unit_plan_file(path: str | Path, kind: str, name: str) -> Path:
     """``path`` — the plan of the ``kind`` (variant, graph) called ``name`` — if the validate stage wrote it; else a
     ConfigError in one line naming the known ones (the plans beside it), before a stage logs anything."""
     path = Path(path)

@@ -17,14 +17,14 @@ graph it is) or ``models/graphs/<g>/seed<s>.pt``, and their histories (``models/
 from common import ROOT, run, setup_logging
 
 from cmcr.config import ConfigError
-from cmcr.plan import read_plan, unit_plan
+from cmcr.plan import read_plan, unit_plan_file
 from cmcr.units import KINDS, save_unit, train_unit
 
 
 def main(name: str, kind: str = "variant") -> None:
     if kind not in KINDS:
         raise ConfigError(f"--kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    plan_file = unit_plan(ROOT / KINDS[kind][0](name), kind, name)  # before any log line
+    plan_file = unit_plan_file(ROOT / KINDS[kind][0](name), kind, name)  # before any log line
     log = setup_logging(f"{'train' if kind == 'variant' else 'graph'}@{name}")
     log.info("plan %s", plan_file)
     save_unit(kind, name, train_unit(name, read_plan(plan_file), ROOT), ROOT)

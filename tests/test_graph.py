@@ -282,3 +282,11 @@ def test_an_older_connection_checkpoint_loads_as_the_one_link_graph_it_is(tmp_pa
     new = connection_unit(projectors, config, "K", history=history)
     assert new.graph.owners("text") == ["clip", "clap"] and new.graph.owners("audio") == ["clap"]
     assert new.graph.label() == "the clip_clap connection (K)"
+    # an old checkpoint whose states do not fit its config (clap's width stated 7, its weights 5 wide): one error
+    # naming the file, not a traceback from load_state_dict
+    wrong = dict(old, config=ConnectionConfig(CLIP_CLAP, projector=ProjectorConfig(
+        in_dims={"clip": 6, "clap": 7}, hidden_dim=12, out_dim=4)).to_dict())
+    save_torch(tmp_path / "wrong.pt", wrong)
+    with pytest.raises(ValueError, match=r"wrong\.pt: a cmcr\.projectors/1 checkpoint without a readable config and "
+                                         r"projectors \(RuntimeError"):
+        load_unit(tmp_path / "wrong.pt")

@@ -304,6 +304,14 @@ def pipeline_plans(params: Mapping[str, Any], variants: Mapping[str, Variant], g
     return out
 
 
+def unit_plans(plans: Mapping[Path, dict[str, Any]], variants: Mapping[str, Variant], graphs: Mapping[str, Graph]
+               ) -> dict[str, dict[str, Any]]:
+    """The trained units' plans among ``plans`` (:func:`pipeline_plans`), by how messages name them: a variant by its
+    name, a graph as ``graph <name>``."""
+    return ({n: plans[layout.variant_plan(n)] for n in variants}
+            | {f"graph {n}": plans[layout.graph_plan(n)] for n in graphs})
+
+
 def plan_text(plan: Mapping[str, Any]) -> str:
     """A plan file's text: one line per value, keys in the order they were resolved (the sets in the order
     extraction runs them), so an unchanged plan is unchanged bytes."""

@@ -28,7 +28,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cmcr.artifacts import ArtifactError, load_embedding_set, load_npy, read_parquet
-from cmcr.benchmarks import paired_sets
 from cmcr.checks import EmbeddingError, as_tensor, check_matrix, check_same_rows
 from cmcr.config import ConnectionConfig, TrainConfig
 from cmcr.device import deterministic_cuda, resolve_device
@@ -214,13 +213,11 @@ def auto_scale(train: TrainConfig, n: int) -> TrainConfig:
     return dataclasses.replace(train, epochs=epochs, batch_size=batch)
 
 
-def load_true_pairs(embeddings: str | Path, connection: str | None, dataset: str,
-                    files: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
-    """The true pairs a paired-data reference trains on, from the pipeline's embeddings folder:
-    ``<embeddings>/<space>/<set>@<dataset>`` of :data:`cmcr.benchmarks.PAIRED_SETS` (or ``files``: ``{space:
-    file name}``, e.g. a paired graph's), rows joined by ``pair_id`` (an item that failed to load on either
-    side drops its pair). ArtifactError naming a missing file or column."""
-    files = paired_sets(connection, dataset) if files is None else dict(files)
+def load_true_pairs(embeddings: str | Path, dataset: str, files: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """The true pairs a paired-data reference trains on, from the pipeline's embeddings folder: ``files`` (``{space:
+    file name}``, ``<set>@<dataset>``, as the unit's plan resolved them: :data:`cmcr.benchmarks.PAIRED_SETS` for a
+    variant, a paired graph's own), rows joined by ``pair_id`` (an item that failed to load on either side drops its
+    pair). ArtifactError naming a missing file or column."""
     loaded = {space: load_embedding_set(Path(embeddings) / space, file, columns=["pair_id"]) for space, file in files.items()}
     (first, (m1, t1)), (second, (m2, t2)) = loaded.items()
     try:

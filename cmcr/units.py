@@ -61,7 +61,7 @@ def train_unit(name: str, plan: Mapping[str, Any], root: str | Path = ".") -> di
         results = {seed: fitted for seed in seeds}
     else:  # the paired-data reference: the same projectors trained on true pairs (never C-MCR's data)
         try:
-            pairs = load_true_pairs(embeddings, None, graph.pairs["dataset"], plan.true_pairs)
+            pairs = load_true_pairs(embeddings, graph.pairs["dataset"], plan.true_pairs)
         except (ArtifactError, FileNotFoundError) as exc:
             raise ArtifactError(f"{graph.label()}: its true pairs "
                                 f"({', '.join(f'{s}/{f}' for s, f in plan.true_pairs.items())}): {exc}") from None

@@ -30,7 +30,7 @@ from cmcr.experiments import (connections_used, pipeline_spaces, require_manifes
                               setup_of, variant_connection, variant_names)
 from cmcr.extraction import resolve_devices
 from cmcr.graph import connections_of, graph_config, graph_training, graphs_of, stated_modalities
-from cmcr.plan import graph_plan, space_sets, unit_from_plan, variant_plan
+from cmcr.plan import space_sets, unit_from_plan
 from cmcr.train import FEW_STEPS, planned_steps
 from cmcr.world import WorldConfig
 
@@ -380,16 +380,15 @@ def pipeline_sets(params: Mapping[str, Any]) -> dict[str, dict[str, tuple[str, b
     return {space: space_sets(params, space, variants, graphs) for space in pipeline_spaces(params)}
 
 
-def few_steps(params: Mapping[str, Any], variants: Mapping[str, Any], rows) -> list[tuple[str, str, str]]:
-    """Every trained unit (variant, graph; an extend graph per leaf) that will run fewer than
+def few_steps(plans: Mapping[str, Mapping[str, Any]], rows) -> list[tuple[str, str, str]]:
+    """Every trained unit of ``plans`` (``{unit: its plan}``, :func:`cmcr.plan.unit_plans`: a variant, a graph; an
+    extend graph per leaf) that will run fewer than
     :data:`cmcr.train.FEW_STEPS` optimiser steps: ``(unit, steps, what gives them)`` (steps as text: ``"80"``, or
     ``"≤ 80"`` for a bound). ``rows(space, set)`` is the
     number of items of an embedding set (None: not known yet, the unit is skipped); the steps follow from the
     training scale as the trainer applies it (:func:`cmcr.train.planned_steps`), read from each unit's plan (one
     format: :class:`cmcr.plan.UnitPlan`). A variant that excludes text sources trains on fewer texts: its count is an
     upper bound."""
-    plans = {n: variant_plan(params, v) for n, v in variants.items()}
-    plans |= {f"graph {n}": graph_plan(params, g) for n, g in graphs_of(params).items()}
     units: list[tuple[str, Any, list[tuple[str, str]], bool]] = []  # (unit, train, its sets, n an upper bound)
     for name, plan in plans.items():
         plan = unit_from_plan(plan)

@@ -20,7 +20,7 @@ from cmcr.experiments import (describe_stale, pipeline_spaces, scale_of, seeds_o
                               training_scale, training_scale_block)
 from cmcr.graph import graphs_of
 from cmcr.params import load_params
-from cmcr.plan import pipeline_plans, plan_text, sets_from_plan
+from cmcr.plan import pipeline_plans, plan_text, sets_from_plan, unit_plans
 from cmcr.train import FEW_STEPS
 from cmcr.validation import check_byo_layout, check_params, few_steps
 from cmcr.world import WorldConfig
@@ -56,13 +56,13 @@ def main() -> None:
     if rows is None:
         log.info("setup paper: the training sets' sizes are known after extraction; each training logs its steps")
     elif scale_of(p) == "small":  # a quick scale chosen (the demo's): one line, every unit named with its steps
-        few = few_steps(p, resolved, rows)
+        few = few_steps(unit_plans(plans, resolved, graphs), rows)
         if few:
             log.warning("scale small: %d units train fewer than %d optimiser steps (%s) — the quick scale; scale.mode "
                         "auto trains each at least %d (README \"Training scale\")", len(few), FEW_STEPS,
                         ", ".join(f"{unit} {steps}" for unit, steps, _ in few), training_scale_block(p)["auto"]["steps"])
     else:
-        for unit, steps, how in few_steps(p, resolved, rows):
+        for unit, steps, how in few_steps(unit_plans(plans, resolved, graphs), rows):
             log.warning("%s trains %s optimiser steps (%s): fewer than %d — more with scale.mode auto, or set "
                         "train.epochs / train.batch_size (README \"Training scale\")", unit, steps, how, FEW_STEPS)
     for name, variant in resolved.items():

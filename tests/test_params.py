@@ -171,12 +171,15 @@ def test_a_bad_training_scale_is_one_line(override, message):
 
 
 def _few(p: dict, rows=None) -> dict[str, tuple[str, str]]:
+    from cmcr.graph import graphs_of
+    from cmcr.plan import pipeline_plans, unit_plans
     from cmcr.validation import few_steps
     from cmcr.world import WorldConfig
 
     world = WorldConfig(**p["demo"]["world"])
-    return {unit: (steps, how) for unit, steps, how in
-            few_steps(p, check_params(p), rows or (lambda space, name: world.set_rows(name)))}
+    variants, graphs = check_params(p), graphs_of(p)
+    plans = unit_plans(pipeline_plans(p, variants, graphs), variants, graphs)
+    return {unit: (steps, how) for unit, steps, how in few_steps(plans, rows or (lambda space, name: world.set_rows(name)))}
 
 
 def test_units_with_few_optimiser_steps_are_named_with_their_count_and_knobs():
